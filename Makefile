@@ -1,0 +1,62 @@
+# modelway: `make run` and `make test` do all the set-up on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BUF_VERSION := 1.75.0
+BUF := build/node/node_modules/.bin/buf
+PROTOS := $(wildcard proto/modelway/v1/*.proto)
+GOOGLEAPIS := build/googleapis
+DESCRIPTOR := build/modelway.pb
+STAMP := $(VENV)/.installed
+
+.PHONY: run test proto lint check install clean
+
+run: proto
+	$(PY) -m modelway up
+
+test: proto
+	$(PY) -m pytest
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# googleapis' protos (annotations, http, httpbody, rpc) come from the
+# googleapis-common-protos wheel: protoc reads them from site-packages, buf
+# from a git-ignored copy (its registry is not reachable here).
+$(GOOGLEAPIS)/.copied: $(STAMP)
+	rm -rf $(GOOGLEAPIS) && mkdir -p $(GOOGLEAPIS)/google
+	site=$$($(PY) -c 'import google.api.annotations_pb2 as m, pathlib; print(pathlib.Path(m.__file__).parent.parent)'); \
+	for d in api rpc; do mkdir -p $(GOOGLEAPIS)/google/$$d; cp $$site/$$d/*.proto $(GOOGLEAPIS)/google/$$d/; done
+	touch $@
+
+proto: $(DESCRIPTOR)
+
+$(DESCRIPTOR): $(PROTOS) $(GOOGLEAPIS)/.copied
+	$(PY) -m grpc_tools.protoc -Iproto -I$(GOOGLEAPIS) \
+		--python_out=src --pyi_out=src --grpc_python_out=src \
+		--plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc --mypy_grpc_out=src \
+		--include_imports --include_source_info --descriptor_set_out=$@ $(PROTOS)
+
+$(BUF):
+	npm install --silent --no-audit --no-fund --prefix build/node @bufbuild/buf@$(BUF_VERSION)
+
+lint: $(STAMP) $(GOOGLEAPIS)/.copied $(BUF)
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/mypy
+	$(BUF) lint
+
+# Regenerates the committed stubs and fails when they differ from the proto.
+check: $(STAMP) $(GOOGLEAPIS)/.copied
+	touch $(PROTOS) && $(MAKE) --no-print-directory proto
+	@git diff --exit-code -- src/modelway/v1 || { echo "generated code is stale: run make proto and commit" >&2; exit 1; }
+	@test -z "$$(git ls-files --others --exclude-standard src/modelway/v1)" || { echo "untracked generated files in src/modelway/v1" >&2; exit 1; }
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,99 @@
+"""Wiring and lifecycle: builds every part from the configuration, serves, shuts down cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from modelway.config import Config
+from modelway.core.accounting import UsageRecorder
+from modelway.core.catalog import Catalog
+from modelway.core.chat import ChatEngine
+from modelway.core.clock import Clock, SystemClock
+from modelway.core.keys import KeyRing
+from modelway.providers.registry import ProviderRegistry
+from modelway.services.chat import ChatServicer
+from modelway.services.models import ModelsServicer
+from modelway.store import SqliteStore
+from modelway.v1 import chat_pb2, chat_pb2_grpc, models_pb2, models_pb2_grpc
+
+__all__ = ["Gateway", "serve"]
+
+log = logging.getLogger(__name__)
+
+_SERVICES = (
+    chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name,
+    models_pb2.DESCRIPTOR.services_by_name["ModelsService"].full_name,
+)
+
+
+class Gateway:
+    """The running server: one store, one key ring, one recorder, one grpc.aio server."""
+
+    def __init__(self, config: Config, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.store = SqliteStore(config.store.path)
+        self.keys = KeyRing(self.store, self.clock)
+        self.recorder = UsageRecorder(self.store, self.keys, flush_seconds=config.store.usage_flush_seconds)
+        self.catalog = Catalog(config.models)
+        self.engine = ChatEngine(self.catalog, ProviderRegistry(config.providers), self.clock)
+        self.health = HealthServicer()
+        self.server = grpc.aio.server(
+            options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 32 * 1024 * 1024)]
+        )
+        self._refresher: asyncio.Task[None] | None = None
+
+    async def start(self) -> int:
+        await self.store.open()
+        await self.keys.load()
+        self.recorder.start()
+        self._refresher = asyncio.create_task(self._refresh_keys(), name="key-refresh")
+        chat_pb2_grpc.add_ChatServiceServicer_to_server(
+            ChatServicer(self.engine, self.keys, self.recorder, self.clock), self.server
+        )
+        models_pb2_grpc.add_ModelsServiceServicer_to_server(ModelsServicer(self.catalog, self.keys), self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection((*_SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
+        server = self.config.server
+        port = self.server.add_insecure_port(f"{server.grpc_host}:{server.grpc_port}")
+        await self.server.start()
+        for name in ("", *_SERVICES):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("modelway gRPC listening on %s:%d", server.grpc_host, port)
+        return port
+
+    async def _refresh_keys(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.store.refresh_seconds)
+            try:
+                await self.keys.refresh()
+            except Exception:
+                log.exception("key refresh failed")
+
+    async def stop(self) -> None:
+        """Drains in-flight calls, then writes every pending usage row."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.config.server.shutdown_grace_seconds)
+        if self._refresher is not None:
+            self._refresher.cancel()
+        await self.recorder.close()
+        await self.store.close()
+
+
+async def serve(config: Config) -> None:
+    gateway = Gateway(config)
+    await gateway.start()
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()
+    log.info("shutting down")
+    await gateway.stop()

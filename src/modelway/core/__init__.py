@@ -1,0 +1,1 @@
+"""The gateway core: canonical types, auth, catalog, chat orchestration, accounting."""

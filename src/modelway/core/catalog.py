@@ -1,0 +1,28 @@
+"""The model catalog: resolves what a caller names to a configured model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from modelway.config import ModelConfig
+from modelway.errors import NotFound
+
+__all__ = ["Catalog"]
+
+
+class Catalog:
+    def __init__(self, models: Iterable[ModelConfig]) -> None:
+        self._models = {model.id: model for model in models}
+
+    def all(self) -> tuple[ModelConfig, ...]:
+        return tuple(self._models.values())
+
+    def resolve(self, name: str) -> ModelConfig:
+        model = self._models.get(name)
+        if model is None:
+            raise NotFound(
+                f"The model `{name}` does not exist or you do not have access to it.",
+                code="model_not_found",
+                param="model",
+            )
+        return model

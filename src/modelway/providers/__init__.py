@@ -1,0 +1,1 @@
+"""Upstream providers: one adapter per wire format, dispatched by kind in registry.py."""

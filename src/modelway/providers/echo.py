@@ -1,0 +1,154 @@
+"""A network-free provider that streams a deterministic echo of the request."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+
+from modelway.core.tokens import count_message_tokens, count_tokens, split_tokens
+from modelway.core.types import (
+    ChatRequest,
+    ChoiceDelta,
+    FinishReason,
+    FunctionTool,
+    ImagePart,
+    StreamEvent,
+    ToolCallDelta,
+    Usage,
+)
+from modelway.errors import InvalidRequest
+from modelway.providers.json_schema import instance_of
+
+__all__ = ["EchoProvider"]
+
+# Arguments stream in slices this long, as real models send them in fragments.
+_ARGUMENT_CHUNK = 8
+_TOOL_WORD = re.compile(r"\btools?\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class _Choice:
+    """One choice worked out in full before streaming: its deltas and cost."""
+
+    deltas: tuple[ChoiceDelta, ...]
+    completion_tokens: int
+
+
+class EchoProvider:
+    """Answers "Echo: <last user text>", or calls a tool, without any network.
+
+    Every choice gets the same output. Deltas of the choices are interleaved
+    position by position (choice 0's first piece, choice 1's first piece,
+    ...), and each choice ends with a delta carrying only its finish_reason.
+    """
+
+    def __init__(self, *, token_delay: float = 0.0) -> None:
+        if token_delay < 0:
+            raise ValueError("token_delay must not be negative")
+        self._token_delay = token_delay
+
+    async def stream_chat(self, request: ChatRequest, upstream_model: str) -> AsyncGenerator[StreamEvent, None]:
+        tool_index = _tool_to_call(request)
+        choices = [_plan_choice(request, index, tool_index) for index in range(request.n)]
+        longest = max((len(choice.deltas) for choice in choices), default=0)
+        for position in range(longest):
+            for choice in choices:
+                if position < len(choice.deltas):
+                    # Sleep even for a zero delay so that every delta is a point
+                    # where the consumer's cancellation can land.
+                    await asyncio.sleep(self._token_delay)
+                    yield choice.deltas[position]
+        yield Usage(
+            prompt_tokens=count_message_tokens(request.messages),
+            completion_tokens=sum(choice.completion_tokens for choice in choices),
+        )
+
+
+def _tool_to_call(request: ChatRequest) -> int | None:
+    """The index in request.tools of the tool to call, or None to answer in text."""
+    choice = request.tool_choice
+    if choice.mode == "none":
+        return None
+    if choice.mode == "function":
+        for index, tool in enumerate(request.tools):
+            if tool.name == choice.function_name:
+                return index
+        raise InvalidRequest(f"tool_choice names an unknown function {choice.function_name!r}", param="tool_choice")
+    if not request.tools:
+        if choice.mode == "required":
+            raise InvalidRequest("tool_choice 'required' needs at least one tool", param="tool_choice")
+        return None
+    if choice.mode == "required":
+        return 0
+    text = request.last_user_text
+    for index, tool in enumerate(request.tools):
+        if tool.name and re.search(rf"(?<!\w){re.escape(tool.name)}(?!\w)", text, re.IGNORECASE):
+            return index
+    return 0 if _TOOL_WORD.search(text) else None
+
+
+def _plan_choice(request: ChatRequest, index: int, tool_index: int | None) -> _Choice:
+    if tool_index is not None:
+        return _plan_tool_call(request, index, tool_index)
+    text = _cut_at_stop(_reply_text(request), request.stop)
+    finish: FinishReason = "stop"
+    pieces = split_tokens(text)
+    limit = request.max_tokens
+    if limit is not None and count_tokens(text) > limit:
+        # Every piece holds exactly one token unless the text is blank.
+        pieces, finish = pieces[: max(limit, 0)], "length"
+    deltas = [ChoiceDelta(index=index, content=piece) for piece in pieces]
+    deltas.append(ChoiceDelta(index=index, finish_reason=finish))
+    return _Choice(tuple(deltas), count_tokens("".join(pieces)))
+
+
+def _reply_text(request: ChatRequest) -> str:
+    user_text = request.last_user_text
+    reply = f"Echo: {user_text or '(no user message)'}"
+    for message in reversed(request.messages):
+        if message.role == "user":
+            reply += " [image]" * sum(isinstance(part, ImagePart) for part in message.content)
+            break
+    response_format = request.response_format
+    if response_format.type == "json_object":
+        return json.dumps({"echo": reply}, ensure_ascii=False)
+    if response_format.type == "json_schema":
+        return json.dumps(instance_of(response_format.schema or {}, text=user_text), ensure_ascii=False)
+    return reply
+
+
+def _cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
+    """`text` up to, not including, the earliest stop sequence in it."""
+    cut = min((found for found in (text.find(s) for s in stop if s) if found >= 0), default=len(text))
+    return text[:cut]
+
+
+def _plan_tool_call(request: ChatRequest, index: int, tool_index: int) -> _Choice:
+    tool: FunctionTool = request.tools[tool_index]
+    arguments = json.dumps(instance_of(tool.parameters, text=request.last_user_text), separators=(",", ":"))
+    finish: FinishReason = "tool_calls"
+    name_tokens = count_tokens(tool.name)
+    limit = request.max_tokens
+    if limit is not None and name_tokens + count_tokens(arguments) > limit:
+        finish = "length"
+        if limit < name_tokens:
+            # Not even the name fits: the call never starts.
+            return _Choice((ChoiceDelta(index=index, finish_reason=finish),), 0)
+        arguments = "".join(split_tokens(arguments)[: limit - name_tokens])
+    call_id = _call_id(request, index, tool_index)
+    deltas = [ChoiceDelta(index=index, tool_calls=(ToolCallDelta(index=0, id=call_id, name=tool.name),))]
+    for start in range(0, len(arguments), _ARGUMENT_CHUNK):
+        piece = arguments[start : start + _ARGUMENT_CHUNK]
+        deltas.append(ChoiceDelta(index=index, tool_calls=(ToolCallDelta(index=0, arguments=piece),)))
+    deltas.append(ChoiceDelta(index=index, finish_reason=finish))
+    return _Choice(tuple(deltas), name_tokens + count_tokens(arguments))
+
+
+def _call_id(request: ChatRequest, index: int, tool_index: int) -> str:
+    # repr() of the frozen message dataclasses is stable across runs, unlike hash().
+    seed = f"{request.messages!r}|{index}|{tool_index}".encode()
+    return "call_" + hashlib.sha256(seed).hexdigest()[:24]

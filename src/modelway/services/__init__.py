@@ -1,0 +1,1 @@
+"""Thin gRPC servicers, one per proto service; the core does the work."""

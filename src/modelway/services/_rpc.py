@@ -1,0 +1,137 @@
+"""The one place where a GatewayError becomes a gRPC status, an HTTP status and a body.
+
+Every servicer method is wrapped by `unary` or `stream`. The wrapper gives it
+an RpcCall (request id, metadata, response headers) and, when a GatewayError
+escapes before the first message, aborts with:
+  - the gRPC status code and message, plus a google.rpc.Status carrying an
+    ErrorInfo (grpc-status-details-bin) for native gRPC callers;
+  - trailing metadata `x-http-status` and `x-error-json`, which the Lua filter
+    in front of the transcoder turns into the exact HTTP status and body.
+Errors must abort before any initial metadata is sent: only then is the
+response trailers-only, and only then does Envoy show trailers as headers.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+from modelway.errors import GatewayError
+
+__all__ = ["ErrorRenderer", "RpcCall", "stream", "unary"]
+
+log = logging.getLogger(__name__)
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+S = TypeVar("S")
+ErrorRenderer = Callable[[GatewayError], bytes]
+
+
+class RpcCall:
+    """What a servicer method knows about its call beyond the request."""
+
+    def __init__(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        self.metadata: dict[str, str] = {
+            key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)
+        }
+        # Envoy forwards its x-request-id; a direct gRPC caller gets a new one.
+        self.request_id = self.metadata.get("x-request-id") or uuid.uuid4().hex
+        # Headers for the response (initial metadata on success, trailers on error).
+        self.headers: list[tuple[str, str]] = [("x-request-id", self.request_id)]
+
+    def header(self, name: str) -> str:
+        return self.metadata.get(name, "")
+
+
+async def _abort(
+    context: grpc.aio.ServicerContext[Any, Any], call: RpcCall, error: GatewayError, render: ErrorRenderer
+) -> None:
+    info = error_details_pb2.ErrorInfo(
+        reason=error.code.upper(), domain="modelway", metadata={"param": error.param or ""}
+    )
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    status = status_pb2.Status(code=error.grpc_code.value[0], message=error.message, details=[detail])
+    trailers: list[tuple[str, str | bytes]] = [
+        *call.headers,
+        ("x-http-status", str(error.http_status)),
+        ("x-error-json", render(error).decode()),
+        ("grpc-status-details-bin", status.SerializeToString()),
+    ]
+    if error.retry_after is not None:
+        trailers.append(("retry-after", str(error.retry_after)))
+    await context.abort(error.grpc_code, error.message, trailing_metadata=tuple(trailers))
+
+
+def _unexpected(exc: Exception) -> GatewayError:
+    log.exception("unexpected error", exc_info=exc)
+    return GatewayError("The server had an error while processing your request.")
+
+
+def unary(
+    render: ErrorRenderer,
+) -> Callable[
+    [Callable[[S, Req, grpc.aio.ServicerContext[Req, Resp], RpcCall], Awaitable[Resp]]], Callable[..., Awaitable[Resp]]
+]:
+    def wrap(
+        method: Callable[[S, Req, grpc.aio.ServicerContext[Req, Resp], RpcCall], Awaitable[Resp]],
+    ) -> Callable[..., Awaitable[Resp]]:
+        @functools.wraps(method)
+        async def wrapper(self: S, request: Req, context: grpc.aio.ServicerContext[Req, Resp]) -> Resp:
+            call = RpcCall(context)
+            try:
+                response = await method(self, request, context, call)
+            except GatewayError as error:
+                await _abort(context, call, error, render)
+                raise  # unreachable: abort raises
+            except Exception as exc:
+                await _abort(context, call, _unexpected(exc), render)
+                raise
+            await context.send_initial_metadata(tuple(call.headers))
+            return response
+
+        return wrapper
+
+    return wrap
+
+
+def stream(
+    render: ErrorRenderer,
+) -> Callable[
+    [Callable[[S, Req, grpc.aio.ServicerContext[Req, Resp], RpcCall], AsyncIterator[Resp]]],
+    Callable[..., AsyncIterator[Resp]],
+]:
+    def wrap(
+        method: Callable[[S, Req, grpc.aio.ServicerContext[Req, Resp], RpcCall], AsyncIterator[Resp]],
+    ) -> Callable[..., AsyncIterator[Resp]]:
+        @functools.wraps(method)
+        async def wrapper(self: S, request: Req, context: grpc.aio.ServicerContext[Req, Resp]) -> AsyncIterator[Resp]:
+            call = RpcCall(context)
+            started = False
+            try:
+                async for message in method(self, request, context, call):
+                    if not started:
+                        started = True
+                        await context.send_initial_metadata(tuple(call.headers))
+                    yield message
+            except GatewayError as error:
+                if started:
+                    # Trailers after messages: a native caller still gets the status.
+                    await context.abort(error.grpc_code, error.message)
+                await _abort(context, call, error, render)
+            except Exception as exc:
+                if started:
+                    raise
+                await _abort(context, call, _unexpected(exc), render)
+
+        return wrapper
+
+    return wrap

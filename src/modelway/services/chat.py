@@ -1,0 +1,166 @@
+"""ChatService: the typed native RPCs and the REST (HttpBody) endpoint over one core."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any
+
+import grpc
+from google.api import httpbody_pb2
+
+from modelway.core.accounting import UsageRecorder
+from modelway.core.auth import bearer_secret
+from modelway.core.chat import ChatEngine, Completion
+from modelway.core.clock import Clock
+from modelway.core.keys import KeyRing
+from modelway.core.metering import CallMeter
+from modelway.core.types import ChoiceDelta, Usage
+from modelway.errors import GatewayError
+from modelway.services._rpc import RpcCall, stream, unary
+from modelway.surfaces import openai
+from modelway.surfaces.openai_request import to_chat_request
+from modelway.v1 import chat_pb2, chat_pb2_grpc, common_pb2
+
+__all__ = ["ChatServicer"]
+
+Context = grpc.aio.ServicerContext[Any, Any]
+_JSON = "application/json"
+_SSE = "text/event-stream"
+
+
+def _usage_proto(usage: Usage) -> common_pb2.Usage:
+    return common_pb2.Usage(
+        prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens, total_tokens=usage.total_tokens
+    )
+
+
+def _completion_proto(completion: Completion) -> chat_pb2.ChatCompletion:
+    return chat_pb2.ChatCompletion(
+        id=completion.id,
+        object="chat.completion",
+        created=completion.created,
+        model=completion.model,
+        choices=[
+            chat_pb2.ChatCompletionChoice(
+                index=choice.index,
+                message=chat_pb2.AssistantMessage(
+                    role="assistant",
+                    content=choice.content,
+                    tool_calls=[
+                        chat_pb2.ToolCall(
+                            id=call.id,
+                            type="function",
+                            function=chat_pb2.FunctionCall(name=call.name, arguments=call.arguments),
+                        )
+                        for call in choice.tool_calls
+                    ],
+                ),
+                finish_reason=choice.finish_reason,
+            )
+            for choice in completion.choices
+        ],
+        usage=_usage_proto(completion.usage),
+    )
+
+
+def _delta_proto(event: ChoiceDelta, first: bool) -> chat_pb2.ChatCompletionChunkChoice:
+    return chat_pb2.ChatCompletionChunkChoice(
+        index=event.index,
+        delta=chat_pb2.ChatCompletionDelta(
+            role="assistant" if first else "",
+            content=event.content or None,
+            tool_calls=[
+                chat_pb2.ToolCallDelta(
+                    index=call.index,
+                    id=call.id,
+                    type="function" if call.id else "",
+                    function=chat_pb2.FunctionCall(name=call.name, arguments=call.arguments),
+                )
+                for call in event.tool_calls
+            ],
+        ),
+        finish_reason=event.finish_reason or "",
+    )
+
+
+class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
+    def __init__(self, engine: ChatEngine, keys: KeyRing, recorder: UsageRecorder, clock: Clock) -> None:
+        self._engine = engine
+        self._keys = keys
+        self._recorder = recorder
+        self._clock = clock
+
+    async def _begin(self, call: RpcCall, meter: CallMeter) -> None:
+        key = await self._keys.authenticate(bearer_secret(call.metadata))
+        meter.key_id = key.id
+
+    def _meter(self, call: RpcCall, surface: str) -> CallMeter:
+        return CallMeter(self._recorder, self._clock, request_id=call.request_id, surface=surface)
+
+    @unary(openai.error_json)
+    async def CreateChatCompletion(
+        self, request: chat_pb2.CreateChatCompletionRequest, context: Context, call: RpcCall
+    ) -> chat_pb2.ChatCompletion:
+        with self._meter(call, "grpc") as meter:
+            await self._begin(call, meter)
+            completion = await self._engine.complete(to_chat_request(request), meter)
+            return _completion_proto(completion)
+
+    @stream(openai.error_json)
+    async def StreamChatCompletion(
+        self, request: chat_pb2.CreateChatCompletionRequest, context: Context, call: RpcCall
+    ) -> AsyncIterator[chat_pb2.ChatCompletionChunk]:
+        with self._meter(call, "grpc") as meter:
+            await self._begin(call, meter)
+            chat = to_chat_request(request)
+            running = self._engine.start(chat, meter)
+            started: set[int] = set()
+            async with aclosing(running.events) as events:
+                async for event in events:
+                    chunk = chat_pb2.ChatCompletionChunk(
+                        id=running.id, object="chat.completion.chunk", created=running.created, model=running.model
+                    )
+                    if isinstance(event, Usage):
+                        chunk.usage.CopyFrom(_usage_proto(event))
+                    else:
+                        chunk.choices.append(_delta_proto(event, event.index not in started))
+                        started.add(event.index)
+                    yield chunk
+
+    @stream(openai.error_json)
+    async def CreateChatCompletionHttp(
+        self, request: chat_pb2.CreateChatCompletionRequest, context: Context, call: RpcCall
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        with self._meter(call, "openai") as meter:
+            await self._begin(call, meter)
+            chat = to_chat_request(request)
+            if not chat.stream:
+                completion = await self._engine.complete(chat, meter)
+                yield httpbody_pb2.HttpBody(content_type=_JSON, data=openai.completion_json(completion))
+                return
+            running = self._engine.start(chat, meter)
+            renderer = openai.ChunkRenderer(running, include_usage=chat.include_usage)
+            async with aclosing(running.events) as events:
+                # Pull the first event before answering, so an early failure
+                # (upstream refused, bad tool_choice) is a proper HTTP error.
+                first = await anext(events, None)
+                if first is not None:
+                    yield httpbody_pb2.HttpBody(
+                        content_type=_SSE, data=self._frame(renderer, first, chat.include_usage)
+                    )
+                try:
+                    async for event in events:
+                        frame = self._frame(renderer, event, chat.include_usage)
+                        if frame:
+                            yield httpbody_pb2.HttpBody(content_type=_SSE, data=frame)
+                except GatewayError as error:
+                    meter.fail(error)
+                    yield httpbody_pb2.HttpBody(content_type=_SSE, data=renderer.error(error))
+            yield httpbody_pb2.HttpBody(content_type=_SSE, data=openai.sse_done())
+
+    @staticmethod
+    def _frame(renderer: openai.ChunkRenderer, event: ChoiceDelta | Usage, include_usage: bool) -> bytes:
+        if isinstance(event, Usage):
+            return renderer.usage(event) if include_usage else b""
+        return renderer.delta(event)

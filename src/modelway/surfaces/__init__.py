@@ -1,0 +1,1 @@
+"""REST dialects: parsing and rendering per documented API (OpenAI first)."""

@@ -1,0 +1,199 @@
+"""Shared fixtures: a real modelway server and a real Envoy, started once per session."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from modelway.config import load_config
+from modelway.edge import EdgeFiles, render_envoy_config, start_envoy
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TEST_CONFIG = """
+[server]
+shutdown_grace_seconds = 5
+
+[store]
+refresh_seconds = 0.2
+usage_flush_seconds = 0.05
+
+[keys]
+prefix = "mwt-"
+
+[[providers]]
+name = "echo"
+kind = "echo"
+
+[[providers]]
+name = "echo-slow"
+kind = "echo"
+token_delay_ms = 20
+
+[[models]]
+id = "echo-1"
+provider = "echo"
+created = 1767225600
+max_output_tokens = 4096
+
+[[models]]
+id = "echo-mini"
+provider = "echo"
+created = 1767225600
+max_output_tokens = 8
+
+[[models]]
+id = "echo-slow"
+provider = "echo-slow"
+created = 1767225600
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Stack:
+    """One running gateway: a grpc.aio server process and an Envoy in front of it."""
+
+    workdir: Path
+    config_path: Path
+    env: dict[str, str]
+    http_port: int
+    grpc_port: int
+    api_key: str
+    server: subprocess.Popen[bytes] | None = None
+    envoy: subprocess.Popen[bytes] | None = None
+
+    @property
+    def http_base(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def envoy_target(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def db_path(self) -> Path:
+        return Path(self.env["MODELWAY_DB"])
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "modelway", "--config", str(self.config_path), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+
+    def create_key(self, name: str) -> tuple[str, str]:
+        """Creates a key through the CLI; returns (id, secret)."""
+        out = self.cli("keys", "create", "--name", name).stdout
+        fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line and not line.startswith("("))
+        return fields["id"].strip(), fields["secret"].strip()
+
+    def start_server(self) -> None:
+        log = open(self.workdir / "server.log", "ab")  # noqa: SIM115
+        self.server = subprocess.Popen(
+            [sys.executable, "-m", "modelway", "--config", str(self.config_path), "serve"],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        _wait_for(lambda: _grpc_serving(self.grpc_target), "gRPC server", self)
+
+    def stop_server(self) -> int:
+        assert self.server is not None
+        self.server.send_signal(signal.SIGTERM)
+        code = self.server.wait(timeout=30)
+        self.server = None
+        return code
+
+    def start_envoy(self) -> None:
+        config = load_config(self.config_path, self.env)
+        envoy_yaml = self.workdir / "envoy.yaml"
+        envoy_yaml.write_text(render_envoy_config(config.server, EdgeFiles.in_repo(ROOT)))
+        self.envoy = start_envoy(envoy_yaml, log_path=self.workdir / "envoy.log", base_id=config.server.admin_port)
+        ready = f"http://127.0.0.1:{config.server.admin_port}/ready"
+        _wait_for(lambda: _http_ok(ready), "Envoy", self)
+
+
+def _grpc_serving(target: str) -> bool:
+    with grpc.insecure_channel(target) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+        except grpc.RpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def _wait_for(ready: object, what: str, stack: Stack, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ready():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    logs = "\n".join(p.read_text()[-3000:] for p in stack.workdir.glob("*.log"))
+    raise RuntimeError(f"{what} did not become ready within {timeout}s\n{logs}")
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    workdir = tmp_path_factory.mktemp("stack")
+    config_path = workdir / "modelway.toml"
+    config_path.write_text(TEST_CONFIG)
+    env = {
+        **os.environ,
+        "MODELWAY_GRPC_PORT": str(free_port()),
+        "MODELWAY_HTTP_PORT": str(free_port()),
+        "MODELWAY_ADMIN_PORT": str(free_port()),
+        "MODELWAY_DB": str(workdir / "modelway.db"),
+    }
+    stack = Stack(
+        workdir=workdir,
+        config_path=config_path,
+        env=env,
+        http_port=int(env["MODELWAY_HTTP_PORT"]),
+        grpc_port=int(env["MODELWAY_GRPC_PORT"]),
+        api_key="",
+    )
+    stack.api_key = stack.create_key("tests")[1]
+    stack.start_server()
+    stack.start_envoy()
+    try:
+        yield stack
+    finally:
+        if stack.server is not None:
+            stack.stop_server()
+        if stack.envoy is not None:
+            stack.envoy.terminate()
+            stack.envoy.wait(timeout=10)
