@@ -17,7 +17,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from modelway.config import load_config
+from modelway.config import ALL_PERMISSIONS, load_config
 from modelway.edge import EdgeFiles, render_envoy_config, start_envoy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,6 +33,24 @@ usage_flush_seconds = 0.05
 [keys]
 prefix = "mwt-"
 
+[limits]
+global_requests_per_minute = 1000000
+default_plan = "tester"
+
+[plans.tester]
+chat_requests_per_minute = 1000000
+image_requests_per_minute = 1000
+max_keys = 1000
+daily_token_budget = 1000000000
+max_input_tokens = 100000
+
+[plans.small]
+chat_requests_per_minute = 10
+image_requests_per_minute = 2
+max_keys = 2
+daily_token_budget = 200
+max_input_tokens = 300
+
 [[providers]]
 name = "echo"
 kind = "echo"
@@ -47,6 +65,8 @@ id = "echo-1"
 provider = "echo"
 created = 1767225600
 max_output_tokens = 4096
+input_credits_per_1k = 1
+output_credits_per_1k = 2
 
 [[models]]
 id = "echo-mini"
@@ -77,6 +97,7 @@ class Stack:
     http_port: int
     grpc_port: int
     api_key: str
+    account_id: str = ""
     server: subprocess.Popen[bytes] | None = None
     envoy: subprocess.Popen[bytes] | None = None
 
@@ -106,9 +127,15 @@ class Stack:
             timeout=60,
         )
 
-    def create_key(self, name: str) -> tuple[str, str]:
-        """Creates a key through the CLI; returns (id, secret)."""
-        out = self.cli("keys", "create", "--name", name).stdout
+    def create_account(self, name: str, plan: str = "tester", credits: float = 1_000_000) -> str:
+        out = self.cli("accounts", "create", "--name", name, "--plan", plan, "--credits", str(credits)).stdout
+        return out.split(":", 1)[1].strip()
+
+    def create_key(self, name: str, account: str = "", *options: str) -> tuple[str, str]:
+        """Creates a key through the CLI (every permission unless told); returns (id, secret)."""
+        if "--permissions" not in options:
+            options = (*options, "--permissions", ",".join(ALL_PERMISSIONS))
+        out = self.cli("keys", "create", "--account", account or self.account_id, "--name", name, *options).stdout
         fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line and not line.startswith("("))
         return fields["id"].strip(), fields["secret"].strip()
 
@@ -186,6 +213,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         grpc_port=int(env["MODELWAY_GRPC_PORT"]),
         api_key="",
     )
+    stack.account_id = stack.create_account("tests")
     stack.api_key = stack.create_key("tests")[1]
     stack.start_server()
     stack.start_envoy()

@@ -12,16 +12,34 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from modelway.config import Config
+from modelway.core.access import Gate
 from modelway.core.accounting import UsageRecorder
+from modelway.core.budgets import TokenBudgets, day_start
 from modelway.core.catalog import Catalog
 from modelway.core.chat import ChatEngine
 from modelway.core.clock import Clock, SystemClock
-from modelway.core.keys import KeyRing
+from modelway.core.directory import Directory
+from modelway.core.key_admin import KeyAdmin
+from modelway.core.ledger import Ledger
+from modelway.core.limits import RateLimiter
+from modelway.core.metering import Metering
+from modelway.core.reports import UsageReports
 from modelway.providers.registry import ProviderRegistry
 from modelway.services.chat import ChatServicer
+from modelway.services.keys import KeysServicer
 from modelway.services.models import ModelsServicer
+from modelway.services.usage import UsageServicer
 from modelway.store import SqliteStore
-from modelway.v1 import chat_pb2, chat_pb2_grpc, models_pb2, models_pb2_grpc
+from modelway.v1 import (
+    chat_pb2,
+    chat_pb2_grpc,
+    keys_pb2,
+    keys_pb2_grpc,
+    models_pb2,
+    models_pb2_grpc,
+    usage_pb2,
+    usage_pb2_grpc,
+)
 
 __all__ = ["Gateway", "serve"]
 
@@ -30,20 +48,28 @@ log = logging.getLogger(__name__)
 _SERVICES = (
     chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name,
     models_pb2.DESCRIPTOR.services_by_name["ModelsService"].full_name,
+    keys_pb2.DESCRIPTOR.services_by_name["KeysService"].full_name,
+    usage_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name,
 )
 
 
 class Gateway:
-    """The running server: one store, one key ring, one recorder, one grpc.aio server."""
+    """The running server: one store, one directory, one ledger, one recorder, one grpc.aio server."""
 
     def __init__(self, config: Config, clock: Clock | None = None) -> None:
         self.config = config
         self.clock = clock or SystemClock()
         self.store = SqliteStore(config.store.path)
-        self.keys = KeyRing(self.store, self.clock)
-        self.recorder = UsageRecorder(self.store, self.keys, flush_seconds=config.store.usage_flush_seconds)
+        self.ledger = Ledger(self.store)
+        self.directory = Directory(self.store, config, self.clock, on_reload=self.ledger.reload)
+        self.budgets = TokenBudgets(self.clock)
+        self.recorder = UsageRecorder(
+            self.store, self.directory, self.ledger, flush_seconds=config.store.usage_flush_seconds
+        )
         self.catalog = Catalog(config.models)
-        self.engine = ChatEngine(self.catalog, ProviderRegistry(config.providers), self.clock)
+        self.gate = Gate(self.directory, RateLimiter(self.clock), config)
+        self.metering = Metering(self.recorder, self.ledger, self.budgets, self.clock)
+        self.engine = ChatEngine(self.catalog, ProviderRegistry(config.providers), self.budgets, self.clock)
         self.health = HealthServicer()
         self.server = grpc.aio.server(
             options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 32 * 1024 * 1024)]
@@ -52,13 +78,22 @@ class Gateway:
 
     async def start(self) -> int:
         await self.store.open()
-        await self.keys.load()
+        await self.directory.load()
+        today = day_start(self.clock.now())
+        self.budgets.load(today, await self.store.tokens_since(today))
         self.recorder.start()
-        self._refresher = asyncio.create_task(self._refresh_keys(), name="key-refresh")
+        self._refresher = asyncio.create_task(self._follow_store(), name="store-follower")
         chat_pb2_grpc.add_ChatServiceServicer_to_server(
-            ChatServicer(self.engine, self.keys, self.recorder, self.clock), self.server
+            ChatServicer(self.engine, self.gate, self.metering), self.server
         )
-        models_pb2_grpc.add_ModelsServiceServicer_to_server(ModelsServicer(self.catalog, self.keys), self.server)
+        models_pb2_grpc.add_ModelsServiceServicer_to_server(ModelsServicer(self.catalog, self.gate), self.server)
+        keys_pb2_grpc.add_KeysServiceServicer_to_server(
+            KeysServicer(KeyAdmin(self.directory, self.catalog, self.config, self.clock), self.gate, self.clock),
+            self.server,
+        )
+        usage_pb2_grpc.add_UsageServiceServicer_to_server(
+            UsageServicer(UsageReports(self.store, self.recorder, self.clock), self.gate), self.server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection((*_SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
         server = self.config.server
@@ -69,13 +104,14 @@ class Gateway:
         log.info("modelway gRPC listening on %s:%d", server.grpc_host, port)
         return port
 
-    async def _refresh_keys(self) -> None:
+    async def _follow_store(self) -> None:
+        """Picks up what other processes (the CLI, other replicas) changed."""
         while True:
             await asyncio.sleep(self.config.store.refresh_seconds)
             try:
-                await self.keys.refresh()
+                await self.directory.refresh()
             except Exception:
-                log.exception("key refresh failed")
+                log.exception("store refresh failed")
 
     async def stop(self) -> None:
         """Drains in-flight calls, then writes every pending usage row."""

@@ -9,7 +9,22 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Config", "ConfigError", "ModelConfig", "ProviderConfig", "ServerConfig", "load_config"]
+__all__ = [
+    "ALL_PERMISSIONS",
+    "Config",
+    "ConfigError",
+    "LimitsConfig",
+    "ModelConfig",
+    "PlanConfig",
+    "ProviderConfig",
+    "ServerConfig",
+    "load_config",
+]
+
+# What a key may be allowed to do. New keys get DEFAULT_PERMISSIONS.
+ALL_PERMISSIONS = ("chat.completions", "images.generations", "models.list", "keys.manage", "usage.read")
+DEFAULT_PERMISSIONS = ("chat.completions", "images.generations", "models.list")
+MICRO = 1_000_000  # credits are kept as integer micro-credits: no rounding drift
 
 # Environment variable -> (section attribute, field, parser). Ports and paths
 # change per machine and per test run; everything else lives in the file.
@@ -19,6 +34,9 @@ _ENV_OVERRIDES: tuple[tuple[str, str, str], ...] = (
     ("MODELWAY_ADMIN_PORT", "server", "admin_port"),
     ("MODELWAY_DB", "store", "path"),
 )
+
+
+_SECTIONS = {"server", "store", "keys", "limits", "bootstrap", "plans", "providers", "models"}
 
 
 class ConfigError(ValueError):
@@ -59,6 +77,55 @@ class KeysConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PlanConfig:
+    """What an account's plan allows; every limit is per minute or per UTC day."""
+
+    name: str
+    chat_requests_per_minute: int
+    image_requests_per_minute: int
+    max_keys: int
+    daily_token_budget: int
+    max_input_tokens: int
+
+    def __post_init__(self) -> None:
+        for name in (
+            "chat_requests_per_minute",
+            "image_requests_per_minute",
+            "max_keys",
+            "daily_token_budget",
+            "max_input_tokens",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"plans.{self.name}.{name} must be positive")
+
+
+# Used when the file defines no [plans].
+FALLBACK_PLAN = PlanConfig(
+    name="free",
+    chat_requests_per_minute=10,
+    image_requests_per_minute=2,
+    max_keys=1,
+    daily_token_budget=100_000,
+    max_input_tokens=8_000,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BootstrapConfig:
+    """The operator account `modelway up` creates on an empty store."""
+
+    plan: str = ""  # empty: limits.default_plan
+    credits: float = 1_000_000.0
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    # Over all keys and accounts of this process.
+    global_requests_per_minute: int = 6000
+    default_plan: str = "free"
+
+
+@dataclass(frozen=True, slots=True)
 class ProviderConfig:
     name: str
     kind: str
@@ -76,12 +143,27 @@ class ModelConfig:
     owned_by: str = "modelway"
     created: int = 0
     max_output_tokens: int = 4096
+    # Prices in credits.
+    input_credits_per_1k: float = 0.0
+    output_credits_per_1k: float = 0.0
+    credits_per_call: float = 0.0
+    credits_per_image: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.id:
             raise ConfigError("every [[models]] entry needs an id")
         if self.max_output_tokens < 1:
             raise ConfigError(f"model {self.id}: max_output_tokens must be positive")
+        for name in ("input_credits_per_1k", "output_credits_per_1k", "credits_per_call", "credits_per_image"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"model {self.id}: {name} must not be negative")
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> int:
+        """Micro-credits for one call, rounded up to a whole micro-credit."""
+        per_1k = prompt_tokens * round(self.input_credits_per_1k * MICRO) + completion_tokens * round(
+            self.output_credits_per_1k * MICRO
+        )
+        return -(-per_1k // 1000) + round(self.credits_per_call * MICRO)
 
     @property
     def upstream_name(self) -> str:
@@ -93,14 +175,33 @@ class Config:
     server: ServerConfig = ServerConfig()
     store: StoreConfig = StoreConfig()
     keys: KeysConfig = KeysConfig()
+    limits: LimitsConfig = LimitsConfig()
+    bootstrap: BootstrapConfig = BootstrapConfig()
+    plans: tuple[PlanConfig, ...] = (FALLBACK_PLAN,)
     providers: tuple[ProviderConfig, ...] = ()
     models: tuple[ModelConfig, ...] = field(default=())
 
+    @property
+    def bootstrap_plan(self) -> str:
+        return self.bootstrap.plan or self.limits.default_plan
+
+    def plan(self, name: str) -> PlanConfig:
+        for plan in self.plans:
+            if plan.name == name:
+                return plan
+        raise ConfigError(f"unknown plan {name!r}")
+
     def __post_init__(self) -> None:
+        plan_names = {plan.name for plan in self.plans}
+        for role, name in (("limits.default_plan", self.limits.default_plan), ("bootstrap.plan", self.bootstrap.plan)):
+            if name and name not in plan_names:
+                raise ConfigError(f"{role} {name!r} is not among the plans ({', '.join(sorted(plan_names))})")
         names = [p.name for p in self.providers]
         if len(set(names)) != len(names):
             raise ConfigError("provider names must be unique")
         ids = [m.id for m in self.models]
+        if self.limits.global_requests_per_minute < 1:
+            raise ConfigError("limits.global_requests_per_minute must be positive")
         if len(set(ids)) != len(ids):
             raise ConfigError("model ids must be unique")
         for model in self.models:
@@ -115,17 +216,29 @@ def _section(cls: type[Any], data: Mapping[str, Any], where: str) -> Any:
         raise ConfigError(f"[{where}]: {exc}") from exc
 
 
+def _plan(name: str, data: Any) -> PlanConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"[plans.{name}] must be a table")
+    plan: PlanConfig = _section(PlanConfig, {**data, "name": name}, f"plans.{name}")
+    return plan
+
+
 def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] = os.environ) -> Config:
     """Reads the TOML file, then applies the MODELWAY_* environment overrides."""
     try:
         data = tomllib.loads(Path(path).read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from exc
+    unknown = set(data) - _SECTIONS
+    if unknown:
+        raise ConfigError(f"unknown section(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(_SECTIONS))}")
     sections: dict[str, Any] = {
         "server": _section(ServerConfig, data.get("server", {}), "server"),
         "store": _section(StoreConfig, data.get("store", {}), "store"),
         "keys": _section(KeysConfig, data.get("keys", {}), "keys"),
+        "limits": _section(LimitsConfig, data.get("limits", {}), "limits"),
     }
+    bootstrap = data.get("bootstrap", {})
     for variable, section, name in _ENV_OVERRIDES:
         if variable in environ:
             raw = environ[variable]
@@ -135,6 +248,13 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] = os.en
             except ValueError as exc:
                 raise ConfigError(f"{variable}={raw!r}: {exc}") from exc
             sections[section] = replace(sections[section], **{name: value})
+    plans = tuple(_plan(name, plan) for name, plan in data.get("plans", {}).items()) or (FALLBACK_PLAN,)
     providers = tuple(_section(ProviderConfig, p, "providers") for p in data.get("providers", []))
     models = tuple(_section(ModelConfig, m, "models") for m in data.get("models", []))
-    return Config(providers=providers, models=models, **sections)
+    return Config(
+        plans=plans,
+        bootstrap=_section(BootstrapConfig, bootstrap, "bootstrap"),
+        providers=providers,
+        models=models,
+        **sections,
+    )

@@ -1,4 +1,4 @@
-"""Usage accounting: one row per call, written in batches off the request path."""
+"""Usage accounting: rows and charges written in batches off the request path."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import logging
 
-from modelway.core.keys import KeyRing
+from modelway.core.directory import Directory
+from modelway.core.ledger import Ledger
 from modelway.store import SqliteStore, UsageRecord
 
 __all__ = ["UsageRecorder"]
@@ -15,21 +16,23 @@ log = logging.getLogger(__name__)
 
 
 class UsageRecorder:
-    """Collects usage rows in memory and writes them every `flush_seconds`.
+    """Collects usage rows in memory and writes them every `flush_seconds`,
+    together with the credits they cost and the keys' last-used times, in one
+    transaction.
 
     `record` never blocks or awaits, so the hot path pays nothing for the
     database. `close` writes what is left: a clean shutdown loses no row.
-    A failed write keeps its rows for the next attempt.
+    A failed write keeps its rows and charges for the next attempt.
     """
 
-    def __init__(self, store: SqliteStore, keys: KeyRing, *, flush_seconds: float) -> None:
+    def __init__(self, store: SqliteStore, directory: Directory, ledger: Ledger, *, flush_seconds: float) -> None:
         self._store = store
-        self._keys = keys
+        self._directory = directory
+        self._ledger = ledger
         self._flush_seconds = flush_seconds
         self._pending: list[UsageRecord] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._flush_lock = asyncio.Lock()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="usage-recorder")
@@ -50,16 +53,19 @@ class UsageRecorder:
                 log.exception("usage flush failed; rows kept for the next attempt")
 
     async def flush(self) -> None:
-        async with self._flush_lock:
+        async with self._ledger.lock:
             rows, self._pending = self._pending, []
-            last_used = self._keys.take_last_used()
-            if not rows and not last_used:
+            charges = self._ledger.take_charges()
+            last_used = self._directory.take_last_used()
+            if not rows and not charges and not last_used:
                 return
             try:
-                await self._store.record_calls(rows, last_used)
+                await self._store.record_calls(rows, last_used, charges)
             except BaseException:
                 self._pending[:0] = rows
+                self._ledger.charges_failed()
                 raise
+            self._ledger.charges_written()
 
     async def close(self) -> None:
         if self._task is not None:

@@ -17,12 +17,19 @@ class Catalog:
     def all(self) -> tuple[ModelConfig, ...]:
         return tuple(self._models.values())
 
+    def has(self, name: str) -> bool:
+        return name in self._models
+
     def resolve(self, name: str) -> ModelConfig:
         model = self._models.get(name)
         if model is None:
-            raise NotFound(
-                f"The model `{name}` does not exist or you do not have access to it.",
-                code="model_not_found",
-                param="model",
-            )
+            raise self.not_found(name)
         return model
+
+    @staticmethod
+    def not_found(name: str) -> NotFound:
+        return NotFound(
+            f"The model `{name}` does not exist or you do not have access to it.",
+            code="model_not_found",
+            param="model",
+        )

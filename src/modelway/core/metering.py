@@ -1,43 +1,53 @@
-"""Per-call metering: whatever happens, each call leaves exactly one usage row."""
+"""Per-call metering: whatever happens, each call settles its credits and leaves exactly one usage row."""
 
 from __future__ import annotations
 
 import asyncio
 from types import TracebackType
 
+from modelway.config import ModelConfig
 from modelway.core.accounting import UsageRecorder
+from modelway.core.budgets import TokenBudgets
 from modelway.core.clock import Clock
+from modelway.core.directory import Caller
+from modelway.core.ledger import Ledger, Reservation
 from modelway.errors import GatewayError
 from modelway.store import UsageRecord
 
-__all__ = ["CallMeter"]
+__all__ = ["CallMeter", "Metering"]
 
 # nginx's "client closed request": the caller went away before the end.
 CLIENT_CLOSED = 499
 
 
 class CallMeter:
-    """Gathers what one call used while it runs; records it once on exit.
+    """Gathers what one call used while it runs; settles and records it once on exit.
 
     The exit status comes from how the call ended: normally (200 unless
     `fail` was called for an error written into a stream), a GatewayError
     (its HTTP status), cancellation by the client (499), anything else (500).
+    A call that produced no output costs nothing; otherwise it costs its
+    tokens at the model's prices, never more than the account holds.
     """
 
-    def __init__(self, recorder: UsageRecorder, clock: Clock, *, request_id: str, surface: str) -> None:
-        self._recorder = recorder
-        self._clock = clock
-        self._started = clock.monotonic()
+    def __init__(self, metering: Metering, *, request_id: str, surface: str) -> None:
+        self._metering = metering
+        self._started = metering.clock.monotonic()
         self.request_id = request_id
         self.surface = surface
-        self.key_id = ""
-        self.model = ""
-        self.provider = ""
+        self.caller: Caller | None = None
+        self.model: ModelConfig | None = None
         self.prompt_tokens = 0
         self.completion_tokens = 0
+        self._reservation: Reservation | None = None
         self._status = 200
         self._error_code = ""
-        self._recorded = False
+
+    def reserve(self, caller: Caller, model: ModelConfig, prompt_tokens: int, max_completion_tokens: int) -> None:
+        """Holds back the worst-case cost (InsufficientCredits when the account cannot cover it)."""
+        self.caller, self.model, self.prompt_tokens = caller, model, prompt_tokens
+        worst_case = model.cost(prompt_tokens, max_completion_tokens)
+        self._reservation = self._metering.ledger.reserve(caller.account.id, worst_case)
 
     def fail(self, error: GatewayError) -> None:
         """Marks a call that ended in an error after its response had begun."""
@@ -56,24 +66,45 @@ class CallMeter:
             self._status, self._error_code = CLIENT_CLOSED, "client_closed"
         elif exc is not None:
             self._status, self._error_code = 500, "internal_error"
-        self._record()
+        self._settle()
 
-    def _record(self) -> None:
-        if self._recorded:
-            return
-        self._recorded = True
-        self._recorder.record(
+    def _settle(self) -> None:
+        metering = self._metering
+        charged = 0
+        produced = self._status == 200 or self.completion_tokens > 0
+        if self._reservation is not None:
+            cost = self.model.cost(self.prompt_tokens, self.completion_tokens) if produced and self.model else 0
+            charged = metering.ledger.settle(self._reservation, cost)
+            self._reservation = None
+        if self.caller is not None and produced:
+            metering.budgets.add(self.caller.key.id, self.prompt_tokens + self.completion_tokens)
+        metering.recorder.record(
             UsageRecord(
                 request_id=self.request_id,
-                key_id=self.key_id,
+                account_id=self.caller.account.id if self.caller else "",
+                key_id=self.caller.key.id if self.caller else "",
                 surface=self.surface,
-                model=self.model,
-                provider=self.provider,
-                prompt_tokens=self.prompt_tokens,
+                model=self.model.id if self.model else "",
+                provider=self.model.provider if self.model else "",
+                prompt_tokens=self.prompt_tokens if produced else 0,
                 completion_tokens=self.completion_tokens,
-                latency_ms=round((self._clock.monotonic() - self._started) * 1000),
+                cost=charged,
+                latency_ms=round((metering.clock.monotonic() - self._started) * 1000),
                 status=self._status,
                 error_code=self._error_code,
-                created_at=self._clock.now(),
+                created_at=metering.clock.now(),
             )
         )
+
+
+class Metering:
+    """What every call's meter settles against."""
+
+    def __init__(self, recorder: UsageRecorder, ledger: Ledger, budgets: TokenBudgets, clock: Clock) -> None:
+        self.recorder = recorder
+        self.ledger = ledger
+        self.budgets = budgets
+        self.clock = clock
+
+    def open(self, *, request_id: str, surface: str) -> CallMeter:
+        return CallMeter(self, request_id=request_id, surface=surface)

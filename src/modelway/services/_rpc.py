@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 S = TypeVar("S")
-ErrorRenderer = Callable[[GatewayError], bytes]
+# A REST dialect's rendering of an error: the HTTP status and the body.
+ErrorRenderer = Callable[[GatewayError], tuple[int, bytes]]
 
 
 class RpcCall:
@@ -60,14 +61,19 @@ async def _abort(
     detail = any_pb2.Any()
     detail.Pack(info)
     status = status_pb2.Status(code=error.grpc_code.value[0], message=error.message, details=[detail])
+    http_status, body = render(error)
     trailers: list[tuple[str, str | bytes]] = [
         *call.headers,
-        ("x-http-status", str(error.http_status)),
-        ("x-error-json", render(error).decode()),
+        *error.headers,
+        ("x-http-status", str(http_status)),
+        ("x-error-json", body.decode()),
         ("grpc-status-details-bin", status.SerializeToString()),
     ]
     if error.retry_after is not None:
         trailers.append(("retry-after", str(error.retry_after)))
+    if error.should_retry is not None:
+        # Read by the OpenAI and Anthropic SDKs before their own retry rules.
+        trailers.append(("x-should-retry", "true" if error.should_retry else "false"))
     await context.abort(error.grpc_code, error.message, trailing_metadata=tuple(trailers))
 
 

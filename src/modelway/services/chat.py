@@ -9,12 +9,10 @@ from typing import Any
 import grpc
 from google.api import httpbody_pb2
 
-from modelway.core.accounting import UsageRecorder
-from modelway.core.auth import bearer_secret
+from modelway.core.access import Gate
 from modelway.core.chat import ChatEngine, Completion
-from modelway.core.clock import Clock
-from modelway.core.keys import KeyRing
-from modelway.core.metering import CallMeter
+from modelway.core.directory import Caller
+from modelway.core.metering import CallMeter, Metering
 from modelway.core.types import ChoiceDelta, Usage
 from modelway.errors import GatewayError
 from modelway.services._rpc import RpcCall, stream, unary
@@ -85,36 +83,34 @@ def _delta_proto(event: ChoiceDelta, first: bool) -> chat_pb2.ChatCompletionChun
 
 
 class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
-    def __init__(self, engine: ChatEngine, keys: KeyRing, recorder: UsageRecorder, clock: Clock) -> None:
+    def __init__(self, engine: ChatEngine, gate: Gate, metering: Metering) -> None:
         self._engine = engine
-        self._keys = keys
-        self._recorder = recorder
-        self._clock = clock
+        self._gate = gate
+        self._metering = metering
 
-    async def _begin(self, call: RpcCall, meter: CallMeter) -> None:
-        key = await self._keys.authenticate(bearer_secret(call.metadata))
-        meter.key_id = key.id
+    async def _admit(self, call: RpcCall, meter: CallMeter) -> Caller:
+        caller = await self._gate.authorize(call.metadata, "chat.completions")
+        meter.caller = caller
+        call.headers.extend(self._gate.admit(caller, "chat"))
+        return caller
 
-    def _meter(self, call: RpcCall, surface: str) -> CallMeter:
-        return CallMeter(self._recorder, self._clock, request_id=call.request_id, surface=surface)
-
-    @unary(openai.error_json)
+    @unary(openai.error_response)
     async def CreateChatCompletion(
         self, request: chat_pb2.CreateChatCompletionRequest, context: Context, call: RpcCall
     ) -> chat_pb2.ChatCompletion:
-        with self._meter(call, "grpc") as meter:
-            await self._begin(call, meter)
-            completion = await self._engine.complete(to_chat_request(request), meter)
+        with self._metering.open(request_id=call.request_id, surface="grpc") as meter:
+            caller = await self._admit(call, meter)
+            completion = await self._engine.complete(to_chat_request(request), caller, meter)
             return _completion_proto(completion)
 
-    @stream(openai.error_json)
+    @stream(openai.error_response)
     async def StreamChatCompletion(
         self, request: chat_pb2.CreateChatCompletionRequest, context: Context, call: RpcCall
     ) -> AsyncIterator[chat_pb2.ChatCompletionChunk]:
-        with self._meter(call, "grpc") as meter:
-            await self._begin(call, meter)
+        with self._metering.open(request_id=call.request_id, surface="grpc") as meter:
+            caller = await self._admit(call, meter)
             chat = to_chat_request(request)
-            running = self._engine.start(chat, meter)
+            running = self._engine.start(chat, caller, meter)
             started: set[int] = set()
             async with aclosing(running.events) as events:
                 async for event in events:
@@ -128,18 +124,18 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
                         started.add(event.index)
                     yield chunk
 
-    @stream(openai.error_json)
+    @stream(openai.error_response)
     async def CreateChatCompletionHttp(
         self, request: chat_pb2.CreateChatCompletionRequest, context: Context, call: RpcCall
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
-        with self._meter(call, "openai") as meter:
-            await self._begin(call, meter)
+        with self._metering.open(request_id=call.request_id, surface="openai") as meter:
+            caller = await self._admit(call, meter)
             chat = to_chat_request(request)
             if not chat.stream:
-                completion = await self._engine.complete(chat, meter)
+                completion = await self._engine.complete(chat, caller, meter)
                 yield httpbody_pb2.HttpBody(content_type=_JSON, data=openai.completion_json(completion))
                 return
-            running = self._engine.start(chat, meter)
+            running = self._engine.start(chat, caller, meter)
             renderer = openai.ChunkRenderer(running, include_usage=chat.include_usage)
             async with aclosing(running.events) as events:
                 # Pull the first event before answering, so an early failure

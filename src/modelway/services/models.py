@@ -7,9 +7,9 @@ from typing import Any
 import grpc
 
 from modelway.config import ModelConfig
-from modelway.core.auth import bearer_secret
+from modelway.core.access import Gate
 from modelway.core.catalog import Catalog
-from modelway.core.keys import KeyRing
+from modelway.core.directory import Caller
 from modelway.services._rpc import RpcCall, unary
 from modelway.surfaces import openai
 from modelway.v1 import models_pb2, models_pb2_grpc
@@ -23,19 +23,29 @@ def _model_proto(model: ModelConfig) -> models_pb2.Model:
     return models_pb2.Model(id=model.id, object="model", created=model.created, owned_by=model.owned_by)
 
 
-class ModelsServicer(models_pb2_grpc.ModelsServiceServicer):
-    def __init__(self, catalog: Catalog, keys: KeyRing) -> None:
-        self._catalog = catalog
-        self._keys = keys
+def _visible(caller: Caller, model: ModelConfig) -> bool:
+    """A key limited to some models lists only those."""
+    return not caller.key.allowed_models or model.id in caller.key.allowed_models
 
-    @unary(openai.error_json)
+
+class ModelsServicer(models_pb2_grpc.ModelsServiceServicer):
+    def __init__(self, catalog: Catalog, gate: Gate) -> None:
+        self._catalog = catalog
+        self._gate = gate
+
+    @unary(openai.error_response)
     async def ListModels(
         self, request: models_pb2.ListModelsRequest, context: Context, call: RpcCall
     ) -> models_pb2.ListModelsResponse:
-        await self._keys.authenticate(bearer_secret(call.metadata))
-        return models_pb2.ListModelsResponse(object="list", data=[_model_proto(m) for m in self._catalog.all()])
+        caller = await self._gate.authorize(call.metadata, "models.list")
+        return models_pb2.ListModelsResponse(
+            object="list", data=[_model_proto(m) for m in self._catalog.all() if _visible(caller, m)]
+        )
 
-    @unary(openai.error_json)
+    @unary(openai.error_response)
     async def GetModel(self, request: models_pb2.GetModelRequest, context: Context, call: RpcCall) -> models_pb2.Model:
-        await self._keys.authenticate(bearer_secret(call.metadata))
-        return _model_proto(self._catalog.resolve(request.model))
+        caller = await self._gate.authorize(call.metadata, "models.list")
+        model = self._catalog.resolve(request.model)
+        if not _visible(caller, model):
+            raise self._catalog.not_found(request.model)
+        return _model_proto(model)

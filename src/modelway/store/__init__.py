@@ -1,6 +1,6 @@
 """Persistent storage; SQLite through sqlite-utils is the embedded default."""
 
-from modelway.store.records import KeyRecord, UsageRecord
+from modelway.store.records import AccountRecord, DailyUsage, KeyRecord, UsageRecord
 from modelway.store.sqlite import SqliteStore
 
-__all__ = ["KeyRecord", "SqliteStore", "UsageRecord"]
+__all__ = ["AccountRecord", "DailyUsage", "KeyRecord", "SqliteStore", "UsageRecord"]

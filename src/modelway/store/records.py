@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["KeyRecord", "UsageRecord"]
+__all__ = ["AccountRecord", "DailyUsage", "KeyRecord", "UsageRecord"]
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRecord:
+    """An account. Its balance lives in the ledger, not here: it changes per call."""
+
+    id: str
+    name: str
+    plan: str
+    created_at: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -12,14 +22,22 @@ class KeyRecord:
     """An API key. The secret itself is never stored: only its SHA-256."""
 
     id: str
+    account_id: str
     name: str
     secret_hash: str
     # Last four characters of the secret, so a person can tell keys apart.
     hint: str
     created_at: int
+    permissions: tuple[str, ...] = ()
     expires_at: int | None = None
     is_enabled: bool = True
     last_used_at: int | None = None
+    # Requests per minute; None: the plan's.
+    rate_limit: int | None = None
+    # Tokens per UTC day; None: the plan's.
+    daily_token_budget: int | None = None
+    # Models the key may call; empty: all.
+    allowed_models: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,13 +45,24 @@ class UsageRecord:
     """One call, success or failure."""
 
     request_id: str
+    account_id: str
     key_id: str
     surface: str
     model: str
     provider: str
     prompt_tokens: int
     completion_tokens: int
+    cost: int  # micro-credits actually charged
     latency_ms: int
     status: int
     error_code: str
     created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class DailyUsage:
+    day: str  # YYYY-MM-DD, UTC
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    cost: int  # micro-credits

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -12,21 +13,31 @@ from typing import Any, TypeVar
 
 import sqlite_utils
 
-from modelway.store.records import KeyRecord, UsageRecord
+from modelway.store.records import AccountRecord, DailyUsage, KeyRecord, UsageRecord
 
 __all__ = ["SqliteStore"]
 
 T = TypeVar("T")
 
-_KEY_COLUMNS = {field.name for field in dataclasses.fields(KeyRecord)}
 _USAGE_COLUMNS = [field.name for field in dataclasses.fields(UsageRecord)]
 # sqlite-utils' insert_all commits on its own; a batch must commit once, with
-# the last-used updates, so it is plain SQL inside one explicit transaction.
+# its charges and last-used updates, so it is plain SQL in one transaction.
 _INSERT_USAGE = f"INSERT INTO usage ({', '.join(_USAGE_COLUMNS)}) VALUES ({', '.join('?' for _ in _USAGE_COLUMNS)})"
+_JSON_LISTS = ("permissions", "allowed_models")
+
+
+def _key_row(key: KeyRecord) -> dict[str, Any]:
+    row = dataclasses.asdict(key)
+    for name in _JSON_LISTS:
+        row[name] = json.dumps(list(row[name]))
+    row["is_enabled"] = int(key.is_enabled)
+    return row
 
 
 def _key_from_row(row: Mapping[str, Any]) -> KeyRecord:
-    values = {name: row[name] for name in _KEY_COLUMNS}
+    values = dict(row)
+    for name in _JSON_LISTS:
+        values[name] = tuple(json.loads(values[name] or "[]"))
     values["is_enabled"] = bool(values["is_enabled"])
     return KeyRecord(**values)
 
@@ -41,8 +52,7 @@ class SqliteStore:
         self._db: sqlite_utils.Database | None = None
 
     async def _run(self, fn: Callable[[sqlite_utils.Database], T]) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._call, fn)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, fn)
 
     def _call(self, fn: Callable[[sqlite_utils.Database], T]) -> T:
         if self._db is None:
@@ -63,34 +73,57 @@ class SqliteStore:
 
         await asyncio.get_running_loop().run_in_executor(self._executor, _open)
 
+    async def __aenter__(self) -> SqliteStore:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
     @staticmethod
     def _migrate(db: sqlite_utils.Database) -> None:
+        db.table("accounts").create(
+            {"id": str, "name": str, "plan": str, "credits": int, "created_at": int},
+            pk="id",
+            not_null={"name", "plan", "credits", "created_at"},
+            defaults={"credits": 0},
+            if_not_exists=True,
+        )
         db.table("api_keys").create(
             {
                 "id": str,
+                "account_id": str,
                 "name": str,
                 "secret_hash": str,
                 "hint": str,
                 "created_at": int,
+                "permissions": str,
                 "expires_at": int,
                 "is_enabled": int,
                 "last_used_at": int,
+                "rate_limit": int,
+                "daily_token_budget": int,
+                "allowed_models": str,
             },
             pk="id",
-            not_null={"name", "secret_hash", "created_at", "is_enabled"},
+            not_null={"account_id", "name", "secret_hash", "created_at", "is_enabled"},
+            foreign_keys=[("account_id", "accounts", "id")],
             if_not_exists=True,
         )
         db.table("api_keys").create_index(["secret_hash"], unique=True, if_not_exists=True)
+        db.table("api_keys").create_index(["account_id"], if_not_exists=True)
         db.table("usage").create(
             {
                 "id": int,
                 "request_id": str,
+                "account_id": str,
                 "key_id": str,
                 "surface": str,
                 "model": str,
                 "provider": str,
                 "prompt_tokens": int,
                 "completion_tokens": int,
+                "cost": int,
                 "latency_ms": int,
                 "status": int,
                 "error_code": str,
@@ -99,14 +132,8 @@ class SqliteStore:
             pk="id",
             if_not_exists=True,
         )
+        db.table("usage").create_index(["account_id", "created_at"], if_not_exists=True)
         db.table("usage").create_index(["key_id", "created_at"], if_not_exists=True)
-
-    async def __aenter__(self) -> SqliteStore:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
     async def close(self) -> None:
         def _close() -> None:
@@ -121,34 +148,63 @@ class SqliteStore:
         """Changes whenever another connection (another process) commits."""
         return await self._run(lambda db: int(db.execute("PRAGMA data_version").fetchone()[0]))
 
+    # Accounts and balances.
+
+    async def insert_account(self, account: AccountRecord, credits: int) -> None:
+        await self._run(lambda db: db.table("accounts").insert({**dataclasses.asdict(account), "credits": credits}))
+
+    async def list_accounts(self) -> list[AccountRecord]:
+        def _list(db: sqlite_utils.Database) -> list[AccountRecord]:
+            rows = db.execute("SELECT id, name, plan, created_at FROM accounts ORDER BY created_at, id").fetchall()
+            return [AccountRecord(*row) for row in rows]
+
+        return await self._run(_list)
+
+    async def balances(self) -> dict[str, int]:
+        return await self._run(lambda db: dict(db.execute("SELECT id, credits FROM accounts").fetchall()))
+
+    async def add_credits(self, account_id: str, amount: int) -> int | None:
+        """Adds (or with a negative amount, removes) credits; the new balance, None if no such account."""
+
+        def _add(db: sqlite_utils.Database) -> int | None:
+            row = db.execute(
+                "UPDATE accounts SET credits = max(0, credits + ?) WHERE id = ? RETURNING credits", [amount, account_id]
+            ).fetchone()
+            return None if row is None else int(row[0])
+
+        return await self._run(_add)
+
+    # Keys.
+
     async def insert_key(self, key: KeyRecord) -> None:
-        await self._run(lambda db: db.table("api_keys").insert(dataclasses.asdict(key)))
+        await self._run(lambda db: db.table("api_keys").insert(_key_row(key)))
+
+    async def replace_key(self, key: KeyRecord) -> None:
+        await self._run(lambda db: db.table("api_keys").update(key.id, _key_row(key)))
 
     async def list_keys(self) -> list[KeyRecord]:
         return await self._run(
-            lambda db: [_key_from_row(row) for row in db.table("api_keys").rows_where(order_by="created_at")]
+            lambda db: [_key_from_row(row) for row in db.table("api_keys").rows_where(order_by="created_at, id")]
         )
 
-    async def find_key_by_hash(self, secret_hash: str) -> KeyRecord | None:
-        def _find(db: sqlite_utils.Database) -> KeyRecord | None:
-            rows = list(db.table("api_keys").rows_where("secret_hash = ?", [secret_hash], limit=1))
-            return _key_from_row(rows[0]) if rows else None
-
-        return await self._run(_find)
-
     async def delete_key(self, key_id: str) -> bool:
-        def _delete(db: sqlite_utils.Database) -> bool:
-            return db.execute("DELETE FROM api_keys WHERE id = ?", [key_id]).rowcount > 0
+        return await self._run(lambda db: db.execute("DELETE FROM api_keys WHERE id = ?", [key_id]).rowcount > 0)
 
-        return await self._run(_delete)
+    # Usage.
 
-    async def record_calls(self, rows: Sequence[UsageRecord], last_used: Mapping[str, int]) -> None:
-        """Writes a batch of usage rows and last-used times in one transaction."""
+    async def record_calls(
+        self, rows: Sequence[UsageRecord], last_used: Mapping[str, int], charges: Mapping[str, int]
+    ) -> None:
+        """Writes usage rows, the credits they cost and last-used times in one transaction."""
 
         def _write(db: sqlite_utils.Database) -> None:
             with db.conn:
-                db.conn.execute("BEGIN")
+                db.conn.execute("BEGIN IMMEDIATE")
                 db.conn.executemany(_INSERT_USAGE, [dataclasses.astuple(row) for row in rows])
+                db.conn.executemany(
+                    "UPDATE accounts SET credits = max(0, credits - ?) WHERE id = ?",
+                    [(amount, account_id) for account_id, amount in charges.items() if amount],
+                )
                 db.conn.executemany(
                     "UPDATE api_keys SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)",
                     [(at, key_id, at) for key_id, at in last_used.items()],
@@ -156,5 +212,27 @@ class SqliteStore:
 
         await self._run(_write)
 
-    async def count_usage(self) -> int:
-        return await self._run(lambda db: db.table("usage").count)
+    async def tokens_since(self, since: float) -> dict[str, int]:
+        """Tokens per key since a moment (the start of the UTC day, for budgets)."""
+        return await self._run(
+            lambda db: dict(
+                db.execute(
+                    "SELECT key_id, SUM(prompt_tokens + completion_tokens) FROM usage"
+                    " WHERE created_at >= ? AND key_id != '' GROUP BY key_id",
+                    [since],
+                ).fetchall()
+            )
+        )
+
+    async def daily_usage(self, account_id: str, start: float, end: float) -> list[DailyUsage]:
+        """Per UTC day in [start, end), for one account."""
+
+        def _query(db: sqlite_utils.Database) -> list[DailyUsage]:
+            rows = db.execute(
+                "SELECT date(created_at, 'unixepoch'), COUNT(*), SUM(prompt_tokens), SUM(completion_tokens), SUM(cost)"
+                " FROM usage WHERE account_id = ? AND created_at >= ? AND created_at < ? GROUP BY 1 ORDER BY 1",
+                [account_id, start, end],
+            ).fetchall()
+            return [DailyUsage(*row) for row in rows]
+
+        return await self._run(_query)

@@ -7,9 +7,9 @@ from typing import Any
 
 from modelway.core.chat import ChatStream, Completion
 from modelway.core.types import ChoiceDelta, ToolCall, Usage
-from modelway.errors import GatewayError
+from modelway.errors import GatewayError, InsufficientCredits
 
-__all__ = ["ChunkRenderer", "completion_json", "error_json", "sse_done", "sse_event"]
+__all__ = ["ChunkRenderer", "completion_json", "error_json", "error_response", "sse_done", "sse_event"]
 
 _SSE_DONE = b"data: [DONE]\n\n"
 
@@ -66,6 +66,12 @@ def completion_json(completion: Completion) -> bytes:
     )
 
 
+def error_response(error: GatewayError) -> tuple[int, bytes]:
+    """Status and body of an error. OpenAI answers an empty balance with 429 insufficient_quota."""
+    status = 429 if isinstance(error, InsufficientCredits) else error.http_status
+    return status, error_json(error)
+
+
 def error_json(error: GatewayError) -> bytes:
     return _dumps(
         {"error": {"message": error.message, "type": error.error_type, "param": error.param, "code": error.code}}
@@ -107,11 +113,11 @@ class ChunkRenderer:
         delta: dict[str, Any] = {}
         if event.index not in self._started:
             self._started.add(event.index)
-            delta.update(role="assistant", content="", refusal=None)
+            # OpenAI opens a text answer with content "" and a tool call with null.
+            delta.update(role="assistant", content=None if event.tool_calls else "", refusal=None)
         if event.content:
             delta["content"] = event.content
         if event.tool_calls:
-            delta.pop("content", None)
             delta["tool_calls"] = [
                 {
                     "index": call.index,

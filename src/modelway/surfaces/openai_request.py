@@ -28,6 +28,7 @@ __all__ = ["to_chat_request"]
 _ROLES = ("system", "assistant", "user", "function", "tool", "developer")
 _FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _MAX_STOP = 4
+_TOKEN_ID = re.compile(r"[0-9]+")
 
 
 def _invalid_value(param: str, value: object, allowed: str) -> InvalidRequest:
@@ -54,8 +55,19 @@ def _value(value: struct_pb2.Value) -> Any:
     return json_format.MessageToDict(value)
 
 
+def _integral(value: Any) -> Any:
+    """Struct keeps every JSON number as a double; schemas mean 1, not 1.0."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _integral(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_integral(item) for item in value]
+    return value
+
+
 def _struct(struct: struct_pb2.Struct) -> dict[str, Any]:
-    result: dict[str, Any] = json_format.MessageToDict(struct)
+    result: dict[str, Any] = _integral(json_format.MessageToDict(struct))
     return result
 
 
@@ -230,7 +242,7 @@ def _max_tokens(request: chat_pb2.CreateChatCompletionRequest) -> int | None:
 
 def _logit_bias(bias: Mapping[str, float]) -> dict[str, float]:
     for token, weight in bias.items():
-        if not token.isdigit():
+        if not _TOKEN_ID.fullmatch(token):
             raise InvalidRequest(f"Invalid key in 'logit_bias': {token!r} is not a token id.", param="logit_bias")
         _check_range(f"logit_bias.{token}", weight, -100, 100)
     return dict(bias)

@@ -1,0 +1,69 @@
+"""Who may do what, how often: credentials, permissions and per-minute limits."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+from urllib.parse import parse_qs, urlsplit
+
+from modelway.config import Config
+from modelway.core.directory import Caller, Directory
+from modelway.core.limits import LimitRule, RateLimiter
+from modelway.errors import PermissionDenied
+
+__all__ = ["Gate", "credential"]
+
+Bucket = Literal["chat", "images"]
+
+
+def credential(metadata: Mapping[str, str]) -> str:
+    """The key a request carries, in the header styles the surfaces document.
+
+    `Authorization: Bearer` (OpenAI), `X-API-Key` (catalog and chat/send),
+    `x-goog-api-key` or `?key=` (Gemini). Envoy keeps the original path, query
+    included, in x-envoy-original-path after the transcoder drops `key`.
+    """
+    scheme, _, token = metadata.get("authorization", "").strip().partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    for header in ("x-api-key", "x-goog-api-key"):
+        if metadata.get(header, "").strip():
+            return metadata[header].strip()
+    query = urlsplit(metadata.get("x-envoy-original-path", "")).query
+    return parse_qs(query).get("key", [""])[0]
+
+
+class Gate:
+    def __init__(self, directory: Directory, limiter: RateLimiter, config: Config) -> None:
+        self._directory = directory
+        self._limiter = limiter
+        self._global_limit = config.limits.global_requests_per_minute
+
+    async def authorize(self, metadata: Mapping[str, str], permission: str) -> Caller:
+        """Authenticates (401s) and checks the key's permission (403)."""
+        caller = await self._directory.authenticate(credential(metadata))
+        if not caller.may_use(permission):
+            raise PermissionDenied(
+                f"You have insufficient permissions for this operation. Missing permission: {permission}.",
+                code="insufficient_permissions",
+            )
+        return caller
+
+    def admit(self, caller: Caller, bucket: Bucket) -> tuple[tuple[str, str], ...]:
+        """Counts one request against the limits; returns the X-RateLimit-* headers (429 when over)."""
+        plan = caller.plan
+        per_minute = plan.chat_requests_per_minute if bucket == "chat" else plan.image_requests_per_minute
+        if caller.key.rate_limit is not None and bucket == "chat":
+            per_minute = caller.key.rate_limit
+        key_state, _ = self._limiter.acquire(
+            LimitRule(
+                f"key:{caller.key.id}:{bucket}", per_minute, f"Rate limit reached for this key on {bucket} requests"
+            ),
+            LimitRule(
+                "global",
+                self._global_limit,
+                "The gateway is at its global rate limit",
+                code="global_rate_limit_exceeded",
+            ),
+        )
+        return key_state.headers()

@@ -1,0 +1,82 @@
+"""Credit balances: reserve the worst case before a call, settle the real cost after."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass
+
+from modelway.errors import InsufficientCredits
+from modelway.store import SqliteStore
+
+__all__ = ["Ledger", "Reservation"]
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    account_id: str
+    amount: int  # micro-credits held back from the balance
+
+
+class Ledger:
+    """Balances in memory, coherent with the store.
+
+    available = stored balance - charges not yet written - reservations.
+    `reserve` and `settle` never await, so concurrent calls on one event loop
+    cannot both take the last credits: the balance never goes negative.
+    Charges reach the store with the usage rows (see UsageRecorder), and
+    `reload` picks up credits another process added.
+    """
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+        self._stored: dict[str, int] = {}
+        self._unwritten: Counter[str] = Counter()
+        self._writing: Counter[str] = Counter()
+        self._reserved: Counter[str] = Counter()
+        # Held while a batch of charges is being written or balances re-read,
+        # so a re-read never counts a charge twice or not at all.
+        self.lock = asyncio.Lock()
+
+    async def reload(self) -> None:
+        async with self.lock:
+            self._stored = await self._store.balances()
+
+    def available(self, account_id: str) -> int:
+        return (
+            self._stored.get(account_id, 0)
+            - self._unwritten[account_id]
+            - self._writing[account_id]
+            - self._reserved[account_id]
+        )
+
+    def reserve(self, account_id: str, amount: int) -> Reservation:
+        if amount > 0 and self.available(account_id) < amount:
+            raise InsufficientCredits(
+                "You exceeded your current quota: this call may cost up to "
+                f"{amount / 1e6:g} credits and the account has {max(0, self.available(account_id)) / 1e6:g}. "
+                "Add credits or lower max_tokens."
+            )
+        self._reserved[account_id] += amount
+        return Reservation(account_id, amount)
+
+    def settle(self, reservation: Reservation, cost: int) -> int:
+        """Releases the reservation and charges the real cost; returns what was charged."""
+        self._reserved[reservation.account_id] -= reservation.amount
+        charged = max(0, min(cost, self.available(reservation.account_id)))
+        self._unwritten[reservation.account_id] += charged
+        return charged
+
+    def take_charges(self) -> dict[str, int]:
+        """Charges to write now; call under `lock`, then `charges_written` or `charges_failed`."""
+        self._writing, self._unwritten = self._unwritten, Counter()
+        return {account: amount for account, amount in self._writing.items() if amount}
+
+    def charges_written(self) -> None:
+        for account, amount in self._writing.items():
+            self._stored[account] = max(0, self._stored.get(account, 0) - amount)
+        self._writing = Counter()
+
+    def charges_failed(self) -> None:
+        self._unwritten.update(self._writing)
+        self._writing = Counter()

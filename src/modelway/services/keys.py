@@ -1,0 +1,173 @@
+"""KeysService: key administration, typed for gRPC and as documented JSON for REST."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from google.api import httpbody_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
+
+from modelway.core.access import Gate
+from modelway.core.clock import Clock
+from modelway.core.directory import Caller
+from modelway.core.key_admin import KeyAdmin, KeyChanges, NewKey
+from modelway.errors import InvalidRequest
+from modelway.services._rpc import RpcCall, unary
+from modelway.store import KeyRecord
+from modelway.surfaces import admin, openai
+from modelway.v1 import keys_pb2, keys_pb2_grpc
+
+__all__ = ["KeysServicer"]
+
+Context = grpc.aio.ServicerContext[Any, Any]
+_DAY = 86_400
+
+
+def _timestamp(epoch: int | None) -> timestamp_pb2.Timestamp | None:
+    return None if epoch is None else timestamp_pb2.Timestamp(seconds=epoch)
+
+
+def _key_proto(key: KeyRecord, secret: str | None = None) -> keys_pb2.ApiKey:
+    return keys_pb2.ApiKey(
+        id=key.id,
+        key=secret or admin.MASK,
+        name=key.name,
+        created_at=_timestamp(key.created_at),
+        last_used_at=_timestamp(key.last_used_at),
+        permissions=key.permissions,
+        expires_at=_timestamp(key.expires_at),
+        is_enabled=key.is_enabled,
+        rate_limit=key.rate_limit,
+        daily_token_budget=key.daily_token_budget,
+        allowed_models=key.allowed_models,
+    )
+
+
+def _strings(param: str, values: struct_pb2.ListValue) -> tuple[str, ...]:
+    if not all(value.HasField("string_value") for value in values.values):
+        raise InvalidRequest(
+            f"Invalid type for '{param}': expected an array of strings.", param=param, code="invalid_type"
+        )
+    return tuple(value.string_value for value in values.values)
+
+
+def _optional(message: Any, name: str) -> Any:
+    return getattr(message, name) if message.HasField(name) else None
+
+
+def _json(body: bytes) -> httpbody_pb2.HttpBody:
+    return httpbody_pb2.HttpBody(content_type="application/json", data=body)
+
+
+class KeysServicer(keys_pb2_grpc.KeysServiceServicer):
+    def __init__(self, admin_: KeyAdmin, gate: Gate, clock: Clock) -> None:
+        self._admin = admin_
+        self._gate = gate
+        self._clock = clock
+
+    async def _caller(self, call: RpcCall) -> Caller:
+        return await self._gate.authorize(call.metadata, "keys.manage")
+
+    def _new_key(self, request: keys_pb2.CreateApiKeyRequest) -> NewKey:
+        expires_at = request.expires_at.seconds if request.HasField("expires_at") else None
+        days = _optional(request, "expires_in_days")
+        if days is not None:
+            if days < 1:
+                raise InvalidRequest("'expires_in_days' must be a positive integer.", param="expires_in_days")
+            expires_at = int(self._clock.now()) + days * _DAY
+        return NewKey(
+            name=request.name,
+            permissions=tuple(request.permissions),
+            expires_at=expires_at,
+            rate_limit=_optional(request, "rate_limit"),
+            daily_token_budget=_optional(request, "daily_token_budget"),
+            allowed_models=tuple(request.allowed_models),
+        )
+
+    @staticmethod
+    def _changes(request: keys_pb2.UpdateApiKeyRequest) -> KeyChanges:
+        return KeyChanges(
+            name=_optional(request, "name"),
+            is_enabled=_optional(request, "is_enabled"),
+            permissions=_strings("permissions", request.permissions) if request.HasField("permissions") else None,
+            rate_limit=_optional(request, "rate_limit"),
+            daily_token_budget=_optional(request, "daily_token_budget"),
+            allowed_models=(
+                _strings("allowed_models", request.allowed_models) if request.HasField("allowed_models") else None
+            ),
+            expires_at=request.expires_at.seconds if request.HasField("expires_at") else None,
+        )
+
+    # Typed RPCs.
+
+    @unary(openai.error_response)
+    async def ListApiKeys(
+        self, request: keys_pb2.ListApiKeysRequest, context: Context, call: RpcCall
+    ) -> keys_pb2.ListApiKeysResponse:
+        keys = self._admin.list(await self._caller(call))
+        return keys_pb2.ListApiKeysResponse(data=[_key_proto(key) for key in keys])
+
+    @unary(openai.error_response)
+    async def CreateApiKey(
+        self, request: keys_pb2.CreateApiKeyRequest, context: Context, call: RpcCall
+    ) -> keys_pb2.CreateApiKeyResponse:
+        issued = await self._admin.create(await self._caller(call), self._new_key(request))
+        return keys_pb2.CreateApiKeyResponse(data=_key_proto(issued.record, issued.secret))
+
+    @unary(openai.error_response)
+    async def UpdateApiKey(
+        self, request: keys_pb2.UpdateApiKeyRequest, context: Context, call: RpcCall
+    ) -> keys_pb2.UpdateApiKeyResponse:
+        key = await self._admin.update(await self._caller(call), request.id, self._changes(request))
+        return keys_pb2.UpdateApiKeyResponse(data=_key_proto(key))
+
+    @unary(openai.error_response)
+    async def RotateApiKey(
+        self, request: keys_pb2.RotateApiKeyRequest, context: Context, call: RpcCall
+    ) -> keys_pb2.RotateApiKeyResponse:
+        issued = await self._admin.rotate(await self._caller(call), request.id)
+        return keys_pb2.RotateApiKeyResponse(data=_key_proto(issued.record, issued.secret))
+
+    @unary(openai.error_response)
+    async def DeleteApiKey(
+        self, request: keys_pb2.DeleteApiKeyRequest, context: Context, call: RpcCall
+    ) -> keys_pb2.DeleteApiKeyResponse:
+        await self._admin.delete(await self._caller(call), request.id)
+        return keys_pb2.DeleteApiKeyResponse(success=True)
+
+    # REST endpoints: the same operations, rendered as documented JSON.
+
+    @unary(openai.error_response)
+    async def ListApiKeysHttp(
+        self, request: keys_pb2.ListApiKeysRequest, context: Context, call: RpcCall
+    ) -> httpbody_pb2.HttpBody:
+        return _json(admin.key_json(self._admin.list(await self._caller(call))))
+
+    @unary(openai.error_response)
+    async def CreateApiKeyHttp(
+        self, request: keys_pb2.CreateApiKeyRequest, context: Context, call: RpcCall
+    ) -> httpbody_pb2.HttpBody:
+        issued = await self._admin.create(await self._caller(call), self._new_key(request))
+        return _json(admin.key_json(issued.record, issued.secret))
+
+    @unary(openai.error_response)
+    async def UpdateApiKeyHttp(
+        self, request: keys_pb2.UpdateApiKeyRequest, context: Context, call: RpcCall
+    ) -> httpbody_pb2.HttpBody:
+        key = await self._admin.update(await self._caller(call), request.id, self._changes(request))
+        return _json(admin.key_json(key))
+
+    @unary(openai.error_response)
+    async def RotateApiKeyHttp(
+        self, request: keys_pb2.RotateApiKeyRequest, context: Context, call: RpcCall
+    ) -> httpbody_pb2.HttpBody:
+        issued = await self._admin.rotate(await self._caller(call), request.id)
+        return _json(admin.key_json(issued.record, issued.secret))
+
+    @unary(openai.error_response)
+    async def DeleteApiKeyHttp(
+        self, request: keys_pb2.DeleteApiKeyRequest, context: Context, call: RpcCall
+    ) -> httpbody_pb2.HttpBody:
+        await self._admin.delete(await self._caller(call), request.id)
+        return _json(b'{"success":true}')
