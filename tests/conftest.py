@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from modelway.app import Gateway
 from modelway.config import ALL_PERMISSIONS, load_config
 from modelway.edge import EdgeFiles, render_envoy_config, start_envoy
 
@@ -193,11 +197,8 @@ def _wait_for(ready: object, what: str, stack: Stack, timeout: float = 30) -> No
     raise RuntimeError(f"{what} did not become ready within {timeout}s\n{logs}")
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    workdir = tmp_path_factory.mktemp("stack")
-    config_path = workdir / "modelway.toml"
-    config_path.write_text(TEST_CONFIG)
+def _new_stack(workdir: Path, config_path: Path) -> Stack:
+    """Ports, database and a first account with a key that may do everything."""
     env = {
         **os.environ,
         "MODELWAY_GRPC_PORT": str(free_port()),
@@ -215,6 +216,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     )
     stack.account_id = stack.create_account("tests")
     stack.api_key = stack.create_key("tests")[1]
+    return stack
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    workdir = tmp_path_factory.mktemp("stack")
+    config_path = workdir / "modelway.toml"
+    config_path.write_text(TEST_CONFIG)
+    stack = _new_stack(workdir, config_path)
     stack.start_server()
     stack.start_envoy()
     try:
@@ -222,6 +232,69 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     finally:
         if stack.server is not None:
             stack.stop_server()
+        if stack.envoy is not None:
+            stack.envoy.terminate()
+            stack.envoy.wait(timeout=10)
+
+
+class OffsetClock:
+    """Wall time moved by a settable offset, so tests can jump to a minute's end or past midnight."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def set(self, moment: float) -> None:
+        """Makes now() read `moment`, then run on in real time."""
+        self.offset = moment - time.time()
+
+
+@dataclass
+class ClockedStack:
+    """A gateway running in this process (on its own thread and loop) with an injected clock, behind Envoy."""
+
+    stack: Stack
+    clock: OffsetClock
+    gateway: Gateway
+    loop: asyncio.AbstractEventLoop
+
+    def run(self, coroutine: Any) -> Any:
+        """Runs a coroutine on the gateway's loop (for its in-memory state)."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def clocked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClockedStack]:
+    workdir = tmp_path_factory.mktemp("clocked")
+    config_path = workdir / "modelway.toml"
+    config_path.write_text(
+        TEST_CONFIG.replace("global_requests_per_minute = 1000000", "global_requests_per_minute = 40")
+    )
+    stack = _new_stack(workdir, config_path)
+    clock = OffsetClock()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="gateway", daemon=True)
+    thread.start()
+
+    async def start() -> Gateway:
+        gateway = Gateway(load_config(config_path, stack.env), clock=clock)
+        await gateway.start()
+        return gateway
+
+    gateway = asyncio.run_coroutine_threadsafe(start(), loop).result(timeout=30)
+    stack.start_envoy()
+    try:
+        yield ClockedStack(stack=stack, clock=clock, gateway=gateway, loop=loop)
+    finally:
+        asyncio.run_coroutine_threadsafe(gateway.stop(), loop).result(timeout=30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
         if stack.envoy is not None:
             stack.envoy.terminate()
             stack.envoy.wait(timeout=10)

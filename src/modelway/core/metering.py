@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from types import TracebackType
 
 from modelway.config import ModelConfig
@@ -30,8 +31,11 @@ class CallMeter:
     tokens at the model's prices, never more than the account holds.
     """
 
-    def __init__(self, metering: Metering, *, request_id: str, surface: str) -> None:
+    def __init__(
+        self, metering: Metering, *, request_id: str, surface: str, status_of: Callable[[GatewayError], int]
+    ) -> None:
         self._metering = metering
+        self._status_of = status_of
         self._started = metering.clock.monotonic()
         self.request_id = request_id
         self.surface = surface
@@ -50,8 +54,8 @@ class CallMeter:
         self._reservation = self._metering.ledger.reserve(caller.account.id, worst_case)
 
     def fail(self, error: GatewayError) -> None:
-        """Marks a call that ended in an error after its response had begun."""
-        self._status = error.http_status
+        """Marks a call that ended in an error (also one written into a stream that had begun)."""
+        self._status = self._status_of(error)
         self._error_code = error.code
 
     def __enter__(self) -> CallMeter:
@@ -97,6 +101,10 @@ class CallMeter:
         )
 
 
+def _own_status(error: GatewayError) -> int:
+    return error.http_status
+
+
 class Metering:
     """What every call's meter settles against."""
 
@@ -106,5 +114,8 @@ class Metering:
         self.budgets = budgets
         self.clock = clock
 
-    def open(self, *, request_id: str, surface: str) -> CallMeter:
-        return CallMeter(self, request_id=request_id, surface=surface)
+    def open(
+        self, *, request_id: str, surface: str, status_of: Callable[[GatewayError], int] = _own_status
+    ) -> CallMeter:
+        """A meter for one call; `status_of` is the status the surface shows for an error."""
+        return CallMeter(self, request_id=request_id, surface=surface, status_of=status_of)

@@ -128,7 +128,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     async def CreateChatCompletionHttp(
         self, request: chat_pb2.CreateChatCompletionRequest, context: Context, call: RpcCall
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
-        with self._metering.open(request_id=call.request_id, surface="openai") as meter:
+        with self._metering.open(request_id=call.request_id, surface="openai", status_of=openai.error_status) as meter:
             caller = await self._admit(call, meter)
             chat = to_chat_request(request)
             if not chat.stream:

@@ -9,7 +9,7 @@ from modelway.core.chat import ChatStream, Completion
 from modelway.core.types import ChoiceDelta, ToolCall, Usage
 from modelway.errors import GatewayError, InsufficientCredits
 
-__all__ = ["ChunkRenderer", "completion_json", "error_json", "error_response", "sse_done", "sse_event"]
+__all__ = ["ChunkRenderer", "completion_json", "error_json", "error_response", "error_status", "sse_done", "sse_event"]
 
 _SSE_DONE = b"data: [DONE]\n\n"
 
@@ -66,10 +66,13 @@ def completion_json(completion: Completion) -> bytes:
     )
 
 
+def error_status(error: GatewayError) -> int:
+    """OpenAI answers an empty balance with 429 insufficient_quota, not 402."""
+    return 429 if isinstance(error, InsufficientCredits) else error.http_status
+
+
 def error_response(error: GatewayError) -> tuple[int, bytes]:
-    """Status and body of an error. OpenAI answers an empty balance with 429 insufficient_quota."""
-    status = 429 if isinstance(error, InsufficientCredits) else error.http_status
-    return status, error_json(error)
+    return error_status(error), error_json(error)
 
 
 def error_json(error: GatewayError) -> bytes:
