@@ -82,6 +82,8 @@ max_output_tokens = 8
 id = "echo-slow"
 provider = "echo-slow"
 created = 1767225600
+input_credits_per_1k = 1
+output_credits_per_1k = 2
 """
 
 

@@ -11,12 +11,12 @@ import uuid
 from tests.conftest import Stack
 
 
-def usage_row(stack: Stack, request_id: str, timeout: float = 5) -> tuple[int, str, int, int]:
+def usage_row(stack: Stack, request_id: str, timeout: float = 5) -> tuple[int, str, int, int, int]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with sqlite3.connect(stack.db_path) as db:
             row = db.execute(
-                "SELECT status, error_code, prompt_tokens, completion_tokens FROM usage WHERE request_id = ?",
+                "SELECT status, error_code, prompt_tokens, completion_tokens, cost FROM usage WHERE request_id = ?",
                 [request_id],
             ).fetchone()
         if row is not None:
@@ -47,11 +47,13 @@ def test_client_disconnect_mid_stream_is_metered_for_what_was_sent(stack: Stack)
         received += response.read1(4096)
     connection.close()
 
-    status, error_code, prompt_tokens, completion_tokens = usage_row(stack, request_id)
+    status, error_code, prompt_tokens, completion_tokens, cost = usage_row(stack, request_id)
     assert (status, error_code) == (499, "client_closed")
     assert prompt_tokens > 300
     # At least what we saw arrived; far less than the whole answer was produced.
     assert 5 <= completion_tokens < 100
+    # Charged for what was delivered (1 credit per 1K in, 2 per 1K out), not the worst case.
+    assert cost == prompt_tokens * 1000 + completion_tokens * 2000
 
 
 def test_each_streamed_call_leaves_exactly_one_row(stack: Stack) -> None:
