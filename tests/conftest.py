@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -221,22 +222,33 @@ def _new_stack(workdir: Path, config_path: Path) -> Stack:
     return stack
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    workdir = tmp_path_factory.mktemp("stack")
+def _stop_envoy(stack: Stack) -> None:
+    if stack.envoy is not None:
+        stack.envoy.terminate()
+        stack.envoy.wait(timeout=10)
+        stack.envoy = None
+
+
+@contextlib.contextmanager
+def running_stack(workdir: Path, config: str) -> Iterator[Stack]:
+    """A server process and Envoy for `config`; stopped (SIGTERM) on exit."""
     config_path = workdir / "modelway.toml"
-    config_path.write_text(TEST_CONFIG)
+    config_path.write_text(config)
     stack = _new_stack(workdir, config_path)
     stack.start_server()
-    stack.start_envoy()
     try:
+        stack.start_envoy()
         yield stack
     finally:
         if stack.server is not None:
             stack.stop_server()
-        if stack.envoy is not None:
-            stack.envoy.terminate()
-            stack.envoy.wait(timeout=10)
+        _stop_envoy(stack)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory.mktemp("stack"), TEST_CONFIG) as stack:
+        yield stack
 
 
 class OffsetClock:
@@ -297,6 +309,4 @@ def clocked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClockedStack]:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
         loop.close()
-        if stack.envoy is not None:
-            stack.envoy.terminate()
-            stack.envoy.wait(timeout=10)
+        _stop_envoy(stack)

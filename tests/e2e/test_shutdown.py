@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import TEST_CONFIG, Stack, _new_stack
+from tests.conftest import TEST_CONFIG, Stack, running_stack
 from tests.e2e.http import request
 
 CHAT = "/api/v1/chat/completions"
@@ -20,20 +20,9 @@ CHAT = "/api/v1/chat/completions"
 @pytest.fixture(scope="module")
 def durable(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A stack whose recorder would not flush on its own for a minute: only shutdown writes."""
-    workdir = tmp_path_factory.mktemp("durable")
-    config_path = workdir / "modelway.toml"
-    config_path.write_text(TEST_CONFIG.replace("usage_flush_seconds = 0.05", "usage_flush_seconds = 60"))
-    stack = _new_stack(workdir, config_path)
-    stack.start_server()
-    stack.start_envoy()
-    try:
+    config = TEST_CONFIG.replace("usage_flush_seconds = 0.05", "usage_flush_seconds = 60")
+    with running_stack(tmp_path_factory.mktemp("durable"), config) as stack:
         yield stack
-    finally:
-        if stack.server is not None:
-            stack.stop_server()
-        if stack.envoy is not None:
-            stack.envoy.terminate()
-            stack.envoy.wait(timeout=10)
 
 
 def query(stack: Stack, sql: str, *args: object) -> list[tuple[object, ...]]:
