@@ -225,3 +225,9 @@ def test_full_parameter_set_is_accepted(stack: Stack) -> None:
     reply = chat(stack, body)
     assert reply.status == 200, reply.body
     assert reply.json()["choices"][0]["message"]["content"] == "Echo: Hello world"
+
+
+def test_non_ascii_in_an_error_message_survives(stack: Stack) -> None:
+    reply = chat(stack, hello(model="модель-😀"))
+    assert_openai_error(reply, 404, code="model_not_found", param="model", kind="invalid_request_error")
+    assert "модель-😀" in reply.json()["error"]["message"]

@@ -14,6 +14,7 @@ response trailers-only, and only then does Envoy show trailers as headers.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -62,6 +63,9 @@ async def _abort(
     detail.Pack(info)
     status = status_pb2.Status(code=error.grpc_code.value[0], message=error.message, details=[detail])
     http_status, body = render(error)
+    if not body.isascii():
+        # Metadata values must be ASCII; \u escapes keep the JSON the same.
+        body = json.dumps(json.loads(body), separators=(",", ":")).encode()
     trailers: list[tuple[str, str | bytes]] = [
         *call.headers,
         *error.headers,
