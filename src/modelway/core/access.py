@@ -39,14 +39,22 @@ class Gate:
         self._limiter = limiter
         self._global_limit = config.limits.global_requests_per_minute
 
-    async def authorize(self, metadata: Mapping[str, str], permission: str) -> Caller:
-        """Authenticates (401s) and checks the key's permission (403)."""
-        caller = await self._directory.authenticate(credential(metadata))
+    async def authenticate(self, metadata: Mapping[str, str]) -> Caller:
+        """The caller, or AuthenticationFailed (401) saying what is wrong with the key."""
+        return await self._directory.authenticate(credential(metadata))
+
+    @staticmethod
+    def require(caller: Caller, permission: str) -> None:
         if not caller.may_use(permission):
             raise PermissionDenied(
                 f"You have insufficient permissions for this operation. Missing permission: {permission}.",
                 code="insufficient_permissions",
             )
+
+    async def authorize(self, metadata: Mapping[str, str], permission: str) -> Caller:
+        """Authenticates (401s) and checks the key's permission (403)."""
+        caller = await self.authenticate(metadata)
+        self.require(caller, permission)
         return caller
 
     def admit(self, caller: Caller, bucket: Bucket) -> tuple[tuple[str, str], ...]:

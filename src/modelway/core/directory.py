@@ -140,27 +140,37 @@ class Directory:
             return replace(key, last_used_at=last_used)
         return key
 
-    async def add_account(self, account: AccountRecord, credits: int) -> None:
-        await self._store.insert_account(account, credits)
-        self._accounts[account.id] = account
+    # Key changes take effect in memory before the write is awaited: a
+    # concurrent create must count the new key, and a rotated or deleted
+    # secret must stop working at once. A failed write puts things back.
 
     async def add_key(self, key: KeyRecord) -> None:
-        await self._store.insert_key(key)
-        self._remember(key)
+        await self._swap(None, key, self._store.insert_key(key))
 
     async def replace_key(self, key: KeyRecord) -> None:
-        await self._store.replace_key(key)
-        old = self._keys_by_id.get(key.id)
-        if old is not None:
-            self._keys_by_hash.pop(old.secret_hash, None)
-        self._remember(key)
+        await self._swap(self._keys_by_id.get(key.id), key, self._store.replace_key(key))
 
     async def delete_key(self, key_id: str) -> None:
-        await self._store.delete_key(key_id)
-        old = self._keys_by_id.pop(key_id, None)
+        await self._swap(self._keys_by_id.get(key_id), None, self._store.delete_key(key_id))
+
+    async def _swap(self, old: KeyRecord | None, new: KeyRecord | None, write: Awaitable[object]) -> None:
         if old is not None:
-            self._keys_by_hash.pop(old.secret_hash, None)
+            self._forget(old)
+        if new is not None:
+            self._remember(new)
+        try:
+            await write
+        except BaseException:
+            if new is not None:
+                self._forget(new)
+            if old is not None:
+                self._remember(old)
+            raise
 
     def _remember(self, key: KeyRecord) -> None:
         self._keys_by_id[key.id] = key
         self._keys_by_hash[key.secret_hash] = key
+
+    def _forget(self, key: KeyRecord) -> None:
+        self._keys_by_id.pop(key.id, None)
+        self._keys_by_hash.pop(key.secret_hash, None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Literal
 
 from modelway.config import ALL_PERMISSIONS, DEFAULT_PERMISSIONS, Config
 from modelway.core.catalog import Catalog
@@ -16,6 +17,7 @@ from modelway.store import KeyRecord
 __all__ = ["KeyAdmin", "KeyChanges", "NewKey"]
 
 _MAX_NAME = 100
+LATEST_EXPIRY = 253_402_300_799  # 9999-12-31T23:59:59Z: what RFC 3339 (and JSON clients) can show
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +70,9 @@ class KeyAdmin:
             now=int(self._clock.now()),
             permissions=permissions,
             expires_at=self._expiry(new.expires_at),
-            rate_limit=self._positive("rate_limit", new.rate_limit),
-            daily_token_budget=self._positive("daily_token_budget", new.daily_token_budget),
-            allowed_models=self._models(new.allowed_models),
+            rate_limit=self._limit(caller, "rate_limit", new.rate_limit),
+            daily_token_budget=self._limit(caller, "daily_token_budget", new.daily_token_budget),
+            allowed_models=self._models(caller, new.allowed_models),
         )
         await self._directory.add_key(issued.record)
         return issued
@@ -84,12 +86,12 @@ class KeyAdmin:
         if changes.permissions is not None:
             key = replace(key, permissions=self._permissions(caller, changes.permissions))
         if changes.rate_limit is not None:
-            key = replace(key, rate_limit=self._positive("rate_limit", changes.rate_limit or None))
+            key = replace(key, rate_limit=self._limit(caller, "rate_limit", changes.rate_limit or None))
         if changes.daily_token_budget is not None:
-            budget = self._positive("daily_token_budget", changes.daily_token_budget or None)
+            budget = self._limit(caller, "daily_token_budget", changes.daily_token_budget or None)
             key = replace(key, daily_token_budget=budget)
         if changes.allowed_models is not None:
-            key = replace(key, allowed_models=self._models(changes.allowed_models))
+            key = replace(key, allowed_models=self._models(caller, changes.allowed_models))
         if changes.expires_at is not None:
             key = replace(key, expires_at=self._expiry(changes.expires_at))
         await self._directory.replace_key(key)
@@ -142,16 +144,39 @@ class KeyAdmin:
     def _expiry(self, expires_at: int | None) -> int | None:
         if expires_at is not None and expires_at <= self._clock.now():
             raise InvalidRequest("'expires_at' must be in the future.", param="expires_at")
+        if expires_at is not None and expires_at > LATEST_EXPIRY:
+            raise InvalidRequest("'expires_at' must be before the year 10000.", param="expires_at")
         return expires_at
 
     @staticmethod
-    def _positive(param: str, value: int | None) -> int | None:
+    def _limit(caller: Caller, param: Literal["rate_limit", "daily_token_budget"], value: int | None) -> int | None:
+        """A key's own limit; never looser than the calling key's own, which a new key inherits."""
         if value is not None and value < 1:
             raise InvalidRequest(f"'{param}' must be a positive integer.", param=param)
-        return value
+        ceiling: int | None = getattr(caller.key, param)
+        if ceiling is None:
+            return value
+        if value is not None and value > ceiling:
+            raise PermissionDenied(
+                f"A key cannot grant a '{param}' above its own ({ceiling}).",
+                code="insufficient_permissions",
+                param=param,
+            )
+        return ceiling if value is None else value
 
-    def _models(self, models: Sequence[str]) -> tuple[str, ...]:
+    def _models(self, caller: Caller, models: Sequence[str]) -> tuple[str, ...]:
+        """The allow-list; a key limited to some models can only hand on (some of) those."""
         unknown = [model for model in models if not self._catalog.has(model)]
         if unknown:
             raise InvalidRequest(f"Unknown model(s) in 'allowed_models': {', '.join(unknown)}.", param="allowed_models")
+        own = caller.key.allowed_models
+        if own and not models:
+            return own
+        beyond = [model for model in models if own and model not in own]
+        if beyond:
+            raise PermissionDenied(
+                f"A key cannot grant models it may not use: {', '.join(beyond)}.",
+                code="insufficient_permissions",
+                param="allowed_models",
+            )
         return tuple(dict.fromkeys(models))

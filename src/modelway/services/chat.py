@@ -89,8 +89,9 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         self._metering = metering
 
     async def _admit(self, call: RpcCall, meter: CallMeter) -> Caller:
-        caller = await self._gate.authorize(call.metadata, "chat.completions")
-        meter.caller = caller
+        caller = await self._gate.authenticate(call.metadata)
+        meter.caller = caller  # from here on, failures count against the account
+        self._gate.require(caller, "chat.completions")
         call.headers.extend(self._gate.admit(caller, "chat"))
         return caller
 

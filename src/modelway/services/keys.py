@@ -22,6 +22,7 @@ __all__ = ["KeysServicer"]
 
 Context = grpc.aio.ServicerContext[Any, Any]
 _DAY = 86_400
+_MAX_DAYS = 36_500
 
 
 def _timestamp(epoch: int | None) -> timestamp_pb2.Timestamp | None:
@@ -73,8 +74,8 @@ class KeysServicer(keys_pb2_grpc.KeysServiceServicer):
         expires_at = request.expires_at.seconds if request.HasField("expires_at") else None
         days = _optional(request, "expires_in_days")
         if days is not None:
-            if days < 1:
-                raise InvalidRequest("'expires_in_days' must be a positive integer.", param="expires_in_days")
+            if not 1 <= days <= _MAX_DAYS:
+                raise InvalidRequest(f"'expires_in_days' must be from 1 to {_MAX_DAYS}.", param="expires_in_days")
             expires_at = int(self._clock.now()) + days * _DAY
         return NewKey(
             name=request.name,
