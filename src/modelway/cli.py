@@ -133,6 +133,10 @@ def _up(config: Config, root: Path) -> int:
     return 0
 
 
+def _credits(micro: int) -> str:
+    return f"{micro / MICRO:,.6f}".rstrip("0").rstrip(".")
+
+
 def _csv(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
@@ -185,9 +189,9 @@ def _run(args: argparse.Namespace, config: Config) -> int:
         print(f"id: {account.id}")
     elif command == "accounts list":
         for account, balance in asyncio.run(_accounts(config)):
-            print(f"{account.id}\t{account.name}\t{account.plan}\t{balance / MICRO:g} credits")
+            print(f"{account.id}\t{account.name}\t{account.plan}\t{_credits(balance)} credits")
     elif command == "accounts add-credits":
-        print(f"balance: {asyncio.run(_add_credits(config, args.id, args.credits)) / MICRO:g}")
+        print(f"balance: {_credits(asyncio.run(_add_credits(config, args.id, args.credits)))}")
     elif command == "keys create":
         options = KeyOptions(
             args.account,

@@ -40,7 +40,7 @@ def _key(key: KeyRecord, secret: str | None) -> dict[str, Any]:
 def key_json(data: KeyRecord | list[KeyRecord], secret: str | None = None) -> bytes:
     """`{"data": key}` or `{"data": [keys]}`; the secret only when just minted."""
     body = [_key(key, None) for key in data] if isinstance(data, list) else _key(data, secret)
-    return json.dumps({"data": body}, ensure_ascii=False).encode()
+    return json.dumps({"data": body}, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _day(usage: DailyUsage) -> dict[str, Any]:
