@@ -69,7 +69,7 @@ class Gateway:
         self.catalog = Catalog(config.models)
         self.gate = Gate(self.directory, RateLimiter(self.clock), config)
         self.metering = Metering(self.recorder, self.ledger, self.budgets, self.clock)
-        self.engine = ChatEngine(self.catalog, ProviderRegistry(config.providers), self.budgets, self.clock)
+        self.engine = ChatEngine(self.catalog, ProviderRegistry(config.providers), self.clock)
         self.health = HealthServicer()
         self.server = grpc.aio.server(
             options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 32 * 1024 * 1024)]

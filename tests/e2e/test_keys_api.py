@@ -614,3 +614,43 @@ def test_a_restricted_key_cannot_mint_a_looser_one(stack: Stack) -> None:
         assert_openai_error(reply, 403, code="insufficient_permissions", param=param, kind="permission_error")
     reply = keys_call(stack, "PATCH", secret, f"{KEYS}/{inherited['id']}", {"rate_limit": 50})
     assert_openai_error(reply, 403, code="insufficient_permissions", param="rate_limit", kind="permission_error")
+
+
+def test_a_key_cannot_manage_a_stronger_key(stack: Stack) -> None:
+    account = stack.create_account(f"takeover-{uuid.uuid4().hex[:8]}")
+    owner_id, owner = stack.create_key("owner", account)
+    _, helper = stack.create_key("helper", account, "--permissions", "keys.manage", "--rate-limit", "5")
+    for method, path, body in (
+        ("POST", f"{KEYS}/{owner_id}/rotate", {}),
+        ("PATCH", f"{KEYS}/{owner_id}", {"name": "mine now"}),
+        ("DELETE", f"{KEYS}?id={owner_id}", None),
+    ):
+        reply = keys_call(stack, method, helper, path, body)
+        assert_openai_error(reply, 403, code="insufficient_permissions", param="id", kind="permission_error")
+    assert chat(stack, owner).status == 200
+    assert listing(stack, owner)[owner_id]["name"] == "owner"
+
+
+def test_the_api_cannot_raise_a_key_above_its_plan(stack: Stack) -> None:
+    account = stack.create_account(f"plan-cap-{uuid.uuid4().hex[:8]}", "small")  # 10 requests/min, 200 tokens/day
+    _, owner = stack.create_key("owner", account)
+    reply = keys_call(stack, "POST", owner, body={"name": "greedy", "rate_limit": 11})
+    assert_openai_error(reply, 403, code="insufficient_permissions", param="rate_limit", kind="permission_error")
+    reply = keys_call(stack, "POST", owner, body={"name": "greedy", "daily_token_budget": 201})
+    assert_openai_error(
+        reply, 403, code="insufficient_permissions", param="daily_token_budget", kind="permission_error"
+    )
+    assert create(stack, owner, name="modest", rate_limit=10, daily_token_budget=200)["rate_limit"] == 10
+
+
+def test_new_keys_inherit_expiry_and_only_default_permissions_the_maker_has(stack: Stack) -> None:
+    account = stack.create_account(f"expiry-{uuid.uuid4().hex[:8]}")
+    _, maker = stack.create_key(
+        "maker", account, "--expires-in-days", "1", "--permissions", "keys.manage,chat.completions"
+    )
+    child = create(stack, maker, name="child")
+    maker_entry = next(k for k in listing(stack, maker).values() if k["name"] == "maker")
+    assert child["expires_at"] == maker_entry["expires_at"] is not None
+    assert child["permissions"] == ["chat.completions"]
+    reply = keys_call(stack, "POST", maker, body={"name": "longer", "expires_in_days": 2})
+    assert_openai_error(reply, 403, code="insufficient_permissions", param="expires_at", kind="permission_error")

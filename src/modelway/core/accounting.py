@@ -8,6 +8,7 @@ import logging
 
 from modelway.core.directory import Directory
 from modelway.core.ledger import Ledger
+from modelway.core.writes import await_write
 from modelway.store import SqliteStore, UsageRecord
 
 __all__ = ["UsageRecorder"]
@@ -33,6 +34,7 @@ class UsageRecorder:
         self._pending: list[UsageRecord] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="usage-recorder")
@@ -43,7 +45,7 @@ class UsageRecorder:
             self._wake.set()
 
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._flush_seconds)
             self._wake.clear()
@@ -59,18 +61,31 @@ class UsageRecorder:
             last_used = self._directory.take_last_used()
             if not rows and not charges and not last_used:
                 return
-            try:
-                await self._store.record_calls(rows, last_used, charges)
-            except BaseException:
-                self._pending[:0] = rows
-                self._ledger.charges_failed()
-                raise
-            self._ledger.charges_written()
 
-    async def close(self) -> None:
+            def settled(error: BaseException | None) -> None:
+                if error is None:
+                    self._ledger.charges_written()
+                else:
+                    self._pending[:0] = rows
+                    self._ledger.charges_failed()
+                    self._directory.restore_last_used(last_used)
+
+            await await_write(self._store.record_calls(rows, last_used, charges), settled)
+
+    async def close(self, *, attempts: int = 5) -> None:
+        """Stops the loop after its current flush, then writes what is left, retrying a busy store."""
+        self._closing = True
+        self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task
             self._task = None
-        await self.flush()
+        for attempt in range(1, attempts + 1):
+            try:
+                await self.flush()
+                return
+            except Exception:
+                if attempt == attempts:
+                    log.critical("usage rows could not be written at shutdown: %d lost", len(self._pending))
+                    raise
+                log.exception("final usage flush failed (attempt %d of %d)", attempt, attempts)
+                await asyncio.sleep(0.5 * 2**attempt)

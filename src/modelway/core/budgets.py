@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass
+
 from modelway.core.clock import Clock
 from modelway.errors import BudgetExceeded
 
-__all__ = ["TokenBudgets", "day_start"]
+__all__ = ["TokenBudgets", "TokenHold", "day_start"]
 
 DAY_SECONDS = 86_400
 
@@ -15,44 +18,55 @@ def day_start(now: float) -> int:
     return int(now // DAY_SECONDS) * DAY_SECONDS
 
 
-class TokenBudgets:
-    """Tokens each key used today, in memory; loaded from the store at start.
+@dataclass(frozen=True, slots=True)
+class TokenHold:
+    key_id: str
+    tokens: int  # the call's worst case, held while it runs
 
-    A call is admitted while the key is under its budget and then charged
-    what it really used, so the last admitted call may overshoot a little
-    (a worst-case reservation would refuse calls that would have fit).
+
+class TokenBudgets:
+    """Tokens each key used today, plus what its calls in flight may still use.
+
+    A call is admitted while used + held is under the budget, and then holds
+    its worst case until it settles to what it really used. So however many
+    calls race, the day's total can pass the budget by at most one call's
+    worst case, and never by the sum of many. Loaded from the store at start.
     """
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
         self._day = day_start(clock.now())
-        self._used: dict[str, int] = {}
+        self._used: Counter[str] = Counter()
+        self._held: Counter[str] = Counter()
 
     def _roll(self) -> None:
         today = day_start(self._clock.now())
         if today != self._day:
-            self._day, self._used = today, {}
+            self._day, self._used = today, Counter()
 
     def load(self, day: int, used: dict[str, int]) -> None:
         if day == day_start(self._clock.now()):
-            self._day, self._used = day, dict(used)
+            self._day, self._used = day, Counter(used)
 
-    def check(self, key_id: str, budget: int) -> None:
+    def hold(self, key_id: str, budget: int, worst_case: int) -> TokenHold:
         self._roll()
-        used = self._used.get(key_id, 0)
-        if used >= budget:
+        spoken_for = self._used[key_id] + self._held[key_id]
+        if spoken_for >= budget:
             reset_in = self._day + DAY_SECONDS - int(self._clock.now())
             raise BudgetExceeded(
-                f"This key has used its daily budget of {budget} tokens ({used} used today). "
+                f"This key has used its daily budget of {budget} tokens ({self._used[key_id]} used today"
+                f"{', more in calls under way' if self._held[key_id] else ''}). "
                 f"The budget resets at 00:00 UTC, in {reset_in}s.",
                 retry_after=max(1, reset_in),
             )
+        self._held[key_id] += worst_case
+        return TokenHold(key_id, worst_case)
 
-    def add(self, key_id: str, tokens: int) -> None:
+    def settle(self, hold: TokenHold, used: int) -> None:
         self._roll()
-        if tokens:
-            self._used[key_id] = self._used.get(key_id, 0) + tokens
+        self._held[hold.key_id] -= hold.tokens
+        self._used[hold.key_id] += used
 
     def used(self, key_id: str) -> int:
         self._roll()
-        return self._used.get(key_id, 0)
+        return self._used[key_id]

@@ -7,7 +7,6 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 
-from modelway.core.budgets import TokenBudgets
 from modelway.core.catalog import Catalog
 from modelway.core.clock import Clock
 from modelway.core.directory import Caller
@@ -77,10 +76,9 @@ class _ChoiceBuilder:
 
 
 class ChatEngine:
-    def __init__(self, catalog: Catalog, providers: ProviderRegistry, budgets: TokenBudgets, clock: Clock) -> None:
+    def __init__(self, catalog: Catalog, providers: ProviderRegistry, clock: Clock) -> None:
         self._catalog = catalog
         self._providers = providers
-        self._budgets = budgets
         self._clock = clock
 
     def start(self, request: ChatRequest, caller: Caller, meter: CallMeter) -> ChatStream:
@@ -100,11 +98,10 @@ class ChatEngine:
                 code="input_too_large",
                 param="messages",
             )
-        self._budgets.check(caller.key.id, caller.key.daily_token_budget or caller.plan.daily_token_budget)
         cap = (
             model.max_output_tokens if request.max_tokens is None else min(request.max_tokens, model.max_output_tokens)
         )
-        meter.reserve(caller, model, prompt_tokens, cap * request.n)
+        meter.admit(caller, model, prompt_tokens, cap * request.n)
         request = replace(request, max_tokens=cap)
         return ChatStream(
             id="chatcmpl-" + secrets.token_urlsafe(18),
@@ -131,12 +128,18 @@ class ChatEngine:
         stream = self.start(request, caller, meter)
         choices = [_ChoiceBuilder() for _ in range(request.n)]
         usage = Usage()
-        async with aclosing(stream.events) as events:
-            async for event in events:
-                if isinstance(event, Usage):
-                    usage = event
-                else:
-                    choices[event.index].add(event)
+        try:
+            async with aclosing(stream.events) as events:
+                async for event in events:
+                    if isinstance(event, Usage):
+                        usage = event
+                    else:
+                        choices[event.index].add(event)
+        except BaseException:
+            # A whole answer is delivered at the end or not at all: a call
+            # that fails (or is abandoned) half-way delivered nothing.
+            meter.completion_tokens = 0
+            raise
         return Completion(
             id=stream.id,
             created=stream.created,

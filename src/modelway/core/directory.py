@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 from modelway.config import Config, PlanConfig
 from modelway.core.clock import Clock
 from modelway.core.keys import hash_secret
+from modelway.core.writes import await_write
 from modelway.errors import AuthenticationFailed
 from modelway.store import AccountRecord, KeyRecord, SqliteStore
 
 __all__ = ["Caller", "Directory"]
+
+# An unknown secret makes the directory ask the store whether keys changed,
+# at most this often, so a flood of bad keys cannot monopolise the store.
+MISS_REFRESH_SECONDS = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +37,9 @@ class Directory:
 
     Another process (the CLI, another replica) may change them: a cheap
     `PRAGMA data_version` poll reloads when the file changed, and an unknown
-    secret triggers the same check once before it is refused. Changes made
-    through this process are applied to memory at once.
+    secret triggers the same check before it is refused. Changes made through
+    this process are applied to memory at once (this process's own commits
+    do not move its data_version).
     """
 
     def __init__(
@@ -45,15 +50,21 @@ class Directory:
         on_reload: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._store = store
-        # Others that mirror the store (balances) reload with the directory.
-        self._on_reload = on_reload
         self._config = config
         self._clock = clock
+        # Others that mirror the store (balances) reload with the directory.
+        self._on_reload = on_reload
         self._keys_by_hash: dict[str, KeyRecord] = {}
         self._keys_by_id: dict[str, KeyRecord] = {}
         self._accounts: dict[str, AccountRecord] = {}
         self._data_version: int | None = None
         self._refresh_lock = asyncio.Lock()
+        self._last_miss_refresh = float("-inf")
+        self._miss_refresh: asyncio.Future[None] | None = None
+        # Bumped by every key write of this process: a snapshot read while
+        # one was under way may predate it, and is not applied.
+        self._writes = 0
+        self._writing = 0
         self._last_used: dict[str, int] = {}
 
     async def load(self) -> None:
@@ -61,21 +72,34 @@ class Directory:
             await self._reload()
 
     async def _reload(self) -> None:
-        self._data_version = await self._store.data_version()
-        self._accounts = {account.id: account for account in await self._store.list_accounts()}
+        writes_before = self._writes
+        version = await self._store.data_version()
+        accounts = await self._store.list_accounts()
         keys = await self._store.list_keys()
+        if self._writing or self._writes != writes_before:
+            return  # stale next to our own write; data_version is kept, so the next refresh reads again
+        self._data_version = version
+        self._accounts = {account.id: account for account in accounts}
         self._keys_by_id = {key.id: key for key in keys}
         self._keys_by_hash = {key.secret_hash: key for key in keys}
         if self._on_reload is not None:
             await self._on_reload()
 
-    async def refresh(self) -> bool:
-        """Reloads when another connection committed since the last look; True if it did."""
+    async def refresh(self) -> None:
+        """Reloads when another connection committed since the last look."""
         async with self._refresh_lock:
-            if await self._store.data_version() == self._data_version:
-                return False
-            await self._reload()
-            return True
+            if await self._store.data_version() != self._data_version:
+                await self._reload()
+
+    async def _refresh_on_miss(self) -> None:
+        """One look at the store for all the misses that arrive together; none again for a moment."""
+        if self._miss_refresh is None or self._miss_refresh.done():
+            now = self._clock.monotonic()
+            if now - self._last_miss_refresh < MISS_REFRESH_SECONDS:
+                return
+            self._last_miss_refresh = now
+            self._miss_refresh = asyncio.ensure_future(self.refresh())
+        await asyncio.shield(self._miss_refresh)
 
     # The hot path.
 
@@ -85,14 +109,15 @@ class Directory:
                 "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'.",
                 code="missing_api_key",
             )
+        # Keys are found by the SHA-256 of the secret, never by comparing
+        # secrets: how long a lookup takes depends on the digest, which tells
+        # an attacker nothing about any stored secret.
         digest = hash_secret(secret)
         key = self._keys_by_hash.get(digest)
         if key is None:
-            await self.refresh()
+            await self._refresh_on_miss()
             key = self._keys_by_hash.get(digest)
-        # The lookup is by hash of a high-entropy secret; the final comparison
-        # is constant-time all the same.
-        if key is None or not hmac.compare_digest(key.secret_hash, digest):
+        if key is None:
             raise AuthenticationFailed("Incorrect API key provided.", code="invalid_api_key")
         now = int(self._clock.now())
         if not key.is_enabled:
@@ -121,10 +146,12 @@ class Directory:
                 self._remember(replace(key, last_used_at=at))
         return taken
 
-    # Reads and writes for administration.
+    def restore_last_used(self, taken: dict[str, int]) -> None:
+        """Takes back times whose write failed, so the next write carries them."""
+        for key_id, at in taken.items():
+            self._last_used[key_id] = max(at, self._last_used.get(key_id, at))
 
-    def account(self, account_id: str) -> AccountRecord | None:
-        return self._accounts.get(account_id)
+    # Reads and writes for administration.
 
     def keys_of(self, account_id: str) -> list[KeyRecord]:
         return [self._with_last_use(key) for key in self._keys_by_id.values() if key.account_id == account_id]
@@ -158,14 +185,19 @@ class Directory:
             self._forget(old)
         if new is not None:
             self._remember(new)
-        try:
-            await write
-        except BaseException:
-            if new is not None:
-                self._forget(new)
-            if old is not None:
-                self._remember(old)
-            raise
+        self._writes += 1
+        self._writing += 1
+
+        def settled(error: BaseException | None) -> None:
+            self._writing -= 1
+            self._writes += 1
+            if error is not None:
+                if new is not None:
+                    self._forget(new)
+                if old is not None:
+                    self._remember(old)
+
+        await await_write(write, settled)
 
     def _remember(self, key: KeyRecord) -> None:
         self._keys_by_id[key.id] = key

@@ -43,6 +43,30 @@ class KeyChanges:
     expires_at: int | None = None
 
 
+Limit = Literal["rate_limit", "daily_token_budget"]
+_LIMITS: tuple[Limit, ...] = ("rate_limit", "daily_token_budget")
+
+
+def _effective(key: KeyRecord, caller: Caller, param: Limit) -> int:
+    """A key's limit as enforced: its own, or else its account's plan's."""
+    own: int | None = getattr(key, param)
+    if own is not None:
+        return own
+    return caller.plan.chat_requests_per_minute if param == "rate_limit" else caller.plan.daily_token_budget
+
+
+def _stronger_in(key: KeyRecord, caller: Caller) -> list[str]:
+    """Where `key` may do more than the calling key: a key only manages keys no stronger than itself."""
+    mine = caller.key
+    found = [f"permission {p}" for p in key.permissions if p not in mine.permissions]
+    if mine.allowed_models and (not key.allowed_models or set(key.allowed_models) - set(mine.allowed_models)):
+        found.append("models")
+    found += [param for param in _LIMITS if _effective(key, caller, param) > _effective(mine, caller, param)]
+    if mine.expires_at is not None and (key.expires_at is None or key.expires_at > mine.expires_at):
+        found.append("expiry")
+    return found
+
+
 class KeyAdmin:
     def __init__(self, directory: Directory, catalog: Catalog, config: Config, clock: Clock) -> None:
         self._directory = directory
@@ -62,14 +86,15 @@ class KeyAdmin:
                 f"has {owned}. Delete a key or change plan.",
                 code="key_limit_reached",
             )
-        permissions = self._permissions(caller, new.permissions or DEFAULT_PERMISSIONS)
+        defaults = tuple(p for p in DEFAULT_PERMISSIONS if caller.may_use(p))
+        permissions = self._permissions(caller, new.permissions or defaults)
         issued = issue_key(
             caller.account.id,
             name,
             prefix=self._prefix,
             now=int(self._clock.now()),
             permissions=permissions,
-            expires_at=self._expiry(new.expires_at),
+            expires_at=self._expiry(caller, new.expires_at),
             rate_limit=self._limit(caller, "rate_limit", new.rate_limit),
             daily_token_budget=self._limit(caller, "daily_token_budget", new.daily_token_budget),
             allowed_models=self._models(caller, new.allowed_models),
@@ -93,9 +118,9 @@ class KeyAdmin:
         if changes.allowed_models is not None:
             key = replace(key, allowed_models=self._models(caller, changes.allowed_models))
         if changes.expires_at is not None:
-            key = replace(key, expires_at=self._expiry(changes.expires_at))
+            key = replace(key, expires_at=self._expiry(caller, changes.expires_at))
         await self._directory.replace_key(key)
-        return self._own(caller, key_id)
+        return self._directory.key(key_id) or key
 
     async def rotate(self, caller: Caller, key_id: str) -> IssuedKey:
         issued = rotate_key(self._own(caller, key_id), prefix=self._prefix)
@@ -113,6 +138,13 @@ class KeyAdmin:
         # Another account's key is reported exactly like a missing one.
         if key is None or key.account_id != caller.account.id:
             raise NotFound(f"No API key with id '{key_id}'.", code="api_key_not_found", param="id")
+        stronger = _stronger_in(key, caller)
+        if stronger:
+            raise PermissionDenied(
+                f"This key cannot manage a key that may do more than itself ({', '.join(stronger)}).",
+                code="insufficient_permissions",
+                param="id",
+            )
         return key
 
     @staticmethod
@@ -141,28 +173,36 @@ class KeyAdmin:
             )
         return tuple(dict.fromkeys(wanted))
 
-    def _expiry(self, expires_at: int | None) -> int | None:
-        if expires_at is not None and expires_at <= self._clock.now():
+    def _expiry(self, caller: Caller, expires_at: int | None) -> int | None:
+        """A key never outlives the key that made it; a new key inherits its maker's expiry."""
+        if expires_at is None:
+            return caller.key.expires_at
+        if expires_at <= self._clock.now():
             raise InvalidRequest("'expires_at' must be in the future.", param="expires_at")
-        if expires_at is not None and expires_at > LATEST_EXPIRY:
+        if expires_at > LATEST_EXPIRY:
             raise InvalidRequest("'expires_at' must be before the year 10000.", param="expires_at")
+        if caller.key.expires_at is not None and expires_at > caller.key.expires_at:
+            raise PermissionDenied(
+                "A key cannot make a key that outlives itself.", code="insufficient_permissions", param="expires_at"
+            )
         return expires_at
 
     @staticmethod
-    def _limit(caller: Caller, param: Literal["rate_limit", "daily_token_budget"], value: int | None) -> int | None:
-        """A key's own limit; never looser than the calling key's own, which a new key inherits."""
+    def _limit(caller: Caller, param: Limit, value: int | None) -> int | None:
+        """A key's own limit. Through the API it can only be lowered: never above the calling
+        key's own limit, or the plan's when the calling key has none (an operator's CLI can
+        set any). A key made without one inherits the calling key's own."""
         if value is not None and value < 1:
             raise InvalidRequest(f"'{param}' must be a positive integer.", param=param)
-        ceiling: int | None = getattr(caller.key, param)
-        if ceiling is None:
-            return value
+        ceiling = _effective(caller.key, caller, param)
         if value is not None and value > ceiling:
             raise PermissionDenied(
                 f"A key cannot grant a '{param}' above its own ({ceiling}).",
                 code="insufficient_permissions",
                 param=param,
             )
-        return ceiling if value is None else value
+        inherited: int | None = getattr(caller.key, param)
+        return inherited if value is None else value
 
     def _models(self, caller: Caller, models: Sequence[str]) -> tuple[str, ...]:
         """The allow-list; a key limited to some models can only hand on (some of) those."""

@@ -8,7 +8,7 @@ from types import TracebackType
 
 from modelway.config import ModelConfig
 from modelway.core.accounting import UsageRecorder
-from modelway.core.budgets import TokenBudgets
+from modelway.core.budgets import TokenBudgets, TokenHold
 from modelway.core.clock import Clock
 from modelway.core.directory import Caller
 from modelway.core.ledger import Ledger, Reservation
@@ -44,14 +44,29 @@ class CallMeter:
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self._reservation: Reservation | None = None
+        self._hold: TokenHold | None = None
         self._status = 200
         self._error_code = ""
 
-    def reserve(self, caller: Caller, model: ModelConfig, prompt_tokens: int, max_completion_tokens: int) -> None:
-        """Holds back the worst-case cost (InsufficientCredits when the account cannot cover it)."""
+    def attribute(self, caller: Caller) -> None:
+        """From here on the call, failed or not, counts against this caller's account."""
+        self.caller = caller
+
+    def admit(self, caller: Caller, model: ModelConfig, prompt_tokens: int, max_completion_tokens: int) -> None:
+        """Holds the call's worst case against the key's daily token budget (BudgetExceeded)
+        and the account's credits (InsufficientCredits) until the call settles."""
+        metering = self._metering
         self.caller, self.model, self.prompt_tokens = caller, model, prompt_tokens
-        worst_case = model.cost(prompt_tokens, max_completion_tokens)
-        self._reservation = self._metering.ledger.reserve(caller.account.id, worst_case)
+        budget = caller.key.daily_token_budget or caller.plan.daily_token_budget
+        hold = metering.budgets.hold(caller.key.id, budget, prompt_tokens + max_completion_tokens)
+        try:
+            self._reservation = metering.ledger.reserve(
+                caller.account.id, model.cost(prompt_tokens, max_completion_tokens)
+            )
+        except BaseException:
+            metering.budgets.settle(hold, 0)
+            raise
+        self._hold = hold
 
     def fail(self, error: GatewayError) -> None:
         """Marks a call that ended in an error (also one written into a stream that had begun)."""
@@ -80,8 +95,9 @@ class CallMeter:
             cost = self.model.cost(self.prompt_tokens, self.completion_tokens) if produced and self.model else 0
             charged = metering.ledger.settle(self._reservation, cost)
             self._reservation = None
-        if self.caller is not None and produced:
-            metering.budgets.add(self.caller.key.id, self.prompt_tokens + self.completion_tokens)
+        if self._hold is not None:
+            metering.budgets.settle(self._hold, self.prompt_tokens + self.completion_tokens if produced else 0)
+            self._hold = None
         metering.recorder.record(
             UsageRecord(
                 request_id=self.request_id,

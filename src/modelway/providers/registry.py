@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
 
 from modelway.config import ConfigError, ProviderConfig
 from modelway.providers.base import ChatProvider
@@ -15,9 +16,11 @@ def _echo(config: ProviderConfig) -> ChatProvider:
     return EchoProvider(token_delay=config.token_delay_ms / 1000)
 
 
-_FACTORIES: Mapping[str, Callable[[ProviderConfig], ChatProvider]] = {
-    "echo": _echo,
-}
+_FACTORIES: Mapping[str, Callable[[ProviderConfig], ChatProvider]] = MappingProxyType(
+    {
+        "echo": _echo,
+    }
+)
 
 
 class ProviderRegistry:

@@ -26,7 +26,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from modelway.errors import GatewayError
 
-__all__ = ["ErrorRenderer", "RpcCall", "stream", "unary"]
+__all__ = ["ErrorRenderer", "RpcCall", "as_gateway_error", "stream", "unary"]
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,10 @@ async def _abort(
     await context.abort(error.grpc_code, error.message, trailing_metadata=tuple(trailers))
 
 
-def _unexpected(exc: Exception) -> GatewayError:
+def as_gateway_error(exc: Exception) -> GatewayError:
+    """A GatewayError as it is; anything else is a bug: logged, and shown as a plain 500."""
+    if isinstance(exc, GatewayError):
+        return exc
     log.exception("unexpected error", exc_info=exc)
     return GatewayError("The server had an error while processing your request.")
 
@@ -99,12 +102,9 @@ def unary(
             call = RpcCall(context)
             try:
                 response = await method(self, request, context, call)
-            except GatewayError as error:
-                await _abort(context, call, error, render)
-                raise  # unreachable: abort raises
             except Exception as exc:
-                await _abort(context, call, _unexpected(exc), render)
-                raise
+                await _abort(context, call, as_gateway_error(exc), render)
+                raise  # unreachable: abort raises
             await context.send_initial_metadata(tuple(call.headers))
             return response
 
@@ -132,15 +132,12 @@ def stream(
                         started = True
                         await context.send_initial_metadata(tuple(call.headers))
                     yield message
-            except GatewayError as error:
+            except Exception as exc:
+                error = as_gateway_error(exc)
                 if started:
                     # Trailers after messages: a native caller still gets the status.
                     await context.abort(error.grpc_code, error.message)
                 await _abort(context, call, error, render)
-            except Exception as exc:
-                if started:
-                    raise
-                await _abort(context, call, _unexpected(exc), render)
 
         return wrapper
 

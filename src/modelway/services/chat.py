@@ -14,8 +14,7 @@ from modelway.core.chat import ChatEngine, Completion
 from modelway.core.directory import Caller
 from modelway.core.metering import CallMeter, Metering
 from modelway.core.types import ChoiceDelta, Usage
-from modelway.errors import GatewayError
-from modelway.services._rpc import RpcCall, stream, unary
+from modelway.services._rpc import RpcCall, as_gateway_error, stream, unary
 from modelway.surfaces import openai
 from modelway.surfaces.openai_request import to_chat_request
 from modelway.v1 import chat_pb2, chat_pb2_grpc, common_pb2
@@ -90,7 +89,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
 
     async def _admit(self, call: RpcCall, meter: CallMeter) -> Caller:
         caller = await self._gate.authenticate(call.metadata)
-        meter.caller = caller  # from here on, failures count against the account
+        meter.attribute(caller)
         self._gate.require(caller, "chat.completions")
         call.headers.extend(self._gate.admit(caller, "chat"))
         return caller
@@ -151,7 +150,9 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
                         frame = self._frame(renderer, event, chat.include_usage)
                         if frame:
                             yield httpbody_pb2.HttpBody(content_type=_SSE, data=frame)
-                except GatewayError as error:
+                except Exception as exc:
+                    # The response has begun: the failure goes into the stream, which still ends properly.
+                    error = as_gateway_error(exc)
                     meter.fail(error)
                     yield httpbody_pb2.HttpBody(content_type=_SSE, data=renderer.error(error))
             yield httpbody_pb2.HttpBody(content_type=_SSE, data=openai.sse_done())

@@ -13,6 +13,7 @@ from modelway.core.clock import Clock
 from modelway.core.directory import Caller
 from modelway.core.key_admin import KeyAdmin, KeyChanges, NewKey
 from modelway.errors import InvalidRequest
+from modelway.proto_util import optional
 from modelway.services._rpc import RpcCall, unary
 from modelway.store import KeyRecord
 from modelway.surfaces import admin, openai
@@ -53,10 +54,6 @@ def _strings(param: str, values: struct_pb2.ListValue) -> tuple[str, ...]:
     return tuple(value.string_value for value in values.values)
 
 
-def _optional(message: Any, name: str) -> Any:
-    return getattr(message, name) if message.HasField(name) else None
-
-
 def _json(body: bytes) -> httpbody_pb2.HttpBody:
     return httpbody_pb2.HttpBody(content_type="application/json", data=body)
 
@@ -72,7 +69,7 @@ class KeysServicer(keys_pb2_grpc.KeysServiceServicer):
 
     def _new_key(self, request: keys_pb2.CreateApiKeyRequest) -> NewKey:
         expires_at = request.expires_at.seconds if request.HasField("expires_at") else None
-        days = _optional(request, "expires_in_days")
+        days = optional(request, "expires_in_days")
         if days is not None:
             if not 1 <= days <= _MAX_DAYS:
                 raise InvalidRequest(f"'expires_in_days' must be from 1 to {_MAX_DAYS}.", param="expires_in_days")
@@ -81,19 +78,19 @@ class KeysServicer(keys_pb2_grpc.KeysServiceServicer):
             name=request.name,
             permissions=tuple(request.permissions),
             expires_at=expires_at,
-            rate_limit=_optional(request, "rate_limit"),
-            daily_token_budget=_optional(request, "daily_token_budget"),
+            rate_limit=optional(request, "rate_limit"),
+            daily_token_budget=optional(request, "daily_token_budget"),
             allowed_models=tuple(request.allowed_models),
         )
 
     @staticmethod
     def _changes(request: keys_pb2.UpdateApiKeyRequest) -> KeyChanges:
         return KeyChanges(
-            name=_optional(request, "name"),
-            is_enabled=_optional(request, "is_enabled"),
+            name=optional(request, "name"),
+            is_enabled=optional(request, "is_enabled"),
             permissions=_strings("permissions", request.permissions) if request.HasField("permissions") else None,
-            rate_limit=_optional(request, "rate_limit"),
-            daily_token_budget=_optional(request, "daily_token_budget"),
+            rate_limit=optional(request, "rate_limit"),
+            daily_token_budget=optional(request, "daily_token_budget"),
             allowed_models=(
                 _strings("allowed_models", request.allowed_models) if request.HasField("allowed_models") else None
             ),

@@ -21,6 +21,7 @@ from modelway.core.types import (
     ToolChoice,
 )
 from modelway.errors import InvalidRequest
+from modelway.proto_util import optional
 from modelway.v1 import chat_pb2
 
 __all__ = ["to_chat_request"]
@@ -69,10 +70,6 @@ def _integral(value: Any) -> Any:
 def _struct(struct: struct_pb2.Struct) -> dict[str, Any]:
     result: dict[str, Any] = _integral(json_format.MessageToDict(struct))
     return result
-
-
-def _optional(message: Any, name: str) -> Any:
-    return getattr(message, name) if message.HasField(name) else None
 
 
 def _content(raw: Any, param: str, role: str) -> tuple[ContentPart, ...]:
@@ -163,7 +160,7 @@ def _function(function: chat_pb2.FunctionDefinition, param: str) -> FunctionTool
         name=function.name,
         description=function.description,
         parameters=_struct(function.parameters) if function.HasField("parameters") else {},
-        strict=bool(_optional(function, "strict")),
+        strict=bool(optional(function, "strict")),
     )
 
 
@@ -225,7 +222,7 @@ def _response_format(message: chat_pb2.ResponseFormat | None) -> ResponseFormat:
             type="json_schema",
             name=schema.name,
             schema=_struct(schema.schema) if schema.HasField("schema") else {},
-            strict=bool(_optional(schema, "strict")),
+            strict=bool(optional(schema, "strict")),
         )
     raise _invalid_value("response_format.type", message.type, "'text', 'json_object', 'json_schema'")
 
@@ -233,7 +230,7 @@ def _response_format(message: chat_pb2.ResponseFormat | None) -> ResponseFormat:
 def _max_tokens(request: chat_pb2.CreateChatCompletionRequest) -> int | None:
     caps = []
     for name in ("max_tokens", "max_completion_tokens"):
-        value = _optional(request, name)
+        value = optional(request, name)
         if value is not None:
             _check_range(name, value, 1, 2**31 - 1)
             caps.append(value)
@@ -259,24 +256,24 @@ def to_chat_request(request: chat_pb2.CreateChatCompletionRequest) -> ChatReques
             code="empty_array",
         )
     messages = tuple(_message(message, index) for index, message in enumerate(request.messages))
-    temperature = _optional(request, "temperature")
-    top_p = _optional(request, "top_p")
-    n = _optional(request, "n")
+    temperature = optional(request, "temperature")
+    top_p = optional(request, "top_p")
+    n = optional(request, "n")
     _check_range("temperature", temperature, 0, 2)
     _check_range("top_p", top_p, 0, 1)
     _check_range("n", n, 1, 128)
-    presence = _optional(request, "presence_penalty")
-    frequency = _optional(request, "frequency_penalty")
+    presence = optional(request, "presence_penalty")
+    frequency = optional(request, "frequency_penalty")
     _check_range("presence_penalty", presence, -2, 2)
     _check_range("frequency_penalty", frequency, -2, 2)
-    logprobs = bool(_optional(request, "logprobs"))
-    top_logprobs = _optional(request, "top_logprobs")
+    logprobs = bool(optional(request, "logprobs"))
+    top_logprobs = optional(request, "top_logprobs")
     _check_range("top_logprobs", top_logprobs, 0, 20)
     if top_logprobs is not None and not logprobs:
         raise InvalidRequest("'top_logprobs' requires 'logprobs' to be true.", param="top_logprobs")
     tools = _tools(request)
-    stream = bool(_optional(request, "stream"))
-    include_usage = request.HasField("stream_options") and bool(_optional(request.stream_options, "include_usage"))
+    stream = bool(optional(request, "stream"))
+    include_usage = request.HasField("stream_options") and bool(optional(request.stream_options, "include_usage"))
     if request.HasField("stream_options") and not stream:
         raise InvalidRequest(
             "The 'stream_options' parameter is only allowed when 'stream' is enabled.", param="stream_options"
@@ -291,9 +288,9 @@ def to_chat_request(request: chat_pb2.CreateChatCompletionRequest) -> ChatReques
         stop=_stop(_value(request.stop)),
         tools=tools,
         tool_choice=_tool_choice(request, tools),
-        parallel_tool_calls=_optional(request, "parallel_tool_calls") is not False,
+        parallel_tool_calls=optional(request, "parallel_tool_calls") is not False,
         response_format=_response_format(request.response_format if request.HasField("response_format") else None),
-        seed=_optional(request, "seed"),
+        seed=optional(request, "seed"),
         presence_penalty=presence,
         frequency_penalty=frequency,
         logit_bias=_logit_bias(request.logit_bias),

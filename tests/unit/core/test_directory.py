@@ -1,0 +1,50 @@
+"""The in-memory directory stays right when its own writes race a reload."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from modelway.config import ALL_PERMISSIONS, Config
+from modelway.core.directory import Directory
+from modelway.core.keys import issue_key
+from modelway.store import AccountRecord, KeyRecord, SqliteStore
+from tests.unit.core.test_limits import FixedClock
+
+
+class PausingStore(SqliteStore):
+    """A real store whose key listing can be held at its end, to order a race."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.listed = asyncio.Event()
+        self.release = asyncio.Event()
+        self.pause = False
+
+    async def list_keys(self) -> list[KeyRecord]:
+        keys = await super().list_keys()
+        if self.pause:
+            self.listed.set()
+            await self.release.wait()
+        return keys
+
+
+async def test_a_reload_read_before_a_delete_does_not_bring_the_key_back(tmp_path: Path) -> None:
+    store = PausingStore(tmp_path / "dir.db")
+    await store.open()
+    await store.insert_account(AccountRecord("acct", "a", "free", 0), credits=0)
+    issued = issue_key("acct", "k", prefix="t-", now=0, permissions=ALL_PERMISSIONS)
+    await store.insert_key(issued.record)
+    directory = Directory(store, Config(), FixedClock(0))
+    await directory.load()
+
+    store.pause = True
+    reload = asyncio.create_task(directory.load())
+    await store.listed.wait()  # the reload holds a snapshot with the key in it
+    await directory.delete_key(issued.record.id)
+    store.release.set()
+    await reload
+
+    assert directory.key(issued.record.id) is None
+    assert await store.list_keys() == []
+    await store.close()
