@@ -251,6 +251,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield stack
 
 
+@pytest.fixture(params=["direct", "envoy"])
+def channel(request: pytest.FixtureRequest, stack: Stack) -> Iterator[grpc.Channel]:
+    """A gRPC channel to the session's server, straight and through Envoy."""
+    target = stack.grpc_target if request.param == "direct" else stack.envoy_target
+    with grpc.insecure_channel(target) as channel:
+        yield channel
+
+
 class OffsetClock:
     """Wall time moved by a settable offset, so tests can jump to a minute's end or past midnight."""
 

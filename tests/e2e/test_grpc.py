@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import grpc
 import pytest
 from google.protobuf import struct_pb2
@@ -11,13 +9,6 @@ from google.rpc import error_details_pb2, status_pb2
 
 from modelway.v1 import chat_pb2, chat_pb2_grpc, models_pb2, models_pb2_grpc
 from tests.conftest import Stack
-
-
-@pytest.fixture(params=["direct", "envoy"])
-def channel(request: pytest.FixtureRequest, stack: Stack) -> Iterator[grpc.Channel]:
-    target = stack.grpc_target if request.param == "direct" else stack.envoy_target
-    with grpc.insecure_channel(target) as channel:
-        yield channel
 
 
 def auth(stack: Stack) -> list[tuple[str, str]]:

@@ -7,7 +7,6 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -499,13 +498,6 @@ def test_expired_key_is_401(stack: Stack) -> None:
 
 
 # Native gRPC.
-
-
-@pytest.fixture(params=["direct", "envoy"])
-def channel(request: pytest.FixtureRequest, stack: Stack) -> Iterator[grpc.Channel]:
-    target = stack.grpc_target if request.param == "direct" else stack.envoy_target
-    with grpc.insecure_channel(target) as channel:
-        yield channel
 
 
 def metadata(secret: str) -> list[tuple[str, str]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -218,13 +217,6 @@ def test_usage_needs_a_key(stack: Stack) -> None:
 
 
 # Native gRPC.
-
-
-@pytest.fixture(params=["direct", "envoy"])
-def channel(request: pytest.FixtureRequest, stack: Stack) -> Iterator[grpc.Channel]:
-    target = stack.grpc_target if request.param == "direct" else stack.envoy_target
-    with grpc.insecure_channel(target) as channel:
-        yield channel
 
 
 def test_grpc_get_usage_matches_rest(channel: grpc.Channel, stack: Stack) -> None:

@@ -142,12 +142,10 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
                 # (upstream refused, bad tool_choice) is a proper HTTP error.
                 first = await anext(events, None)
                 if first is not None:
-                    yield httpbody_pb2.HttpBody(
-                        content_type=_SSE, data=self._frame(renderer, first, chat.include_usage)
-                    )
+                    yield httpbody_pb2.HttpBody(content_type=_SSE, data=renderer.event(first))
                 try:
                     async for event in events:
-                        frame = self._frame(renderer, event, chat.include_usage)
+                        frame = renderer.event(event)
                         if frame:
                             yield httpbody_pb2.HttpBody(content_type=_SSE, data=frame)
                 except Exception as exc:
@@ -156,9 +154,3 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
                     meter.fail(error)
                     yield httpbody_pb2.HttpBody(content_type=_SSE, data=renderer.error(error))
             yield httpbody_pb2.HttpBody(content_type=_SSE, data=openai.sse_done())
-
-    @staticmethod
-    def _frame(renderer: openai.ChunkRenderer, event: ChoiceDelta | Usage, include_usage: bool) -> bytes:
-        if isinstance(event, Usage):
-            return renderer.usage(event) if include_usage else b""
-        return renderer.delta(event)

@@ -143,6 +143,12 @@ class ChunkRenderer:
     def usage(self, usage: Usage) -> bytes:
         return self._chunk([], usage)
 
+    def event(self, event: ChoiceDelta | Usage) -> bytes:
+        """The frame for any stream event; b"" for the usage when it was not asked for."""
+        if isinstance(event, Usage):
+            return self.usage(event) if self._include_usage else b""
+        return self.delta(event)
+
     def error(self, error: GatewayError) -> bytes:
         """A failure after the stream began: written into it, as OpenAI does."""
         return sse_event(error_json(error))
