@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 
@@ -118,7 +119,11 @@ class Gateway:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.config.server.shutdown_grace_seconds)
         if self._refresher is not None:
+            # Ended before the store closes, so no reload is left half-way.
             self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+            self._refresher = None
         await self.recorder.close()
         await self.store.close()
 
