@@ -15,19 +15,23 @@ from grpc_reflection.v1alpha import reflection
 from modelway.config import Config
 from modelway.core.access import Gate
 from modelway.core.accounting import UsageRecorder
+from modelway.core.breaker import Breakers
 from modelway.core.budgets import TokenBudgets, day_start
 from modelway.core.catalog import Catalog
-from modelway.core.chat import ChatEngine
 from modelway.core.clock import Clock, SystemClock
 from modelway.core.directory import Directory
 from modelway.core.key_admin import KeyAdmin
 from modelway.core.ledger import Ledger
 from modelway.core.limits import RateLimiter
 from modelway.core.metering import Metering
+from modelway.core.pipeline import Pipeline
 from modelway.core.reports import UsageReports
+from modelway.core.router import Router
+from modelway.core.routing import Resolver
+from modelway.providers.http import Transport
 from modelway.providers.registry import ProviderRegistry
-from modelway.services.chat import ChatServicer
-from modelway.services.keys import KeysServicer
+from modelway.services.chat import ChatRestServicer, ChatServicer
+from modelway.services.keys import KeysRestServicer, KeysServicer
 from modelway.services.models import ModelsServicer
 from modelway.services.usage import UsageServicer
 from modelway.store import SqliteStore
@@ -41,6 +45,10 @@ from modelway.v1 import (
     usage_pb2,
     usage_pb2_grpc,
 )
+from modelway.v1.rest import chat_pb2 as chat_rest_pb2
+from modelway.v1.rest import chat_pb2_grpc as chat_rest_pb2_grpc
+from modelway.v1.rest import keys_pb2 as keys_rest_pb2
+from modelway.v1.rest import keys_pb2_grpc as keys_rest_pb2_grpc
 
 __all__ = ["Gateway", "serve"]
 
@@ -51,6 +59,8 @@ _SERVICES = (
     models_pb2.DESCRIPTOR.services_by_name["ModelsService"].full_name,
     keys_pb2.DESCRIPTOR.services_by_name["KeysService"].full_name,
     usage_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name,
+    chat_rest_pb2.DESCRIPTOR.services_by_name["ChatRestService"].full_name,
+    keys_rest_pb2.DESCRIPTOR.services_by_name["KeysRestService"].full_name,
 )
 
 
@@ -70,7 +80,22 @@ class Gateway:
         self.catalog = Catalog(config.models)
         self.gate = Gate(self.directory, RateLimiter(self.clock), config)
         self.metering = Metering(self.recorder, self.ledger, self.budgets, self.clock)
-        self.engine = ChatEngine(self.catalog, ProviderRegistry(config.providers), self.clock)
+        # The one HTTP session of the process, for every upstream.
+        self.transport = Transport()
+        routing = config.routing
+        self.breakers = Breakers(
+            (p.name for p in config.providers),
+            threshold=routing.breaker_failures,
+            cooldown=routing.breaker_cooldown_seconds,
+            clock=self.clock,
+        )
+        self.pipeline = Pipeline(
+            self.gate,
+            Resolver(self.catalog, config.aliases, latency=lambda provider: self.breakers[provider].latency),
+            Router(ProviderRegistry(config.providers, self.transport), self.breakers, routing, self.clock),
+            self.metering,
+            self.clock,
+        )
         self.health = HealthServicer()
         self.server = grpc.aio.server(
             options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 32 * 1024 * 1024)]
@@ -79,19 +104,18 @@ class Gateway:
 
     async def start(self) -> int:
         await self.store.open()
+        await self.transport.start()
         await self.directory.load()
         today = day_start(self.clock.now())
         self.budgets.load(today, await self.store.tokens_since(today))
         self.recorder.start()
         self._refresher = asyncio.create_task(self._follow_store(), name="store-follower")
-        chat_pb2_grpc.add_ChatServiceServicer_to_server(
-            ChatServicer(self.engine, self.gate, self.metering), self.server
-        )
+        chat_pb2_grpc.add_ChatServiceServicer_to_server(ChatServicer(self.pipeline), self.server)
+        chat_rest_pb2_grpc.add_ChatRestServiceServicer_to_server(ChatRestServicer(self.pipeline), self.server)
         models_pb2_grpc.add_ModelsServiceServicer_to_server(ModelsServicer(self.catalog, self.gate), self.server)
-        keys_pb2_grpc.add_KeysServiceServicer_to_server(
-            KeysServicer(KeyAdmin(self.directory, self.catalog, self.config, self.clock), self.gate, self.clock),
-            self.server,
-        )
+        keys = KeysServicer(KeyAdmin(self.directory, self.catalog, self.config, self.clock), self.gate, self.clock)
+        keys_pb2_grpc.add_KeysServiceServicer_to_server(keys, self.server)
+        keys_rest_pb2_grpc.add_KeysRestServiceServicer_to_server(KeysRestServicer(keys), self.server)
         usage_pb2_grpc.add_UsageServiceServicer_to_server(
             UsageServicer(UsageReports(self.store, self.recorder, self.clock), self.gate), self.server
         )
@@ -125,6 +149,7 @@ class Gateway:
                 await self._refresher
             self._refresher = None
         await self.recorder.close()
+        await self.transport.close()
         await self.store.close()
 
 

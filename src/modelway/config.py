@@ -17,6 +17,7 @@ __all__ = [
     "ModelConfig",
     "PlanConfig",
     "ProviderConfig",
+    "RoutingConfig",
     "ServerConfig",
     "load_config",
 ]
@@ -36,7 +37,7 @@ _ENV_OVERRIDES: tuple[tuple[str, str, str], ...] = (
 )
 
 
-_SECTIONS = {"server", "store", "keys", "limits", "bootstrap", "plans", "providers", "models"}
+_SECTIONS = {"server", "store", "keys", "limits", "bootstrap", "plans", "providers", "models", "aliases", "routing"}
 
 
 class ConfigError(ValueError):
@@ -127,12 +128,57 @@ class LimitsConfig:
 
 @dataclass(frozen=True, slots=True)
 class ProviderConfig:
+    """An upstream: its wire format (`kind`), where it is, and the variable holding its secret."""
+
     name: str
     kind: str
     base_url: str = ""
     api_key_env: str = ""
+    # The whole attempt, connecting, and waiting for the first byte (then between reads).
+    timeout_seconds: float = 600.0
+    connect_timeout_seconds: float = 5.0
+    first_byte_timeout_seconds: float = 60.0
+    headers: Mapping[str, str] = field(default_factory=dict)
     # echo only: pause between streamed tokens, to make streams observable.
     token_delay_ms: float = 0.0
+    # Read once from `api_key_env` when the configuration loads; never printed.
+    api_key: str = field(default="", repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ConfigError("every [[providers]] entry needs a name")
+        for name in ("timeout_seconds", "connect_timeout_seconds", "first_byte_timeout_seconds"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"provider {self.name}: {name} must be positive")
+        if not isinstance(self.headers, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.headers.items()
+        ):
+            raise ConfigError(f"provider {self.name}: headers must be a table of strings")
+        if self.kind != "echo" and not self.base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"provider {self.name}: base_url must be an http:// or https:// URL")
+        object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingConfig:
+    """How the router treats failing upstreams."""
+
+    # Further attempts on the same model after a retryable failure, before its fallbacks.
+    retries: int = 1
+    backoff_seconds: float = 0.25  # doubled per attempt, with jitter
+    max_backoff_seconds: float = 8.0
+    # The whole call, every attempt included.
+    deadline_seconds: float = 900.0
+    # A provider is skipped after this many consecutive failures, for the cool-down.
+    breaker_failures: int = 5
+    breaker_cooldown_seconds: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.retries < 0 or self.breaker_failures < 1:
+            raise ConfigError("routing.retries must be >= 0 and routing.breaker_failures >= 1")
+        for name in ("backoff_seconds", "max_backoff_seconds", "deadline_seconds", "breaker_cooldown_seconds"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"routing.{name} must not be negative")
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,10 +194,21 @@ class ModelConfig:
     output_credits_per_1k: float = 0.0
     credits_per_call: float = 0.0
     credits_per_image: float = 0.0
+    # Other model ids tried in order when this one fails.
+    fallbacks: tuple[str, ...] = ()
+    # Appended to the caller's system message, or sent alone when there is none.
+    system_prompt: str = ""
+    # Prompt + max_tokens above this is refused before any upstream call.
+    context_length: int | None = None
 
     def __post_init__(self) -> None:
         if not self.id:
             raise ConfigError("every [[models]] entry needs an id")
+        if not isinstance(self.fallbacks, (list, tuple)) or not all(isinstance(f, str) for f in self.fallbacks):
+            raise ConfigError(f"model {self.id}: fallbacks must be a list of model ids")
+        object.__setattr__(self, "fallbacks", tuple(self.fallbacks))
+        if self.context_length is not None and self.context_length < 1:
+            raise ConfigError(f"model {self.id}: context_length must be positive")
         if self.max_output_tokens < 1:
             raise ConfigError(f"model {self.id}: max_output_tokens must be positive")
         for name in ("input_credits_per_1k", "output_credits_per_1k", "credits_per_call", "credits_per_image"):
@@ -180,6 +237,9 @@ class Config:
     plans: tuple[PlanConfig, ...] = (FALLBACK_PLAN,)
     providers: tuple[ProviderConfig, ...] = ()
     models: tuple[ModelConfig, ...] = field(default=())
+    # Alias name -> ordered model ids or other aliases.
+    aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    routing: RoutingConfig = RoutingConfig()
 
     @property
     def bootstrap_plan(self) -> str:
@@ -207,6 +267,35 @@ class Config:
         for model in self.models:
             if model.provider not in names:
                 raise ConfigError(f"model {model.id}: unknown provider {model.provider!r}")
+            for fallback in model.fallbacks:
+                if fallback not in ids and fallback not in self.aliases:
+                    raise ConfigError(f"model {model.id}: fallback {fallback!r} is neither a model nor an alias")
+        for alias, targets in self.aliases.items():
+            if alias in ids:
+                raise ConfigError(f"aliases.{alias}: a model already has that id")
+            if not targets:
+                raise ConfigError(f"aliases.{alias}: needs at least one model")
+            for target in targets:
+                if target not in ids and target not in self.aliases:
+                    raise ConfigError(f"aliases.{alias}: {target!r} is neither a model nor an alias")
+        _check_alias_cycles(self.aliases)
+
+    def provider(self, name: str) -> ProviderConfig:
+        for provider in self.providers:
+            if provider.name == name:
+                return provider
+        raise ConfigError(f"unknown provider {name!r}")
+
+
+def _check_alias_cycles(aliases: Mapping[str, tuple[str, ...]]) -> None:
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        if name in path:
+            raise ConfigError(f"aliases form a cycle: {' -> '.join((*path, name))}")
+        for target in aliases.get(name, ()):
+            visit(target, (*path, name))
+
+    for alias in aliases:
+        visit(alias, ())
 
 
 def _section(cls: type[Any], data: Mapping[str, Any], where: str) -> Any:
@@ -254,7 +343,34 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] = os.en
     return Config(
         plans=plans,
         bootstrap=_section(BootstrapConfig, bootstrap, "bootstrap"),
-        providers=providers,
+        providers=_with_secrets(providers, models, environ),
         models=models,
+        aliases=_aliases(data.get("aliases", {})),
+        routing=_section(RoutingConfig, data.get("routing", {}), "routing"),
         **sections,
     )
+
+
+def _aliases(data: Any) -> dict[str, tuple[str, ...]]:
+    if not isinstance(data, dict) or not all(
+        isinstance(targets, list) and all(isinstance(t, str) for t in targets) for targets in data.values()
+    ):
+        raise ConfigError('[aliases] maps each alias to a list of model ids, e.g. fast = ["gpt-4o-mini"]')
+    return {name: tuple(targets) for name, targets in data.items()}
+
+
+def _with_secrets(
+    providers: tuple[ProviderConfig, ...], models: tuple[ModelConfig, ...], environ: Mapping[str, str]
+) -> tuple[ProviderConfig, ...]:
+    """Each provider with its secret, read from its variable this once."""
+    used = {model.provider for model in models}
+    loaded = []
+    for provider in providers:
+        secret = environ.get(provider.api_key_env, "") if provider.api_key_env else ""
+        if provider.api_key_env and not secret and provider.name in used:
+            raise ConfigError(
+                f"provider {provider.name}: the environment variable {provider.api_key_env} "
+                "(its api_key_env) is not set"
+            )
+        loaded.append(replace(provider, api_key=secret))
+    return tuple(loaded)

@@ -1,127 +1,187 @@
-"""The gateway's exception tree; every failure a caller sees is one of these.
+"""The gateway's one error type, and the reasons it can carry.
 
-    GatewayError
-     ├── InvalidRequest        400  invalid_request_error
-     ├── AuthenticationFailed  401  authentication_error
-     ├── PermissionDenied      403  permission_error
-     ├── NotFound              404  invalid_request_error
-     ├── RateLimited           429  requests (per-minute limits)
-     │    └── BudgetExceeded   429  tokens (daily token budget)
-     ├── InsufficientCredits   402  insufficient_quota (429 on the OpenAI surface)
-     ├── ProviderError         502  api_error
-     └── ServiceUnavailable    503  api_error
+    GatewayError(reason, message, param=..., retry_after=..., headers=...)
 
-Each carries what every surface needs to render it: the HTTP status, the gRPC
-status code, the OpenAI error `type`, a machine `code` and the offending
-`param`. `retry_after` (seconds) becomes Retry-After; `should_retry` False
-tells SDKs that a retry cannot help. Each REST dialect renders the error in
-its own shape (surfaces/), and services/_rpc.py is the one place that turns
-it into a gRPC status plus that HTTP status and body.
+Every failure a caller sees is a GatewayError whose `reason` is one member of
+`Reason`. A reason fixes the HTTP status every surface starts from and the
+gRPC status native callers get (REASONS below); each REST dialect maps a
+reason to its own body in one table of its own (surfaces/), and
+services/_rpc.py is the one place that turns an error into a gRPC status.
+
+    400 bad request        INVALID_BODY INVALID_VALUE INVALID_TYPE MISSING_REQUIRED_PARAMETER EMPTY_ARRAY
+                           INTEGER_BELOW_MIN INTEGER_ABOVE_MAX DECIMAL_BELOW_MIN DECIMAL_ABOVE_MAX
+                           INPUT_TOO_LARGE CONTEXT_LENGTH_EXCEEDED INVALID_DATE_RANGE UPSTREAM_REJECTED
+    401 who are you        MISSING_API_KEY INVALID_API_KEY API_KEY_DISABLED API_KEY_EXPIRED
+    402 pay first          INSUFFICIENT_CREDITS
+    403 not for you        PERMISSION_DENIED MODEL_NOT_ALLOWED KEY_LIMIT_REACHED
+    404 no such thing      NOT_FOUND MODEL_NOT_FOUND API_KEY_NOT_FOUND
+    429 slow down          RATE_LIMITED GLOBAL_RATE_LIMITED BUDGET_EXCEEDED
+    500 our bug            INTERNAL
+    501 not here yet       NOT_IMPLEMENTED
+    502 upstream failed    PROVIDER_ERROR
+    503 try again later    SERVICE_UNAVAILABLE UPSTREAM_OVERLOADED
+    504 upstream too slow  UPSTREAM_TIMEOUT
+
+`retryable` says whether the router may try the call again (on the same or
+another upstream); it is about upstream failures, never about the caller's.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+import enum
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 
 import grpc
 
-__all__ = [
-    "AuthenticationFailed",
-    "BudgetExceeded",
-    "GatewayError",
-    "InsufficientCredits",
-    "InvalidRequest",
-    "NotFound",
-    "PermissionDenied",
-    "ProviderError",
-    "RateLimited",
-    "ServiceUnavailable",
-]
+__all__ = ["REASONS", "GatewayError", "Reason", "ReasonInfo", "as_gateway_error"]
+
+log = logging.getLogger(__name__)
+
+
+class Reason(enum.StrEnum):
+    INVALID_BODY = "invalid_body"
+    INVALID_VALUE = "invalid_value"
+    INVALID_TYPE = "invalid_type"
+    MISSING_REQUIRED_PARAMETER = "missing_required_parameter"
+    EMPTY_ARRAY = "empty_array"
+    INTEGER_BELOW_MIN = "integer_below_min_value"
+    INTEGER_ABOVE_MAX = "integer_above_max_value"
+    DECIMAL_BELOW_MIN = "decimal_below_min_value"
+    DECIMAL_ABOVE_MAX = "decimal_above_max_value"
+    INPUT_TOO_LARGE = "input_too_large"
+    CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
+    INVALID_DATE_RANGE = "invalid_date_range"
+    UPSTREAM_REJECTED = "upstream_rejected"
+    MISSING_API_KEY = "missing_api_key"
+    INVALID_API_KEY = "invalid_api_key"
+    API_KEY_DISABLED = "api_key_disabled"
+    API_KEY_EXPIRED = "api_key_expired"
+    INSUFFICIENT_CREDITS = "insufficient_quota"
+    PERMISSION_DENIED = "insufficient_permissions"
+    MODEL_NOT_ALLOWED = "model_not_allowed"
+    KEY_LIMIT_REACHED = "key_limit_reached"
+    NOT_FOUND = "not_found"
+    MODEL_NOT_FOUND = "model_not_found"
+    API_KEY_NOT_FOUND = "api_key_not_found"
+    RATE_LIMITED = "rate_limit_exceeded"
+    GLOBAL_RATE_LIMITED = "global_rate_limit_exceeded"
+    BUDGET_EXCEEDED = "daily_token_budget_exceeded"
+    INTERNAL = "internal_error"
+    NOT_IMPLEMENTED = "not_implemented"
+    PROVIDER_ERROR = "provider_error"
+    SERVICE_UNAVAILABLE = "service_unavailable"
+    UPSTREAM_OVERLOADED = "upstream_overloaded"
+    UPSTREAM_TIMEOUT = "upstream_timeout"
+
+
+@dataclass(frozen=True, slots=True)
+class ReasonInfo:
+    http_status: int
+    grpc_code: grpc.StatusCode
+
+
+def _info(status: int) -> ReasonInfo:
+    codes = {
+        400: grpc.StatusCode.INVALID_ARGUMENT,
+        401: grpc.StatusCode.UNAUTHENTICATED,
+        402: grpc.StatusCode.RESOURCE_EXHAUSTED,
+        403: grpc.StatusCode.PERMISSION_DENIED,
+        404: grpc.StatusCode.NOT_FOUND,
+        429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+        500: grpc.StatusCode.INTERNAL,
+        501: grpc.StatusCode.UNIMPLEMENTED,
+        502: grpc.StatusCode.UNAVAILABLE,
+        503: grpc.StatusCode.UNAVAILABLE,
+        504: grpc.StatusCode.DEADLINE_EXCEEDED,
+    }
+    return ReasonInfo(status, codes[status])
+
+
+_STATUS: dict[int, tuple[Reason, ...]] = {
+    400: (
+        Reason.INVALID_BODY,
+        Reason.INVALID_VALUE,
+        Reason.INVALID_TYPE,
+        Reason.MISSING_REQUIRED_PARAMETER,
+        Reason.EMPTY_ARRAY,
+        Reason.INTEGER_BELOW_MIN,
+        Reason.INTEGER_ABOVE_MAX,
+        Reason.DECIMAL_BELOW_MIN,
+        Reason.DECIMAL_ABOVE_MAX,
+        Reason.INPUT_TOO_LARGE,
+        Reason.CONTEXT_LENGTH_EXCEEDED,
+        Reason.INVALID_DATE_RANGE,
+        Reason.UPSTREAM_REJECTED,
+    ),
+    401: (Reason.MISSING_API_KEY, Reason.INVALID_API_KEY, Reason.API_KEY_DISABLED, Reason.API_KEY_EXPIRED),
+    402: (Reason.INSUFFICIENT_CREDITS,),
+    403: (Reason.PERMISSION_DENIED, Reason.MODEL_NOT_ALLOWED, Reason.KEY_LIMIT_REACHED),
+    404: (Reason.NOT_FOUND, Reason.MODEL_NOT_FOUND, Reason.API_KEY_NOT_FOUND),
+    429: (Reason.RATE_LIMITED, Reason.GLOBAL_RATE_LIMITED, Reason.BUDGET_EXCEEDED),
+    500: (Reason.INTERNAL,),
+    501: (Reason.NOT_IMPLEMENTED,),
+    502: (Reason.PROVIDER_ERROR,),
+    503: (Reason.SERVICE_UNAVAILABLE, Reason.UPSTREAM_OVERLOADED),
+    504: (Reason.UPSTREAM_TIMEOUT,),
+}
+
+# Every reason's HTTP status (the one surfaces start from) and gRPC status.
+REASONS: Mapping[Reason, ReasonInfo] = MappingProxyType(
+    {reason: _info(status) for status, reasons in _STATUS.items() for reason in reasons}
+)
 
 
 class GatewayError(Exception):
-    http_status: ClassVar[int] = 500
-    grpc_code: ClassVar[grpc.StatusCode] = grpc.StatusCode.INTERNAL
-    error_type: ClassVar[str] = "api_error"
-    default_code: ClassVar[str] = "internal_error"
-    should_retry: ClassVar[bool | None] = None
+    """A failure the caller sees, with what every surface needs to render it.
+
+    `param` names the offending request field; `retry_after` (seconds)
+    becomes Retry-After; `headers` are response headers that belong to the
+    error (X-RateLimit-* on a 429); `retryable` lets the router try again.
+    """
 
     def __init__(
         self,
+        reason: Reason,
         message: str,
         *,
-        code: str | None = None,
         param: str | None = None,
-        retry_after: int | None = None,
+        retry_after: float | None = None,
         headers: tuple[tuple[str, str], ...] = (),
+        retryable: bool = False,
     ) -> None:
         super().__init__(message)
+        self.reason = reason
         self.message = message
-        self.code = code or self.default_code
         self.param = param
         self.retry_after = retry_after
-        # Response headers that belong to this error (X-RateLimit-* on a 429).
         self.headers = headers
+        self.retryable = retryable
+
+    @property
+    def http_status(self) -> int:
+        return REASONS[self.reason].http_status
+
+    @property
+    def grpc_code(self) -> grpc.StatusCode:
+        return REASONS[self.reason].grpc_code
+
+    @property
+    def retry_after_header(self) -> str | None:
+        """Retry-After in whole seconds, rounded up; None when there is none."""
+        if self.retry_after is None:
+            return None
+        return str(max(1, -int(-self.retry_after // 1)))
+
+    def __repr__(self) -> str:
+        return f"GatewayError({self.reason.name}, {self.message!r})"
 
 
-class InvalidRequest(GatewayError):
-    http_status = 400
-    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
-    error_type = "invalid_request_error"
-    default_code = "invalid_value"
-
-
-class AuthenticationFailed(GatewayError):
-    http_status = 401
-    grpc_code = grpc.StatusCode.UNAUTHENTICATED
-    error_type = "authentication_error"
-    default_code = "invalid_api_key"
-
-
-class PermissionDenied(GatewayError):
-    http_status = 403
-    grpc_code = grpc.StatusCode.PERMISSION_DENIED
-    error_type = "permission_error"
-    default_code = "permission_denied"
-
-
-class NotFound(GatewayError):
-    http_status = 404
-    grpc_code = grpc.StatusCode.NOT_FOUND
-    error_type = "invalid_request_error"
-    default_code = "not_found"
-
-
-class RateLimited(GatewayError):
-    http_status = 429
-    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
-    error_type = "requests"
-    default_code = "rate_limit_exceeded"
-
-
-class BudgetExceeded(RateLimited):
-    error_type = "tokens"
-    default_code = "daily_token_budget_exceeded"
-    should_retry = False  # not before the budget resets at UTC midnight
-
-
-class InsufficientCredits(GatewayError):
-    http_status = 402
-    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
-    error_type = "insufficient_quota"
-    default_code = "insufficient_quota"
-    should_retry = False
-
-
-class ProviderError(GatewayError):
-    http_status = 502
-    grpc_code = grpc.StatusCode.UNAVAILABLE
-    error_type = "api_error"
-    default_code = "provider_error"
-
-
-class ServiceUnavailable(GatewayError):
-    http_status = 503
-    grpc_code = grpc.StatusCode.UNAVAILABLE
-    error_type = "api_error"
-    default_code = "service_unavailable"
+def as_gateway_error(exc: Exception) -> GatewayError:
+    """A GatewayError as it is; anything else is a bug: logged, and shown as a plain 500."""
+    if isinstance(exc, GatewayError):
+        return exc
+    log.error("unexpected error", exc_info=exc)
+    return GatewayError(Reason.INTERNAL, "The server had an error while processing your request.")

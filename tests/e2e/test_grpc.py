@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from google.protobuf import struct_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from modelway.v1 import chat_pb2, chat_pb2_grpc, models_pb2, models_pb2_grpc
@@ -18,7 +17,7 @@ def auth(stack: Stack) -> list[tuple[str, str]]:
 def hello_request(text: str = "Hello gRPC", **fields: object) -> chat_pb2.CreateChatCompletionRequest:
     return chat_pb2.CreateChatCompletionRequest(
         model="echo-1",
-        messages=[chat_pb2.ChatMessage(role="user", content=struct_pb2.Value(string_value=text))],
+        messages=[chat_pb2.ChatMessage(role="user", text=text)],
         **fields,  # type: ignore[arg-type]
     )
 

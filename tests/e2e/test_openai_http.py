@@ -129,7 +129,7 @@ def test_unknown_model_in_stream_is_404_not_a_stream(stack: Stack) -> None:
     ("body", "param", "code"),
     [
         ({"messages": [{"role": "user", "content": "x"}]}, "model", "missing_required_parameter"),
-        ({"model": "echo-1"}, "messages", "empty_array"),
+        ({"model": "echo-1"}, "messages", "missing_required_parameter"),
         ({"model": "echo-1", "messages": []}, "messages", "empty_array"),
         ({"model": "echo-1", "messages": [{"role": "robot", "content": "x"}]}, "messages[0].role", "invalid_value"),
         (hello(temperature=3), "temperature", "decimal_above_max_value"),

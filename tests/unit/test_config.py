@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from modelway.config import ConfigError, ProviderConfig, ServerConfig, load_config
+from modelway.config import Config, ConfigError, ModelConfig, ProviderConfig, RoutingConfig, ServerConfig, load_config
 from modelway.providers.echo import EchoProvider
+from modelway.providers.http import HttpProvider, Transport
 from modelway.providers.registry import ProviderRegistry
 
 SHIPPED = Path(__file__).resolve().parents[2] / "modelway.toml"
@@ -170,17 +171,261 @@ def test_invalid_toml(tmp_path: Path) -> None:
 
 
 def test_registry_builds_echo() -> None:
-    registry = ProviderRegistry(load_config(SHIPPED, {}).providers)
+    registry = ProviderRegistry(load_config(SHIPPED, {}).providers, Transport())
     assert isinstance(registry.get("echo"), EchoProvider)
     with pytest.raises(KeyError):
         registry.get("absent")
 
 
+def test_registry_builds_http_providers() -> None:
+    configs = [
+        ProviderConfig(name=kind, kind=kind, base_url="https://x.test") for kind in ("openai", "anthropic", "gemini")
+    ]
+    registry = ProviderRegistry(configs, Transport())
+    assert all(isinstance(registry.get(kind), HttpProvider) for kind in ("openai", "anthropic", "gemini"))
+
+
 def test_registry_rejects_unknown_kind() -> None:
-    configs = [ProviderConfig(name="echo", kind="echo"), ProviderConfig(name="main", kind="openai")]
+    configs = [ProviderConfig(name="echo", kind="echo"), ProviderConfig(name="main", kind="grpc", base_url="http://x")]
     with pytest.raises(ConfigError) as caught:
-        ProviderRegistry(configs)
+        ProviderRegistry(configs, Transport())
     message = str(caught.value)
     assert "provider main" in message
-    assert "'openai'" in message
-    assert message.endswith("(known: echo)")
+    assert "'grpc'" in message
+    assert message.endswith("(known: echo, anthropic, gemini, openai)")
+
+
+# --- providers ----------------------------------------------------------------
+
+UPSTREAM = """
+[[providers]]
+name = "oai"
+kind = "openai"
+base_url = "https://api.example.com/v1/"
+api_key_env = "OAI_KEY"
+timeout_seconds = 120
+connect_timeout_seconds = 2.5
+first_byte_timeout_seconds = 30
+headers = { "OpenAI-Organization" = "org-1" }
+
+[[models]]
+id = "gpt-x"
+provider = "oai"
+upstream_model = "gpt-4o"
+"""
+SECRET = "sk-very-secret-value-1234"
+
+
+def test_http_provider(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, BASE + UPSTREAM), {"OAI_KEY": SECRET})
+    provider = config.provider("oai")
+    assert (provider.kind, provider.base_url, provider.api_key_env) == (
+        "openai",
+        "https://api.example.com/v1",
+        "OAI_KEY",
+    )
+    assert (provider.timeout_seconds, provider.connect_timeout_seconds, provider.first_byte_timeout_seconds) == (
+        120,
+        2.5,
+        30,
+    )
+    assert provider.headers == {"OpenAI-Organization": "org-1"}
+    assert provider.api_key == SECRET
+    assert config.provider("echo").api_key == ""
+
+
+def test_provider_defaults() -> None:
+    provider = ProviderConfig(name="p", kind="anthropic", base_url="http://localhost:9000")
+    assert (provider.timeout_seconds, provider.connect_timeout_seconds, provider.first_byte_timeout_seconds) == (
+        600.0,
+        5.0,
+        60.0,
+    )
+    assert (provider.headers, provider.api_key, provider.api_key_env) == ({}, "", "")
+    assert ProviderConfig(name="e", kind="echo").base_url == ""
+
+
+def test_the_api_key_is_never_printed(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, BASE + UPSTREAM), {"OAI_KEY": SECRET})
+    assert SECRET not in repr(config)
+    assert SECRET not in str(config)
+    assert SECRET not in repr(config.provider("oai"))
+    assert "OAI_KEY" in repr(config.provider("oai"))
+
+
+def test_a_missing_key_variable_for_a_used_provider(tmp_path: Path) -> None:
+    message = "provider oai: the environment variable OAI_KEY (its api_key_env) is not set"
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(write(tmp_path, BASE + UPSTREAM), {})
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(write(tmp_path, BASE + UPSTREAM), {"OAI_KEY": ""})
+
+
+def test_a_missing_key_variable_for_an_unused_provider_is_fine(tmp_path: Path) -> None:
+    text = BASE + UPSTREAM.split("[[models]]")[0]
+    config = load_config(write(tmp_path, text), {})
+    assert config.provider("oai").api_key == ""
+
+
+@pytest.mark.parametrize("base_url", [None, "", "api.example.com", "ftp://api.example.com", "HTTPS//x"])
+def test_an_http_provider_needs_an_http_base_url(tmp_path: Path, base_url: str | None) -> None:
+    line = "" if base_url is None else f'base_url = "{base_url}"\n'
+    text = f'[[providers]]\nname = "up"\nkind = "gemini"\n{line}'
+    with pytest.raises(ConfigError, match=re.escape("provider up: base_url must be an http:// or https:// URL")):
+        load_config(write(tmp_path, text), {})
+
+
+@pytest.mark.parametrize("name", ["timeout_seconds", "connect_timeout_seconds", "first_byte_timeout_seconds"])
+@pytest.mark.parametrize("value", [0, -1])
+def test_provider_timeouts_must_be_positive(tmp_path: Path, name: str, value: int) -> None:
+    text = f'[[providers]]\nname = "up"\nkind = "openai"\nbase_url = "http://x"\n{name} = {value}\n'
+    with pytest.raises(ConfigError, match=re.escape(f"provider up: {name} must be positive")):
+        load_config(write(tmp_path, text), {})
+
+
+@pytest.mark.parametrize("headers", ['{ "X-A" = 1 }', '"X-A: b"', '["X-A"]'])
+def test_provider_headers_must_be_strings(tmp_path: Path, headers: str) -> None:
+    text = f'[[providers]]\nname = "up"\nkind = "openai"\nbase_url = "http://x"\nheaders = {headers}\n'
+    with pytest.raises(ConfigError, match=re.escape("provider up: headers must be a table of strings")):
+        load_config(write(tmp_path, text), {})
+
+
+def test_provider_needs_a_name() -> None:
+    with pytest.raises(ConfigError, match=re.escape("every [[providers]] entry needs a name")):
+        ProviderConfig(name="", kind="echo")
+
+
+# --- models ---------------------------------------------------------------------
+
+MODELS = """
+[[models]]
+id = "big"
+provider = "echo"
+fallbacks = ["small", "echo-1"]
+system_prompt = "Be kind."
+context_length = 8192
+
+[[models]]
+id = "small"
+provider = "echo"
+"""
+
+
+def test_model_fallbacks_system_prompt_and_context_length(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, BASE + MODELS), {})
+    big, small = config.models[1:]
+    assert (big.fallbacks, big.system_prompt, big.context_length) == (("small", "echo-1"), "Be kind.", 8192)
+    assert (small.fallbacks, small.system_prompt, small.context_length) == ((), "", None)
+
+
+def test_a_fallback_must_be_a_model_or_an_alias(tmp_path: Path) -> None:
+    text = BASE + 'fallbacks = ["nope"]\n'
+    with pytest.raises(ConfigError, match=re.escape("model echo-1: fallback 'nope' is neither a model nor an alias")):
+        load_config(write(tmp_path, text), {})
+    text = BASE + 'fallbacks = ["fast"]\n[aliases]\nfast = ["echo-1"]\n'
+    assert load_config(write(tmp_path, text), {}).models[0].fallbacks == ("fast",)
+
+
+@pytest.mark.parametrize("fallbacks", ['"small"', "[1]"])
+def test_fallbacks_must_be_a_list_of_ids(tmp_path: Path, fallbacks: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape("model echo-1: fallbacks must be a list of model ids")):
+        load_config(write(tmp_path, BASE + f"fallbacks = {fallbacks}\n"), {})
+
+
+@pytest.mark.parametrize("value", [0, -5])
+def test_context_length_must_be_positive(tmp_path: Path, value: int) -> None:
+    with pytest.raises(ConfigError, match=re.escape("model echo-1: context_length must be positive")):
+        load_config(write(tmp_path, BASE + f"context_length = {value}\n"), {})
+
+
+@pytest.mark.parametrize("name", ["input_credits_per_1k", "output_credits_per_1k", "credits_per_call"])
+def test_prices_must_not_be_negative(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(f"model echo-1: {name} must not be negative")):
+        load_config(write(tmp_path, BASE + f"{name} = -0.1\n"), {})
+
+
+def test_model_cost_in_micro_credits() -> None:
+    model = ModelConfig("m", "echo", input_credits_per_1k=0.5, output_credits_per_1k=1.5, credits_per_call=0.001)
+    assert model.cost(1000, 1000) == 2_000_000 + 1000
+    assert model.cost(1, 0) == 500 + 1000  # 0.5 credits per 1k: 500 micro-credits a token, plus the call
+    # A fraction of a micro-credit is rounded up.
+    assert ModelConfig("m", "echo", input_credits_per_1k=0.0015).cost(1, 0) == 2
+    assert ModelConfig("free", "echo").cost(10**6, 10**6) == 0
+
+
+# --- aliases --------------------------------------------------------------------
+
+
+def test_aliases(tmp_path: Path) -> None:
+    text = BASE + MODELS + '[aliases]\nfast = ["small", "echo-1"]\ngood = ["big", "fast"]\n'
+    config = load_config(write(tmp_path, text), {})
+    assert config.aliases == {"fast": ("small", "echo-1"), "good": ("big", "fast")}
+    assert load_config(write(tmp_path, BASE), {}).aliases == {}
+
+
+@pytest.mark.parametrize(
+    ("aliases", "message"),
+    [
+        ('fast = ["nope"]', "aliases.fast: 'nope' is neither a model nor an alias"),
+        ('echo-1 = ["small"]', "aliases.echo-1: a model already has that id"),
+        ("fast = []", "aliases.fast: needs at least one model"),
+        ('a = ["b"]\nb = ["a"]', "aliases form a cycle: a -> b -> a"),
+        ('a = ["a"]', "aliases form a cycle: a -> a"),
+        ('a = ["small", "b"]\nb = ["c"]\nc = ["echo-1", "a"]', "aliases form a cycle: a -> b -> c -> a"),
+    ],
+)
+def test_invalid_aliases(tmp_path: Path, aliases: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(write(tmp_path, BASE + MODELS + "[aliases]\n" + aliases + "\n"), {})
+
+
+@pytest.mark.parametrize("aliases", ['fast = "small"', "fast = [1]", 'fast = { a = "b" }'])
+def test_aliases_map_names_to_lists_of_ids(tmp_path: Path, aliases: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape("[aliases] maps each alias to a list of model ids")):
+        load_config(write(tmp_path, BASE + MODELS + "[aliases]\n" + aliases + "\n"), {})
+
+
+# --- routing --------------------------------------------------------------------
+
+
+def test_routing_defaults(tmp_path: Path) -> None:
+    routing = load_config(write(tmp_path, BASE), {}).routing
+    assert routing == RoutingConfig()
+    assert (routing.retries, routing.backoff_seconds, routing.max_backoff_seconds) == (1, 0.25, 8.0)
+    assert (routing.deadline_seconds, routing.breaker_failures, routing.breaker_cooldown_seconds) == (900.0, 5, 30.0)
+
+
+def test_routing_section(tmp_path: Path) -> None:
+    text = (
+        "[routing]\nretries = 0\nbackoff_seconds = 0.5\nmax_backoff_seconds = 2\ndeadline_seconds = 60\n"
+        "breaker_failures = 3\nbreaker_cooldown_seconds = 10\n" + BASE
+    )
+    assert load_config(write(tmp_path, text), {}).routing == RoutingConfig(0, 0.5, 2, 60, 3, 10)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("retries = -1", "routing.retries must be >= 0 and routing.breaker_failures >= 1"),
+        ("breaker_failures = 0", "routing.retries must be >= 0 and routing.breaker_failures >= 1"),
+        ("backoff_seconds = -0.1", "routing.backoff_seconds must not be negative"),
+        ("max_backoff_seconds = -1", "routing.max_backoff_seconds must not be negative"),
+        ("deadline_seconds = -1", "routing.deadline_seconds must not be negative"),
+        ("breaker_cooldown_seconds = -1", "routing.breaker_cooldown_seconds must not be negative"),
+        ("attempts = 3", "[routing]:"),
+    ],
+)
+def test_invalid_routing(tmp_path: Path, line: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(write(tmp_path, f"[routing]\n{line}\n" + BASE), {})
+
+
+def test_unknown_section(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=re.escape("unknown section(s) route, servers;")):
+        load_config(write(tmp_path, "[servers]\n[route]\n" + BASE), {})
+
+
+def test_config_built_directly_is_validated_too() -> None:
+    echo = ProviderConfig("echo", "echo")
+    with pytest.raises(ConfigError, match=re.escape("aliases.x: 'y' is neither a model nor an alias")):
+        Config(providers=(echo,), models=(ModelConfig("m", "echo"),), aliases={"x": ("y",)})

@@ -7,9 +7,10 @@ from typing import Literal
 from urllib.parse import parse_qs, urlsplit
 
 from modelway.config import Config
-from modelway.core.directory import Caller, Directory
-from modelway.core.limits import LimitRule, RateLimiter
-from modelway.errors import PermissionDenied
+from modelway.core.directory import Caller
+from modelway.core.limits import LimitRule
+from modelway.core.state import KeyDirectory, RateLimits
+from modelway.errors import GatewayError, Reason
 
 __all__ = ["Gate", "credential"]
 
@@ -34,7 +35,7 @@ def credential(metadata: Mapping[str, str]) -> str:
 
 
 class Gate:
-    def __init__(self, directory: Directory, limiter: RateLimiter, config: Config) -> None:
+    def __init__(self, directory: KeyDirectory, limiter: RateLimits, config: Config) -> None:
         self._directory = directory
         self._limiter = limiter
         self._global_limit = config.limits.global_requests_per_minute
@@ -46,9 +47,9 @@ class Gate:
     @staticmethod
     def require(caller: Caller, permission: str) -> None:
         if not caller.may_use(permission):
-            raise PermissionDenied(
+            raise GatewayError(
+                Reason.PERMISSION_DENIED,
                 f"You have insufficient permissions for this operation. Missing permission: {permission}.",
-                code="insufficient_permissions",
             )
 
     async def authorize(self, metadata: Mapping[str, str], permission: str) -> Caller:
@@ -57,13 +58,13 @@ class Gate:
         self.require(caller, permission)
         return caller
 
-    def admit(self, caller: Caller, bucket: Bucket) -> tuple[tuple[str, str], ...]:
+    async def admit(self, caller: Caller, bucket: Bucket) -> tuple[tuple[str, str], ...]:
         """Counts one request against the limits; returns the X-RateLimit-* headers (429 when over)."""
         plan = caller.plan
         per_minute = plan.chat_requests_per_minute if bucket == "chat" else plan.image_requests_per_minute
         if caller.key.rate_limit is not None and bucket == "chat":
             per_minute = caller.key.rate_limit
-        key_state, _ = self._limiter.acquire(
+        key_state, _ = await self._limiter.acquire(
             LimitRule(
                 f"key:{caller.key.id}:{bucket}", per_minute, f"Rate limit reached for this key on {bucket} requests"
             ),
@@ -71,7 +72,7 @@ class Gate:
                 "global",
                 self._global_limit,
                 "The gateway is at its global rate limit",
-                code="global_rate_limit_exceeded",
+                reason=Reason.GLOBAL_RATE_LIMITED,
             ),
         )
         return key_state.headers()

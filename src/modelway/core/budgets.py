@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from modelway.core.clock import Clock
-from modelway.errors import BudgetExceeded
+from modelway.errors import GatewayError, Reason
 
 __all__ = ["TokenBudgets", "TokenHold", "day_start"]
 
@@ -48,12 +48,13 @@ class TokenBudgets:
         if day == day_start(self._clock.now()):
             self._day, self._used = day, Counter(used)
 
-    def hold(self, key_id: str, budget: int, worst_case: int) -> TokenHold:
+    async def hold(self, key_id: str, budget: int, worst_case: int) -> TokenHold:
         self._roll()
         spoken_for = self._used[key_id] + self._held[key_id]
         if spoken_for >= budget:
             reset_in = self._day + DAY_SECONDS - int(self._clock.now())
-            raise BudgetExceeded(
+            raise GatewayError(
+                Reason.BUDGET_EXCEEDED,
                 f"This key has used its daily budget of {budget} tokens ({self._used[key_id]} used today"
                 f"{', more in calls under way' if self._held[key_id] else ''}). "
                 f"The budget resets at 00:00 UTC, in {reset_in}s.",
@@ -62,7 +63,7 @@ class TokenBudgets:
         self._held[key_id] += worst_case
         return TokenHold(key_id, worst_case)
 
-    def settle(self, hold: TokenHold, used: int) -> None:
+    async def settle(self, hold: TokenHold, used: int) -> None:
         self._roll()
         self._held[hold.key_id] -= hold.tokens
         self._used[hold.key_id] += used

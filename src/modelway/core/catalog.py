@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from modelway.config import ModelConfig
-from modelway.errors import NotFound
+from modelway.errors import GatewayError, Reason
 
 __all__ = ["Catalog"]
 
@@ -27,9 +27,9 @@ class Catalog:
         return model
 
     @staticmethod
-    def not_found(name: str) -> NotFound:
-        return NotFound(
+    def not_found(name: str) -> GatewayError:
+        return GatewayError(
+            Reason.MODEL_NOT_FOUND,
             f"The model `{name}` does not exist or you do not have access to it.",
-            code="model_not_found",
             param="model",
         )

@@ -10,7 +10,7 @@ from modelway.config import Config, PlanConfig
 from modelway.core.clock import Clock
 from modelway.core.keys import hash_secret
 from modelway.core.writes import await_write
-from modelway.errors import AuthenticationFailed
+from modelway.errors import GatewayError, Reason
 from modelway.store import AccountRecord, KeyRecord, SqliteStore
 
 __all__ = ["Caller", "Directory"]
@@ -30,6 +30,10 @@ class Caller:
 
     def may_use(self, permission: str) -> bool:
         return permission in self.key.permissions
+
+    def may_use_model(self, model_id: str) -> bool:
+        """A key with a model allow-list sees and uses only those models."""
+        return not self.key.allowed_models or model_id in self.key.allowed_models
 
 
 class Directory:
@@ -105,9 +109,9 @@ class Directory:
 
     async def authenticate(self, secret: str) -> Caller:
         if not secret:
-            raise AuthenticationFailed(
+            raise GatewayError(
+                Reason.MISSING_API_KEY,
                 "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'.",
-                code="missing_api_key",
             )
         # Keys are found by the SHA-256 of the secret, never by comparing
         # secrets: how long a lookup takes depends on the digest, which tells
@@ -118,15 +122,15 @@ class Directory:
             await self._refresh_on_miss()
             key = self._keys_by_hash.get(digest)
         if key is None:
-            raise AuthenticationFailed("Incorrect API key provided.", code="invalid_api_key")
+            raise GatewayError(Reason.INVALID_API_KEY, "Incorrect API key provided.")
         now = int(self._clock.now())
         if not key.is_enabled:
-            raise AuthenticationFailed("This API key is disabled.", code="api_key_disabled")
+            raise GatewayError(Reason.API_KEY_DISABLED, "This API key is disabled.")
         if key.expires_at is not None and key.expires_at <= now:
-            raise AuthenticationFailed("This API key has expired.", code="api_key_expired")
+            raise GatewayError(Reason.API_KEY_EXPIRED, "This API key has expired.")
         account = self._accounts.get(key.account_id)
         if account is None:
-            raise AuthenticationFailed("This API key's account no longer exists.", code="invalid_api_key")
+            raise GatewayError(Reason.INVALID_API_KEY, "This API key's account no longer exists.")
         self._last_used[key.id] = now
         return Caller(key=key, account=account, plan=self.plan_of(account))
 

@@ -11,7 +11,7 @@ from modelway.core.catalog import Catalog
 from modelway.core.clock import Clock
 from modelway.core.directory import Caller, Directory
 from modelway.core.keys import IssuedKey, issue_key, rotate_key
-from modelway.errors import InvalidRequest, NotFound, PermissionDenied
+from modelway.errors import GatewayError, Reason
 from modelway.store import KeyRecord
 
 __all__ = ["KeyAdmin", "KeyChanges", "NewKey"]
@@ -81,10 +81,10 @@ class KeyAdmin:
         name = self._name(new.name)
         owned = len(self._directory.keys_of(caller.account.id))
         if owned >= caller.plan.max_keys:
-            raise PermissionDenied(
+            raise GatewayError(
+                Reason.KEY_LIMIT_REACHED,
                 f"The {caller.plan.name} plan allows {caller.plan.max_keys} API key(s) per account and this account "
                 f"has {owned}. Delete a key or change plan.",
-                code="key_limit_reached",
             )
         defaults = tuple(p for p in DEFAULT_PERMISSIONS if caller.may_use(p))
         permissions = self._permissions(caller, new.permissions or defaults)
@@ -133,16 +133,16 @@ class KeyAdmin:
 
     def _own(self, caller: Caller, key_id: str) -> KeyRecord:
         if not key_id:
-            raise InvalidRequest("Missing required parameter: 'id'.", param="id", code="missing_required_parameter")
+            raise GatewayError(Reason.MISSING_REQUIRED_PARAMETER, "Missing required parameter: 'id'.", param="id")
         key = self._directory.key(key_id)
         # Another account's key is reported exactly like a missing one.
         if key is None or key.account_id != caller.account.id:
-            raise NotFound(f"No API key with id '{key_id}'.", code="api_key_not_found", param="id")
+            raise GatewayError(Reason.API_KEY_NOT_FOUND, f"No API key with id '{key_id}'.", param="id")
         stronger = _stronger_in(key, caller)
         if stronger:
-            raise PermissionDenied(
+            raise GatewayError(
+                Reason.PERMISSION_DENIED,
                 f"This key cannot manage a key that may do more than itself ({', '.join(stronger)}).",
-                code="insufficient_permissions",
                 param="id",
             )
         return key
@@ -151,24 +151,25 @@ class KeyAdmin:
     def _name(name: str) -> str:
         name = name.strip()
         if not name:
-            raise InvalidRequest("Missing required parameter: 'name'.", param="name", code="missing_required_parameter")
+            raise GatewayError(Reason.MISSING_REQUIRED_PARAMETER, "Missing required parameter: 'name'.", param="name")
         if len(name) > _MAX_NAME:
-            raise InvalidRequest(f"'name' is longer than {_MAX_NAME} characters.", param="name")
+            raise GatewayError(Reason.INVALID_VALUE, f"'name' is longer than {_MAX_NAME} characters.", param="name")
         return name
 
     @staticmethod
     def _permissions(caller: Caller, wanted: Sequence[str]) -> tuple[str, ...]:
         unknown = [p for p in wanted if p not in ALL_PERMISSIONS]
         if unknown:
-            raise InvalidRequest(
+            raise GatewayError(
+                Reason.INVALID_VALUE,
                 f"Unknown permission(s): {', '.join(unknown)}. Known: {', '.join(ALL_PERMISSIONS)}.",
                 param="permissions",
             )
         beyond = [p for p in wanted if not caller.may_use(p)]
         if beyond:
-            raise PermissionDenied(
+            raise GatewayError(
+                Reason.PERMISSION_DENIED,
                 f"A key cannot grant permissions it does not have: {', '.join(beyond)}.",
-                code="insufficient_permissions",
                 param="permissions",
             )
         return tuple(dict.fromkeys(wanted))
@@ -178,12 +179,12 @@ class KeyAdmin:
         if expires_at is None:
             return caller.key.expires_at
         if expires_at <= self._clock.now():
-            raise InvalidRequest("'expires_at' must be in the future.", param="expires_at")
+            raise GatewayError(Reason.INVALID_VALUE, "'expires_at' must be in the future.", param="expires_at")
         if expires_at > LATEST_EXPIRY:
-            raise InvalidRequest("'expires_at' must be before the year 10000.", param="expires_at")
+            raise GatewayError(Reason.INVALID_VALUE, "'expires_at' must be before the year 10000.", param="expires_at")
         if caller.key.expires_at is not None and expires_at > caller.key.expires_at:
-            raise PermissionDenied(
-                "A key cannot make a key that outlives itself.", code="insufficient_permissions", param="expires_at"
+            raise GatewayError(
+                Reason.PERMISSION_DENIED, "A key cannot make a key that outlives itself.", param="expires_at"
             )
         return expires_at
 
@@ -193,12 +194,12 @@ class KeyAdmin:
         key's own limit, or the plan's when the calling key has none (an operator's CLI can
         set any). A key made without one inherits the calling key's own."""
         if value is not None and value < 1:
-            raise InvalidRequest(f"'{param}' must be a positive integer.", param=param)
+            raise GatewayError(Reason.INVALID_VALUE, f"'{param}' must be a positive integer.", param=param)
         ceiling = _effective(caller.key, caller, param)
         if value is not None and value > ceiling:
-            raise PermissionDenied(
+            raise GatewayError(
+                Reason.PERMISSION_DENIED,
                 f"A key cannot grant a '{param}' above its own ({ceiling}).",
-                code="insufficient_permissions",
                 param=param,
             )
         inherited: int | None = getattr(caller.key, param)
@@ -208,15 +209,19 @@ class KeyAdmin:
         """The allow-list; a key limited to some models can only hand on (some of) those."""
         unknown = [model for model in models if not self._catalog.has(model)]
         if unknown:
-            raise InvalidRequest(f"Unknown model(s) in 'allowed_models': {', '.join(unknown)}.", param="allowed_models")
+            raise GatewayError(
+                Reason.INVALID_VALUE,
+                f"Unknown model(s) in 'allowed_models': {', '.join(unknown)}.",
+                param="allowed_models",
+            )
         own = caller.key.allowed_models
         if own and not models:
             return own
         beyond = [model for model in models if own and model not in own]
         if beyond:
-            raise PermissionDenied(
+            raise GatewayError(
+                Reason.PERMISSION_DENIED,
                 f"A key cannot grant models it may not use: {', '.join(beyond)}.",
-                code="insufficient_permissions",
                 param="allowed_models",
             )
         return tuple(dict.fromkeys(models))

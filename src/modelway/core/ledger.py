@@ -6,7 +6,7 @@ import asyncio
 from collections import Counter
 from dataclasses import dataclass
 
-from modelway.errors import InsufficientCredits
+from modelway.errors import GatewayError, Reason
 from modelway.store import SqliteStore
 
 __all__ = ["Ledger", "Reservation"]
@@ -50,17 +50,18 @@ class Ledger:
             - self._reserved[account_id]
         )
 
-    def reserve(self, account_id: str, amount: int) -> Reservation:
+    async def reserve(self, account_id: str, amount: int) -> Reservation:
         if amount > 0 and self.available(account_id) < amount:
-            raise InsufficientCredits(
+            raise GatewayError(
+                Reason.INSUFFICIENT_CREDITS,
                 "You exceeded your current quota: this call may cost up to "
                 f"{amount / 1e6:g} credits and the account has {max(0, self.available(account_id)) / 1e6:g}. "
-                "Add credits or lower max_tokens."
+                "Add credits or lower max_tokens.",
             )
         self._reserved[account_id] += amount
         return Reservation(account_id, amount)
 
-    def settle(self, reservation: Reservation, cost: int) -> int:
+    async def settle(self, reservation: Reservation, cost: int) -> int:
         """Releases the reservation and charges the real cost; returns what was charged."""
         self._reserved[reservation.account_id] -= reservation.amount
         charged = max(0, min(cost, self.available(reservation.account_id)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from modelway.core.clock import Clock
-from modelway.errors import RateLimited
+from modelway.errors import GatewayError, Reason
 
 __all__ = ["LimitRule", "LimitState", "RateLimiter"]
 
@@ -17,7 +17,7 @@ class LimitRule:
     scope: str  # what is counted, e.g. "key:key_123:chat" or "global"
     limit: int
     refusal: str  # the message when this rule refuses
-    code: str = "rate_limit_exceeded"
+    reason: Reason = Reason.RATE_LIMITED
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +47,7 @@ class RateLimiter:
         self._window = -1
         self._counts: dict[str, int] = {}
 
-    def acquire(self, *rules: LimitRule) -> tuple[LimitState, ...]:
+    async def acquire(self, *rules: LimitRule) -> tuple[LimitState, ...]:
         now = self._clock.now()
         window = int(now // WINDOW_SECONDS)
         if window != self._window:
@@ -59,9 +59,9 @@ class RateLimiter:
             if used >= rule.limit:
                 state = LimitState(rule.limit, 0, reset_at)
                 retry_after = max(1, -int(-(reset_at - now) // 1))
-                raise RateLimited(
+                raise GatewayError(
+                    rule.reason,
                     f"{rule.refusal}: limit {rule.limit} requests per minute. Please try again in {retry_after}s.",
-                    code=rule.code,
                     retry_after=retry_after,
                     headers=state.headers(),
                 )

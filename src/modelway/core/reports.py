@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from modelway.core.accounting import UsageRecorder
 from modelway.core.clock import Clock
 from modelway.core.directory import Caller
-from modelway.errors import InvalidRequest
+from modelway.errors import GatewayError, Reason
 from modelway.store import DailyUsage, SqliteStore
 
 __all__ = ["UsageReport", "UsageReports"]
@@ -41,7 +41,9 @@ def _date(param: str, value: str) -> dt.date:
     if _DATE.fullmatch(value):
         with contextlib.suppress(ValueError):
             return dt.date.fromisoformat(value)
-    raise InvalidRequest(f"Invalid '{param}': {value!r} is not a date in the form YYYY-MM-DD.", param=param)
+    raise GatewayError(
+        Reason.INVALID_VALUE, f"Invalid '{param}': {value!r} is not a date in the form YYYY-MM-DD.", param=param
+    )
 
 
 def _epoch(day: dt.date) -> float:
@@ -59,13 +61,11 @@ class UsageReports:
         end = _date("end_date", end_date) if end_date else today
         start = _date("start_date", start_date) if start_date else end - dt.timedelta(days=DEFAULT_DAYS - 1)
         if start > end:
-            raise InvalidRequest(
-                f"'start_date' ({start}) is after 'end_date' ({end}).", param="start_date", code="invalid_date_range"
+            raise GatewayError(
+                Reason.INVALID_DATE_RANGE, f"'start_date' ({start}) is after 'end_date' ({end}).", param="start_date"
             )
         if (end - start).days + 1 > MAX_DAYS:
-            raise InvalidRequest(
-                f"A report covers at most {MAX_DAYS} days.", param="end_date", code="invalid_date_range"
-            )
+            raise GatewayError(Reason.INVALID_DATE_RANGE, f"A report covers at most {MAX_DAYS} days.", param="end_date")
         # Rows still in memory belong in the report: a caller who just made a
         # call expects to see it.
         await self._recorder.flush()

@@ -14,6 +14,7 @@ __all__ = [
     "ImagePart",
     "Message",
     "ResponseFormat",
+    "RoutingPreferences",
     "StreamEvent",
     "TextPart",
     "ToolCall",
@@ -85,6 +86,17 @@ class ResponseFormat:
 
 
 @dataclass(frozen=True, slots=True)
+class RoutingPreferences:
+    """The request's `provider` object: which upstream providers may serve it, in what order."""
+
+    order: tuple[str, ...] = ()
+    allow_fallbacks: bool = True
+    sort: Literal["", "price", "latency", "throughput"] = ""
+    only: tuple[str, ...] = ()
+    ignore: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class ChatRequest:
     """A validated chat request. Surfaces build it; providers read it."""
 
@@ -110,6 +122,11 @@ class ChatRequest:
     reasoning_effort: str = ""
     stream: bool = False
     include_usage: bool = False
+    routing: RoutingPreferences = RoutingPreferences()
+    # Top-level request fields the gateway does not interpret (vendor
+    # parameters, newer OpenAI ones), as JSON data: an OpenAI-compatible
+    # upstream receives them unchanged; other wire formats cannot carry them.
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def last_user_text(self) -> str:
@@ -137,6 +154,8 @@ class ChoiceDelta:
     content: str = ""
     tool_calls: tuple[ToolCallDelta, ...] = ()
     finish_reason: FinishReason | None = None
+    # OpenAI `logprobs.content` entries for this piece, as the upstream sent them.
+    logprobs: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

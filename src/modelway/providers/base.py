@@ -1,21 +1,151 @@
-"""The contract every provider adapter fulfils."""
+"""The contracts between the router, the shared HTTP transport and each upstream wire format.
+
+A `ChatProvider` streams one chat completion for the router. The built-in
+echo provider is one directly; every HTTP upstream is an `HttpProvider`
+(providers/http.py) driving a `Translator`, created per request, that does no
+I/O and knows one wire format:
+
+    request()                  our ChatRequest -> the upstream HTTP request
+    json_body(bytes)           a whole JSON answer -> canonical events
+    sse_event(SseEvent)        one upstream SSE event -> canonical events
+    end()                      the stream closed -> last events (Usage); raises if it was cut short
+    error(status, headers, b)  an upstream error answer -> GatewayError
+
+Canonical events are core.types.ChoiceDelta and Usage. A translator raises
+GatewayError for an error the upstream reports inside a stream.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from modelway.core.types import ChatRequest, StreamEvent
+from modelway.errors import GatewayError, Reason
 
-__all__ = ["ChatProvider"]
+__all__ = [
+    "ChatProvider",
+    "HttpRequest",
+    "SseEvent",
+    "Translator",
+    "TranslatorFactory",
+    "Upstream",
+    "retry_after_seconds",
+    "status_error",
+]
 
 
 class ChatProvider(Protocol):
     """Streams one chat completion.
 
-    Yields ChoiceDelta events in order and exactly one Usage last. Raises a
-    modelway.errors.GatewayError subclass on failure. `upstream_model` is the
-    provider's own name for the model the catalog entry points at.
+    Yields ChoiceDelta events in order, then at most one Usage (the
+    upstream's own counts, when it gives them). Raises GatewayError on
+    failure; `retryable` on it tells the router whether another attempt may
+    help. `upstream_model` is the provider's own name for the model; `timeout`
+    is what is left of the call's deadline, in seconds.
     """
 
-    def stream_chat(self, request: ChatRequest, upstream_model: str) -> AsyncGenerator[StreamEvent, None]: ...
+    def stream_chat(
+        self, request: ChatRequest, upstream_model: str, *, timeout: float
+    ) -> AsyncGenerator[StreamEvent, None]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """Where one attempt goes: the provider's endpoint and secret, and the model's name there."""
+
+    base_url: str  # without a trailing slash
+    model: str
+    api_key: str = field(default="", repr=False)
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    """One upstream HTTP call (always a POST of a JSON body)."""
+
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+    streaming: bool  # the answer is an SSE stream, not one JSON body
+
+
+@dataclass(frozen=True, slots=True)
+class SseEvent:
+    """One server-sent event: `data` lines joined with "\\n"; `event` is "" when the event has no name."""
+
+    data: str
+    event: str = ""
+    id: str = ""
+
+
+class Translator(Protocol):
+    def request(self) -> HttpRequest: ...
+
+    def json_body(self, body: bytes) -> Sequence[StreamEvent]: ...
+
+    def sse_event(self, event: SseEvent) -> Sequence[StreamEvent]: ...
+
+    def end(self) -> Sequence[StreamEvent]: ...
+
+    def error(self, status: int, headers: Mapping[str, str], body: bytes) -> GatewayError: ...
+
+
+# A translator kind: builds the translator for one request to one upstream.
+TranslatorFactory = Callable[[ChatRequest, Upstream], Translator]
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """The upstream's Retry-After (or retry-after-ms) in seconds; None when absent or not a number.
+
+    HTTP dates are not parsed: model APIs send seconds.
+    """
+    lowered = {name.lower(): value for name, value in headers.items()}
+    try:
+        if "retry-after-ms" in lowered:
+            return max(0.0, float(lowered["retry-after-ms"]) / 1000)
+        if "retry-after" in lowered:
+            return max(0.0, float(lowered["retry-after"]))
+    except ValueError:
+        return None
+    return None
+
+
+def status_error(
+    status: int, message: str, headers: Mapping[str, str], *, context_length: bool = False
+) -> GatewayError:
+    """An upstream's HTTP error answer as ours; `message` is the upstream's own words.
+
+    The caller's fault (400, 404, 413, 422) comes back as 400 with the
+    upstream's message and is never retried; the context window is named as
+    such when the translator recognised it. 429, 408, 409 and 5xx may pass with
+    another attempt. 401/403 mean the gateway's upstream credentials are
+    wrong: the operator's problem, shown as a 502 without the upstream's
+    words, and worth trying on another provider but not again on this one.
+    """
+    text = message.strip() or f"HTTP {status}"
+    retry_after = retry_after_seconds(headers)
+    if status in (400, 404, 413, 422):
+        reason = Reason.CONTEXT_LENGTH_EXCEEDED if context_length else Reason.UPSTREAM_REJECTED
+        return GatewayError(reason, text, param="messages" if context_length else None)
+    if status in (401, 403):
+        return GatewayError(
+            Reason.PROVIDER_ERROR, f"The upstream provider refused the gateway's credentials ({status})."
+        )
+    if status == 429:
+        return GatewayError(
+            Reason.UPSTREAM_OVERLOADED,
+            f"The upstream provider is rate limiting: {text}",
+            retry_after=retry_after,
+            retryable=True,
+        )
+    if status in (408, 504):
+        return GatewayError(Reason.UPSTREAM_TIMEOUT, f"The upstream provider timed out: {text}", retryable=True)
+    retryable = status == 409 or status >= 500
+    return GatewayError(
+        Reason.PROVIDER_ERROR,
+        f"The upstream provider failed ({status}): {text}",
+        retry_after=retry_after,
+        retryable=retryable,
+    )

@@ -20,7 +20,7 @@ from modelway.core.types import (
     ToolCallDelta,
     Usage,
 )
-from modelway.errors import InvalidRequest
+from modelway.errors import GatewayError, Reason
 from modelway.providers.json_schema import instance_of
 
 __all__ = ["EchoProvider"]
@@ -51,7 +51,9 @@ class EchoProvider:
             raise ValueError("token_delay must not be negative")
         self._token_delay = token_delay
 
-    async def stream_chat(self, request: ChatRequest, upstream_model: str) -> AsyncGenerator[StreamEvent, None]:
+    async def stream_chat(
+        self, request: ChatRequest, upstream_model: str, *, timeout: float = 0.0
+    ) -> AsyncGenerator[StreamEvent, None]:
         tool_index = _tool_to_call(request)
         choices = [_plan_choice(request, index, tool_index) for index in range(request.n)]
         longest = max((len(choice.deltas) for choice in choices), default=0)
@@ -77,10 +79,14 @@ def _tool_to_call(request: ChatRequest) -> int | None:
         for index, tool in enumerate(request.tools):
             if tool.name == choice.function_name:
                 return index
-        raise InvalidRequest(f"tool_choice names an unknown function {choice.function_name!r}", param="tool_choice")
+        raise GatewayError(
+            Reason.INVALID_VALUE, f"tool_choice names an unknown function {choice.function_name!r}", param="tool_choice"
+        )
     if not request.tools:
         if choice.mode == "required":
-            raise InvalidRequest("tool_choice 'required' needs at least one tool", param="tool_choice")
+            raise GatewayError(
+                Reason.INVALID_VALUE, "tool_choice 'required' needs at least one tool", param="tool_choice"
+            )
         return None
     if choice.mode == "required":
         return 0

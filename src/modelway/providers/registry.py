@@ -2,36 +2,47 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
 from modelway.config import ConfigError, ProviderConfig
-from modelway.providers.base import ChatProvider
+from modelway.providers.anthropic import AnthropicTranslator
+from modelway.providers.base import ChatProvider, TranslatorFactory
 from modelway.providers.echo import EchoProvider
+from modelway.providers.gemini import GeminiTranslator
+from modelway.providers.http import HttpProvider, Transport
+from modelway.providers.openai import OpenAITranslator
 
-__all__ = ["ProviderRegistry"]
+__all__ = ["KINDS", "ProviderRegistry"]
 
-
-def _echo(config: ProviderConfig) -> ChatProvider:
-    return EchoProvider(token_delay=config.token_delay_ms / 1000)
-
-
-_FACTORIES: Mapping[str, Callable[[ProviderConfig], ChatProvider]] = MappingProxyType(
+# Wire formats spoken over HTTP; "echo" is built in and needs no network.
+_TRANSLATORS: Mapping[str, TranslatorFactory] = MappingProxyType(
     {
-        "echo": _echo,
+        "openai": OpenAITranslator,
+        "anthropic": AnthropicTranslator,
+        "gemini": GeminiTranslator,
     }
 )
+KINDS = ("echo", *sorted(_TRANSLATORS))
+
+
+def check_kinds(configs: Iterable[ProviderConfig]) -> None:
+    """Refuses an unknown kind when the configuration loads, not on the first call."""
+    for config in configs:
+        if config.kind not in KINDS:
+            raise ConfigError(f"provider {config.name}: unknown kind {config.kind!r} (known: {', '.join(KINDS)})")
 
 
 class ProviderRegistry:
-    def __init__(self, configs: Iterable[ProviderConfig]) -> None:
+    def __init__(self, configs: Iterable[ProviderConfig], transport: Transport) -> None:
+        configs = tuple(configs)
+        check_kinds(configs)
         providers: dict[str, ChatProvider] = {}
         for config in configs:
-            factory = _FACTORIES.get(config.kind)
-            if factory is None:
-                known = ", ".join(sorted(_FACTORIES))
-                raise ConfigError(f"provider {config.name}: unknown kind {config.kind!r} (known: {known})")
-            providers[config.name] = factory(config)
+            if config.kind == "echo":
+                providers[config.name] = EchoProvider(token_delay=config.token_delay_ms / 1000)
+            else:
+                providers[config.name] = HttpProvider(config, _TRANSLATORS[config.kind], transport)
         self._providers = providers
 
     def get(self, name: str) -> ChatProvider:

@@ -4,9 +4,11 @@ Every servicer method is wrapped by `unary` or `stream`. The wrapper gives it
 an RpcCall (request id, metadata, response headers) and, when a GatewayError
 escapes before the first message, aborts with:
   - the gRPC status code and message, plus a google.rpc.Status carrying an
-    ErrorInfo (grpc-status-details-bin) for native gRPC callers;
-  - trailing metadata `x-http-status` and `x-error-json`, which the Lua filter
-    in front of the transcoder turns into the exact HTTP status and body.
+    ErrorInfo (grpc-status-details-bin, reason = the Reason's name);
+  - for REST callers only (Envoy's transcoder marks them with
+    x-envoy-original-path), trailing metadata `x-http-status` and
+    `x-error-json`, which the Lua filter in front of the transcoder turns into
+    the exact HTTP status and body. Native callers never see them.
 Errors must abort before any initial metadata is sent: only then is the
 response trailers-only, and only then does Envoy show trailers as headers.
 """
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -24,11 +25,12 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from modelway.errors import GatewayError
+from modelway.errors import GatewayError, Reason, as_gateway_error
 
-__all__ = ["ErrorRenderer", "RpcCall", "as_gateway_error", "stream", "unary"]
+__all__ = ["ErrorRenderer", "RpcCall", "stream", "unary"]
 
-log = logging.getLogger(__name__)
+# Read by the OpenAI and Anthropic SDKs before their own retry rules: these do not pass by retrying.
+_NOT_RETRYABLE = frozenset({Reason.BUDGET_EXCEEDED, Reason.INSUFFICIENT_CREDITS})
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -52,41 +54,38 @@ class RpcCall:
     def header(self, name: str) -> str:
         return self.metadata.get(name, "")
 
+    @property
+    def from_rest(self) -> bool:
+        """Whether Envoy's transcoder made this call from a REST request."""
+        return "x-envoy-original-path" in self.metadata
+
 
 async def _abort(
     context: grpc.aio.ServicerContext[Any, Any], call: RpcCall, error: GatewayError, render: ErrorRenderer
 ) -> None:
     info = error_details_pb2.ErrorInfo(
-        reason=error.code.upper(), domain="modelway", metadata={"param": error.param or ""}
+        reason=error.reason.name, domain="modelway", metadata={"param": error.param or ""}
     )
     detail = any_pb2.Any()
     detail.Pack(info)
     status = status_pb2.Status(code=error.grpc_code.value[0], message=error.message, details=[detail])
-    http_status, body = render(error)
-    if not body.isascii():
-        # Metadata values must be ASCII; \u escapes keep the JSON the same.
-        body = json.dumps(json.loads(body), separators=(",", ":")).encode()
     trailers: list[tuple[str, str | bytes]] = [
         *call.headers,
         *error.headers,
-        ("x-http-status", str(http_status)),
-        ("x-error-json", body.decode()),
         ("grpc-status-details-bin", status.SerializeToString()),
     ]
-    if error.retry_after is not None:
-        trailers.append(("retry-after", str(error.retry_after)))
-    if error.should_retry is not None:
-        # Read by the OpenAI and Anthropic SDKs before their own retry rules.
-        trailers.append(("x-should-retry", "true" if error.should_retry else "false"))
+    retry_after = error.retry_after_header
+    if retry_after is not None:
+        trailers.append(("retry-after", retry_after))
+    if call.from_rest:
+        http_status, body = render(error)
+        if not body.isascii():
+            # Metadata values must be ASCII; \u escapes keep the JSON the same.
+            body = json.dumps(json.loads(body), separators=(",", ":")).encode()
+        trailers += [("x-http-status", str(http_status)), ("x-error-json", body.decode())]
+        if error.reason in _NOT_RETRYABLE:
+            trailers.append(("x-should-retry", "false"))
     await context.abort(error.grpc_code, error.message, trailing_metadata=tuple(trailers))
-
-
-def as_gateway_error(exc: Exception) -> GatewayError:
-    """A GatewayError as it is; anything else is a bug: logged, and shown as a plain 500."""
-    if isinstance(exc, GatewayError):
-        return exc
-    log.exception("unexpected error", exc_info=exc)
-    return GatewayError("The server had an error while processing your request.")
 
 
 def unary(

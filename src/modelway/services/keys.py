@@ -12,14 +12,16 @@ from modelway.core.access import Gate
 from modelway.core.clock import Clock
 from modelway.core.directory import Caller
 from modelway.core.key_admin import KeyAdmin, KeyChanges, NewKey
-from modelway.errors import InvalidRequest
+from modelway.errors import GatewayError, Reason
 from modelway.proto_util import optional
 from modelway.services._rpc import RpcCall, unary
 from modelway.store import KeyRecord
-from modelway.surfaces import admin, openai
+from modelway.surfaces import admin
+from modelway.surfaces.openai import OPENAI
 from modelway.v1 import keys_pb2, keys_pb2_grpc
+from modelway.v1.rest import keys_pb2_grpc as keys_rest_pb2_grpc
 
-__all__ = ["KeysServicer"]
+__all__ = ["KeysRestServicer", "KeysServicer"]
 
 Context = grpc.aio.ServicerContext[Any, Any]
 _DAY = 86_400
@@ -48,8 +50,8 @@ def _key_proto(key: KeyRecord, secret: str | None = None) -> keys_pb2.ApiKey:
 
 def _strings(param: str, values: struct_pb2.ListValue) -> tuple[str, ...]:
     if not all(value.HasField("string_value") for value in values.values):
-        raise InvalidRequest(
-            f"Invalid type for '{param}': expected an array of strings.", param=param, code="invalid_type"
+        raise GatewayError(
+            Reason.INVALID_TYPE, f"Invalid type for '{param}': expected an array of strings.", param=param
         )
     return tuple(value.string_value for value in values.values)
 
@@ -60,19 +62,21 @@ def _json(body: bytes) -> httpbody_pb2.HttpBody:
 
 class KeysServicer(keys_pb2_grpc.KeysServiceServicer):
     def __init__(self, admin_: KeyAdmin, gate: Gate, clock: Clock) -> None:
-        self._admin = admin_
+        self.admin = admin_
         self._gate = gate
         self._clock = clock
 
-    async def _caller(self, call: RpcCall) -> Caller:
+    async def caller(self, call: RpcCall) -> Caller:
         return await self._gate.authorize(call.metadata, "keys.manage")
 
-    def _new_key(self, request: keys_pb2.CreateApiKeyRequest) -> NewKey:
+    def new_key(self, request: keys_pb2.CreateApiKeyRequest) -> NewKey:
         expires_at = request.expires_at.seconds if request.HasField("expires_at") else None
         days = optional(request, "expires_in_days")
         if days is not None:
             if not 1 <= days <= _MAX_DAYS:
-                raise InvalidRequest(f"'expires_in_days' must be from 1 to {_MAX_DAYS}.", param="expires_in_days")
+                raise GatewayError(
+                    Reason.INVALID_VALUE, f"'expires_in_days' must be from 1 to {_MAX_DAYS}.", param="expires_in_days"
+                )
             expires_at = int(self._clock.now()) + days * _DAY
         return NewKey(
             name=request.name,
@@ -84,7 +88,7 @@ class KeysServicer(keys_pb2_grpc.KeysServiceServicer):
         )
 
     @staticmethod
-    def _changes(request: keys_pb2.UpdateApiKeyRequest) -> KeyChanges:
+    def changes(request: keys_pb2.UpdateApiKeyRequest) -> KeyChanges:
         return KeyChanges(
             name=optional(request, "name"),
             is_enabled=optional(request, "is_enabled"),
@@ -99,73 +103,79 @@ class KeysServicer(keys_pb2_grpc.KeysServiceServicer):
 
     # Typed RPCs.
 
-    @unary(openai.error_response)
+    @unary(OPENAI.error_response)
     async def ListApiKeys(
         self, request: keys_pb2.ListApiKeysRequest, context: Context, call: RpcCall
     ) -> keys_pb2.ListApiKeysResponse:
-        keys = self._admin.list(await self._caller(call))
+        keys = self.admin.list(await self.caller(call))
         return keys_pb2.ListApiKeysResponse(data=[_key_proto(key) for key in keys])
 
-    @unary(openai.error_response)
+    @unary(OPENAI.error_response)
     async def CreateApiKey(
         self, request: keys_pb2.CreateApiKeyRequest, context: Context, call: RpcCall
     ) -> keys_pb2.CreateApiKeyResponse:
-        issued = await self._admin.create(await self._caller(call), self._new_key(request))
+        issued = await self.admin.create(await self.caller(call), self.new_key(request))
         return keys_pb2.CreateApiKeyResponse(data=_key_proto(issued.record, issued.secret))
 
-    @unary(openai.error_response)
+    @unary(OPENAI.error_response)
     async def UpdateApiKey(
         self, request: keys_pb2.UpdateApiKeyRequest, context: Context, call: RpcCall
     ) -> keys_pb2.UpdateApiKeyResponse:
-        key = await self._admin.update(await self._caller(call), request.id, self._changes(request))
+        key = await self.admin.update(await self.caller(call), request.id, self.changes(request))
         return keys_pb2.UpdateApiKeyResponse(data=_key_proto(key))
 
-    @unary(openai.error_response)
+    @unary(OPENAI.error_response)
     async def RotateApiKey(
         self, request: keys_pb2.RotateApiKeyRequest, context: Context, call: RpcCall
     ) -> keys_pb2.RotateApiKeyResponse:
-        issued = await self._admin.rotate(await self._caller(call), request.id)
+        issued = await self.admin.rotate(await self.caller(call), request.id)
         return keys_pb2.RotateApiKeyResponse(data=_key_proto(issued.record, issued.secret))
 
-    @unary(openai.error_response)
+    @unary(OPENAI.error_response)
     async def DeleteApiKey(
         self, request: keys_pb2.DeleteApiKeyRequest, context: Context, call: RpcCall
     ) -> keys_pb2.DeleteApiKeyResponse:
-        await self._admin.delete(await self._caller(call), request.id)
+        await self.admin.delete(await self.caller(call), request.id)
         return keys_pb2.DeleteApiKeyResponse(success=True)
 
-    # REST endpoints: the same operations, rendered as documented JSON.
 
-    @unary(openai.error_response)
-    async def ListApiKeysHttp(
+class KeysRestServicer(keys_rest_pb2_grpc.KeysRestServiceServicer):
+    """The same operations as KeysServicer, rendered as the documented JSON."""
+
+    def __init__(self, typed: KeysServicer) -> None:
+        self._typed = typed
+        self._admin = typed.admin
+
+    @unary(OPENAI.error_response)
+    async def ListApiKeys(
         self, request: keys_pb2.ListApiKeysRequest, context: Context, call: RpcCall
     ) -> httpbody_pb2.HttpBody:
-        return _json(admin.key_json(self._admin.list(await self._caller(call))))
+        return _json(admin.key_json(self._admin.list(await self._typed.caller(call))))
 
-    @unary(openai.error_response)
-    async def CreateApiKeyHttp(
+    @unary(OPENAI.error_response)
+    async def CreateApiKey(
         self, request: keys_pb2.CreateApiKeyRequest, context: Context, call: RpcCall
     ) -> httpbody_pb2.HttpBody:
-        issued = await self._admin.create(await self._caller(call), self._new_key(request))
+        issued = await self._admin.create(await self._typed.caller(call), self._typed.new_key(request))
         return _json(admin.key_json(issued.record, issued.secret))
 
-    @unary(openai.error_response)
-    async def UpdateApiKeyHttp(
+    @unary(OPENAI.error_response)
+    async def UpdateApiKey(
         self, request: keys_pb2.UpdateApiKeyRequest, context: Context, call: RpcCall
     ) -> httpbody_pb2.HttpBody:
-        key = await self._admin.update(await self._caller(call), request.id, self._changes(request))
+        key = await self._admin.update(await self._typed.caller(call), request.id, self._typed.changes(request))
         return _json(admin.key_json(key))
 
-    @unary(openai.error_response)
-    async def RotateApiKeyHttp(
+    @unary(OPENAI.error_response)
+    async def RotateApiKey(
         self, request: keys_pb2.RotateApiKeyRequest, context: Context, call: RpcCall
     ) -> httpbody_pb2.HttpBody:
-        issued = await self._admin.rotate(await self._caller(call), request.id)
+        issued = await self._admin.rotate(await self._typed.caller(call), request.id)
         return _json(admin.key_json(issued.record, issued.secret))
 
-    @unary(openai.error_response)
-    async def DeleteApiKeyHttp(
+    @unary(OPENAI.error_response)
+    async def DeleteApiKey(
         self, request: keys_pb2.DeleteApiKeyRequest, context: Context, call: RpcCall
     ) -> httpbody_pb2.HttpBody:
-        await self._admin.delete(await self._caller(call), request.id)
+        await self._admin.delete(await self._typed.caller(call), request.id)
         return _json(b'{"success":true}')

@@ -11,7 +11,7 @@ from modelway.core.access import Gate
 from modelway.core.catalog import Catalog
 from modelway.core.directory import Caller
 from modelway.services._rpc import RpcCall, unary
-from modelway.surfaces import openai
+from modelway.surfaces.openai import OPENAI
 from modelway.v1 import models_pb2, models_pb2_grpc
 
 __all__ = ["ModelsServicer"]
@@ -33,7 +33,7 @@ class ModelsServicer(models_pb2_grpc.ModelsServiceServicer):
         self._catalog = catalog
         self._gate = gate
 
-    @unary(openai.error_response)
+    @unary(OPENAI.error_response)
     async def ListModels(
         self, request: models_pb2.ListModelsRequest, context: Context, call: RpcCall
     ) -> models_pb2.ListModelsResponse:
@@ -42,7 +42,7 @@ class ModelsServicer(models_pb2_grpc.ModelsServiceServicer):
             object="list", data=[_model_proto(m) for m in self._catalog.all() if _visible(caller, m)]
         )
 
-    @unary(openai.error_response)
+    @unary(OPENAI.error_response)
     async def GetModel(self, request: models_pb2.GetModelRequest, context: Context, call: RpcCall) -> models_pb2.Model:
         caller = await self._gate.authorize(call.metadata, "models.list")
         model = self._catalog.resolve(request.model)

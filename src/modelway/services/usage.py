@@ -10,7 +10,8 @@ from google.protobuf import json_format
 from modelway.core.access import Gate
 from modelway.core.reports import UsageReports
 from modelway.services._rpc import RpcCall, unary
-from modelway.surfaces import admin, openai
+from modelway.surfaces import admin
+from modelway.surfaces.openai import OPENAI
 from modelway.v1 import usage_pb2, usage_pb2_grpc
 
 __all__ = ["UsageServicer"]
@@ -23,7 +24,7 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
         self._reports = reports
         self._gate = gate
 
-    @unary(openai.error_response)
+    @unary(OPENAI.error_response)
     async def GetUsage(
         self, request: usage_pb2.GetUsageRequest, context: Context, call: RpcCall
     ) -> usage_pb2.GetUsageResponse:

@@ -1,21 +1,58 @@
-"""Renders completions, stream chunks and errors as the exact OpenAI JSON and SSE bytes."""
+"""The OpenAI dialect: completions, stream chunks and errors as OpenAI's exact JSON and SSE bytes."""
 
 from __future__ import annotations
 
-import json
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
-from modelway.core.chat import ChatStream, Completion
-from modelway.core.types import ChoiceDelta, ToolCall, Usage
-from modelway.errors import GatewayError, InsufficientCredits
+import orjson
 
-__all__ = ["ChunkRenderer", "completion_json", "error_json", "error_response", "error_status", "sse_done", "sse_event"]
+from modelway.core.pipeline import ChatRun, CompletedChoice, Completion
+from modelway.core.types import ChoiceDelta, StreamEvent, ToolCall, Usage
+from modelway.errors import REASONS, GatewayError, Reason
+
+__all__ = ["OPENAI", "ChunkWriter", "OpenAIDialect", "completion_json", "error_json", "sse_done", "sse_event"]
 
 _SSE_DONE = b"data: [DONE]\n\n"
 
+_INVALID = "invalid_request_error"
+# Reason -> (status, error `type`, error `code`), where OpenAI's own differ from the gateway's defaults.
+_TABLE: Mapping[Reason, tuple[int, str, str | None]] = MappingProxyType(
+    {
+        **{
+            reason: (info.http_status, _INVALID, reason.value)
+            for reason, info in REASONS.items()
+            if info.http_status in (400, 404)
+        },
+        Reason.INVALID_BODY: (400, _INVALID, None),
+        Reason.UPSTREAM_REJECTED: (400, _INVALID, None),
+        **{
+            reason: (401, "authentication_error", reason.value)
+            for reason, info in REASONS.items()
+            if info.http_status == 401
+        },
+        **{
+            reason: (403, "permission_error", reason.value)
+            for reason, info in REASONS.items()
+            if info.http_status == 403
+        },
+        Reason.RATE_LIMITED: (429, "requests", Reason.RATE_LIMITED.value),
+        Reason.GLOBAL_RATE_LIMITED: (429, "requests", Reason.GLOBAL_RATE_LIMITED.value),
+        Reason.BUDGET_EXCEEDED: (429, "tokens", Reason.BUDGET_EXCEEDED.value),
+        # OpenAI answers an empty balance with 429 insufficient_quota, not 402.
+        Reason.INSUFFICIENT_CREDITS: (429, "insufficient_quota", "insufficient_quota"),
+        **{
+            reason: (info.http_status, "api_error", reason.value)
+            for reason, info in REASONS.items()
+            if info.http_status >= 500
+        },
+    }
+)
+
 
 def _dumps(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    return orjson.dumps(value)
 
 
 def _usage(usage: Usage) -> dict[str, Any]:
@@ -37,28 +74,23 @@ def _tool_call(call: ToolCall) -> dict[str, Any]:
     return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
 
 
-def completion_json(completion: Completion) -> bytes:
+def _choice(choice: CompletedChoice) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": choice.content, "refusal": None, "annotations": []}
+    if choice.tool_calls:
+        message["tool_calls"] = [_tool_call(call) for call in choice.tool_calls]
+    logprobs = {"content": list(choice.logprobs), "refusal": None} if choice.logprobs else None
+    return {"index": choice.index, "message": message, "logprobs": logprobs, "finish_reason": choice.finish_reason}
+
+
+def completion_json(run_id: str, created: int, model: str, completion: Completion) -> bytes:
     """The `chat.completion` object of a non-streamed call."""
-    choices = []
-    for choice in completion.choices:
-        message: dict[str, Any] = {
-            "role": "assistant",
-            "content": choice.content,
-            "refusal": None,
-            "annotations": [],
-        }
-        if choice.tool_calls:
-            message["tool_calls"] = [_tool_call(call) for call in choice.tool_calls]
-        choices.append(
-            {"index": choice.index, "message": message, "logprobs": None, "finish_reason": choice.finish_reason}
-        )
     return _dumps(
         {
-            "id": completion.id,
+            "id": "chatcmpl-" + run_id,
             "object": "chat.completion",
-            "created": completion.created,
-            "model": completion.model,
-            "choices": choices,
+            "created": created,
+            "model": model,
+            "choices": [_choice(choice) for choice in completion.choices],
             "usage": _usage(completion.usage),
             "service_tier": "default",
             "system_fingerprint": None,
@@ -66,19 +98,9 @@ def completion_json(completion: Completion) -> bytes:
     )
 
 
-def error_status(error: GatewayError) -> int:
-    """OpenAI answers an empty balance with 429 insufficient_quota, not 402."""
-    return 429 if isinstance(error, InsufficientCredits) else error.http_status
-
-
-def error_response(error: GatewayError) -> tuple[int, bytes]:
-    return error_status(error), error_json(error)
-
-
 def error_json(error: GatewayError) -> bytes:
-    return _dumps(
-        {"error": {"message": error.message, "type": error.error_type, "param": error.param, "code": error.code}}
-    )
+    _, kind, code = _TABLE[error.reason]
+    return _dumps({"error": {"message": error.message, "type": kind, "param": error.param, "code": code}})
 
 
 def sse_event(body: bytes) -> bytes:
@@ -89,25 +111,29 @@ def sse_done() -> bytes:
     return _SSE_DONE
 
 
-class ChunkRenderer:
+class ChunkWriter:
     """Turns one stream's events into `chat.completion.chunk` SSE frames.
 
     A choice's first chunk carries the role; with include_usage every chunk
     has `"usage": null` and a last chunk with empty choices carries the usage.
     """
 
-    def __init__(self, stream: ChatStream, *, include_usage: bool) -> None:
-        self._head = {
-            "id": stream.id,
-            "object": "chat.completion.chunk",
-            "created": stream.created,
-            "model": stream.model,
-        }
+    def __init__(self, run_id: str, created: int, model: str, *, include_usage: bool) -> None:
+        self._id = "chatcmpl-" + run_id
+        self._created = created
+        self._model = model
         self._include_usage = include_usage
         self._started: set[int] = set()
 
     def _chunk(self, choices: list[dict[str, Any]], usage: Usage | None = None) -> bytes:
-        chunk: dict[str, Any] = {**self._head, "system_fingerprint": None, "choices": choices}
+        chunk: dict[str, Any] = {
+            "id": self._id,
+            "object": "chat.completion.chunk",
+            "created": self._created,
+            "model": self._model,
+            "system_fingerprint": None,
+            "choices": choices,
+        }
         if self._include_usage:
             chunk["usage"] = None if usage is None else _usage(usage)
         return sse_event(_dumps(chunk))
@@ -132,23 +158,40 @@ class ChunkRenderer:
                 else {"index": call.index, "function": {"arguments": call.arguments}}
                 for call in event.tool_calls
             ]
-        choice: dict[str, Any] = {
-            "index": event.index,
-            "delta": delta,
-            "logprobs": None,
-            "finish_reason": event.finish_reason,
-        }
+        logprobs = {"content": list(event.logprobs), "refusal": None} if event.logprobs else None
+        choice = {"index": event.index, "delta": delta, "logprobs": logprobs, "finish_reason": event.finish_reason}
         return self._chunk([choice])
 
-    def usage(self, usage: Usage) -> bytes:
-        return self._chunk([], usage)
-
-    def event(self, event: ChoiceDelta | Usage) -> bytes:
+    def event(self, event: StreamEvent) -> bytes:
         """The frame for any stream event; b"" for the usage when it was not asked for."""
         if isinstance(event, Usage):
-            return self.usage(event) if self._include_usage else b""
+            return self._chunk([], event) if self._include_usage else b""
         return self.delta(event)
 
     def error(self, error: GatewayError) -> bytes:
         """A failure after the stream began: written into it, as OpenAI does."""
         return sse_event(error_json(error))
+
+    def end(self) -> bytes:
+        return _SSE_DONE
+
+
+class OpenAIDialect:
+    """OpenAI Chat Completions (https://platform.openai.com/docs/api-reference/chat)."""
+
+    name = "openai"
+
+    def status(self, error: GatewayError) -> int:
+        return _TABLE[error.reason][0]
+
+    def error_response(self, error: GatewayError) -> tuple[int, bytes]:
+        return self.status(error), error_json(error)
+
+    def completion(self, run: ChatRun, completion: Completion) -> bytes:
+        return completion_json(run.id, run.created, run.model, completion)
+
+    def stream(self, run: ChatRun) -> ChunkWriter:
+        return ChunkWriter(run.id, run.created, run.model, include_usage=run.request.include_usage)
+
+
+OPENAI = OpenAIDialect()

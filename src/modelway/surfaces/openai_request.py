@@ -1,4 +1,9 @@
-"""Validates an OpenAI chat request (as the transcoder parsed it) into a ChatRequest."""
+"""Validates an OpenAI chat request body (parsed JSON) into a ChatRequest, in OpenAI's words.
+
+The REST route hands the server the raw body, so this is where every type
+and range is checked. Fields the gateway does not interpret are kept in
+`ChatRequest.extra` for OpenAI-compatible upstreams, unchanged.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, cast
 
-from google.protobuf import json_format, struct_pb2
+import orjson
 
 from modelway.core.types import (
     ChatRequest,
@@ -16,24 +21,84 @@ from modelway.core.types import (
     Message,
     ResponseFormat,
     Role,
+    RoutingPreferences,
     TextPart,
     ToolCall,
     ToolChoice,
 )
-from modelway.errors import InvalidRequest
-from modelway.proto_util import optional
-from modelway.v1 import chat_pb2
+from modelway.errors import GatewayError, Reason
 
-__all__ = ["to_chat_request"]
+__all__ = ["parse_chat_body", "parse_chat_request"]
 
 _ROLES = ("system", "assistant", "user", "function", "tool", "developer")
 _FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _MAX_STOP = 4
 _TOKEN_ID = re.compile(r"[0-9]+")
+_SORTS = ("", "price", "latency", "throughput")
+# Parameters the gateway reads itself; every other top-level field goes upstream as it came.
+_INTERPRETED = frozenset(
+    {
+        "model", "messages", "temperature", "top_p", "n", "stop", "max_tokens", "max_completion_tokens", "stream",
+        "stream_options", "tools", "tool_choice", "parallel_tool_calls", "response_format", "seed",
+        "presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "user", "metadata",
+        "reasoning_effort", "functions", "function_call", "provider",
+    }
+)  # fmt: skip
+_TYPE_NAMES = {
+    str: "a string",
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    dict: "an object",
+    list: "an array",
+}
 
 
-def _invalid_value(param: str, value: object, allowed: str) -> InvalidRequest:
-    return InvalidRequest(f"Invalid value: {value!r}. Supported values are: {allowed}.", param=param)
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    for kind, name in ((bool, "a boolean"), (str, "a string"), (int, "an integer"), (float, "a number")):
+        if isinstance(value, kind):
+            return name
+    return "an object" if isinstance(value, dict) else "an array" if isinstance(value, list) else "a value"
+
+
+def _invalid_type(param: str, expected: str, value: Any) -> GatewayError:
+    return GatewayError(
+        Reason.INVALID_TYPE,
+        f"Invalid type for '{param}': expected {expected}, but got {_json_type(value)} instead.",
+        param=param,
+    )
+
+
+def _invalid_value(param: str, value: object, allowed: str) -> GatewayError:
+    return GatewayError(
+        Reason.INVALID_VALUE, f"Invalid value: {value!r}. Supported values are: {allowed}.", param=param
+    )
+
+
+def _missing(param: str) -> GatewayError:
+    return GatewayError(Reason.MISSING_REQUIRED_PARAMETER, f"Missing required parameter: '{param}'.", param=param)
+
+
+def _typed(data: Mapping[str, Any], name: str, kind: type, param: str = "") -> Any:
+    """data[name] when present and not null, checked to be of `kind`; None otherwise."""
+    value = data.get(name)
+    if value is None:
+        return None
+    if kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif kind is int:
+        ok = (isinstance(value, int) and not isinstance(value, bool)) or (
+            isinstance(value, float) and value.is_integer()
+        )
+        value = int(value) if ok else value
+    else:
+        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+    if not ok:
+        raise _invalid_type(param or name, _TYPE_NAMES[kind], value)
+    return value
 
 
 def _check_range(param: str, value: float | None, low: float, high: float) -> None:
@@ -41,35 +106,12 @@ def _check_range(param: str, value: float | None, low: float, high: float) -> No
         return
     kind = "integer" if isinstance(value, int) else "decimal"
     side, relation, bound = ("below", ">=", low) if value < low else ("above", "<=", high)
-    raise InvalidRequest(
+    raise GatewayError(
+        Reason(f"{kind}_{side}_{'min' if side == 'below' else 'max'}_value"),
         f"Invalid '{param}': {kind} {side} {'minimum' if side == 'below' else 'maximum'} value. "
         f"Expected a value {relation} {bound:g}, but got {value:g} instead.",
         param=param,
-        code=f"{kind}_{side}_{'min' if side == 'below' else 'max'}_value",
     )
-
-
-def _value(value: struct_pb2.Value) -> Any:
-    """A google.protobuf.Value as plain JSON data; None when absent or null."""
-    if value.WhichOneof("kind") is None:
-        return None
-    return json_format.MessageToDict(value)
-
-
-def _integral(value: Any) -> Any:
-    """Struct keeps every JSON number as a double; schemas mean 1, not 1.0."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {key: _integral(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_integral(item) for item in value]
-    return value
-
-
-def _struct(struct: struct_pb2.Struct) -> dict[str, Any]:
-    result: dict[str, Any] = _integral(json_format.MessageToDict(struct))
-    return result
 
 
 def _content(raw: Any, param: str, role: str) -> tuple[ContentPart, ...]:
@@ -78,115 +120,138 @@ def _content(raw: Any, param: str, role: str) -> tuple[ContentPart, ...]:
     if isinstance(raw, str):
         return (TextPart(raw),)
     if not isinstance(raw, list):
-        raise InvalidRequest(
-            f"Invalid type for '{param}': expected a string or an array of content parts.",
-            param=param,
-            code="invalid_type",
-        )
+        raise _invalid_type(param, "a string or an array of content parts", raw)
     parts: list[ContentPart] = []
     for index, part in enumerate(raw):
         where = f"{param}[{index}]"
         if not isinstance(part, dict):
-            raise InvalidRequest(f"Invalid type for '{where}': expected an object.", param=where, code="invalid_type")
+            raise _invalid_type(where, "an object", part)
         kind = part.get("type")
-        if kind == "text" and isinstance(part.get("text"), str):
-            parts.append(TextPart(part["text"]))
+        if kind == "text":
+            text = _typed(part, "text", str, f"{where}.text")
+            if text is None:
+                raise _missing(f"{where}.text")
+            parts.append(TextPart(text))
         elif kind == "image_url" and role == "user":
-            image = part.get("image_url")
-            image = image if isinstance(image, dict) else {}
-            url = image.get("url")
-            if not isinstance(url, str) or not url:
-                raise InvalidRequest(
-                    f"Missing required parameter: '{where}.image_url.url'.", param=f"{where}.image_url.url"
-                )
-            parts.append(ImagePart(url=url, detail=str(image.get("detail", "auto"))))
-        elif kind == "text":
-            raise InvalidRequest(f"Missing required parameter: '{where}.text'.", param=f"{where}.text")
+            image = _typed(part, "image_url", dict, f"{where}.image_url") or {}
+            url = _typed(image, "url", str, f"{where}.image_url.url")
+            if not url:
+                raise _missing(f"{where}.image_url.url")
+            detail = _typed(image, "detail", str, f"{where}.image_url.detail") or "auto"
+            parts.append(ImagePart(url=url, detail=detail))
         else:
             allowed = "'text', 'image_url'" if role == "user" else "'text'"
             raise _invalid_value(f"{where}.type", kind, allowed)
     return tuple(parts)
 
 
-def _message(message: chat_pb2.ChatMessage, index: int) -> Message:
+def _tool_calls(raw: Any, param: str) -> tuple[ToolCall, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise _invalid_type(param, "an array", raw)
+    calls = []
+    for index, call in enumerate(raw):
+        where = f"{param}[{index}]"
+        if not isinstance(call, dict):
+            raise _invalid_type(where, "an object", call)
+        function = _typed(call, "function", dict, f"{where}.function") or {}
+        calls.append(
+            ToolCall(
+                id=_typed(call, "id", str, f"{where}.id") or "",
+                name=_typed(function, "name", str, f"{where}.function.name") or "",
+                arguments=_typed(function, "arguments", str, f"{where}.function.arguments") or "",
+            )
+        )
+    return tuple(calls)
+
+
+def _message(message: Any, index: int) -> Message:
     param = f"messages[{index}]"
-    if not message.role:
-        raise InvalidRequest(
-            f"Missing required parameter: '{param}.role'.", param=f"{param}.role", code="missing_required_parameter"
+    if not isinstance(message, dict):
+        raise _invalid_type(param, "an object", message)
+    role = _typed(message, "role", str, f"{param}.role")
+    if not role:
+        raise _missing(f"{param}.role")
+    if role not in _ROLES:
+        raise _invalid_value(f"{param}.role", role, ", ".join(f"'{r}'" for r in _ROLES))
+    content = _content(message.get("content"), f"{param}.content", role)
+    calls = _tool_calls(message.get("tool_calls"), f"{param}.tool_calls")
+    function_call = _typed(message, "function_call", dict, f"{param}.function_call")
+    if function_call is not None:
+        calls += (
+            ToolCall(
+                id="",
+                name=_typed(function_call, "name", str, f"{param}.function_call.name") or "",
+                arguments=_typed(function_call, "arguments", str, f"{param}.function_call.arguments") or "",
+            ),
         )
-    if message.role not in _ROLES:
-        raise _invalid_value(f"{param}.role", message.role, ", ".join(f"'{r}'" for r in _ROLES))
-    role = cast(Role, message.role)
-    content = _content(_value(message.content), f"{param}.content", role)
-    calls = tuple(
-        ToolCall(id=call.id, name=call.function.name, arguments=call.function.arguments) for call in message.tool_calls
-    )
-    if message.HasField("function_call"):
-        calls += (ToolCall(id="", name=message.function_call.name, arguments=message.function_call.arguments),)
-    if role == "tool" and not message.tool_call_id:
-        raise InvalidRequest(
-            f"Missing required parameter: '{param}.tool_call_id'.",
-            param=f"{param}.tool_call_id",
-            code="missing_required_parameter",
-        )
+    tool_call_id = _typed(message, "tool_call_id", str, f"{param}.tool_call_id") or ""
+    if role == "tool" and not tool_call_id:
+        raise _missing(f"{param}.tool_call_id")
     if not content and not calls and role != "assistant":
-        raise InvalidRequest(
-            f"Missing required parameter: '{param}.content'.",
-            param=f"{param}.content",
-            code="missing_required_parameter",
-        )
-    return Message(role=role, content=content, name=message.name, tool_calls=calls, tool_call_id=message.tool_call_id)
+        raise _missing(f"{param}.content")
+    name = _typed(message, "name", str, f"{param}.name") or ""
+    return Message(role=cast(Role, role), content=content, name=name, tool_calls=calls, tool_call_id=tool_call_id)
 
 
-def _tools(request: chat_pb2.CreateChatCompletionRequest) -> tuple[FunctionTool, ...]:
-    tools: list[FunctionTool] = []
-    for index, tool in enumerate(request.tools):
-        if tool.type != "function":
-            raise _invalid_value(f"tools[{index}].type", tool.type, "'function'")
-        tools.append(_function(tool.function, f"tools[{index}].function"))
-    for index, function in enumerate(request.functions):
-        tools.append(_function(function, f"functions[{index}]"))
-    return tuple(tools)
-
-
-def _function(function: chat_pb2.FunctionDefinition, param: str) -> FunctionTool:
-    if not _FUNCTION_NAME.match(function.name):
-        raise InvalidRequest(
+def _function(function: Any, param: str) -> FunctionTool:
+    if not isinstance(function, dict):
+        raise _invalid_type(param, "an object", function)
+    name = _typed(function, "name", str, f"{param}.name") or ""
+    if not _FUNCTION_NAME.match(name):
+        raise GatewayError(
+            Reason.INVALID_VALUE,
             f"Invalid '{param}.name': string does not match pattern. Expected a string that matches the pattern "
             f"'^[a-zA-Z0-9_-]{{1,64}}$'.",
             param=f"{param}.name",
         )
     return FunctionTool(
-        name=function.name,
-        description=function.description,
-        parameters=_struct(function.parameters) if function.HasField("parameters") else {},
-        strict=bool(optional(function, "strict")),
+        name=name,
+        description=_typed(function, "description", str, f"{param}.description") or "",
+        parameters=_typed(function, "parameters", dict, f"{param}.parameters") or {},
+        strict=bool(_typed(function, "strict", bool, f"{param}.strict")),
     )
 
 
-def _tool_choice(request: chat_pb2.CreateChatCompletionRequest, tools: tuple[FunctionTool, ...]) -> ToolChoice:
-    raw = _value(request.tool_choice)
-    param = "tool_choice"
-    if raw is None and request.HasField("function_call"):
-        raw, param = _value(request.function_call), "function_call"
+def _tools(data: Mapping[str, Any]) -> tuple[FunctionTool, ...]:
+    tools: list[FunctionTool] = []
+    for index, tool in enumerate(_typed(data, "tools", list) or ()):
+        where = f"tools[{index}]"
+        if not isinstance(tool, dict):
+            raise _invalid_type(where, "an object", tool)
+        if tool.get("type") != "function":
+            raise _invalid_value(f"{where}.type", tool.get("type"), "'function'")
+        tools.append(_function(tool.get("function"), f"{where}.function"))
+    for index, function in enumerate(_typed(data, "functions", list) or ()):
+        tools.append(_function(function, f"functions[{index}]"))
+    return tuple(tools)
+
+
+def _tool_choice(data: Mapping[str, Any], tools: tuple[FunctionTool, ...]) -> ToolChoice:
+    raw, param = data.get("tool_choice"), "tool_choice"
+    if raw is None and data.get("function_call") is not None:
+        raw, param = data["function_call"], "function_call"
         if isinstance(raw, dict):
             raw = {"type": "function", "function": raw}
     if raw is None:
         return ToolChoice("auto" if tools else "none")
     if raw in ("none", "auto", "required"):
         if raw == "required" and not tools:
-            raise InvalidRequest("Invalid value for 'tool_choice': 'required' needs 'tools'.", param=param)
+            raise GatewayError(
+                Reason.INVALID_VALUE, "Invalid value for 'tool_choice': 'required' needs 'tools'.", param=param
+            )
         return ToolChoice(raw)
     if isinstance(raw, dict) and raw.get("type") == "function":
         function = raw.get("function")
         name = function.get("name") if isinstance(function, dict) else None
         if not isinstance(name, str) or not name:
-            raise InvalidRequest(
-                f"Missing required parameter: '{param}.function.name'.", param=f"{param}.function.name"
-            )
+            raise _missing(f"{param}.function.name")
         if name not in {tool.name for tool in tools}:
-            raise InvalidRequest(
-                f"Invalid value for '{param}': function '{name}' is not among the provided tools.", param=param
+            raise GatewayError(
+                Reason.INVALID_VALUE,
+                f"Invalid value for '{param}': function '{name}' is not among the provided tools.",
+                param=param,
             )
         return ToolChoice("function", name)
     raise _invalid_value(param, raw, "'none', 'auto', 'required', or an object naming a function")
@@ -197,108 +262,169 @@ def _stop(raw: Any) -> tuple[str, ...]:
         return ()
     stops = [raw] if isinstance(raw, str) else raw
     if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
-        raise InvalidRequest(
-            "Invalid type for 'stop': expected a string or an array of strings.", param="stop", code="invalid_type"
-        )
+        raise _invalid_type("stop", "a string or an array of strings", raw)
     if len(stops) > _MAX_STOP:
-        raise InvalidRequest(f"Invalid 'stop': array too long. Expected at most {_MAX_STOP} items.", param="stop")
+        raise GatewayError(
+            Reason.INVALID_VALUE, f"Invalid 'stop': array too long. Expected at most {_MAX_STOP} items.", param="stop"
+        )
     return tuple(s for s in stops if s)
 
 
-def _response_format(message: chat_pb2.ResponseFormat | None) -> ResponseFormat:
-    if message is None or not message.type:
+def _response_format(data: Mapping[str, Any]) -> ResponseFormat:
+    raw = _typed(data, "response_format", dict)
+    if raw is None:
         return ResponseFormat()
-    if message.type in ("text", "json_object"):
-        return ResponseFormat(type=message.type)  # type: ignore[arg-type]
-    if message.type == "json_schema":
-        if not message.HasField("json_schema") or not message.json_schema.name:
-            raise InvalidRequest(
-                "Missing required parameter: 'response_format.json_schema.name'.",
-                param="response_format.json_schema.name",
-                code="missing_required_parameter",
-            )
-        schema = message.json_schema
+    kind = raw.get("type")
+    if kind in ("text", "json_object"):
+        return ResponseFormat(type=kind)
+    if kind == "json_schema":
+        schema = _typed(raw, "json_schema", dict, "response_format.json_schema") or {}
+        name = _typed(schema, "name", str, "response_format.json_schema.name")
+        if not name:
+            raise _missing("response_format.json_schema.name")
         return ResponseFormat(
             type="json_schema",
-            name=schema.name,
-            schema=_struct(schema.schema) if schema.HasField("schema") else {},
-            strict=bool(optional(schema, "strict")),
+            name=name,
+            schema=_typed(schema, "schema", dict, "response_format.json_schema.schema") or {},
+            strict=bool(_typed(schema, "strict", bool, "response_format.json_schema.strict")),
         )
-    raise _invalid_value("response_format.type", message.type, "'text', 'json_object', 'json_schema'")
+    if kind is None:
+        raise _missing("response_format.type")
+    raise _invalid_value("response_format.type", kind, "'text', 'json_object', 'json_schema'")
 
 
-def _max_tokens(request: chat_pb2.CreateChatCompletionRequest) -> int | None:
+def _max_tokens(data: Mapping[str, Any]) -> int | None:
     caps = []
     for name in ("max_tokens", "max_completion_tokens"):
-        value = optional(request, name)
+        value = _typed(data, name, int)
         if value is not None:
             _check_range(name, value, 1, 2**31 - 1)
             caps.append(value)
     return min(caps) if caps else None
 
 
-def _logit_bias(bias: Mapping[str, float]) -> dict[str, float]:
-    for token, weight in bias.items():
+def _logit_bias(data: Mapping[str, Any]) -> dict[str, float]:
+    bias = _typed(data, "logit_bias", dict) or {}
+    for token in bias:
         if not _TOKEN_ID.fullmatch(token):
-            raise InvalidRequest(f"Invalid key in 'logit_bias': {token!r} is not a token id.", param="logit_bias")
+            raise GatewayError(
+                Reason.INVALID_VALUE, f"Invalid key in 'logit_bias': {token!r} is not a token id.", param="logit_bias"
+            )
+        weight = _typed(bias, token, float, f"logit_bias.{token}")
         _check_range(f"logit_bias.{token}", weight, -100, 100)
-    return dict(bias)
+    return {token: float(weight) for token, weight in bias.items()}
 
 
-def to_chat_request(request: chat_pb2.CreateChatCompletionRequest) -> ChatRequest:
-    """Checks every parameter as OpenAI documents it; raises InvalidRequest naming the param."""
-    if not request.model:
-        raise InvalidRequest("You must provide a model parameter.", param="model", code="missing_required_parameter")
-    if not request.messages:
-        raise InvalidRequest(
-            "Invalid 'messages': empty array. Expected an array with minimum length 1.",
-            param="messages",
-            code="empty_array",
+def _metadata(data: Mapping[str, Any]) -> dict[str, str]:
+    metadata = _typed(data, "metadata", dict) or {}
+    for key in metadata:
+        _typed(metadata, key, str, f"metadata.{key}")
+    return dict(metadata)
+
+
+def _strings(data: Mapping[str, Any], name: str, param: str) -> tuple[str, ...]:
+    values = _typed(data, name, list, param) or []
+    if not all(isinstance(value, str) for value in values):
+        raise _invalid_type(param, "an array of strings", values)
+    return tuple(values)
+
+
+def _routing(data: Mapping[str, Any]) -> RoutingPreferences:
+    raw = _typed(data, "provider", dict)
+    if raw is None:
+        return RoutingPreferences()
+    sort = _typed(raw, "sort", str, "provider.sort") or ""
+    if sort not in _SORTS:
+        raise _invalid_value("provider.sort", sort, "'price', 'latency', 'throughput'")
+    allow = _typed(raw, "allow_fallbacks", bool, "provider.allow_fallbacks")
+    return RoutingPreferences(
+        order=_strings(raw, "order", "provider.order"),
+        allow_fallbacks=allow is not False,
+        sort=sort,  # type: ignore[arg-type]
+        only=_strings(raw, "only", "provider.only"),
+        ignore=_strings(raw, "ignore", "provider.ignore"),
+    )
+
+
+def parse_chat_body(body: bytes) -> ChatRequest:
+    """A raw HTTP body: JSON first, then every parameter (INVALID_BODY when it is not a JSON object)."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise GatewayError(
+            Reason.INVALID_BODY,
+            f"We could not parse the JSON body of your request. ({exc.msg} at line {exc.lineno} column {exc.colno})",
+        ) from None
+    return parse_chat_request(data)
+
+
+def parse_chat_request(data: Any) -> ChatRequest:
+    """Checks every parameter as OpenAI documents it; raises GatewayError naming the param."""
+    if not isinstance(data, dict):
+        raise GatewayError(
+            Reason.INVALID_BODY, "We could not parse the JSON body of your request: expected a JSON object."
         )
-    messages = tuple(_message(message, index) for index, message in enumerate(request.messages))
-    temperature = optional(request, "temperature")
-    top_p = optional(request, "top_p")
-    n = optional(request, "n")
+    model = _typed(data, "model", str)
+    if not model:
+        raise GatewayError(Reason.MISSING_REQUIRED_PARAMETER, "You must provide a model parameter.", param="model")
+    temperature = _typed(data, "temperature", float)
+    top_p = _typed(data, "top_p", float)
+    n = _typed(data, "n", int)
     _check_range("temperature", temperature, 0, 2)
     _check_range("top_p", top_p, 0, 1)
     _check_range("n", n, 1, 128)
-    presence = optional(request, "presence_penalty")
-    frequency = optional(request, "frequency_penalty")
+    presence = _typed(data, "presence_penalty", float)
+    frequency = _typed(data, "frequency_penalty", float)
     _check_range("presence_penalty", presence, -2, 2)
     _check_range("frequency_penalty", frequency, -2, 2)
-    logprobs = bool(optional(request, "logprobs"))
-    top_logprobs = optional(request, "top_logprobs")
+    logprobs = bool(_typed(data, "logprobs", bool))
+    top_logprobs = _typed(data, "top_logprobs", int)
     _check_range("top_logprobs", top_logprobs, 0, 20)
     if top_logprobs is not None and not logprobs:
-        raise InvalidRequest("'top_logprobs' requires 'logprobs' to be true.", param="top_logprobs")
-    tools = _tools(request)
-    stream = bool(optional(request, "stream"))
-    include_usage = request.HasField("stream_options") and bool(optional(request.stream_options, "include_usage"))
-    if request.HasField("stream_options") and not stream:
-        raise InvalidRequest(
-            "The 'stream_options' parameter is only allowed when 'stream' is enabled.", param="stream_options"
+        raise GatewayError(Reason.INVALID_VALUE, "'top_logprobs' requires 'logprobs' to be true.", param="top_logprobs")
+    tools = _tools(data)
+    stream = bool(_typed(data, "stream", bool))
+    stream_options = _typed(data, "stream_options", dict)
+    if stream_options is not None and not stream:
+        raise GatewayError(
+            Reason.INVALID_VALUE,
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            param="stream_options",
         )
+    include_usage = bool(_typed(stream_options or {}, "include_usage", bool, "stream_options.include_usage"))
+    raw_messages = _typed(data, "messages", list)
+    if raw_messages is None:
+        raise _missing("messages")
+    if not raw_messages:
+        raise GatewayError(
+            Reason.EMPTY_ARRAY,
+            "Invalid 'messages': empty array. Expected an array with minimum length 1.",
+            param="messages",
+        )
+    messages = tuple(_message(message, index) for index, message in enumerate(raw_messages))
     return ChatRequest(
-        model=request.model,
+        model=model,
         messages=messages,
-        max_tokens=_max_tokens(request),
-        temperature=temperature,
-        top_p=top_p,
+        max_tokens=_max_tokens(data),
+        temperature=None if temperature is None else float(temperature),
+        top_p=None if top_p is None else float(top_p),
         n=1 if n is None else n,
-        stop=_stop(_value(request.stop)),
+        stop=_stop(data.get("stop")),
         tools=tools,
-        tool_choice=_tool_choice(request, tools),
-        parallel_tool_calls=optional(request, "parallel_tool_calls") is not False,
-        response_format=_response_format(request.response_format if request.HasField("response_format") else None),
-        seed=optional(request, "seed"),
+        tool_choice=_tool_choice(data, tools),
+        parallel_tool_calls=_typed(data, "parallel_tool_calls", bool) is not False,
+        response_format=_response_format(data),
+        seed=_typed(data, "seed", int),
         presence_penalty=presence,
         frequency_penalty=frequency,
-        logit_bias=_logit_bias(request.logit_bias),
+        logit_bias=_logit_bias(data),
         logprobs=logprobs,
         top_logprobs=top_logprobs,
-        user=request.user,
-        metadata=dict(request.metadata),
-        reasoning_effort=request.reasoning_effort,
+        user=_typed(data, "user", str) or "",
+        metadata=_metadata(data),
+        reasoning_effort=_typed(data, "reasoning_effort", str) or "",
         stream=stream,
         include_usage=include_usage,
+        routing=_routing(data),
+        extra={name: value for name, value in data.items() if name not in _INTERPRETED},
     )

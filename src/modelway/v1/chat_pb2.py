@@ -22,13 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
-from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from modelway.v1 import common_pb2 as modelway_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16modelway/v1/chat.proto\x12\x0bmodelway.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x18modelway/v1/common.proto\"\xcd\x0c\n\x1b\x43reateChatCompletionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12*\n\x08messages\x18\x02 \x03(\x0b\x32\x18.modelway.v1.ChatMessage\x12\x18\n\x0btemperature\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x0e\n\x01n\x18\x05 \x01(\x05H\x02\x88\x01\x01\x12$\n\x04stop\x18\x06 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x17\n\nmax_tokens\x18\x07 \x01(\x05H\x03\x88\x01\x01\x12\"\n\x15max_completion_tokens\x18\x08 \x01(\x05H\x04\x88\x01\x01\x12\x13\n\x06stream\x18\t \x01(\x08H\x05\x88\x01\x01\x12\x32\n\x0estream_options\x18\n \x01(\x0b\x32\x1a.modelway.v1.StreamOptions\x12 \n\x05tools\x18\x0b \x03(\x0b\x32\x11.modelway.v1.Tool\x12+\n\x0btool_choice\x18\x0c \x01(\x0b\x32\x16.google.protobuf.Value\x12 \n\x13parallel_tool_calls\x18\r \x01(\x08H\x06\x88\x01\x01\x12\x34\n\x0fresponse_format\x18\x0e \x01(\x0b\x32\x1b.modelway.v1.ResponseFormat\x12\x11\n\x04seed\x18\x0f \x01(\x03H\x07\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\x10 \x01(\x01H\x08\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\x11 \x01(\x01H\t\x88\x01\x01\x12K\n\nlogit_bias\x18\x12 \x03(\x0b\x32\x37.modelway.v1.CreateChatCompletionRequest.LogitBiasEntry\x12\x15\n\x08logprobs\x18\x13 \x01(\x08H\n\x88\x01\x01\x12\x19\n\x0ctop_logprobs\x18\x14 \x01(\x05H\x0b\x88\x01\x01\x12\x0c\n\x04user\x18\x15 \x01(\t\x12H\n\x08metadata\x18\x16 \x03(\x0b\x32\x36.modelway.v1.CreateChatCompletionRequest.MetadataEntry\x12\x12\n\nmodalities\x18\x17 \x03(\t\x12-\n\x0cimage_config\x18\x18 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x32\n\x08provider\x18\x19 \x01(\x0b\x32 .modelway.v1.ProviderPreferences\x12\x18\n\x10reasoning_effort\x18\x1a \x01(\t\x12\x14\n\x0cservice_tier\x18\x1b \x01(\t\x12\x12\n\x05store\x18\x1c \x01(\x08H\x0c\x88\x01\x01\x12\x11\n\tverbosity\x18\x1d \x01(\t\x12+\n\nprediction\x18\x1e \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x05\x61udio\x18\x1f \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x33\n\x12web_search_options\x18  \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x19\n\x11safety_identifier\x18! \x01(\t\x12\x18\n\x10prompt_cache_key\x18\" \x01(\t\x12\x32\n\tfunctions\x18# \x03(\x0b\x32\x1f.modelway.v1.FunctionDefinition\x12-\n\rfunction_call\x18$ \x01(\x0b\x32\x16.google.protobuf.Value\x12\x1e\n\x16prompt_cache_retention\x18% \x01(\t\x1a\x30\n\x0eLogitBiasEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x04\n\x02_nB\r\n\x0b_max_tokensB\x18\n\x16_max_completion_tokensB\t\n\x07_streamB\x16\n\x14_parallel_tool_callsB\x07\n\x05_seedB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penaltyB\x0b\n\t_logprobsB\x0f\n\r_top_logprobsB\x08\n\x06_store\"\xd6\x01\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\'\n\x07\x63ontent\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x0c\n\x04name\x18\x03 \x01(\t\x12)\n\ntool_calls\x18\x04 \x03(\x0b\x32\x15.modelway.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x05 \x01(\t\x12\x0f\n\x07refusal\x18\x06 \x01(\t\x12\x30\n\rfunction_call\x18\x07 \x01(\x0b\x32\x19.modelway.v1.FunctionCall\"w\n\rStreamOptions\x12\x1a\n\rinclude_usage\x18\x01 \x01(\x08H\x00\x88\x01\x01\x12 \n\x13include_obfuscation\x18\x02 \x01(\x08H\x01\x88\x01\x01\x42\x10\n\x0e_include_usageB\x16\n\x14_include_obfuscation\"G\n\x04Tool\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x31\n\x08\x66unction\x18\x02 \x01(\x0b\x32\x1f.modelway.v1.FunctionDefinition\"\x84\x01\n\x12\x46unctionDefinition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12+\n\nparameters\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x06strict\x18\x04 \x01(\x08H\x00\x88\x01\x01\x42\t\n\x07_strict\"Q\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12+\n\x08\x66unction\x18\x03 \x01(\x0b\x32\x19.modelway.v1.FunctionCall\"/\n\x0c\x46unctionCall\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\targuments\x18\x02 \x01(\t\"R\n\x0eResponseFormat\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x32\n\x0bjson_schema\x18\x02 \x01(\x0b\x32\x1d.modelway.v1.JsonSchemaFormat\"~\n\x10JsonSchemaFormat\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\'\n\x06schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x06strict\x18\x04 \x01(\x08H\x00\x88\x01\x01\x42\t\n\x07_strict\"\x82\x01\n\x13ProviderPreferences\x12\r\n\x05order\x18\x01 \x03(\t\x12\x1c\n\x0f\x61llow_fallbacks\x18\x02 \x01(\x08H\x00\x88\x01\x01\x12\x0c\n\x04sort\x18\x03 \x01(\t\x12\x0c\n\x04only\x18\x04 \x03(\t\x12\x0e\n\x06ignore\x18\x05 \x03(\tB\x12\n\x10_allow_fallbacks\"\xa3\x01\n\x0e\x43hatCompletion\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06object\x18\x02 \x01(\t\x12\x0f\n\x07\x63reated\x18\x03 \x01(\x05\x12\r\n\x05model\x18\x04 \x01(\t\x12\x32\n\x07\x63hoices\x18\x05 \x03(\x0b\x32!.modelway.v1.ChatCompletionChoice\x12!\n\x05usage\x18\x06 \x01(\x0b\x32\x12.modelway.v1.Usage\"l\n\x14\x43hatCompletionChoice\x12\r\n\x05index\x18\x01 \x01(\x05\x12.\n\x07message\x18\x02 \x01(\x0b\x32\x1d.modelway.v1.AssistantMessage\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\"\x8f\x01\n\x10\x41ssistantMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x14\n\x07\x63ontent\x18\x02 \x01(\tH\x00\x88\x01\x01\x12)\n\ntool_calls\x18\x03 \x03(\x0b\x32\x15.modelway.v1.ToolCall\x12\x14\n\x07refusal\x18\x04 \x01(\tH\x01\x88\x01\x01\x42\n\n\x08_contentB\n\n\x08_refusal\"\xad\x01\n\x13\x43hatCompletionChunk\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06object\x18\x02 \x01(\t\x12\x0f\n\x07\x63reated\x18\x03 \x01(\x05\x12\r\n\x05model\x18\x04 \x01(\t\x12\x37\n\x07\x63hoices\x18\x05 \x03(\x0b\x32&.modelway.v1.ChatCompletionChunkChoice\x12!\n\x05usage\x18\x06 \x01(\x0b\x32\x12.modelway.v1.Usage\"r\n\x19\x43hatCompletionChunkChoice\x12\r\n\x05index\x18\x01 \x01(\x05\x12/\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32 .modelway.v1.ChatCompletionDelta\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\"u\n\x13\x43hatCompletionDelta\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x14\n\x07\x63ontent\x18\x02 \x01(\tH\x00\x88\x01\x01\x12.\n\ntool_calls\x18\x03 \x03(\x0b\x32\x1a.modelway.v1.ToolCallDeltaB\n\n\x08_content\"e\n\rToolCallDelta\x12\r\n\x05index\x18\x01 \x01(\x05\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12+\n\x08\x66unction\x18\x04 \x01(\x0b\x32\x19.modelway.v1.FunctionCall2\xf1\x02\n\x0b\x43hatService\x12]\n\x14\x43reateChatCompletion\x12(.modelway.v1.CreateChatCompletionRequest\x1a\x1b.modelway.v1.ChatCompletion\x12\x64\n\x14StreamChatCompletion\x12(.modelway.v1.CreateChatCompletionRequest\x1a .modelway.v1.ChatCompletionChunk0\x01\x12\x9c\x01\n\x18\x43reateChatCompletionHttp\x12(.modelway.v1.CreateChatCompletionRequest\x1a\x14.google.api.HttpBody\">\x82\xd3\xe4\x93\x02\x38\"\x18/api/v1/chat/completions:\x01*Z\x19\"\x14/v1/chat/completions:\x01*0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16modelway/v1/chat.proto\x12\x0bmodelway.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x18modelway/v1/common.proto\"\xbb\r\n\x1b\x43reateChatCompletionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12*\n\x08messages\x18\x02 \x03(\x0b\x32\x18.modelway.v1.ChatMessage\x12\x18\n\x0btemperature\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x12\n\x05top_p\x18\x04 \x01(\x01H\x03\x88\x01\x01\x12\x0e\n\x01n\x18\x05 \x01(\x05H\x04\x88\x01\x01\x12\x16\n\x0estop_sequences\x18& \x03(\t\x12\x17\n\nmax_tokens\x18\x07 \x01(\x05H\x05\x88\x01\x01\x12\"\n\x15max_completion_tokens\x18\x08 \x01(\x05H\x06\x88\x01\x01\x12\x13\n\x06stream\x18\t \x01(\x08H\x07\x88\x01\x01\x12\x32\n\x0estream_options\x18\n \x01(\x0b\x32\x1a.modelway.v1.StreamOptions\x12 \n\x05tools\x18\x0b \x03(\x0b\x32\x11.modelway.v1.Tool\x12\x1a\n\x10tool_choice_mode\x18\' \x01(\tH\x00\x12\x1e\n\x14tool_choice_function\x18( \x01(\tH\x00\x12 \n\x13parallel_tool_calls\x18\r \x01(\x08H\x08\x88\x01\x01\x12\x34\n\x0fresponse_format\x18\x0e \x01(\x0b\x32\x1b.modelway.v1.ResponseFormat\x12\x11\n\x04seed\x18\x0f \x01(\x03H\t\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\x10 \x01(\x01H\n\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\x11 \x01(\x01H\x0b\x88\x01\x01\x12K\n\nlogit_bias\x18\x12 \x03(\x0b\x32\x37.modelway.v1.CreateChatCompletionRequest.LogitBiasEntry\x12\x15\n\x08logprobs\x18\x13 \x01(\x08H\x0c\x88\x01\x01\x12\x19\n\x0ctop_logprobs\x18\x14 \x01(\x05H\r\x88\x01\x01\x12\x0c\n\x04user\x18\x15 \x01(\t\x12H\n\x08metadata\x18\x16 \x03(\x0b\x32\x36.modelway.v1.CreateChatCompletionRequest.MetadataEntry\x12\x12\n\nmodalities\x18\x17 \x03(\t\x12-\n\x0cimage_config\x18\x18 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x32\n\x08provider\x18\x19 \x01(\x0b\x32 .modelway.v1.ProviderPreferences\x12\x18\n\x10reasoning_effort\x18\x1a \x01(\t\x12\x14\n\x0cservice_tier\x18\x1b \x01(\t\x12\x12\n\x05store\x18\x1c \x01(\x08H\x0e\x88\x01\x01\x12\x11\n\tverbosity\x18\x1d \x01(\t\x12+\n\nprediction\x18\x1e \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x05\x61udio\x18\x1f \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x33\n\x12web_search_options\x18  \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x19\n\x11safety_identifier\x18! \x01(\t\x12\x18\n\x10prompt_cache_key\x18\" \x01(\t\x12\x32\n\tfunctions\x18# \x03(\x0b\x32\x1f.modelway.v1.FunctionDefinition\x12\x1c\n\x12\x66unction_call_mode\x18) \x01(\tH\x01\x12\x1c\n\x12\x66unction_call_name\x18* \x01(\tH\x01\x12\x1e\n\x16prompt_cache_retention\x18% \x01(\t\x1a\x30\n\x0eLogitBiasEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x13\n\x11tool_choice_valueB\x15\n\x13\x66unction_call_valueB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x04\n\x02_nB\r\n\x0b_max_tokensB\x18\n\x16_max_completion_tokensB\t\n\x07_streamB\x16\n\x14_parallel_tool_callsB\x07\n\x05_seedB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penaltyB\x0b\n\t_logprobsB\x0f\n\r_top_logprobsB\x08\n\x06_storeJ\x04\x08\x06\x10\x07J\x04\x08\x0c\x10\rJ\x04\x08$\x10%R\x04stopR\x0btool_choiceR\rfunction_call\"\x89\x02\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0e\n\x04text\x18\x08 \x01(\tH\x00\x12*\n\x05parts\x18\t \x01(\x0b\x32\x19.modelway.v1.ContentPartsH\x00\x12\x0c\n\x04name\x18\x03 \x01(\t\x12)\n\ntool_calls\x18\x04 \x03(\x0b\x32\x15.modelway.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x05 \x01(\t\x12\x0f\n\x07refusal\x18\x06 \x01(\t\x12\x30\n\rfunction_call\x18\x07 \x01(\x0b\x32\x19.modelway.v1.FunctionCallB\x0f\n\rcontent_valueJ\x04\x08\x02\x10\x03R\x07\x63ontent\"7\n\x0c\x43ontentParts\x12\'\n\x05parts\x18\x01 \x03(\x0b\x32\x18.modelway.v1.ContentPart\"Q\n\x0b\x43ontentPart\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12*\n\timage_url\x18\x02 \x01(\x0b\x32\x15.modelway.v1.ImageUrlH\x00\x42\x06\n\x04part\"\'\n\x08ImageUrl\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\"w\n\rStreamOptions\x12\x1a\n\rinclude_usage\x18\x01 \x01(\x08H\x00\x88\x01\x01\x12 \n\x13include_obfuscation\x18\x02 \x01(\x08H\x01\x88\x01\x01\x42\x10\n\x0e_include_usageB\x16\n\x14_include_obfuscation\"G\n\x04Tool\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x31\n\x08\x66unction\x18\x02 \x01(\x0b\x32\x1f.modelway.v1.FunctionDefinition\"\x84\x01\n\x12\x46unctionDefinition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12+\n\nparameters\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x06strict\x18\x04 \x01(\x08H\x00\x88\x01\x01\x42\t\n\x07_strict\"Q\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12+\n\x08\x66unction\x18\x03 \x01(\x0b\x32\x19.modelway.v1.FunctionCall\"/\n\x0c\x46unctionCall\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\targuments\x18\x02 \x01(\t\"R\n\x0eResponseFormat\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x32\n\x0bjson_schema\x18\x02 \x01(\x0b\x32\x1d.modelway.v1.JsonSchemaFormat\"~\n\x10JsonSchemaFormat\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\'\n\x06schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x06strict\x18\x04 \x01(\x08H\x00\x88\x01\x01\x42\t\n\x07_strict\"\x82\x01\n\x13ProviderPreferences\x12\r\n\x05order\x18\x01 \x03(\t\x12\x1c\n\x0f\x61llow_fallbacks\x18\x02 \x01(\x08H\x00\x88\x01\x01\x12\x0c\n\x04sort\x18\x03 \x01(\t\x12\x0c\n\x04only\x18\x04 \x03(\t\x12\x0e\n\x06ignore\x18\x05 \x03(\tB\x12\n\x10_allow_fallbacks\"\xa3\x01\n\x0e\x43hatCompletion\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06object\x18\x02 \x01(\t\x12\x0f\n\x07\x63reated\x18\x03 \x01(\x05\x12\r\n\x05model\x18\x04 \x01(\t\x12\x32\n\x07\x63hoices\x18\x05 \x03(\x0b\x32!.modelway.v1.ChatCompletionChoice\x12!\n\x05usage\x18\x06 \x01(\x0b\x32\x12.modelway.v1.Usage\"l\n\x14\x43hatCompletionChoice\x12\r\n\x05index\x18\x01 \x01(\x05\x12.\n\x07message\x18\x02 \x01(\x0b\x32\x1d.modelway.v1.AssistantMessage\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\"\x8f\x01\n\x10\x41ssistantMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x14\n\x07\x63ontent\x18\x02 \x01(\tH\x00\x88\x01\x01\x12)\n\ntool_calls\x18\x03 \x03(\x0b\x32\x15.modelway.v1.ToolCall\x12\x14\n\x07refusal\x18\x04 \x01(\tH\x01\x88\x01\x01\x42\n\n\x08_contentB\n\n\x08_refusal\"\xad\x01\n\x13\x43hatCompletionChunk\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06object\x18\x02 \x01(\t\x12\x0f\n\x07\x63reated\x18\x03 \x01(\x05\x12\r\n\x05model\x18\x04 \x01(\t\x12\x37\n\x07\x63hoices\x18\x05 \x03(\x0b\x32&.modelway.v1.ChatCompletionChunkChoice\x12!\n\x05usage\x18\x06 \x01(\x0b\x32\x12.modelway.v1.Usage\"r\n\x19\x43hatCompletionChunkChoice\x12\r\n\x05index\x18\x01 \x01(\x05\x12/\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32 .modelway.v1.ChatCompletionDelta\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\"u\n\x13\x43hatCompletionDelta\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x14\n\x07\x63ontent\x18\x02 \x01(\tH\x00\x88\x01\x01\x12.\n\ntool_calls\x18\x03 \x03(\x0b\x32\x1a.modelway.v1.ToolCallDeltaB\n\n\x08_content\"e\n\rToolCallDelta\x12\r\n\x05index\x18\x01 \x01(\x05\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12+\n\x08\x66unction\x18\x04 \x01(\x0b\x32\x19.modelway.v1.FunctionCall2\xd2\x01\n\x0b\x43hatService\x12]\n\x14\x43reateChatCompletion\x12(.modelway.v1.CreateChatCompletionRequest\x1a\x1b.modelway.v1.ChatCompletion\x12\x64\n\x14StreamChatCompletion\x12(.modelway.v1.CreateChatCompletionRequest\x1a .modelway.v1.ChatCompletionChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,46 +37,50 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATECHATCOMPLETIONREQUEST_LOGITBIASENTRY']._serialized_options = b'8\001'
   _globals['_CREATECHATCOMPLETIONREQUEST_METADATAENTRY']._loaded_options = None
   _globals['_CREATECHATCOMPLETIONREQUEST_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_CHATSERVICE'].methods_by_name['CreateChatCompletionHttp']._loaded_options = None
-  _globals['_CHATSERVICE'].methods_by_name['CreateChatCompletionHttp']._serialized_options = b'\202\323\344\223\0028\"\030/api/v1/chat/completions:\001*Z\031\"\024/v1/chat/completions:\001*'
-  _globals['_CREATECHATCOMPLETIONREQUEST']._serialized_start=153
-  _globals['_CREATECHATCOMPLETIONREQUEST']._serialized_end=1766
-  _globals['_CREATECHATCOMPLETIONREQUEST_LOGITBIASENTRY']._serialized_start=1469
-  _globals['_CREATECHATCOMPLETIONREQUEST_LOGITBIASENTRY']._serialized_end=1517
-  _globals['_CREATECHATCOMPLETIONREQUEST_METADATAENTRY']._serialized_start=1519
-  _globals['_CREATECHATCOMPLETIONREQUEST_METADATAENTRY']._serialized_end=1566
-  _globals['_CHATMESSAGE']._serialized_start=1769
-  _globals['_CHATMESSAGE']._serialized_end=1983
-  _globals['_STREAMOPTIONS']._serialized_start=1985
-  _globals['_STREAMOPTIONS']._serialized_end=2104
-  _globals['_TOOL']._serialized_start=2106
-  _globals['_TOOL']._serialized_end=2177
-  _globals['_FUNCTIONDEFINITION']._serialized_start=2180
-  _globals['_FUNCTIONDEFINITION']._serialized_end=2312
-  _globals['_TOOLCALL']._serialized_start=2314
-  _globals['_TOOLCALL']._serialized_end=2395
-  _globals['_FUNCTIONCALL']._serialized_start=2397
-  _globals['_FUNCTIONCALL']._serialized_end=2444
-  _globals['_RESPONSEFORMAT']._serialized_start=2446
-  _globals['_RESPONSEFORMAT']._serialized_end=2528
-  _globals['_JSONSCHEMAFORMAT']._serialized_start=2530
-  _globals['_JSONSCHEMAFORMAT']._serialized_end=2656
-  _globals['_PROVIDERPREFERENCES']._serialized_start=2659
-  _globals['_PROVIDERPREFERENCES']._serialized_end=2789
-  _globals['_CHATCOMPLETION']._serialized_start=2792
-  _globals['_CHATCOMPLETION']._serialized_end=2955
-  _globals['_CHATCOMPLETIONCHOICE']._serialized_start=2957
-  _globals['_CHATCOMPLETIONCHOICE']._serialized_end=3065
-  _globals['_ASSISTANTMESSAGE']._serialized_start=3068
-  _globals['_ASSISTANTMESSAGE']._serialized_end=3211
-  _globals['_CHATCOMPLETIONCHUNK']._serialized_start=3214
-  _globals['_CHATCOMPLETIONCHUNK']._serialized_end=3387
-  _globals['_CHATCOMPLETIONCHUNKCHOICE']._serialized_start=3389
-  _globals['_CHATCOMPLETIONCHUNKCHOICE']._serialized_end=3503
-  _globals['_CHATCOMPLETIONDELTA']._serialized_start=3505
-  _globals['_CHATCOMPLETIONDELTA']._serialized_end=3622
-  _globals['_TOOLCALLDELTA']._serialized_start=3624
-  _globals['_TOOLCALLDELTA']._serialized_end=3725
-  _globals['_CHATSERVICE']._serialized_start=3728
-  _globals['_CHATSERVICE']._serialized_end=4097
+  _globals['_CREATECHATCOMPLETIONREQUEST']._serialized_start=96
+  _globals['_CREATECHATCOMPLETIONREQUEST']._serialized_end=1819
+  _globals['_CREATECHATCOMPLETIONREQUEST_LOGITBIASENTRY']._serialized_start=1426
+  _globals['_CREATECHATCOMPLETIONREQUEST_LOGITBIASENTRY']._serialized_end=1474
+  _globals['_CREATECHATCOMPLETIONREQUEST_METADATAENTRY']._serialized_start=1476
+  _globals['_CREATECHATCOMPLETIONREQUEST_METADATAENTRY']._serialized_end=1523
+  _globals['_CHATMESSAGE']._serialized_start=1822
+  _globals['_CHATMESSAGE']._serialized_end=2087
+  _globals['_CONTENTPARTS']._serialized_start=2089
+  _globals['_CONTENTPARTS']._serialized_end=2144
+  _globals['_CONTENTPART']._serialized_start=2146
+  _globals['_CONTENTPART']._serialized_end=2227
+  _globals['_IMAGEURL']._serialized_start=2229
+  _globals['_IMAGEURL']._serialized_end=2268
+  _globals['_STREAMOPTIONS']._serialized_start=2270
+  _globals['_STREAMOPTIONS']._serialized_end=2389
+  _globals['_TOOL']._serialized_start=2391
+  _globals['_TOOL']._serialized_end=2462
+  _globals['_FUNCTIONDEFINITION']._serialized_start=2465
+  _globals['_FUNCTIONDEFINITION']._serialized_end=2597
+  _globals['_TOOLCALL']._serialized_start=2599
+  _globals['_TOOLCALL']._serialized_end=2680
+  _globals['_FUNCTIONCALL']._serialized_start=2682
+  _globals['_FUNCTIONCALL']._serialized_end=2729
+  _globals['_RESPONSEFORMAT']._serialized_start=2731
+  _globals['_RESPONSEFORMAT']._serialized_end=2813
+  _globals['_JSONSCHEMAFORMAT']._serialized_start=2815
+  _globals['_JSONSCHEMAFORMAT']._serialized_end=2941
+  _globals['_PROVIDERPREFERENCES']._serialized_start=2944
+  _globals['_PROVIDERPREFERENCES']._serialized_end=3074
+  _globals['_CHATCOMPLETION']._serialized_start=3077
+  _globals['_CHATCOMPLETION']._serialized_end=3240
+  _globals['_CHATCOMPLETIONCHOICE']._serialized_start=3242
+  _globals['_CHATCOMPLETIONCHOICE']._serialized_end=3350
+  _globals['_ASSISTANTMESSAGE']._serialized_start=3353
+  _globals['_ASSISTANTMESSAGE']._serialized_end=3496
+  _globals['_CHATCOMPLETIONCHUNK']._serialized_start=3499
+  _globals['_CHATCOMPLETIONCHUNK']._serialized_end=3672
+  _globals['_CHATCOMPLETIONCHUNKCHOICE']._serialized_start=3674
+  _globals['_CHATCOMPLETIONCHUNKCHOICE']._serialized_end=3788
+  _globals['_CHATCOMPLETIONDELTA']._serialized_start=3790
+  _globals['_CHATCOMPLETIONDELTA']._serialized_end=3907
+  _globals['_TOOLCALLDELTA']._serialized_start=3909
+  _globals['_TOOLCALLDELTA']._serialized_end=4010
+  _globals['_CHATSERVICE']._serialized_start=4013
+  _globals['_CHATSERVICE']._serialized_end=4223
 # @@protoc_insertion_point(module_scope)

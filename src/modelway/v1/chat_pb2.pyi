@@ -1,5 +1,3 @@
-from google.api import annotations_pb2 as _annotations_pb2
-from google.api import httpbody_pb2 as _httpbody_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from modelway.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
@@ -11,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CreateChatCompletionRequest(_message.Message):
-    __slots__ = ("model", "messages", "temperature", "top_p", "n", "stop", "max_tokens", "max_completion_tokens", "stream", "stream_options", "tools", "tool_choice", "parallel_tool_calls", "response_format", "seed", "presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "user", "metadata", "modalities", "image_config", "provider", "reasoning_effort", "service_tier", "store", "verbosity", "prediction", "audio", "web_search_options", "safety_identifier", "prompt_cache_key", "functions", "function_call", "prompt_cache_retention")
+    __slots__ = ("model", "messages", "temperature", "top_p", "n", "stop_sequences", "max_tokens", "max_completion_tokens", "stream", "stream_options", "tools", "tool_choice_mode", "tool_choice_function", "parallel_tool_calls", "response_format", "seed", "presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "user", "metadata", "modalities", "image_config", "provider", "reasoning_effort", "service_tier", "store", "verbosity", "prediction", "audio", "web_search_options", "safety_identifier", "prompt_cache_key", "functions", "function_call_mode", "function_call_name", "prompt_cache_retention")
     class LogitBiasEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -31,13 +29,14 @@ class CreateChatCompletionRequest(_message.Message):
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     TOP_P_FIELD_NUMBER: _ClassVar[int]
     N_FIELD_NUMBER: _ClassVar[int]
-    STOP_FIELD_NUMBER: _ClassVar[int]
+    STOP_SEQUENCES_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MAX_COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
     STREAM_FIELD_NUMBER: _ClassVar[int]
     STREAM_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     TOOLS_FIELD_NUMBER: _ClassVar[int]
-    TOOL_CHOICE_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CHOICE_MODE_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CHOICE_FUNCTION_FIELD_NUMBER: _ClassVar[int]
     PARALLEL_TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_FORMAT_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
@@ -61,20 +60,22 @@ class CreateChatCompletionRequest(_message.Message):
     SAFETY_IDENTIFIER_FIELD_NUMBER: _ClassVar[int]
     PROMPT_CACHE_KEY_FIELD_NUMBER: _ClassVar[int]
     FUNCTIONS_FIELD_NUMBER: _ClassVar[int]
-    FUNCTION_CALL_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_CALL_MODE_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_CALL_NAME_FIELD_NUMBER: _ClassVar[int]
     PROMPT_CACHE_RETENTION_FIELD_NUMBER: _ClassVar[int]
     model: str
     messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
     temperature: float
     top_p: float
     n: int
-    stop: _struct_pb2.Value
+    stop_sequences: _containers.RepeatedScalarFieldContainer[str]
     max_tokens: int
     max_completion_tokens: int
     stream: bool
     stream_options: StreamOptions
     tools: _containers.RepeatedCompositeFieldContainer[Tool]
-    tool_choice: _struct_pb2.Value
+    tool_choice_mode: str
+    tool_choice_function: str
     parallel_tool_calls: bool
     response_format: ResponseFormat
     seed: int
@@ -98,27 +99,52 @@ class CreateChatCompletionRequest(_message.Message):
     safety_identifier: str
     prompt_cache_key: str
     functions: _containers.RepeatedCompositeFieldContainer[FunctionDefinition]
-    function_call: _struct_pb2.Value
+    function_call_mode: str
+    function_call_name: str
     prompt_cache_retention: str
-    def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., n: _Optional[int] = ..., stop: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., max_tokens: _Optional[int] = ..., max_completion_tokens: _Optional[int] = ..., stream: _Optional[bool] = ..., stream_options: _Optional[_Union[StreamOptions, _Mapping]] = ..., tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., tool_choice: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., parallel_tool_calls: _Optional[bool] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., seed: _Optional[int] = ..., presence_penalty: _Optional[float] = ..., frequency_penalty: _Optional[float] = ..., logit_bias: _Optional[_Mapping[str, float]] = ..., logprobs: _Optional[bool] = ..., top_logprobs: _Optional[int] = ..., user: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., modalities: _Optional[_Iterable[str]] = ..., image_config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., provider: _Optional[_Union[ProviderPreferences, _Mapping]] = ..., reasoning_effort: _Optional[str] = ..., service_tier: _Optional[str] = ..., store: _Optional[bool] = ..., verbosity: _Optional[str] = ..., prediction: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., audio: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., web_search_options: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., safety_identifier: _Optional[str] = ..., prompt_cache_key: _Optional[str] = ..., functions: _Optional[_Iterable[_Union[FunctionDefinition, _Mapping]]] = ..., function_call: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., prompt_cache_retention: _Optional[str] = ...) -> None: ...
+    def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., n: _Optional[int] = ..., stop_sequences: _Optional[_Iterable[str]] = ..., max_tokens: _Optional[int] = ..., max_completion_tokens: _Optional[int] = ..., stream: _Optional[bool] = ..., stream_options: _Optional[_Union[StreamOptions, _Mapping]] = ..., tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., tool_choice_mode: _Optional[str] = ..., tool_choice_function: _Optional[str] = ..., parallel_tool_calls: _Optional[bool] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., seed: _Optional[int] = ..., presence_penalty: _Optional[float] = ..., frequency_penalty: _Optional[float] = ..., logit_bias: _Optional[_Mapping[str, float]] = ..., logprobs: _Optional[bool] = ..., top_logprobs: _Optional[int] = ..., user: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., modalities: _Optional[_Iterable[str]] = ..., image_config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., provider: _Optional[_Union[ProviderPreferences, _Mapping]] = ..., reasoning_effort: _Optional[str] = ..., service_tier: _Optional[str] = ..., store: _Optional[bool] = ..., verbosity: _Optional[str] = ..., prediction: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., audio: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., web_search_options: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., safety_identifier: _Optional[str] = ..., prompt_cache_key: _Optional[str] = ..., functions: _Optional[_Iterable[_Union[FunctionDefinition, _Mapping]]] = ..., function_call_mode: _Optional[str] = ..., function_call_name: _Optional[str] = ..., prompt_cache_retention: _Optional[str] = ...) -> None: ...
 
 class ChatMessage(_message.Message):
-    __slots__ = ("role", "content", "name", "tool_calls", "tool_call_id", "refusal", "function_call")
+    __slots__ = ("role", "text", "parts", "name", "tool_calls", "tool_call_id", "refusal", "function_call")
     ROLE_FIELD_NUMBER: _ClassVar[int]
-    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    PARTS_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
     TOOL_CALL_ID_FIELD_NUMBER: _ClassVar[int]
     REFUSAL_FIELD_NUMBER: _ClassVar[int]
     FUNCTION_CALL_FIELD_NUMBER: _ClassVar[int]
     role: str
-    content: _struct_pb2.Value
+    text: str
+    parts: ContentParts
     name: str
     tool_calls: _containers.RepeatedCompositeFieldContainer[ToolCall]
     tool_call_id: str
     refusal: str
     function_call: FunctionCall
-    def __init__(self, role: _Optional[str] = ..., content: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., name: _Optional[str] = ..., tool_calls: _Optional[_Iterable[_Union[ToolCall, _Mapping]]] = ..., tool_call_id: _Optional[str] = ..., refusal: _Optional[str] = ..., function_call: _Optional[_Union[FunctionCall, _Mapping]] = ...) -> None: ...
+    def __init__(self, role: _Optional[str] = ..., text: _Optional[str] = ..., parts: _Optional[_Union[ContentParts, _Mapping]] = ..., name: _Optional[str] = ..., tool_calls: _Optional[_Iterable[_Union[ToolCall, _Mapping]]] = ..., tool_call_id: _Optional[str] = ..., refusal: _Optional[str] = ..., function_call: _Optional[_Union[FunctionCall, _Mapping]] = ...) -> None: ...
+
+class ContentParts(_message.Message):
+    __slots__ = ("parts",)
+    PARTS_FIELD_NUMBER: _ClassVar[int]
+    parts: _containers.RepeatedCompositeFieldContainer[ContentPart]
+    def __init__(self, parts: _Optional[_Iterable[_Union[ContentPart, _Mapping]]] = ...) -> None: ...
+
+class ContentPart(_message.Message):
+    __slots__ = ("text", "image_url")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_URL_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    image_url: ImageUrl
+    def __init__(self, text: _Optional[str] = ..., image_url: _Optional[_Union[ImageUrl, _Mapping]] = ...) -> None: ...
+
+class ImageUrl(_message.Message):
+    __slots__ = ("url", "detail")
+    URL_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    detail: str
+    def __init__(self, url: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class StreamOptions(_message.Message):
     __slots__ = ("include_usage", "include_obfuscation")

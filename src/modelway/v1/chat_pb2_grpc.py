@@ -3,7 +3,6 @@
 import grpc
 import warnings
 
-from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from modelway.v1 import chat_pb2 as modelway_dot_v1_dot_chat__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -28,12 +27,8 @@ if _version_not_supported:
 
 class ChatServiceStub:
     """Chat completions in the OpenAI shape
-    (https://platform.openai.com/docs/api-reference/chat/create).
-
-    Native gRPC callers use the typed CreateChatCompletion and
-    StreamChatCompletion. The REST surface is CreateChatCompletionHttp: it
-    returns google.api.HttpBody so the transcoder passes our bytes through
-    exactly, which is how `data: [DONE]` and `null` fields reach the client.
+    (https://platform.openai.com/docs/api-reference/chat/create), for native
+    gRPC callers. (The REST endpoint is modelway.v1.rest.ChatRestService.)
     """
 
     def __init__(self, channel):
@@ -52,21 +47,12 @@ class ChatServiceStub:
                 request_serializer=modelway_dot_v1_dot_chat__pb2.CreateChatCompletionRequest.SerializeToString,
                 response_deserializer=modelway_dot_v1_dot_chat__pb2.ChatCompletionChunk.FromString,
                 _registered_method=True)
-        self.CreateChatCompletionHttp = channel.unary_stream(
-                '/modelway.v1.ChatService/CreateChatCompletionHttp',
-                request_serializer=modelway_dot_v1_dot_chat__pb2.CreateChatCompletionRequest.SerializeToString,
-                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
-                _registered_method=True)
 
 
 class ChatServiceServicer:
     """Chat completions in the OpenAI shape
-    (https://platform.openai.com/docs/api-reference/chat/create).
-
-    Native gRPC callers use the typed CreateChatCompletion and
-    StreamChatCompletion. The REST surface is CreateChatCompletionHttp: it
-    returns google.api.HttpBody so the transcoder passes our bytes through
-    exactly, which is how `data: [DONE]` and `null` fields reach the client.
+    (https://platform.openai.com/docs/api-reference/chat/create), for native
+    gRPC callers. (The REST endpoint is modelway.v1.rest.ChatRestService.)
     """
 
     def CreateChatCompletion(self, request, context):
@@ -78,14 +64,6 @@ class ChatServiceServicer:
 
     def StreamChatCompletion(self, request, context):
         """Creates a completion and streams it as chunks, one per token delta.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def CreateChatCompletionHttp(self, request, context):
-        """The REST endpoint: one application/json message when `stream` is false,
-        text/event-stream messages ending in `data: [DONE]` when it is true.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -104,11 +82,6 @@ def add_ChatServiceServicer_to_server(servicer, server):
                     request_deserializer=modelway_dot_v1_dot_chat__pb2.CreateChatCompletionRequest.FromString,
                     response_serializer=modelway_dot_v1_dot_chat__pb2.ChatCompletionChunk.SerializeToString,
             ),
-            'CreateChatCompletionHttp': grpc.unary_stream_rpc_method_handler(
-                    servicer.CreateChatCompletionHttp,
-                    request_deserializer=modelway_dot_v1_dot_chat__pb2.CreateChatCompletionRequest.FromString,
-                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
-            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'modelway.v1.ChatService', rpc_method_handlers)
@@ -119,12 +92,8 @@ def add_ChatServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class ChatService:
     """Chat completions in the OpenAI shape
-    (https://platform.openai.com/docs/api-reference/chat/create).
-
-    Native gRPC callers use the typed CreateChatCompletion and
-    StreamChatCompletion. The REST surface is CreateChatCompletionHttp: it
-    returns google.api.HttpBody so the transcoder passes our bytes through
-    exactly, which is how `data: [DONE]` and `null` fields reach the client.
+    (https://platform.openai.com/docs/api-reference/chat/create), for native
+    gRPC callers. (The REST endpoint is modelway.v1.rest.ChatRestService.)
     """
 
     @staticmethod
@@ -171,33 +140,6 @@ class ChatService:
             '/modelway.v1.ChatService/StreamChatCompletion',
             modelway_dot_v1_dot_chat__pb2.CreateChatCompletionRequest.SerializeToString,
             modelway_dot_v1_dot_chat__pb2.ChatCompletionChunk.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def CreateChatCompletionHttp(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_stream(
-            request,
-            target,
-            '/modelway.v1.ChatService/CreateChatCompletionHttp',
-            modelway_dot_v1_dot_chat__pb2.CreateChatCompletionRequest.SerializeToString,
-            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
             channel_credentials,
             insecure,

@@ -4,7 +4,6 @@ isort:skip_file
 """
 
 from collections import abc as _abc
-from google.api import httpbody_pb2 as _httpbody_pb2
 from grpc import aio as _aio
 from modelway.v1 import chat_pb2 as _chat_pb2
 import abc as _abc_1
@@ -29,12 +28,8 @@ GRPC_VERSION: str
 
 class ChatServiceStub:
     """Chat completions in the OpenAI shape
-    (https://platform.openai.com/docs/api-reference/chat/create).
-
-    Native gRPC callers use the typed CreateChatCompletion and
-    StreamChatCompletion. The REST surface is CreateChatCompletionHttp: it
-    returns google.api.HttpBody so the transcoder passes our bytes through
-    exactly, which is how `data: [DONE]` and `null` fields reach the client.
+    (https://platform.openai.com/docs/api-reference/chat/create), for native
+    gRPC callers. (The REST endpoint is modelway.v1.rest.ChatRestService.)
     """
 
     @_typing.overload
@@ -45,20 +40,12 @@ class ChatServiceStub:
     """Creates a completion and returns it whole."""
     StreamChatCompletion: _grpc.UnaryStreamMultiCallable[_chat_pb2.CreateChatCompletionRequest, _chat_pb2.ChatCompletionChunk]
     """Creates a completion and streams it as chunks, one per token delta."""
-    CreateChatCompletionHttp: _grpc.UnaryStreamMultiCallable[_chat_pb2.CreateChatCompletionRequest, _httpbody_pb2.HttpBody]
-    """The REST endpoint: one application/json message when `stream` is false,
-    text/event-stream messages ending in `data: [DONE]` when it is true.
-    """
 
 @_typing.type_check_only
 class ChatServiceAsyncStub(ChatServiceStub):
     """Chat completions in the OpenAI shape
-    (https://platform.openai.com/docs/api-reference/chat/create).
-
-    Native gRPC callers use the typed CreateChatCompletion and
-    StreamChatCompletion. The REST surface is CreateChatCompletionHttp: it
-    returns google.api.HttpBody so the transcoder passes our bytes through
-    exactly, which is how `data: [DONE]` and `null` fields reach the client.
+    (https://platform.openai.com/docs/api-reference/chat/create), for native
+    gRPC callers. (The REST endpoint is modelway.v1.rest.ChatRestService.)
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -66,19 +53,11 @@ class ChatServiceAsyncStub(ChatServiceStub):
     """Creates a completion and returns it whole."""
     StreamChatCompletion: _aio.UnaryStreamMultiCallable[_chat_pb2.CreateChatCompletionRequest, _chat_pb2.ChatCompletionChunk]  # type: ignore[assignment]
     """Creates a completion and streams it as chunks, one per token delta."""
-    CreateChatCompletionHttp: _aio.UnaryStreamMultiCallable[_chat_pb2.CreateChatCompletionRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
-    """The REST endpoint: one application/json message when `stream` is false,
-    text/event-stream messages ending in `data: [DONE]` when it is true.
-    """
 
 class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
     """Chat completions in the OpenAI shape
-    (https://platform.openai.com/docs/api-reference/chat/create).
-
-    Native gRPC callers use the typed CreateChatCompletion and
-    StreamChatCompletion. The REST surface is CreateChatCompletionHttp: it
-    returns google.api.HttpBody so the transcoder passes our bytes through
-    exactly, which is how `data: [DONE]` and `null` fields reach the client.
+    (https://platform.openai.com/docs/api-reference/chat/create), for native
+    gRPC callers. (The REST endpoint is modelway.v1.rest.ChatRestService.)
     """
 
     @_abc_1.abstractmethod
@@ -96,15 +75,5 @@ class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_chat_pb2.ChatCompletionChunk], _abc.AsyncIterator[_chat_pb2.ChatCompletionChunk]]:
         """Creates a completion and streams it as chunks, one per token delta."""
-
-    @_abc_1.abstractmethod
-    def CreateChatCompletionHttp(
-        self,
-        request: _chat_pb2.CreateChatCompletionRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_httpbody_pb2.HttpBody], _abc.AsyncIterator[_httpbody_pb2.HttpBody]]:
-        """The REST endpoint: one application/json message when `stream` is false,
-        text/event-stream messages ending in `data: [DONE]` when it is true.
-        """
 
 def add_ChatServiceServicer_to_server(servicer: ChatServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

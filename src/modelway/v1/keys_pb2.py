@@ -22,51 +22,39 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
-from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16modelway/v1/keys.proto\x12\x0bmodelway.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe2\x02\n\x06\x41piKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0clast_used_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bpermissions\x18\x06 \x03(\t\x12.\n\nexpires_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nis_enabled\x18\x08 \x01(\x08\x12\x17\n\nrate_limit\x18\t \x01(\x05H\x00\x88\x01\x01\x12\x1f\n\x12\x64\x61ily_token_budget\x18\n \x01(\x05H\x01\x88\x01\x01\x12\x16\n\x0e\x61llowed_models\x18\x0b \x03(\tB\r\n\x0b_rate_limitB\x15\n\x13_daily_token_budget\"\x14\n\x12ListApiKeysRequest\"8\n\x13ListApiKeysResponse\x12!\n\x04\x64\x61ta\x18\x01 \x03(\x0b\x32\x13.modelway.v1.ApiKey\"\x92\x02\n\x13\x43reateApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bpermissions\x18\x02 \x03(\t\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x0f\x65xpires_in_days\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x17\n\nrate_limit\x18\x05 \x01(\x05H\x01\x88\x01\x01\x12\x1f\n\x12\x64\x61ily_token_budget\x18\x06 \x01(\x05H\x02\x88\x01\x01\x12\x16\n\x0e\x61llowed_models\x18\x07 \x03(\tB\x12\n\x10_expires_in_daysB\r\n\x0b_rate_limitB\x15\n\x13_daily_token_budget\"9\n\x14\x43reateApiKeyResponse\x12!\n\x04\x64\x61ta\x18\x01 \x01(\x0b\x32\x13.modelway.v1.ApiKey\"\xda\x02\n\x13UpdateApiKeyRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\x04name\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x17\n\nis_enabled\x18\x03 \x01(\x08H\x01\x88\x01\x01\x12/\n\x0bpermissions\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.ListValue\x12\x17\n\nrate_limit\x18\x05 \x01(\x05H\x02\x88\x01\x01\x12\x1f\n\x12\x64\x61ily_token_budget\x18\x06 \x01(\x05H\x03\x88\x01\x01\x12\x32\n\x0e\x61llowed_models\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.ListValue\x12.\n\nexpires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x07\n\x05_nameB\r\n\x0b_is_enabledB\r\n\x0b_rate_limitB\x15\n\x13_daily_token_budget\"9\n\x14UpdateApiKeyResponse\x12!\n\x04\x64\x61ta\x18\x01 \x01(\x0b\x32\x13.modelway.v1.ApiKey\"!\n\x13RotateApiKeyRequest\x12\n\n\x02id\x18\x01 \x01(\t\"9\n\x14RotateApiKeyResponse\x12!\n\x04\x64\x61ta\x18\x01 \x01(\x0b\x32\x13.modelway.v1.ApiKey\"!\n\x13\x44\x65leteApiKeyRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\'\n\x14\x44\x65leteApiKeyResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x32\xfa\x07\n\x0bKeysService\x12P\n\x0bListApiKeys\x12\x1f.modelway.v1.ListApiKeysRequest\x1a .modelway.v1.ListApiKeysResponse\x12S\n\x0c\x43reateApiKey\x12 .modelway.v1.CreateApiKeyRequest\x1a!.modelway.v1.CreateApiKeyResponse\x12S\n\x0cUpdateApiKey\x12 .modelway.v1.UpdateApiKeyRequest\x1a!.modelway.v1.UpdateApiKeyResponse\x12S\n\x0cRotateApiKey\x12 .modelway.v1.RotateApiKeyRequest\x1a!.modelway.v1.RotateApiKeyResponse\x12S\n\x0c\x44\x65leteApiKey\x12 .modelway.v1.DeleteApiKeyRequest\x1a!.modelway.v1.DeleteApiKeyResponse\x12\x62\n\x0fListApiKeysHttp\x12\x1f.modelway.v1.ListApiKeysRequest\x1a\x14.google.api.HttpBody\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/api/v1/api-keys\x12g\n\x10\x43reateApiKeyHttp\x12 .modelway.v1.CreateApiKeyRequest\x1a\x14.google.api.HttpBody\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x10/api/v1/api-keys:\x01*\x12\x83\x01\n\x10UpdateApiKeyHttp\x12 .modelway.v1.UpdateApiKeyRequest\x1a\x14.google.api.HttpBody\"7\x82\xd3\xe4\x93\x02\x31\x32\x15/api/v1/api-keys/{id}:\x01*Z\x15\x32\x10/api/v1/api-keys:\x01*\x12s\n\x10RotateApiKeyHttp\x12 .modelway.v1.RotateApiKeyRequest\x1a\x14.google.api.HttpBody\"\'\x82\xd3\xe4\x93\x02!\"\x1c/api/v1/api-keys/{id}/rotate:\x01*\x12}\n\x10\x44\x65leteApiKeyHttp\x12 .modelway.v1.DeleteApiKeyRequest\x1a\x14.google.api.HttpBody\"1\x82\xd3\xe4\x93\x02+*\x10/api/v1/api-keysZ\x17*\x15/api/v1/api-keys/{id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16modelway/v1/keys.proto\x12\x0bmodelway.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe2\x02\n\x06\x41piKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0clast_used_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bpermissions\x18\x06 \x03(\t\x12.\n\nexpires_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nis_enabled\x18\x08 \x01(\x08\x12\x17\n\nrate_limit\x18\t \x01(\x05H\x00\x88\x01\x01\x12\x1f\n\x12\x64\x61ily_token_budget\x18\n \x01(\x05H\x01\x88\x01\x01\x12\x16\n\x0e\x61llowed_models\x18\x0b \x03(\tB\r\n\x0b_rate_limitB\x15\n\x13_daily_token_budget\"\x14\n\x12ListApiKeysRequest\"8\n\x13ListApiKeysResponse\x12!\n\x04\x64\x61ta\x18\x01 \x03(\x0b\x32\x13.modelway.v1.ApiKey\"\x92\x02\n\x13\x43reateApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bpermissions\x18\x02 \x03(\t\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x0f\x65xpires_in_days\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x17\n\nrate_limit\x18\x05 \x01(\x05H\x01\x88\x01\x01\x12\x1f\n\x12\x64\x61ily_token_budget\x18\x06 \x01(\x05H\x02\x88\x01\x01\x12\x16\n\x0e\x61llowed_models\x18\x07 \x03(\tB\x12\n\x10_expires_in_daysB\r\n\x0b_rate_limitB\x15\n\x13_daily_token_budget\"9\n\x14\x43reateApiKeyResponse\x12!\n\x04\x64\x61ta\x18\x01 \x01(\x0b\x32\x13.modelway.v1.ApiKey\"\xda\x02\n\x13UpdateApiKeyRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\x04name\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x17\n\nis_enabled\x18\x03 \x01(\x08H\x01\x88\x01\x01\x12/\n\x0bpermissions\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.ListValue\x12\x17\n\nrate_limit\x18\x05 \x01(\x05H\x02\x88\x01\x01\x12\x1f\n\x12\x64\x61ily_token_budget\x18\x06 \x01(\x05H\x03\x88\x01\x01\x12\x32\n\x0e\x61llowed_models\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.ListValue\x12.\n\nexpires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x07\n\x05_nameB\r\n\x0b_is_enabledB\r\n\x0b_rate_limitB\x15\n\x13_daily_token_budget\"9\n\x14UpdateApiKeyResponse\x12!\n\x04\x64\x61ta\x18\x01 \x01(\x0b\x32\x13.modelway.v1.ApiKey\"!\n\x13RotateApiKeyRequest\x12\n\n\x02id\x18\x01 \x01(\t\"9\n\x14RotateApiKeyResponse\x12!\n\x04\x64\x61ta\x18\x01 \x01(\x0b\x32\x13.modelway.v1.ApiKey\"!\n\x13\x44\x65leteApiKeyRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\'\n\x14\x44\x65leteApiKeyResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x32\xb3\x03\n\x0bKeysService\x12P\n\x0bListApiKeys\x12\x1f.modelway.v1.ListApiKeysRequest\x1a .modelway.v1.ListApiKeysResponse\x12S\n\x0c\x43reateApiKey\x12 .modelway.v1.CreateApiKeyRequest\x1a!.modelway.v1.CreateApiKeyResponse\x12S\n\x0cUpdateApiKey\x12 .modelway.v1.UpdateApiKeyRequest\x1a!.modelway.v1.UpdateApiKeyResponse\x12S\n\x0cRotateApiKey\x12 .modelway.v1.RotateApiKeyRequest\x1a!.modelway.v1.RotateApiKeyResponse\x12S\n\x0c\x44\x65leteApiKey\x12 .modelway.v1.DeleteApiKeyRequest\x1a!.modelway.v1.DeleteApiKeyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'modelway.v1.keys_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_KEYSSERVICE'].methods_by_name['ListApiKeysHttp']._loaded_options = None
-  _globals['_KEYSSERVICE'].methods_by_name['ListApiKeysHttp']._serialized_options = b'\202\323\344\223\002\022\022\020/api/v1/api-keys'
-  _globals['_KEYSSERVICE'].methods_by_name['CreateApiKeyHttp']._loaded_options = None
-  _globals['_KEYSSERVICE'].methods_by_name['CreateApiKeyHttp']._serialized_options = b'\202\323\344\223\002\025\"\020/api/v1/api-keys:\001*'
-  _globals['_KEYSSERVICE'].methods_by_name['UpdateApiKeyHttp']._loaded_options = None
-  _globals['_KEYSSERVICE'].methods_by_name['UpdateApiKeyHttp']._serialized_options = b'\202\323\344\223\00212\025/api/v1/api-keys/{id}:\001*Z\0252\020/api/v1/api-keys:\001*'
-  _globals['_KEYSSERVICE'].methods_by_name['RotateApiKeyHttp']._loaded_options = None
-  _globals['_KEYSSERVICE'].methods_by_name['RotateApiKeyHttp']._serialized_options = b'\202\323\344\223\002!\"\034/api/v1/api-keys/{id}/rotate:\001*'
-  _globals['_KEYSSERVICE'].methods_by_name['DeleteApiKeyHttp']._loaded_options = None
-  _globals['_KEYSSERVICE'].methods_by_name['DeleteApiKeyHttp']._serialized_options = b'\202\323\344\223\002+*\020/api/v1/api-keysZ\027*\025/api/v1/api-keys/{id}'
-  _globals['_APIKEY']._serialized_start=160
-  _globals['_APIKEY']._serialized_end=514
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=516
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=536
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=538
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=594
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=597
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=871
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=873
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=930
-  _globals['_UPDATEAPIKEYREQUEST']._serialized_start=933
-  _globals['_UPDATEAPIKEYREQUEST']._serialized_end=1279
-  _globals['_UPDATEAPIKEYRESPONSE']._serialized_start=1281
-  _globals['_UPDATEAPIKEYRESPONSE']._serialized_end=1338
-  _globals['_ROTATEAPIKEYREQUEST']._serialized_start=1340
-  _globals['_ROTATEAPIKEYREQUEST']._serialized_end=1373
-  _globals['_ROTATEAPIKEYRESPONSE']._serialized_start=1375
-  _globals['_ROTATEAPIKEYRESPONSE']._serialized_end=1432
-  _globals['_DELETEAPIKEYREQUEST']._serialized_start=1434
-  _globals['_DELETEAPIKEYREQUEST']._serialized_end=1467
-  _globals['_DELETEAPIKEYRESPONSE']._serialized_start=1469
-  _globals['_DELETEAPIKEYRESPONSE']._serialized_end=1508
-  _globals['_KEYSSERVICE']._serialized_start=1511
-  _globals['_KEYSSERVICE']._serialized_end=2529
+  _globals['_APIKEY']._serialized_start=103
+  _globals['_APIKEY']._serialized_end=457
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=459
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=479
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=481
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=537
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=540
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=814
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=816
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=873
+  _globals['_UPDATEAPIKEYREQUEST']._serialized_start=876
+  _globals['_UPDATEAPIKEYREQUEST']._serialized_end=1222
+  _globals['_UPDATEAPIKEYRESPONSE']._serialized_start=1224
+  _globals['_UPDATEAPIKEYRESPONSE']._serialized_end=1281
+  _globals['_ROTATEAPIKEYREQUEST']._serialized_start=1283
+  _globals['_ROTATEAPIKEYREQUEST']._serialized_end=1316
+  _globals['_ROTATEAPIKEYRESPONSE']._serialized_start=1318
+  _globals['_ROTATEAPIKEYRESPONSE']._serialized_end=1375
+  _globals['_DELETEAPIKEYREQUEST']._serialized_start=1377
+  _globals['_DELETEAPIKEYREQUEST']._serialized_end=1410
+  _globals['_DELETEAPIKEYRESPONSE']._serialized_start=1412
+  _globals['_DELETEAPIKEYRESPONSE']._serialized_end=1451
+  _globals['_KEYSSERVICE']._serialized_start=1454
+  _globals['_KEYSSERVICE']._serialized_end=1889
 # @@protoc_insertion_point(module_scope)

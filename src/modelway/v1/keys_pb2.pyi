@@ -1,7 +1,5 @@
 import datetime
 
-from google.api import annotations_pb2 as _annotations_pb2
-from google.api import httpbody_pb2 as _httpbody_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers

@@ -3,7 +3,6 @@
 import grpc
 import warnings
 
-from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from modelway.v1 import keys_pb2 as modelway_dot_v1_dot_keys__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -30,9 +29,8 @@ class KeysServiceStub:
     """API keys of the caller's account. Every RPC needs a key with the
     `keys.manage` permission and sees only keys of that key's own account.
 
-    Native gRPC callers use the typed RPCs. The REST endpoints (the *Http RPCs)
-    return google.api.HttpBody so the documented JSON, nulls included, comes out
-    exactly: {"data": [...]}, {"data": {...}}, {"success": true}.
+    These are the typed RPCs for native callers; the REST endpoints are
+    modelway.v1.rest.KeysRestService.
     """
 
     def __init__(self, channel):
@@ -66,40 +64,14 @@ class KeysServiceStub:
                 request_serializer=modelway_dot_v1_dot_keys__pb2.DeleteApiKeyRequest.SerializeToString,
                 response_deserializer=modelway_dot_v1_dot_keys__pb2.DeleteApiKeyResponse.FromString,
                 _registered_method=True)
-        self.ListApiKeysHttp = channel.unary_unary(
-                '/modelway.v1.KeysService/ListApiKeysHttp',
-                request_serializer=modelway_dot_v1_dot_keys__pb2.ListApiKeysRequest.SerializeToString,
-                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
-                _registered_method=True)
-        self.CreateApiKeyHttp = channel.unary_unary(
-                '/modelway.v1.KeysService/CreateApiKeyHttp',
-                request_serializer=modelway_dot_v1_dot_keys__pb2.CreateApiKeyRequest.SerializeToString,
-                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
-                _registered_method=True)
-        self.UpdateApiKeyHttp = channel.unary_unary(
-                '/modelway.v1.KeysService/UpdateApiKeyHttp',
-                request_serializer=modelway_dot_v1_dot_keys__pb2.UpdateApiKeyRequest.SerializeToString,
-                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
-                _registered_method=True)
-        self.RotateApiKeyHttp = channel.unary_unary(
-                '/modelway.v1.KeysService/RotateApiKeyHttp',
-                request_serializer=modelway_dot_v1_dot_keys__pb2.RotateApiKeyRequest.SerializeToString,
-                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
-                _registered_method=True)
-        self.DeleteApiKeyHttp = channel.unary_unary(
-                '/modelway.v1.KeysService/DeleteApiKeyHttp',
-                request_serializer=modelway_dot_v1_dot_keys__pb2.DeleteApiKeyRequest.SerializeToString,
-                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
-                _registered_method=True)
 
 
 class KeysServiceServicer:
     """API keys of the caller's account. Every RPC needs a key with the
     `keys.manage` permission and sees only keys of that key's own account.
 
-    Native gRPC callers use the typed RPCs. The REST endpoints (the *Http RPCs)
-    return google.api.HttpBody so the documented JSON, nulls included, comes out
-    exactly: {"data": [...]}, {"data": {...}}, {"success": true}.
+    These are the typed RPCs for native callers; the REST endpoints are
+    modelway.v1.rest.KeysRestService.
     """
 
     def ListApiKeys(self, request, context):
@@ -137,41 +109,6 @@ class KeysServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def ListApiKeysHttp(self, request, context):
-        """GET /api/v1/api-keys -> {"data": [ApiKey...]}.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def CreateApiKeyHttp(self, request, context):
-        """POST /api/v1/api-keys -> {"data": ApiKey} with the full secret in `key`.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def UpdateApiKeyHttp(self, request, context):
-        """PATCH /api/v1/api-keys/{id} (or ?id=) -> {"data": ApiKey}.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def RotateApiKeyHttp(self, request, context):
-        """POST /api/v1/api-keys/{id}/rotate -> {"data": ApiKey} with the new secret.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def DeleteApiKeyHttp(self, request, context):
-        """DELETE /api/v1/api-keys?id=key_... (or /api/v1/api-keys/{id}) -> {"success": true}.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
 
 def add_KeysServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -200,31 +137,6 @@ def add_KeysServiceServicer_to_server(servicer, server):
                     request_deserializer=modelway_dot_v1_dot_keys__pb2.DeleteApiKeyRequest.FromString,
                     response_serializer=modelway_dot_v1_dot_keys__pb2.DeleteApiKeyResponse.SerializeToString,
             ),
-            'ListApiKeysHttp': grpc.unary_unary_rpc_method_handler(
-                    servicer.ListApiKeysHttp,
-                    request_deserializer=modelway_dot_v1_dot_keys__pb2.ListApiKeysRequest.FromString,
-                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
-            ),
-            'CreateApiKeyHttp': grpc.unary_unary_rpc_method_handler(
-                    servicer.CreateApiKeyHttp,
-                    request_deserializer=modelway_dot_v1_dot_keys__pb2.CreateApiKeyRequest.FromString,
-                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
-            ),
-            'UpdateApiKeyHttp': grpc.unary_unary_rpc_method_handler(
-                    servicer.UpdateApiKeyHttp,
-                    request_deserializer=modelway_dot_v1_dot_keys__pb2.UpdateApiKeyRequest.FromString,
-                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
-            ),
-            'RotateApiKeyHttp': grpc.unary_unary_rpc_method_handler(
-                    servicer.RotateApiKeyHttp,
-                    request_deserializer=modelway_dot_v1_dot_keys__pb2.RotateApiKeyRequest.FromString,
-                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
-            ),
-            'DeleteApiKeyHttp': grpc.unary_unary_rpc_method_handler(
-                    servicer.DeleteApiKeyHttp,
-                    request_deserializer=modelway_dot_v1_dot_keys__pb2.DeleteApiKeyRequest.FromString,
-                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
-            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'modelway.v1.KeysService', rpc_method_handlers)
@@ -237,9 +149,8 @@ class KeysService:
     """API keys of the caller's account. Every RPC needs a key with the
     `keys.manage` permission and sees only keys of that key's own account.
 
-    Native gRPC callers use the typed RPCs. The REST endpoints (the *Http RPCs)
-    return google.api.HttpBody so the documented JSON, nulls included, comes out
-    exactly: {"data": [...]}, {"data": {...}}, {"success": true}.
+    These are the typed RPCs for native callers; the REST endpoints are
+    modelway.v1.rest.KeysRestService.
     """
 
     @staticmethod
@@ -367,141 +278,6 @@ class KeysService:
             '/modelway.v1.KeysService/DeleteApiKey',
             modelway_dot_v1_dot_keys__pb2.DeleteApiKeyRequest.SerializeToString,
             modelway_dot_v1_dot_keys__pb2.DeleteApiKeyResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def ListApiKeysHttp(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/modelway.v1.KeysService/ListApiKeysHttp',
-            modelway_dot_v1_dot_keys__pb2.ListApiKeysRequest.SerializeToString,
-            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def CreateApiKeyHttp(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/modelway.v1.KeysService/CreateApiKeyHttp',
-            modelway_dot_v1_dot_keys__pb2.CreateApiKeyRequest.SerializeToString,
-            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def UpdateApiKeyHttp(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/modelway.v1.KeysService/UpdateApiKeyHttp',
-            modelway_dot_v1_dot_keys__pb2.UpdateApiKeyRequest.SerializeToString,
-            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def RotateApiKeyHttp(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/modelway.v1.KeysService/RotateApiKeyHttp',
-            modelway_dot_v1_dot_keys__pb2.RotateApiKeyRequest.SerializeToString,
-            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def DeleteApiKeyHttp(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/modelway.v1.KeysService/DeleteApiKeyHttp',
-            modelway_dot_v1_dot_keys__pb2.DeleteApiKeyRequest.SerializeToString,
-            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
             channel_credentials,
             insecure,

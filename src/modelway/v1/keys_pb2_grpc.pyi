@@ -4,7 +4,6 @@ isort:skip_file
 """
 
 from collections import abc as _abc
-from google.api import httpbody_pb2 as _httpbody_pb2
 from grpc import aio as _aio
 from modelway.v1 import keys_pb2 as _keys_pb2
 import abc as _abc_1
@@ -31,9 +30,8 @@ class KeysServiceStub:
     """API keys of the caller's account. Every RPC needs a key with the
     `keys.manage` permission and sees only keys of that key's own account.
 
-    Native gRPC callers use the typed RPCs. The REST endpoints (the *Http RPCs)
-    return google.api.HttpBody so the documented JSON, nulls included, comes out
-    exactly: {"data": [...]}, {"data": {...}}, {"success": true}.
+    These are the typed RPCs for native callers; the REST endpoints are
+    modelway.v1.rest.KeysRestService.
     """
 
     @_typing.overload
@@ -50,25 +48,14 @@ class KeysServiceStub:
     """Gives a key a new secret; the old one stops working at once."""
     DeleteApiKey: _grpc.UnaryUnaryMultiCallable[_keys_pb2.DeleteApiKeyRequest, _keys_pb2.DeleteApiKeyResponse]
     """Deletes a key; it stops working at once."""
-    ListApiKeysHttp: _grpc.UnaryUnaryMultiCallable[_keys_pb2.ListApiKeysRequest, _httpbody_pb2.HttpBody]
-    """GET /api/v1/api-keys -> {"data": [ApiKey...]}."""
-    CreateApiKeyHttp: _grpc.UnaryUnaryMultiCallable[_keys_pb2.CreateApiKeyRequest, _httpbody_pb2.HttpBody]
-    """POST /api/v1/api-keys -> {"data": ApiKey} with the full secret in `key`."""
-    UpdateApiKeyHttp: _grpc.UnaryUnaryMultiCallable[_keys_pb2.UpdateApiKeyRequest, _httpbody_pb2.HttpBody]
-    """PATCH /api/v1/api-keys/{id} (or ?id=) -> {"data": ApiKey}."""
-    RotateApiKeyHttp: _grpc.UnaryUnaryMultiCallable[_keys_pb2.RotateApiKeyRequest, _httpbody_pb2.HttpBody]
-    """POST /api/v1/api-keys/{id}/rotate -> {"data": ApiKey} with the new secret."""
-    DeleteApiKeyHttp: _grpc.UnaryUnaryMultiCallable[_keys_pb2.DeleteApiKeyRequest, _httpbody_pb2.HttpBody]
-    """DELETE /api/v1/api-keys?id=key_... (or /api/v1/api-keys/{id}) -> {"success": true}."""
 
 @_typing.type_check_only
 class KeysServiceAsyncStub(KeysServiceStub):
     """API keys of the caller's account. Every RPC needs a key with the
     `keys.manage` permission and sees only keys of that key's own account.
 
-    Native gRPC callers use the typed RPCs. The REST endpoints (the *Http RPCs)
-    return google.api.HttpBody so the documented JSON, nulls included, comes out
-    exactly: {"data": [...]}, {"data": {...}}, {"success": true}.
+    These are the typed RPCs for native callers; the REST endpoints are
+    modelway.v1.rest.KeysRestService.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -82,24 +69,13 @@ class KeysServiceAsyncStub(KeysServiceStub):
     """Gives a key a new secret; the old one stops working at once."""
     DeleteApiKey: _aio.UnaryUnaryMultiCallable[_keys_pb2.DeleteApiKeyRequest, _keys_pb2.DeleteApiKeyResponse]  # type: ignore[assignment]
     """Deletes a key; it stops working at once."""
-    ListApiKeysHttp: _aio.UnaryUnaryMultiCallable[_keys_pb2.ListApiKeysRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
-    """GET /api/v1/api-keys -> {"data": [ApiKey...]}."""
-    CreateApiKeyHttp: _aio.UnaryUnaryMultiCallable[_keys_pb2.CreateApiKeyRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
-    """POST /api/v1/api-keys -> {"data": ApiKey} with the full secret in `key`."""
-    UpdateApiKeyHttp: _aio.UnaryUnaryMultiCallable[_keys_pb2.UpdateApiKeyRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
-    """PATCH /api/v1/api-keys/{id} (or ?id=) -> {"data": ApiKey}."""
-    RotateApiKeyHttp: _aio.UnaryUnaryMultiCallable[_keys_pb2.RotateApiKeyRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
-    """POST /api/v1/api-keys/{id}/rotate -> {"data": ApiKey} with the new secret."""
-    DeleteApiKeyHttp: _aio.UnaryUnaryMultiCallable[_keys_pb2.DeleteApiKeyRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
-    """DELETE /api/v1/api-keys?id=key_... (or /api/v1/api-keys/{id}) -> {"success": true}."""
 
 class KeysServiceServicer(metaclass=_abc_1.ABCMeta):
     """API keys of the caller's account. Every RPC needs a key with the
     `keys.manage` permission and sees only keys of that key's own account.
 
-    Native gRPC callers use the typed RPCs. The REST endpoints (the *Http RPCs)
-    return google.api.HttpBody so the documented JSON, nulls included, comes out
-    exactly: {"data": [...]}, {"data": {...}}, {"success": true}.
+    These are the typed RPCs for native callers; the REST endpoints are
+    modelway.v1.rest.KeysRestService.
     """
 
     @_abc_1.abstractmethod
@@ -141,45 +117,5 @@ class KeysServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_keys_pb2.DeleteApiKeyResponse, _abc.Awaitable[_keys_pb2.DeleteApiKeyResponse]]:
         """Deletes a key; it stops working at once."""
-
-    @_abc_1.abstractmethod
-    def ListApiKeysHttp(
-        self,
-        request: _keys_pb2.ListApiKeysRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_httpbody_pb2.HttpBody, _abc.Awaitable[_httpbody_pb2.HttpBody]]:
-        """GET /api/v1/api-keys -> {"data": [ApiKey...]}."""
-
-    @_abc_1.abstractmethod
-    def CreateApiKeyHttp(
-        self,
-        request: _keys_pb2.CreateApiKeyRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_httpbody_pb2.HttpBody, _abc.Awaitable[_httpbody_pb2.HttpBody]]:
-        """POST /api/v1/api-keys -> {"data": ApiKey} with the full secret in `key`."""
-
-    @_abc_1.abstractmethod
-    def UpdateApiKeyHttp(
-        self,
-        request: _keys_pb2.UpdateApiKeyRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_httpbody_pb2.HttpBody, _abc.Awaitable[_httpbody_pb2.HttpBody]]:
-        """PATCH /api/v1/api-keys/{id} (or ?id=) -> {"data": ApiKey}."""
-
-    @_abc_1.abstractmethod
-    def RotateApiKeyHttp(
-        self,
-        request: _keys_pb2.RotateApiKeyRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_httpbody_pb2.HttpBody, _abc.Awaitable[_httpbody_pb2.HttpBody]]:
-        """POST /api/v1/api-keys/{id}/rotate -> {"data": ApiKey} with the new secret."""
-
-    @_abc_1.abstractmethod
-    def DeleteApiKeyHttp(
-        self,
-        request: _keys_pb2.DeleteApiKeyRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_httpbody_pb2.HttpBody, _abc.Awaitable[_httpbody_pb2.HttpBody]]:
-        """DELETE /api/v1/api-keys?id=key_... (or /api/v1/api-keys/{id}) -> {"success": true}."""
 
 def add_KeysServiceServicer_to_server(servicer: KeysServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -6,7 +6,7 @@ from modelway.config import Config, PlanConfig
 from modelway.core.access import Gate, credential
 from modelway.core.directory import Caller
 from modelway.core.limits import RateLimiter
-from modelway.errors import RateLimited
+from modelway.errors import GatewayError, Reason
 from modelway.store import AccountRecord, KeyRecord
 from tests.unit.core.test_limits import FixedClock
 
@@ -47,16 +47,17 @@ def _gate() -> Gate:
     return Gate(directory=None, limiter=RateLimiter(FixedClock(1_800_000_000)), config=config)  # type: ignore[arg-type]
 
 
-def test_images_have_their_own_plan_limit_and_counter() -> None:
+async def test_images_have_their_own_plan_limit_and_counter() -> None:
     gate, caller = _gate(), _caller()
-    assert dict(gate.admit(caller, "images"))["x-ratelimit-limit-requests"] == "1"
-    with pytest.raises(RateLimited):
-        gate.admit(caller, "images")
+    assert dict(await gate.admit(caller, "images"))["x-ratelimit-limit-requests"] == "1"
+    with pytest.raises(GatewayError) as caught:
+        await gate.admit(caller, "images")
+    assert caught.value.reason is Reason.RATE_LIMITED
     # Chat is counted apart, with its own plan limit.
-    assert dict(gate.admit(caller, "chat"))["x-ratelimit-remaining-requests"] == "2"
+    assert dict(await gate.admit(caller, "chat"))["x-ratelimit-remaining-requests"] == "2"
 
 
-def test_a_keys_own_rate_limit_replaces_the_plans_chat_limit_only() -> None:
+async def test_a_keys_own_rate_limit_replaces_the_plans_chat_limit_only() -> None:
     gate, caller = _gate(), _caller(rate_limit=7)
-    assert dict(gate.admit(caller, "chat"))["x-ratelimit-limit-requests"] == "7"
-    assert dict(gate.admit(caller, "images"))["x-ratelimit-limit-requests"] == "1"
+    assert dict(await gate.admit(caller, "chat"))["x-ratelimit-limit-requests"] == "7"
+    assert dict(await gate.admit(caller, "images"))["x-ratelimit-limit-requests"] == "1"

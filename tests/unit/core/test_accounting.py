@@ -44,7 +44,7 @@ async def test_a_flush_cancelled_mid_write_is_not_written_twice(
     parts: tuple[SqliteStore, Ledger, UsageRecorder], tmp_path: Path
 ) -> None:
     _, ledger, recorder = parts
-    ledger.settle(ledger.reserve("acct", 100), 100)
+    await ledger.settle(await ledger.reserve("acct", 100), 100)
     recorder.record(row("r1", 100))
     flushing = asyncio.create_task(recorder.flush())
     await asyncio.sleep(0)  # the write is now on the store thread
@@ -61,7 +61,7 @@ async def test_close_writes_what_is_pending(parts: tuple[SqliteStore, Ledger, Us
     _, ledger, recorder = parts
     recorder.start()
     for n in range(3):
-        ledger.settle(ledger.reserve("acct", 10), 10)
+        await ledger.settle(await ledger.reserve("acct", 10), 10)
         recorder.record(row(f"r{n}", 10))
     await recorder.close()
     assert stored(tmp_path / "usage.db") == (3, 970)

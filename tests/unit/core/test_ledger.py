@@ -1,14 +1,17 @@
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from pathlib import Path
+
 import pytest
 
 from modelway.core.ledger import Ledger
-from modelway.errors import InsufficientCredits
+from modelway.errors import GatewayError, Reason
 from modelway.store import AccountRecord, SqliteStore
 
 
 @pytest.fixture
-async def ledger(tmp_path) -> Ledger:  # type: ignore[no-untyped-def]
+async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
     store = SqliteStore(tmp_path / "ledger.db")
     await store.open()
     await store.insert_account(AccountRecord("acct", "a", "free", 0), credits=1000)
@@ -19,23 +22,25 @@ async def ledger(tmp_path) -> Ledger:  # type: ignore[no-untyped-def]
 
 
 async def test_reservations_hold_back_the_worst_case(ledger: Ledger) -> None:
-    first = ledger.reserve("acct", 600)
-    with pytest.raises(InsufficientCredits):
-        ledger.reserve("acct", 600)
-    assert ledger.settle(first, 250) == 250
+    first = await ledger.reserve("acct", 600)
+    with pytest.raises(GatewayError) as caught:
+        await ledger.reserve("acct", 600)
+    assert caught.value.reason is Reason.INSUFFICIENT_CREDITS
+    assert caught.value.http_status == 402
+    assert await ledger.settle(first, 250) == 250
     assert ledger.available("acct") == 750
-    ledger.reserve("acct", 600)
+    await ledger.reserve("acct", 600)
 
 
 async def test_a_charge_never_takes_the_balance_below_zero(ledger: Ledger) -> None:
-    reservation = ledger.reserve("acct", 900)
-    ledger.reserve("acct", 100)
-    assert ledger.settle(reservation, 5000) == 900  # what was left for it
+    reservation = await ledger.reserve("acct", 900)
+    await ledger.reserve("acct", 100)
+    assert await ledger.settle(reservation, 5000) == 900  # what was left for it
     assert ledger.available("acct") == 0
 
 
-async def test_charges_reach_the_store_once(ledger: Ledger, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    ledger.settle(ledger.reserve("acct", 300), 300)
+async def test_charges_reach_the_store_once(ledger: Ledger) -> None:
+    await ledger.settle(await ledger.reserve("acct", 300), 300)
     async with ledger.lock:
         charges = ledger.take_charges()
         assert charges == {"acct": 300}
@@ -48,7 +53,7 @@ async def test_charges_reach_the_store_once(ledger: Ledger, tmp_path) -> None:  
 
 
 async def test_failed_write_keeps_the_charge(ledger: Ledger) -> None:
-    ledger.settle(ledger.reserve("acct", 100), 100)
+    await ledger.settle(await ledger.reserve("acct", 100), 100)
     async with ledger.lock:
         ledger.take_charges()
         ledger.charges_failed()

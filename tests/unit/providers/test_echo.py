@@ -23,7 +23,7 @@ from modelway.core.types import (
     ToolChoice,
     Usage,
 )
-from modelway.errors import InvalidRequest
+from modelway.errors import GatewayError, Reason
 from modelway.providers.base import ChatProvider
 from modelway.providers.echo import EchoProvider
 
@@ -56,7 +56,7 @@ def request(text: str = "Hello there", **kwargs: Any) -> ChatRequest:
 
 def run(req: ChatRequest, provider: ChatProvider | None = None) -> list[StreamEvent]:
     async def collect() -> list[StreamEvent]:
-        return [event async for event in (provider or EchoProvider()).stream_chat(req, "echo-1")]
+        return [event async for event in (provider or EchoProvider()).stream_chat(req, "echo-1", timeout=30.0)]
 
     events = asyncio.run(collect())
     check_shape(events, req.n)
@@ -179,14 +179,18 @@ def test_call_ids_are_deterministic_and_distinct_per_choice() -> None:
 
 def test_unknown_named_function_is_invalid() -> None:
     req = request(tools=(WEATHER,), tool_choice=ToolChoice("function", "nope"))
-    with pytest.raises(InvalidRequest) as caught:
+    with pytest.raises(GatewayError) as caught:
         run(req)
+    assert caught.value.reason is Reason.INVALID_VALUE
+    assert caught.value.http_status == 400
     assert caught.value.param == "tool_choice"
 
 
 def test_required_without_tools_is_invalid() -> None:
-    with pytest.raises(InvalidRequest):
+    with pytest.raises(GatewayError) as caught:
         run(request(tool_choice=ToolChoice("required")))
+    assert caught.value.reason is Reason.INVALID_VALUE
+    assert caught.value.param == "tool_choice"
 
 
 def test_required_calls_first_tool() -> None:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator
 from typing import Any
 
-from modelway.core.chat import ChatStream, CompletedChoice, Completion
-from modelway.core.types import ChoiceDelta, StreamEvent, ToolCall, ToolCallDelta, Usage
-from modelway.errors import InvalidRequest, NotFound
-from modelway.surfaces.openai import ChunkRenderer, completion_json, error_json, sse_done, sse_event
+from modelway.core.pipeline import CompletedChoice, Completion
+from modelway.core.types import ChoiceDelta, ToolCall, ToolCallDelta, Usage
+from modelway.errors import GatewayError, Reason
+from modelway.surfaces.openai import OPENAI, ChunkWriter, completion_json, error_json, sse_done, sse_event
 
 USAGE_DETAILS = {
     "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
@@ -26,14 +25,8 @@ def usage_json(prompt: int, completion: int, total: int) -> dict[str, Any]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total, **USAGE_DETAILS}
 
 
-async def no_events() -> AsyncGenerator[StreamEvent, None]:
-    return
-    yield  # pragma: no cover - makes this an async generator
-
-
-def renderer(include_usage: bool = False) -> ChunkRenderer:
-    stream = ChatStream(id="chatcmpl-abc", created=1767225600, model="echo-1", events=no_events())
-    return ChunkRenderer(stream, include_usage=include_usage)
+def renderer(include_usage: bool = False) -> ChunkWriter:
+    return ChunkWriter("abc", 1767225600, "echo-1", include_usage=include_usage)
 
 
 def frame_json(frame: bytes) -> dict[str, Any]:
@@ -57,13 +50,10 @@ def deltas(frames: list[bytes]) -> list[dict[str, Any]]:
 
 def test_completion_text() -> None:
     completion = Completion(
-        id="chatcmpl-1",
-        created=1767225600,
-        model="echo-1",
         choices=(CompletedChoice(index=0, content="Echo: hi", tool_calls=(), finish_reason="stop"),),
         usage=Usage(prompt_tokens=9, completion_tokens=3),
     )
-    raw = completion_json(completion)
+    raw = completion_json("1", 1767225600, "echo-1", completion)
     value = json.loads(raw)
     assert list(value) == [
         "id",
@@ -102,16 +92,13 @@ def test_completion_tool_calls_with_null_content() -> None:
         ToolCall(id="call_2", name="search", arguments="{}"),
     )
     completion = Completion(
-        id="chatcmpl-2",
-        created=1,
-        model="echo-1",
         choices=(
             CompletedChoice(index=0, content=None, tool_calls=calls, finish_reason="tool_calls"),
             CompletedChoice(index=1, content="", tool_calls=(), finish_reason="length"),
         ),
         usage=Usage(prompt_tokens=20, completion_tokens=15),
     )
-    value = json.loads(completion_json(completion))
+    value = json.loads(completion_json("2", 1, "echo-1", completion))
     first, second = value["choices"]
     assert first["message"] == {
         "role": "assistant",
@@ -139,18 +126,15 @@ def test_completion_tool_calls_with_null_content() -> None:
 
 def test_completion_keeps_non_ascii() -> None:
     completion = Completion(
-        id="c",
-        created=0,
-        model="m",
         choices=(CompletedChoice(index=0, content="東京 ☃", tool_calls=(), finish_reason="stop"),),
         usage=Usage(),
     )
-    raw = completion_json(completion)
+    raw = completion_json("c", 0, "m", completion)
     assert "東京 ☃".encode() in raw
     assert json.loads(raw)["usage"] == usage_json(0, 0, 0)
 
 
-# --- ChunkRenderer ----------------------------------------------------------
+# --- ChunkWriter ------------------------------------------------------------
 
 
 def test_chunk_envelope_without_usage() -> None:
@@ -255,7 +239,7 @@ def test_with_include_usage_every_chunk_has_null_usage() -> None:
         value = frame_json(frame)
         assert list(value) == ["id", "object", "created", "model", "system_fingerprint", "choices", "usage"]
         assert value["usage"] is None
-    last = frame_json(render.usage(Usage(prompt_tokens=10, completion_tokens=4)))
+    last = frame_json(render.event(Usage(prompt_tokens=10, completion_tokens=4)))
     assert last == {
         "id": "chatcmpl-abc",
         "object": "chat.completion.chunk",
@@ -282,7 +266,7 @@ def test_sse_helpers() -> None:
 
 
 def test_error_written_into_the_stream() -> None:
-    frame = renderer(include_usage=True).error(InvalidRequest("bad", param="n"))
+    frame = renderer(include_usage=True).error(GatewayError(Reason.INVALID_VALUE, "bad", param="n"))
     assert frame_json(frame) == {
         "error": {"message": "bad", "type": "invalid_request_error", "param": "n", "code": "invalid_value"}
     }
@@ -292,14 +276,14 @@ def test_error_written_into_the_stream() -> None:
 
 
 def test_error_json_invalid_request() -> None:
-    raw = error_json(InvalidRequest("x", param="temperature"))
+    raw = error_json(GatewayError(Reason.INVALID_VALUE, "x", param="temperature"))
     assert (
         raw == b'{"error":{"message":"x","type":"invalid_request_error","param":"temperature","code":"invalid_value"}}'
     )
 
 
 def test_error_json_not_found() -> None:
-    error = NotFound("The model 'gpt-9' does not exist or you do not have access to it.", code="model_not_found")
+    error = GatewayError(Reason.MODEL_NOT_FOUND, "The model 'gpt-9' does not exist or you do not have access to it.")
     assert json.loads(error_json(error)) == {
         "error": {
             "message": "The model 'gpt-9' does not exist or you do not have access to it.",
@@ -318,3 +302,29 @@ def test_text_beside_a_tool_call_is_kept() -> None:
     [delta] = deltas([frame])
     assert delta["content"] == "Let me check."
     assert delta["tool_calls"][0]["id"] == "call_1"
+
+
+def test_usage_is_dropped_unless_asked_for_and_the_stream_ends_with_done() -> None:
+    render = renderer()
+    assert render.event(Usage(prompt_tokens=1, completion_tokens=1)) == b""
+    assert frame_json(render.event(ChoiceDelta(index=0, content="x")))["choices"][0]["delta"]["content"] == "x"
+    assert render.end() == b"data: [DONE]\n\n"
+
+
+def test_an_empty_balance_is_openais_429_insufficient_quota() -> None:
+    error = GatewayError(Reason.INSUFFICIENT_CREDITS, "You exceeded your current quota.")
+    assert error.http_status == 402
+    assert OPENAI.status(error) == 429
+    assert OPENAI.error_response(error) == (
+        429,
+        b'{"error":{"message":"You exceeded your current quota.","type":"insufficient_quota",'
+        b'"param":null,"code":"insufficient_quota"}}',
+    )
+
+
+def test_rate_limit_error_body() -> None:
+    error = GatewayError(Reason.RATE_LIMITED, "slow down", retry_after=3)
+    assert OPENAI.error_response(error) == (
+        429,
+        b'{"error":{"message":"slow down","type":"requests","param":null,"code":"rate_limit_exceeded"}}',
+    )

@@ -1,11 +1,10 @@
-"""Tests for to_chat_request: OpenAI JSON bodies in, ChatRequest or a 400 out."""
+"""Tests for parse_chat_request: OpenAI JSON bodies in, ChatRequest or a 400 out."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-from google.protobuf.json_format import ParseDict
 
 from modelway.core.types import (
     ChatRequest,
@@ -13,13 +12,13 @@ from modelway.core.types import (
     ImagePart,
     Message,
     ResponseFormat,
+    RoutingPreferences,
     TextPart,
     ToolCall,
     ToolChoice,
 )
-from modelway.errors import InvalidRequest
-from modelway.surfaces.openai_request import to_chat_request
-from modelway.v1 import chat_pb2
+from modelway.errors import GatewayError, Reason
+from modelway.surfaces.openai_request import parse_chat_body, parse_chat_request
 
 HELLO = {"role": "user", "content": "Hello"}
 WEATHER_TOOL = {
@@ -40,12 +39,12 @@ def body(**fields: Any) -> dict[str, Any]:
 
 
 def convert(data: dict[str, Any]) -> ChatRequest:
-    return to_chat_request(ParseDict(data, chat_pb2.CreateChatCompletionRequest()))
+    return parse_chat_request(data)
 
 
-def rejected(data: dict[str, Any]) -> InvalidRequest:
-    """The InvalidRequest a body raises; every one of them is an HTTP 400."""
-    with pytest.raises(InvalidRequest) as caught:
+def rejected(data: Any) -> GatewayError:
+    """The GatewayError a body raises; every one of them is an HTTP 400."""
+    with pytest.raises(GatewayError) as caught:
         convert(data)
     assert caught.value.http_status == 400
     return caught.value
@@ -75,17 +74,25 @@ def test_minimal_request_defaults() -> None:
         metadata={},
         stream=False,
         include_usage=False,
+        routing=RoutingPreferences(),
+        extra={},
     )
 
 
 def test_missing_model() -> None:
     error = rejected({"messages": [HELLO]})
-    assert (error.param, error.code) == ("model", "missing_required_parameter")
+    assert (error.param, error.reason) == ("model", "missing_required_parameter")
+
+
+def test_missing_messages() -> None:
+    error = rejected({"model": "echo-1"})
+    assert (error.param, error.reason) == ("messages", Reason.MISSING_REQUIRED_PARAMETER)
+    assert error.message == "Missing required parameter: 'messages'."
 
 
 def test_empty_messages() -> None:
     error = rejected(body(messages=[]))
-    assert (error.param, error.code) == ("messages", "empty_array")
+    assert (error.param, error.reason) == ("messages", "empty_array")
 
 
 # --- messages and content -------------------------------------------------
@@ -168,13 +175,13 @@ def test_assistant_may_be_empty() -> None:
 def test_tool_message_needs_tool_call_id() -> None:
     messages = [HELLO, {"role": "assistant", "content": "ok"}, {"role": "tool", "content": "sunny"}]
     error = rejected(body(messages=messages))
-    assert (error.param, error.code) == ("messages[2].tool_call_id", "missing_required_parameter")
+    assert (error.param, error.reason) == ("messages[2].tool_call_id", "missing_required_parameter")
 
 
 @pytest.mark.parametrize("content", [None, []])
 def test_user_message_needs_content(content: Any) -> None:
     error = rejected(body(messages=[HELLO, {"role": "user", "content": content}]))
-    assert (error.param, error.code) == ("messages[1].content", "missing_required_parameter")
+    assert (error.param, error.reason) == ("messages[1].content", "missing_required_parameter")
 
 
 def test_empty_string_content_is_content() -> None:
@@ -184,12 +191,12 @@ def test_empty_string_content_is_content() -> None:
 
 def test_missing_role() -> None:
     error = rejected(body(messages=[HELLO, {"content": "hi"}]))
-    assert (error.param, error.code) == ("messages[1].role", "missing_required_parameter")
+    assert (error.param, error.reason) == ("messages[1].role", "missing_required_parameter")
 
 
 def test_invalid_role() -> None:
     error = rejected(body(messages=[{"role": "robot", "content": "hi"}]))
-    assert (error.param, error.code) == ("messages[0].role", "invalid_value")
+    assert (error.param, error.reason) == ("messages[0].role", "invalid_value")
     assert "'robot'" in error.message
     assert "'developer'" in error.message  # the supported roles are listed
 
@@ -197,14 +204,14 @@ def test_invalid_role() -> None:
 def test_unknown_content_part_type() -> None:
     content = [{"type": "text", "text": "hi"}, {"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}]
     error = rejected(body(messages=[{"role": "user", "content": content}]))
-    assert (error.param, error.code) == ("messages[0].content[1].type", "invalid_value")
+    assert (error.param, error.reason) == ("messages[0].content[1].type", "invalid_value")
     assert "'input_audio'" in error.message
 
 
 def test_images_only_in_user_messages() -> None:
     content = [{"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]
     error = rejected(body(messages=[{"role": "system", "content": content}]))
-    assert (error.param, error.code) == ("messages[0].content[0].type", "invalid_value")
+    assert (error.param, error.reason) == ("messages[0].content[0].type", "invalid_value")
     assert "'image_url'" not in error.message.split("Supported values are:")[1]
 
 
@@ -229,7 +236,7 @@ def test_text_part_needs_text() -> None:
 )
 def test_content_of_the_wrong_type(content: Any, param: str) -> None:
     error = rejected(body(messages=[{"role": "user", "content": content}]))
-    assert (error.param, error.code) == (param, "invalid_type")
+    assert (error.param, error.reason) == (param, "invalid_type")
 
 
 # --- stop -----------------------------------------------------------------
@@ -251,14 +258,14 @@ def test_stop(stop: Any, expected: tuple[str, ...]) -> None:
 
 def test_stop_too_many() -> None:
     error = rejected(body(stop=["a", "b", "c", "d", "e"]))
-    assert (error.param, error.code) == ("stop", "invalid_value")
+    assert (error.param, error.reason) == ("stop", "invalid_value")
     assert "at most 4" in error.message
 
 
 @pytest.mark.parametrize("stop", [7, ["a", 1], {"a": "b"}, True])
 def test_stop_of_the_wrong_type(stop: Any) -> None:
     error = rejected(body(stop=stop))
-    assert (error.param, error.code) == ("stop", "invalid_type")
+    assert (error.param, error.reason) == ("stop", "invalid_type")
 
 
 # --- max_tokens -----------------------------------------------------------
@@ -281,7 +288,7 @@ def test_the_smaller_token_cap_wins(fields: dict[str, int], expected: int | None
 @pytest.mark.parametrize("name", ["max_tokens", "max_completion_tokens"])
 def test_token_cap_must_be_positive(name: str) -> None:
     error = rejected(body(**{name: 0}))
-    assert (error.param, error.code) == (name, "integer_below_min_value")
+    assert (error.param, error.reason) == (name, "integer_below_min_value")
     assert "Expected a value >= 1, but got 0 instead." in error.message
 
 
@@ -305,7 +312,7 @@ def test_token_cap_must_be_positive(name: str) -> None:
 )
 def test_out_of_range(param: str, value: float, code: str) -> None:
     error = rejected(body(**{param: value}))
-    assert (error.param, error.code) == (param, code)
+    assert (error.param, error.reason) == (param, code)
 
 
 def test_out_of_range_message_names_the_bound_and_the_value() -> None:
@@ -324,7 +331,7 @@ def test_range_bounds_are_inclusive() -> None:
 
 def test_top_logprobs_requires_logprobs() -> None:
     error = rejected(body(top_logprobs=3))
-    assert (error.param, error.code) == ("top_logprobs", "invalid_value")
+    assert (error.param, error.reason) == ("top_logprobs", "invalid_value")
     error = rejected(body(top_logprobs=3, logprobs=False))
     assert error.param == "top_logprobs"
 
@@ -336,7 +343,7 @@ def test_top_logprobs_with_logprobs() -> None:
 
 def test_top_logprobs_range() -> None:
     error = rejected(body(logprobs=True, top_logprobs=21))
-    assert (error.param, error.code) == ("top_logprobs", "integer_above_max_value")
+    assert (error.param, error.reason) == ("top_logprobs", "integer_above_max_value")
 
 
 # --- tools and tool_choice ------------------------------------------------
@@ -356,7 +363,7 @@ def test_tools_are_converted() -> None:
 
 def test_tool_type_must_be_function() -> None:
     error = rejected(body(tools=[SEARCH_TOOL, {"type": "retrieval", "function": {"name": "x"}}]))
-    assert (error.param, error.code) == ("tools[1].type", "invalid_value")
+    assert (error.param, error.reason) == ("tools[1].type", "invalid_value")
 
 
 @pytest.mark.parametrize("name", ["", "has space", "x" * 65, "dotted.name"])
@@ -392,7 +399,7 @@ def test_tool_choice(fields: dict[str, Any], expected: ToolChoice) -> None:
 def test_tool_choice_names_an_unknown_function() -> None:
     data = body(tools=[WEATHER_TOOL], tool_choice={"type": "function", "function": {"name": "nope"}})
     error = rejected(data)
-    assert (error.param, error.code) == ("tool_choice", "invalid_value")
+    assert (error.param, error.reason) == ("tool_choice", "invalid_value")
     assert "'nope'" in error.message
 
 
@@ -409,7 +416,7 @@ def test_tool_choice_required_without_tools() -> None:
 @pytest.mark.parametrize("choice", ["always", {"type": "retrieval"}, 3])
 def test_tool_choice_invalid(choice: Any) -> None:
     error = rejected(body(tools=[WEATHER_TOOL], tool_choice=choice))
-    assert (error.param, error.code) == ("tool_choice", "invalid_value")
+    assert (error.param, error.reason) == ("tool_choice", "invalid_value")
 
 
 def test_parallel_tool_calls() -> None:
@@ -455,9 +462,9 @@ def test_tool_choice_wins_over_function_call() -> None:
 
 def test_function_call_errors_name_function_call() -> None:
     error = rejected(body(functions=FUNCTIONS, function_call={"name": "missing"}))
-    assert (error.param, error.code) == ("function_call", "invalid_value")
+    assert (error.param, error.reason) == ("function_call", "invalid_value")
     error = rejected(body(functions=FUNCTIONS, function_call="sometimes"))
-    assert (error.param, error.code) == ("function_call", "invalid_value")
+    assert (error.param, error.reason) == ("function_call", "invalid_value")
 
 
 def test_function_name_pattern_in_functions() -> None:
@@ -492,12 +499,12 @@ def test_response_format_json_schema_needs_name(json_schema: dict[str, Any] | No
     if json_schema is not None:
         format_["json_schema"] = json_schema
     error = rejected(body(response_format=format_))
-    assert (error.param, error.code) == ("response_format.json_schema.name", "missing_required_parameter")
+    assert (error.param, error.reason) == ("response_format.json_schema.name", "missing_required_parameter")
 
 
 def test_response_format_unknown_type() -> None:
     error = rejected(body(response_format={"type": "xml"}))
-    assert (error.param, error.code) == ("response_format.type", "invalid_value")
+    assert (error.param, error.reason) == ("response_format.type", "invalid_value")
 
 
 # --- streaming ------------------------------------------------------------
@@ -539,13 +546,13 @@ def test_logit_bias() -> None:
 @pytest.mark.parametrize("key", ["hello", "-1", "1.5", ""])
 def test_logit_bias_key_must_be_a_token_id(key: str) -> None:
     error = rejected(body(logit_bias={key: 1}))
-    assert (error.param, error.code) == ("logit_bias", "invalid_value")
+    assert (error.param, error.reason) == ("logit_bias", "invalid_value")
 
 
 @pytest.mark.parametrize(("weight", "code"), [(100.5, "decimal_above_max_value"), (-101, "decimal_below_min_value")])
 def test_logit_bias_weight_range(weight: float, code: str) -> None:
     error = rejected(body(logit_bias={"15": 1, "42": weight}))
-    assert (error.param, error.code) == ("logit_bias.42", code)
+    assert (error.param, error.reason) == ("logit_bias.42", code)
 
 
 # --- passed through -------------------------------------------------------
@@ -575,3 +582,104 @@ def test_passed_through() -> None:
 
 def test_seed_zero_is_kept() -> None:
     assert convert(body(seed=0)).seed == 0
+
+
+# --- types are checked here -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "param", "message"),
+    [
+        ({"temperature": "hot"}, "temperature", "expected a number, but got a string instead."),
+        ({"n": 1.5}, "n", "expected an integer, but got a number instead."),
+        ({"n": True}, "n", "expected an integer, but got a boolean instead."),
+        ({"stream": "yes"}, "stream", "expected a boolean, but got a string instead."),
+        ({"model": 7}, "model", "expected a string, but got an integer instead."),
+        ({"messages": {"role": "user"}}, "messages", "expected an array, but got an object instead."),
+        ({"tools": [None]}, "tools[0]", "expected an object, but got null instead."),
+        ({"metadata": {"a": 1}}, "metadata.a", "expected a string, but got an integer instead."),
+        ({"stream": True, "stream_options": {"include_usage": 1}}, "stream_options.include_usage",
+         "expected a boolean, but got an integer instead."),
+    ],
+)  # fmt: skip
+def test_wrong_types_name_the_param_and_both_types(fields: dict[str, Any], param: str, message: str) -> None:
+    error = rejected(body(**fields))
+    assert (error.param, error.reason) == (param, Reason.INVALID_TYPE)
+    assert error.message == f"Invalid type for '{param}': {message}"
+
+
+def test_messages_entry_of_the_wrong_type() -> None:
+    error = rejected(body(messages=["hi"]))
+    assert error.message == "Invalid type for 'messages[0]': expected an object, but got a string instead."
+
+
+def test_an_integral_number_is_an_integer() -> None:
+    assert convert(body(n=2.0, max_tokens=10.0)).n == 2
+
+
+def test_an_integer_for_a_number_param_is_a_decimal_in_range_errors() -> None:
+    error = rejected(body(temperature=3))
+    assert error.reason is Reason.DECIMAL_ABOVE_MAX
+    assert error.message == (
+        "Invalid 'temperature': decimal above maximum value. Expected a value <= 2, but got 3 instead."
+    )
+    assert convert(body(temperature=1)).temperature == 1.0
+
+
+def test_body_that_is_not_an_object() -> None:
+    error = rejected([HELLO])
+    assert (error.reason, error.param) == (Reason.INVALID_BODY, None)
+
+
+# --- raw bodies -----------------------------------------------------------
+
+
+def test_parse_chat_body_reads_json() -> None:
+    raw = b'{"model":"echo-1","messages":[{"role":"user","content":"Hello"}],"temperature":0.5}'
+    assert parse_chat_body(raw) == convert(body(temperature=0.5))
+
+
+@pytest.mark.parametrize("raw", [b"", b"{", b"not json", b'{"model": "m",}'])
+def test_parse_chat_body_rejects_bad_json(raw: bytes) -> None:
+    with pytest.raises(GatewayError) as caught:
+        parse_chat_body(raw)
+    assert caught.value.reason is Reason.INVALID_BODY
+    assert caught.value.http_status == 400
+    assert caught.value.message.startswith("We could not parse the JSON body of your request.")
+
+
+def test_parse_chat_body_rejects_a_json_array() -> None:
+    with pytest.raises(GatewayError) as caught:
+        parse_chat_body(b"[]")
+    assert caught.value.reason is Reason.INVALID_BODY
+    assert caught.value.message == "We could not parse the JSON body of your request: expected a JSON object."
+
+
+# --- extra and routing ----------------------------------------------------
+
+
+def test_uninterpreted_fields_pass_through_in_extra() -> None:
+    request = convert(body(service_tier="flex", top_k=40, prediction={"type": "content", "content": "x"}))
+    assert request.extra == {"service_tier": "flex", "top_k": 40, "prediction": {"type": "content", "content": "x"}}
+
+
+def test_interpreted_fields_are_not_in_extra() -> None:
+    request = convert(body(temperature=1, stream=True, provider={"sort": "price"}, reasoning_effort="low"))
+    assert request.extra == {}
+
+
+def test_provider_preferences() -> None:
+    provider = {"order": ["b", "a"], "only": ["a", "b"], "ignore": ["c"], "allow_fallbacks": False, "sort": "latency"}
+    assert convert(body(provider=provider)).routing == RoutingPreferences(
+        order=("b", "a"), allow_fallbacks=False, sort="latency", only=("a", "b"), ignore=("c",)
+    )
+    assert convert(body(provider={})).routing == RoutingPreferences()
+
+
+def test_provider_preferences_are_checked() -> None:
+    error = rejected(body(provider={"sort": "cheapest"}))
+    assert (error.param, error.reason) == ("provider.sort", Reason.INVALID_VALUE)
+    error = rejected(body(provider={"order": ["a", 1]}))
+    assert (error.param, error.reason) == ("provider.order", Reason.INVALID_TYPE)
+    error = rejected(body(provider="openai"))
+    assert (error.param, error.reason) == ("provider", Reason.INVALID_TYPE)

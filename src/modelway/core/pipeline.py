@@ -1,0 +1,230 @@
+"""One chat call from credentials to usage row, the same for every surface.
+
+    authenticate -> permission -> rate limit -> resolve model/alias -> input cap, context length,
+    budget and credit holds -> route (attempts, fallbacks) -> provider -> settle and record
+
+A servicer parses its surface's request into a ChatRequest, opens
+`Pipeline.chat(...)`, and renders what the ChatRun produces. The call's
+meter lives inside: leaving the block, however it is left, settles the holds
+and records the one usage row.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from contextlib import aclosing, asynccontextmanager
+from dataclasses import dataclass
+from typing import Protocol
+
+from modelway.config import ModelConfig
+from modelway.core.access import Gate
+from modelway.core.clock import Clock
+from modelway.core.metering import CallMeter, Metering
+from modelway.core.router import Router
+from modelway.core.routing import Resolver
+from modelway.core.tokens import count_message_tokens, count_tokens
+from modelway.core.types import ChatRequest, ChoiceDelta, FinishReason, StreamEvent, ToolCall, Usage
+from modelway.errors import GatewayError, Reason
+
+__all__ = ["CallInfo", "ChatRun", "CompletedChoice", "Completion", "Pipeline", "Surface"]
+
+
+class CallInfo(Protocol):
+    """What the transport knows of a call: its id, its headers, and where response headers go."""
+
+    @property
+    def request_id(self) -> str: ...
+
+    @property
+    def metadata(self) -> Mapping[str, str]: ...
+
+    @property
+    def headers(self) -> list[tuple[str, str]]: ...
+
+
+class Surface(Protocol):
+    """The API a call came through: its name in usage rows, and the status it shows for an error."""
+
+    @property
+    def name(self) -> str: ...
+
+    def status(self, error: GatewayError) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CompletedChoice:
+    index: int
+    content: str | None
+    tool_calls: tuple[ToolCall, ...]
+    finish_reason: FinishReason
+    logprobs: tuple[Mapping[str, object], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    choices: tuple[CompletedChoice, ...]
+    usage: Usage
+
+
+class _ChoiceBuilder:
+    """Accumulates one choice's deltas into its final text and tool calls."""
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.calls: dict[int, list[str]] = {}  # index -> [id, name, arguments]
+        self.logprobs: list[Mapping[str, object]] = []
+        self.finish_reason: FinishReason = "stop"
+
+    def add(self, delta: ChoiceDelta) -> None:
+        self.text.append(delta.content)
+        self.logprobs.extend(delta.logprobs)
+        for piece in delta.tool_calls:
+            call = self.calls.setdefault(piece.index, ["", "", ""])
+            call[0] = call[0] or piece.id
+            call[1] = call[1] or piece.name
+            call[2] += piece.arguments
+        if delta.finish_reason is not None:
+            self.finish_reason = delta.finish_reason
+
+    def build(self, index: int) -> CompletedChoice:
+        calls = tuple(ToolCall(id=i, name=n, arguments=a) for _, (i, n, a) in sorted(self.calls.items()))
+        text = "".join(self.text)
+        return CompletedChoice(
+            index=index,
+            content=None if calls and not text else text,
+            tool_calls=calls,
+            finish_reason=self.finish_reason,
+            logprobs=tuple(self.logprobs),
+        )
+
+
+def _delta_tokens(delta: ChoiceDelta) -> int:
+    tokens = count_tokens(delta.content) if delta.content else 0
+    for call in delta.tool_calls:
+        tokens += count_tokens(call.name) + count_tokens(call.arguments)
+    return tokens
+
+
+class ChatRun:
+    """An admitted call: its identity, and its answer as events or as a whole."""
+
+    def __init__(
+        self, request: ChatRequest, candidates: tuple[ModelConfig, ...], router: Router, meter: CallMeter, created: int
+    ) -> None:
+        self.request = request
+        self.id = secrets.token_urlsafe(18)
+        self.created = created
+        self._candidates = candidates
+        self._router = router
+        self._meter = meter
+
+    @property
+    def model(self) -> str:
+        """The catalog id of the model that answered (the first candidate until one has)."""
+        return self._meter.model.id if self._meter.model else self._candidates[0].id
+
+    def fail(self, error: GatewayError) -> None:
+        """Records an error that reached the caller inside a stream that had begun."""
+        self._meter.fail(error)
+
+    async def events(self) -> AsyncGenerator[StreamEvent, None]:
+        """Deltas in order, then exactly one Usage: the upstream's counts when it gave them."""
+        meter = self._meter
+        reported: Usage | None = None
+        events = self._router.stream(self.request, self._candidates, meter.answered_by)
+        async with aclosing(events):
+            async for event in events:
+                if isinstance(event, Usage):
+                    reported = event
+                    meter.prompt_tokens, meter.completion_tokens = event.prompt_tokens, event.completion_tokens
+                    continue
+                # Counted as it passes, so a stream cut short is metered for what was delivered.
+                meter.completion_tokens += _delta_tokens(event)
+                yield event
+        yield reported or Usage(meter.prompt_tokens, meter.completion_tokens)
+
+    async def complete(self) -> Completion:
+        choices = [_ChoiceBuilder() for _ in range(self.request.n)]
+        usage = Usage()
+        try:
+            async with aclosing(self.events()) as events:
+                async for event in events:
+                    if isinstance(event, Usage):
+                        usage = event
+                    elif event.index < len(choices):
+                        choices[event.index].add(event)
+        except BaseException:
+            # A whole answer is delivered at the end or not at all: a call
+            # that fails (or is abandoned) half-way delivered nothing.
+            self._meter.completion_tokens = 0
+            raise
+        return Completion(tuple(choice.build(index) for index, choice in enumerate(choices)), usage)
+
+
+class Pipeline:
+    def __init__(self, gate: Gate, resolver: Resolver, router: Router, metering: Metering, clock: Clock) -> None:
+        self._gate = gate
+        self._resolver = resolver
+        self._router = router
+        self._metering = metering
+        self._clock = clock
+
+    @asynccontextmanager
+    async def chat(self, call: CallInfo, surface: Surface, parse: Callable[[], ChatRequest]) -> AsyncIterator[ChatRun]:
+        """Admits the call (raising GatewayError at once when it may not run) and yields it running.
+
+        The request is parsed after the key is checked and counted: a caller
+        learns nothing before authenticating, and a malformed request is
+        recorded against its account like any other failure.
+        """
+        meter = self._metering.open(request_id=call.request_id, surface=surface.name, status_of=surface.status)
+        async with meter:
+            caller = await self._gate.authenticate(call.metadata)
+            meter.attribute(caller)
+            self._gate.require(caller, "chat.completions")
+            call.headers.extend(await self._gate.admit(caller, "chat"))
+            request = parse()
+            candidates = self._resolver.candidates(request, caller)
+            prompt_tokens = count_message_tokens(request.messages)
+            if prompt_tokens > caller.plan.max_input_tokens:
+                raise GatewayError(
+                    Reason.INPUT_TOO_LARGE,
+                    f"This request has {prompt_tokens} input tokens; the {caller.plan.name} plan allows at most "
+                    f"{caller.plan.max_input_tokens} per request.",
+                    param="messages",
+                )
+            candidates = _fitting(request, candidates, prompt_tokens)
+            worst_tokens, worst_cost = 0, 0
+            for model in candidates:
+                prompt = prompt_tokens + (count_tokens(model.system_prompt) if model.system_prompt else 0)
+                completion = _cap(request, model) * request.n
+                worst_tokens = max(worst_tokens, prompt + completion)
+                worst_cost = max(worst_cost, model.cost(prompt, completion))
+            await meter.admit(caller, candidates[0], prompt_tokens, worst_tokens, worst_cost)
+            yield ChatRun(request, candidates, self._router, meter, int(self._clock.now()))
+
+
+def _cap(request: ChatRequest, model: ModelConfig) -> int:
+    return model.max_output_tokens if request.max_tokens is None else min(request.max_tokens, model.max_output_tokens)
+
+
+def _fitting(request: ChatRequest, candidates: tuple[ModelConfig, ...], prompt_tokens: int) -> tuple[ModelConfig, ...]:
+    """The candidates whose context window holds the prompt and the asked-for completion."""
+
+    def needed(model: ModelConfig) -> int:
+        return prompt_tokens + (_cap(request, model) if request.max_tokens is not None else 0)
+
+    fitting = tuple(m for m in candidates if m.context_length is None or needed(m) <= m.context_length)
+    if fitting:
+        return fitting
+    first = candidates[0]
+    asked = (
+        f" ({prompt_tokens} in the messages, {_cap(request, first)} in the completion)" if request.max_tokens else ""
+    )
+    raise GatewayError(
+        Reason.CONTEXT_LENGTH_EXCEEDED,
+        f"This model's maximum context length is {first.context_length} tokens. However, you requested "
+        f"{needed(first)} tokens{asked}. Please reduce the length of the messages or completion.",
+        param="messages",
+    )

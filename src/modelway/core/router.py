@@ -1,0 +1,142 @@
+"""Carries one call to the first candidate that answers: breakers, retries with backoff, fallbacks, deadline.
+
+An attempt counts as answered when its first event arrives. Before that, a
+retryable failure (connect error, timeout, 429, 5xx, a stream cut before its
+first token) is tried again on the same model after an exponential backoff
+with jitter (or the upstream's Retry-After, when that is short enough), then
+on the next candidate; a failure that is the caller's fault (the upstream
+rejected the request as invalid) ends the call at once. After the first
+event nothing is retried: the failure goes to the caller, who has already
+received part of the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncGenerator, Callable, Sequence
+from contextlib import aclosing
+
+from modelway.config import ModelConfig, RoutingConfig
+from modelway.core.breaker import Breakers
+from modelway.core.clock import Clock
+from modelway.core.routing import prepare
+from modelway.core.types import ChatRequest, StreamEvent
+from modelway.errors import GatewayError, Reason
+from modelway.providers.registry import ProviderRegistry
+
+__all__ = ["Router"]
+
+# What the caller did wrong, not the upstream: no retry, no fallback, no breaker failure.
+_CALLER_FAULTS = frozenset({Reason.UPSTREAM_REJECTED, Reason.CONTEXT_LENGTH_EXCEEDED, Reason.INVALID_VALUE})
+# Retry-After when nothing better is known.
+_DEFAULT_RETRY_AFTER = 5.0
+
+
+class Router:
+    def __init__(
+        self,
+        providers: ProviderRegistry,
+        breakers: Breakers,
+        config: RoutingConfig,
+        clock: Clock,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self._providers = providers
+        self._breakers = breakers
+        self._config = config
+        self._clock = clock
+        self._jitter = jitter
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float | None:
+        """Seconds to wait before trying the same model again; None when it is not worth waiting."""
+        config = self._config
+        delay: float = min(config.max_backoff_seconds, config.backoff_seconds * 2.0**attempt) * (
+            0.5 + self._jitter() / 2
+        )
+        if retry_after is not None:
+            if retry_after > config.max_backoff_seconds:
+                return None  # asked to come back later than we would hold a caller: try the next model
+            delay = max(delay, retry_after)
+        return delay
+
+    async def stream(
+        self, request: ChatRequest, candidates: Sequence[ModelConfig], on_answer: Callable[[ModelConfig], None]
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """The events of the first candidate that answers; `on_answer` learns which one before the first event."""
+        deadline = self._clock.monotonic() + self._config.deadline_seconds
+        failure: GatewayError | None = None
+        for model in candidates:
+            breaker = self._breakers[model.provider]
+            provider = self._providers.get(model.provider)
+            attempt = 0
+            while True:
+                if not breaker.allow():
+                    break
+                started = self._clock.monotonic()
+                events = provider.stream_chat(prepare(request, model), model.upstream_name, timeout=deadline - started)
+                try:
+                    first = await anext(events)
+                except StopAsyncIteration:
+                    first = None
+                    error = GatewayError(
+                        Reason.PROVIDER_ERROR,
+                        "The upstream provider ended the answer without any output.",
+                        retryable=True,
+                    )
+                except GatewayError as exc:
+                    first, error = None, exc
+                except BaseException:
+                    breaker.released()
+                    await events.aclose()
+                    raise
+                if first is not None:
+                    breaker.succeeded(self._clock.monotonic() - started)
+                    on_answer(model)
+                    async for event in self._relay(first, events, model):
+                        yield event
+                    return
+                await events.aclose()
+                if error.reason in _CALLER_FAULTS:
+                    breaker.released()
+                    raise error
+                breaker.failed()
+                failure = error
+                if not error.retryable or attempt >= self._config.retries:
+                    break
+                delay = self._backoff(attempt, error.retry_after)
+                if delay is None or self._clock.monotonic() + delay >= deadline:
+                    break
+                await asyncio.sleep(delay)
+                attempt += 1
+            if self._clock.monotonic() >= deadline:
+                break
+        raise self._exhausted(candidates, failure)
+
+    async def _relay(
+        self, first: StreamEvent, events: AsyncGenerator[StreamEvent, None], model: ModelConfig
+    ) -> AsyncGenerator[StreamEvent, None]:
+        async with aclosing(events):
+            yield first
+            try:
+                async for event in events:
+                    yield event
+            except GatewayError as error:
+                if error.reason not in _CALLER_FAULTS:
+                    self._breakers[model.provider].failed()
+                raise
+
+    def _exhausted(self, candidates: Sequence[ModelConfig], failure: GatewayError | None) -> GatewayError:
+        """Every candidate failed or was skipped: 502 when retrying cannot help, else 503 with Retry-After."""
+        if failure is not None and not failure.retryable:
+            return failure
+        waits = [self._breakers[model.provider].retry_in() for model in candidates]
+        retry_after = (failure.retry_after if failure else None) or min(waits, default=0.0) or _DEFAULT_RETRY_AFTER
+        detail = (
+            f" The last attempt failed: {failure.message}" if failure else " Every provider is resting after failures."
+        )
+        return GatewayError(
+            Reason.SERVICE_UNAVAILABLE,
+            f"No upstream provider could serve the request now.{detail}",
+            retry_after=retry_after,
+        )

@@ -1,0 +1,48 @@
+"""The shared hot state every call checks and takes from, as async protocols.
+
+Today one process keeps it in memory (limits.RateLimiter, ledger.Ledger,
+budgets.TokenBudgets, directory.Directory); across processes it moves to a
+shared store, behind these same calls. Each check-and-take is atomic: two
+calls racing for the last unit cannot both get it.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from modelway.core.budgets import TokenHold
+from modelway.core.directory import Caller
+from modelway.core.ledger import Reservation
+from modelway.core.limits import LimitRule, LimitState
+
+__all__ = ["CreditLedger", "KeyDirectory", "RateLimits", "TokenBudgetBook"]
+
+
+class RateLimits(Protocol):
+    async def acquire(self, *rules: LimitRule) -> tuple[LimitState, ...]:
+        """Counts one request against every rule, or none of them (GatewayError RATE_LIMITED)."""
+        ...
+
+
+class CreditLedger(Protocol):
+    async def reserve(self, account_id: str, amount: int) -> Reservation:
+        """Holds `amount` micro-credits back (GatewayError INSUFFICIENT_CREDITS when short)."""
+        ...
+
+    async def settle(self, reservation: Reservation, cost: int) -> int:
+        """Releases the hold and charges the real cost, never beyond the balance; returns the charge."""
+        ...
+
+
+class TokenBudgetBook(Protocol):
+    async def hold(self, key_id: str, budget: int, worst_case: int) -> TokenHold:
+        """Holds a call's worst case against the key's day (GatewayError BUDGET_EXCEEDED when spent)."""
+        ...
+
+    async def settle(self, hold: TokenHold, used: int) -> None: ...
+
+
+class KeyDirectory(Protocol):
+    async def authenticate(self, secret: str) -> Caller:
+        """The caller a secret belongs to (GatewayError 401 reasons otherwise)."""
+        ...

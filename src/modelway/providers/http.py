@@ -1,0 +1,120 @@
+"""The shared HTTP transport: the process's one aiohttp session, failure mapping, and the HTTP provider.
+
+`HttpProvider` is every upstream that is not built in: it sends what its
+translator asks for, feeds back what arrives (one JSON body, or SSE events
+through the one SSE reader), and turns every transport failure into a
+GatewayError the router understands (`upstream_failures`). Leaving the
+response early (the caller went away, or an error) closes the upstream
+connection, so the upstream stops generating at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncGenerator, Iterator
+
+import aiohttp
+
+from modelway.config import ProviderConfig
+from modelway.core.types import ChatRequest, StreamEvent
+from modelway.errors import GatewayError, Reason
+from modelway.providers.base import TranslatorFactory, Upstream
+from modelway.providers.sse import SseDecoder
+
+__all__ = ["HttpProvider", "Transport", "upstream_failures"]
+
+# An error body is read for its message, never without bound.
+_MAX_ERROR_BODY = 64 * 1024
+
+
+class Transport:
+    """Owns the one ClientSession: a sized connection pool with keep-alive, opened and closed by the app."""
+
+    def __init__(self, *, pool_size: int = 256, per_host: int = 128) -> None:
+        self._pool_size = pool_size
+        self._per_host = per_host
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("the transport is not started")
+        return self._session
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=self._pool_size, limit_per_host=self._per_host, keepalive_timeout=30)
+        # No cookies: upstream APIs are stateless, and one caller's cookie must never reach another's call.
+        self._session = aiohttp.ClientSession(
+            connector=connector, cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=True
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def idle_connections(self) -> int:
+        connector = self.session.connector
+        return 0 if connector is None else sum(len(conns) for conns in connector._conns.values())
+
+
+@contextlib.contextmanager
+def upstream_failures(provider: str) -> Iterator[None]:
+    """aiohttp and timeout failures as GatewayErrors; all may pass on another attempt."""
+    try:
+        yield
+    except TimeoutError as exc:
+        raise GatewayError(
+            Reason.UPSTREAM_TIMEOUT, f"The upstream provider {provider} timed out.", retryable=True
+        ) from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise GatewayError(
+            Reason.PROVIDER_ERROR, f"Could not connect to the upstream provider {provider}.", retryable=True
+        ) from exc
+    except (aiohttp.ClientError, ConnectionError) as exc:
+        raise GatewayError(
+            Reason.PROVIDER_ERROR, f"The connection to the upstream provider {provider} failed.", retryable=True
+        ) from exc
+
+
+class HttpProvider:
+    """A ChatProvider over HTTP: one wire format (the translator kind) at one base URL."""
+
+    def __init__(self, config: ProviderConfig, translator: TranslatorFactory, transport: Transport) -> None:
+        self._config = config
+        self._translator = translator
+        self._transport = transport
+
+    async def stream_chat(
+        self, request: ChatRequest, upstream_model: str, *, timeout: float
+    ) -> AsyncGenerator[StreamEvent, None]:
+        config = self._config
+        upstream = Upstream(config.base_url, upstream_model, config.api_key, config.headers)
+        translator = self._translator(request, upstream)
+        http = translator.request()
+        limits = aiohttp.ClientTimeout(
+            total=max(0.001, min(config.timeout_seconds, timeout)),
+            sock_connect=config.connect_timeout_seconds,
+            sock_read=config.first_byte_timeout_seconds,
+        )
+        with upstream_failures(config.name):
+            async with self._transport.session.post(
+                http.url, data=http.body, headers=dict(http.headers), timeout=limits, allow_redirects=False
+            ) as response:
+                if response.status >= 400:
+                    body = await response.content.read(_MAX_ERROR_BODY)
+                    raise translator.error(response.status, response.headers, body)
+                if not http.streaming:
+                    for event in translator.json_body(await response.read()):
+                        yield event
+                    return
+                decoder = SseDecoder()
+                async for chunk in response.content.iter_any():
+                    for sse in decoder.feed(chunk):
+                        for event in translator.sse_event(sse):
+                            yield event
+                for sse in decoder.close():
+                    for event in translator.sse_event(sse):
+                        yield event
+                for event in translator.end():
+                    yield event

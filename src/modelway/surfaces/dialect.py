@@ -1,0 +1,90 @@
+"""What a REST dialect supplies, and the one helper that streams any chat call to an HTTP client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+from typing import Protocol
+
+from google.api import httpbody_pb2
+
+from modelway.core.pipeline import CallInfo, ChatRun, Completion, Pipeline
+from modelway.core.types import ChatRequest, StreamEvent
+from modelway.errors import GatewayError, as_gateway_error
+
+__all__ = ["Dialect", "StreamWriter", "respond"]
+
+
+class StreamWriter(Protocol):
+    """One stream's frames; holds what the dialect needs to remember between events."""
+
+    def event(self, event: StreamEvent) -> bytes:
+        """The frame(s) for one event; b"" when the dialect shows nothing for it."""
+        ...
+
+    def error(self, error: GatewayError) -> bytes:
+        """A failure after the stream began, in the dialect's in-stream form."""
+        ...
+
+    def end(self) -> bytes:
+        """The dialect's terminator (b"" when it has none)."""
+        ...
+
+
+class Dialect(Protocol):
+    """A REST API's words: its name in usage rows, its statuses and bodies, its stream frames."""
+
+    @property
+    def name(self) -> str: ...
+
+    def status(self, error: GatewayError) -> int: ...
+
+    def error_response(self, error: GatewayError) -> tuple[int, bytes]:
+        """The HTTP status and body of an error answered before any output."""
+        ...
+
+    def completion(self, run: ChatRun, completion: Completion) -> bytes:
+        """The JSON body of a whole answer."""
+        ...
+
+    def stream(self, run: ChatRun) -> StreamWriter: ...
+
+
+_JSON = "application/json"
+_SSE = "text/event-stream"
+
+
+async def respond(
+    pipeline: Pipeline, call: CallInfo, dialect: Dialect, parse: Callable[[], ChatRequest]
+) -> AsyncIterator[httpbody_pb2.HttpBody]:
+    """Runs one chat call and yields its HTTP body: one JSON message, or SSE frames.
+
+    The first event is pulled before anything is answered, so a failure
+    before any output is a real HTTP error (raised to the RPC wrapper). After
+    it, a failure is written into the stream in the dialect's form, the
+    stream still ends with the dialect's terminator, and the call is recorded
+    as failed with what was delivered.
+    """
+    async with pipeline.chat(call, dialect, parse) as run:
+        if not run.request.stream:
+            completion = await run.complete()
+            yield httpbody_pb2.HttpBody(content_type=_JSON, data=dialect.completion(run, completion))
+            return
+        async with aclosing(run.events()) as events:
+            first = await anext(events)
+            # Made after the first event: by then the router knows which model answers.
+            writer = dialect.stream(run)
+            frame = writer.event(first)
+            yield httpbody_pb2.HttpBody(content_type=_SSE, data=frame)
+            try:
+                async for event in events:
+                    frame = writer.event(event)
+                    if frame:
+                        yield httpbody_pb2.HttpBody(content_type=_SSE, data=frame)
+            except Exception as exc:
+                error = as_gateway_error(exc)
+                run.fail(error)
+                yield httpbody_pb2.HttpBody(content_type=_SSE, data=writer.error(error))
+        terminator = writer.end()
+        if terminator:
+            yield httpbody_pb2.HttpBody(content_type=_SSE, data=terminator)
