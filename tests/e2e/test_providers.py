@@ -114,6 +114,7 @@ fast = ["gemini"]
 smart = ["claude"]
 reason = ["gpt"]
 auto = ["fast", "smart", "reason"]
+claude-first = ["claude", "gpt"]
 """
 
 KIND_MODELS = ("gpt", "claude", "gemini")
@@ -364,6 +365,30 @@ def test_failing_model_falls_back_in_order_and_the_answer_names_the_fallback(ups
     assert len(upstreams.backup.requests) == 1
     row = usage_row(upstreams.stack.db_path, request_id)
     assert (row["model"], row["provider"], row["status"]) == ("gpt-backup", "oai-backup", 200)
+
+
+def test_candidate_that_cannot_express_the_request_passes_to_the_next(upstreams: Upstreams) -> None:
+    status, _, body = post_chat(
+        upstreams.stack, {"model": "claude-first", "n": 2, "messages": [{"role": "user", "content": "two"}]}
+    )
+    assert status == 200, body
+    answer = json.loads(body)
+    assert answer["model"] == "gpt"
+    assert [c["message"]["content"] for c in answer["choices"]] == ["Echo: two", "Echo: two"]
+    assert not upstreams.anthropic.requests
+
+
+def test_when_every_candidate_fails_the_row_names_the_last_one_tried(upstreams: Upstreams) -> None:
+    down = Json(fake_openai.error_json("down", "server_error"), status=500)
+    upstreams.openai.script(down, down)
+    upstreams.backup.script(down, down)
+    request_id = f"allfail-{uuid.uuid4()}"
+    status, headers, _ = post_chat(
+        upstreams.stack, {"model": "gpt-flaky", "messages": [{"role": "user", "content": "x"}]}, request_id
+    )
+    assert status == 503 and "retry-after" in headers
+    row = usage_row(upstreams.stack.db_path, request_id)
+    assert (row["model"], row["provider"], row["status"], row["cost"]) == ("gpt-backup", "oai-backup", 503, 0)
 
 
 def test_provider_order_preference_tries_that_provider_first(upstreams: Upstreams) -> None:

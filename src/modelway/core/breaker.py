@@ -53,15 +53,18 @@ class Breaker:
         self.failures, self.opened_at, self.probing = 0, None, False
         self.latency = first_byte_seconds if not self.latency else 0.8 * self.latency + 0.2 * first_byte_seconds
 
-    def failed(self) -> None:
+    def failed(self, probe: bool = False) -> None:
+        """An attempt failed; `probe` says whether it was the half-open probe."""
         self.failures += 1
-        if self.probing or self.failures >= self.threshold:
+        if probe or self.failures >= self.threshold:
             self.opened_at = self.clock.monotonic()
-        self.probing = False
+        if probe:
+            self.probing = False
 
-    def released(self) -> None:
+    def released(self, probe: bool = False) -> None:
         """An attempt that ended for the caller's reasons (cancelled, its own bad request) proves nothing."""
-        self.probing = False
+        if probe:
+            self.probing = False
 
 
 class Breakers:

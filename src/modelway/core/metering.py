@@ -71,7 +71,8 @@ class CallMeter:
             raise
         self._hold = hold
 
-    def answered_by(self, model: ModelConfig) -> None:
+    def attempting(self, model: ModelConfig) -> None:
+        """The router is trying this model: the row names it, and it prices the call, if it answers."""
         self.model = model
 
     def fail(self, error: GatewayError) -> None:

@@ -22,7 +22,7 @@ from modelway.core.access import Gate
 from modelway.core.clock import Clock
 from modelway.core.metering import CallMeter, Metering
 from modelway.core.router import Router
-from modelway.core.routing import Resolver
+from modelway.core.routing import Resolver, output_cap
 from modelway.core.tokens import count_message_tokens, count_tokens
 from modelway.core.types import ChatRequest, ChoiceDelta, FinishReason, StreamEvent, ToolCall, Usage
 from modelway.errors import GatewayError, Reason
@@ -121,7 +121,7 @@ class ChatRun:
 
     @property
     def model(self) -> str:
-        """The catalog id of the model that answered (the first candidate until one has)."""
+        """The catalog id of the model that answers (the last one tried, once the first event is out)."""
         return self._meter.model.id if self._meter.model else self._candidates[0].id
 
     def fail(self, error: GatewayError) -> None:
@@ -132,12 +132,15 @@ class ChatRun:
         """Deltas in order, then exactly one Usage: the upstream's counts when it gave them."""
         meter = self._meter
         reported: Usage | None = None
-        events = self._router.stream(self.request, self._candidates, meter.answered_by)
+        events = self._router.stream(self.request, self._candidates, meter.attempting)
         async with aclosing(events):
             async for event in events:
                 if isinstance(event, Usage):
-                    reported = event
-                    meter.prompt_tokens, meter.completion_tokens = event.prompt_tokens, event.completion_tokens
+                    # The upstream's counts are the truth; one it left out (0) keeps ours.
+                    reported = Usage(
+                        event.prompt_tokens or meter.prompt_tokens, event.completion_tokens or meter.completion_tokens
+                    )
+                    meter.prompt_tokens, meter.completion_tokens = reported.prompt_tokens, reported.completion_tokens
                     continue
                 # Counted as it passes, so a stream cut short is metered for what was delivered.
                 meter.completion_tokens += _delta_tokens(event)
@@ -198,29 +201,27 @@ class Pipeline:
             worst_tokens, worst_cost = 0, 0
             for model in candidates:
                 prompt = prompt_tokens + (count_tokens(model.system_prompt) if model.system_prompt else 0)
-                completion = _cap(request, model) * request.n
+                completion = output_cap(request, model) * request.n
                 worst_tokens = max(worst_tokens, prompt + completion)
                 worst_cost = max(worst_cost, model.cost(prompt, completion))
             await meter.admit(caller, candidates[0], prompt_tokens, worst_tokens, worst_cost)
             yield ChatRun(request, candidates, self._router, meter, int(self._clock.now()))
 
 
-def _cap(request: ChatRequest, model: ModelConfig) -> int:
-    return model.max_output_tokens if request.max_tokens is None else min(request.max_tokens, model.max_output_tokens)
-
-
 def _fitting(request: ChatRequest, candidates: tuple[ModelConfig, ...], prompt_tokens: int) -> tuple[ModelConfig, ...]:
     """The candidates whose context window holds the prompt and the asked-for completion."""
 
     def needed(model: ModelConfig) -> int:
-        return prompt_tokens + (_cap(request, model) if request.max_tokens is not None else 0)
+        return prompt_tokens + (output_cap(request, model) if request.max_tokens is not None else 0)
 
     fitting = tuple(m for m in candidates if m.context_length is None or needed(m) <= m.context_length)
     if fitting:
         return fitting
     first = candidates[0]
     asked = (
-        f" ({prompt_tokens} in the messages, {_cap(request, first)} in the completion)" if request.max_tokens else ""
+        f" ({prompt_tokens} in the messages, {output_cap(request, first)} in the completion)"
+        if request.max_tokens
+        else ""
     )
     raise GatewayError(
         Reason.CONTEXT_LENGTH_EXCEEDED,

@@ -28,7 +28,7 @@ from modelway.providers.registry import ProviderRegistry
 __all__ = ["Router"]
 
 # What the caller did wrong, not the upstream: no retry, no fallback, no breaker failure.
-_CALLER_FAULTS = frozenset({Reason.UPSTREAM_REJECTED, Reason.CONTEXT_LENGTH_EXCEEDED, Reason.INVALID_VALUE})
+_CALLER_FAULTS = frozenset({Reason.UPSTREAM_REJECTED, Reason.CONTEXT_LENGTH_EXCEEDED})
 # Retry-After when nothing better is known.
 _DEFAULT_RETRY_AFTER = 5.0
 
@@ -61,18 +61,25 @@ class Router:
         return delay
 
     async def stream(
-        self, request: ChatRequest, candidates: Sequence[ModelConfig], on_answer: Callable[[ModelConfig], None]
+        self,
+        request: ChatRequest,
+        candidates: Sequence[ModelConfig],
+        on_attempt: Callable[[ModelConfig], None],
     ) -> AsyncGenerator[StreamEvent, None]:
-        """The events of the first candidate that answers; `on_answer` learns which one before the first event."""
+        """The events of the first candidate that answers; `on_attempt` learns of each model tried,
+        so the last one it heard of before the first event is the one that answers."""
         deadline = self._clock.monotonic() + self._config.deadline_seconds
         failure: GatewayError | None = None
+        unsupported: GatewayError | None = None
         for model in candidates:
             breaker = self._breakers[model.provider]
             provider = self._providers.get(model.provider)
             attempt = 0
             while True:
+                probe = breaker.state != "closed"
                 if not breaker.allow():
                     break
+                on_attempt(model)
                 started = self._clock.monotonic()
                 events = provider.stream_chat(prepare(request, model), model.upstream_name, timeout=deadline - started)
                 try:
@@ -87,20 +94,31 @@ class Router:
                 except GatewayError as exc:
                     first, error = None, exc
                 except BaseException:
-                    breaker.released()
+                    breaker.released(probe)
                     await events.aclose()
                     raise
                 if first is not None:
                     breaker.succeeded(self._clock.monotonic() - started)
-                    on_answer(model)
-                    async for event in self._relay(first, events, model):
-                        yield event
+                    async with aclosing(events):
+                        yield first
+                        try:
+                            async for event in events:
+                                yield event
+                        except GatewayError as broken:
+                            if broken.reason not in _CALLER_FAULTS:
+                                breaker.failed(probe)
+                            raise
                     return
                 await events.aclose()
+                if error.reason == Reason.INVALID_VALUE:
+                    # This wire format cannot express the request (n > 1 to Anthropic, ...): another may.
+                    breaker.released(probe)
+                    unsupported = unsupported or error
+                    break
                 if error.reason in _CALLER_FAULTS:
-                    breaker.released()
+                    breaker.released(probe)
                     raise error
-                breaker.failed()
+                breaker.failed(probe)
                 failure = error
                 if not error.retryable or attempt >= self._config.retries:
                     break
@@ -111,20 +129,9 @@ class Router:
                 attempt += 1
             if self._clock.monotonic() >= deadline:
                 break
+        if failure is None and unsupported is not None:
+            raise unsupported
         raise self._exhausted(candidates, failure)
-
-    async def _relay(
-        self, first: StreamEvent, events: AsyncGenerator[StreamEvent, None], model: ModelConfig
-    ) -> AsyncGenerator[StreamEvent, None]:
-        async with aclosing(events):
-            yield first
-            try:
-                async for event in events:
-                    yield event
-            except GatewayError as error:
-                if error.reason not in _CALLER_FAULTS:
-                    self._breakers[model.provider].failed()
-                raise
 
     def _exhausted(self, candidates: Sequence[ModelConfig], failure: GatewayError | None) -> GatewayError:
         """Every candidate failed or was skipped: 502 when retrying cannot help, else 503 with Retry-After."""

@@ -18,7 +18,7 @@ from modelway.core.tokens import count_message_tokens
 from modelway.core.types import ChatRequest, Message, TextPart
 from modelway.errors import GatewayError, Reason
 
-__all__ = ["AUTO", "Resolver", "classify", "prepare"]
+__all__ = ["AUTO", "Resolver", "classify", "output_cap", "prepare"]
 
 AUTO = "auto"
 SIMPLE, COMPLEX, REASONING = 0, 1, 2
@@ -48,10 +48,14 @@ def classify(request: ChatRequest) -> int:
     return SIMPLE
 
 
+def output_cap(request: ChatRequest, model: ModelConfig) -> int:
+    """The most tokens one choice may produce: what the caller asked, within the model's cap."""
+    return model.max_output_tokens if request.max_tokens is None else min(request.max_tokens, model.max_output_tokens)
+
+
 def prepare(request: ChatRequest, model: ModelConfig) -> ChatRequest:
     """The request as one model receives it: max_tokens capped by the model, its system prompt added."""
-    cap = model.max_output_tokens if request.max_tokens is None else min(request.max_tokens, model.max_output_tokens)
-    request = replace(request, max_tokens=cap)
+    request = replace(request, max_tokens=output_cap(request, model))
     if not model.system_prompt:
         return request
     messages = list(request.messages)

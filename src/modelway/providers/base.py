@@ -66,8 +66,8 @@ class HttpRequest:
     """One upstream HTTP call (always a POST of a JSON body)."""
 
     url: str
-    headers: Mapping[str, str]
-    body: bytes
+    headers: Mapping[str, str] = field(repr=False)  # carries the upstream secret
+    body: bytes = field(repr=False)
     streaming: bool  # the answer is an SSE stream, not one JSON body
 
 
@@ -126,7 +126,10 @@ def status_error(
     """
     text = message.strip() or f"HTTP {status}"
     retry_after = retry_after_seconds(headers)
-    if status in (400, 404, 413, 422):
+    if status == 404:
+        # A wrong upstream_model or base_url: the operator's to fix; another provider may serve.
+        return GatewayError(Reason.PROVIDER_ERROR, f"The upstream provider does not know this model or path: {text}")
+    if status in (400, 413, 422):
         reason = Reason.CONTEXT_LENGTH_EXCEEDED if context_length else Reason.UPSTREAM_REJECTED
         return GatewayError(reason, text, param="messages" if context_length else None)
     if status in (401, 403):
@@ -137,6 +140,13 @@ def status_error(
         return GatewayError(
             Reason.UPSTREAM_OVERLOADED,
             f"The upstream provider is rate limiting: {text}",
+            retry_after=retry_after,
+            retryable=True,
+        )
+    if status == 529:
+        return GatewayError(
+            Reason.UPSTREAM_OVERLOADED,
+            f"The upstream provider is overloaded: {text}",
             retry_after=retry_after,
             retryable=True,
         )

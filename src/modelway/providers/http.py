@@ -53,10 +53,6 @@ class Transport:
             await self._session.close()
             self._session = None
 
-    def idle_connections(self) -> int:
-        connector = self.session.connector
-        return 0 if connector is None else sum(len(conns) for conns in connector._conns.values())
-
 
 @contextlib.contextmanager
 def upstream_failures(provider: str) -> Iterator[None]:
@@ -75,6 +71,16 @@ def upstream_failures(provider: str) -> Iterator[None]:
         raise GatewayError(
             Reason.PROVIDER_ERROR, f"The connection to the upstream provider {provider} failed.", retryable=True
         ) from exc
+
+
+async def _error_body(response: aiohttp.ClientResponse) -> bytes:
+    """The error body up to its end, or the first _MAX_ERROR_BODY bytes of it."""
+    body = b""
+    async for chunk in response.content.iter_any():
+        body += chunk
+        if len(body) >= _MAX_ERROR_BODY:
+            return body[:_MAX_ERROR_BODY]
+    return body
 
 
 class HttpProvider:
@@ -102,8 +108,7 @@ class HttpProvider:
                 http.url, data=http.body, headers=dict(http.headers), timeout=limits, allow_redirects=False
             ) as response:
                 if response.status >= 400:
-                    body = await response.content.read(_MAX_ERROR_BODY)
-                    raise translator.error(response.status, response.headers, body)
+                    raise translator.error(response.status, response.headers, await _error_body(response))
                 if not http.streaming:
                     for event in translator.json_body(await response.read()):
                         yield event

@@ -98,7 +98,7 @@ def test_probe_failure_reopens_for_a_full_cooldown() -> None:
     b, clock = opened(threshold=3, cooldown=30)
     clock.at += 45
     assert b.allow()
-    b.failed()
+    b.failed(probe=True)
     assert (b.state, b.opened_at, b.probing) == ("open", 1045.0, False)
     assert not b.allow()
     assert b.retry_in() == 30.0
@@ -113,7 +113,7 @@ def test_a_probe_failure_reopens_even_below_the_threshold() -> None:
     b = Breaker(3, 10.0, clock, failures=0, opened_at=clock.monotonic() - 10)
     assert b.state == "half_open"
     assert b.allow()
-    b.failed()  # one failure of three, but it was the probe
+    b.failed(probe=True)  # one failure of three, but it was the probe
     assert (b.state, b.failures, b.opened_at) == ("open", 1, 1000.0)
 
 
@@ -122,7 +122,7 @@ def test_released_frees_the_probe() -> None:
     clock.at += 30
     assert b.allow()
     assert not b.allow()
-    b.released()  # the probe ended for the caller's reasons: it proved nothing
+    b.released(probe=True)  # the probe ended for the caller's reasons: it proved nothing
     assert (b.state, b.probing) == ("half_open", False)
     assert b.allow() is True  # another probe may go
     assert not b.allow()

@@ -380,7 +380,7 @@ def test_json_round_trip_through_the_fake() -> None:
 def test_json_error_inside_a_200_body() -> None:
     with pytest.raises(GatewayError) as caught:
         translator().json_body(orjson.dumps(fake.error_json("overloaded_error", "Overloaded")))
-    assert caught.value.reason is Reason.PROVIDER_ERROR
+    assert caught.value.reason is Reason.UPSTREAM_OVERLOADED
     assert caught.value.retryable is True
 
 
@@ -564,7 +564,7 @@ def test_stream_error_event_overloaded_is_retryable() -> None:
     t.sse_event(TEXT_STREAM[0])
     with pytest.raises(GatewayError) as caught:
         t.sse_event(sse("error", '{"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}'))
-    assert caught.value.reason is Reason.PROVIDER_ERROR
+    assert caught.value.reason is Reason.UPSTREAM_OVERLOADED
     assert caught.value.retryable is True
     assert "Overloaded" in caught.value.message
 
@@ -660,12 +660,18 @@ def test_error_429_with_retry_after() -> None:
     assert "Number of request tokens" in error.message
 
 
-@pytest.mark.parametrize(("status", "kind"), [(500, "api_error"), (529, "overloaded_error")])
-def test_error_5xx_is_retryable(status: int, kind: str) -> None:
+@pytest.mark.parametrize(
+    ("status", "kind", "reason", "message"),
+    [
+        (500, "api_error", Reason.PROVIDER_ERROR, "The upstream provider failed (500): Overloaded"),
+        (529, "overloaded_error", Reason.UPSTREAM_OVERLOADED, "The upstream provider is overloaded: Overloaded"),
+    ],
+)
+def test_error_5xx_is_retryable(status: int, kind: str, reason: Reason, message: str) -> None:
     error = translator().error(status, {}, error_body(kind, "Overloaded"))
-    assert error.reason is Reason.PROVIDER_ERROR
+    assert error.reason is reason
     assert error.retryable is True
-    assert error.message == f"The upstream provider failed ({status}): Overloaded"
+    assert error.message == message
 
 
 def test_error_non_json_body() -> None:

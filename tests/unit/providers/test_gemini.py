@@ -674,7 +674,8 @@ def test_error_429_with_retry_info_detail() -> None:
 @pytest.mark.parametrize("status", [500, 503, 529])
 def test_error_server_side(status: int) -> None:
     error = translator().error(status, {}, error_body(status, "The model is overloaded.", "UNAVAILABLE"))
-    assert (error.reason, error.retryable) == (Reason.PROVIDER_ERROR, True)
+    expected = Reason.UPSTREAM_OVERLOADED if status == 529 else Reason.PROVIDER_ERROR
+    assert (error.reason, error.retryable) == (expected, True)
     assert "The model is overloaded." in error.message
 
 

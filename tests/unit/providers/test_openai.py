@@ -699,7 +699,8 @@ def test_error_5xx_is_retryable(status: int) -> None:
     error = translator().error(
         status, {}, error_body("The server had an error while processing your request.", "server_error")
     )
-    assert error.reason is Reason.PROVIDER_ERROR and error.retryable
+    assert error.reason is (Reason.UPSTREAM_OVERLOADED if status == 529 else Reason.PROVIDER_ERROR)
+    assert error.retryable
     assert "The server had an error while processing your request." in error.message
 
 
