@@ -209,6 +209,9 @@ class OpenAITranslator:
         return self._last_call.get(choice, position)
 
 
+_REASONING_MODEL = re.compile(r"^(?:openai/)?(?:o\d|gpt-5)")
+
+
 def chat_request_to_openai(request: ChatRequest, model: str) -> dict[str, Any]:
     """The JSON body of POST /chat/completions: pass-through fields first, then every canonical one that is set."""
     body: dict[str, Any] = dict(request.extra)
@@ -221,8 +224,10 @@ def chat_request_to_openai(request: ChatRequest, model: str) -> dict[str, Any]:
     else:
         body.pop("stream", None)
         body.pop("stream_options", None)
+    # OpenAI's reasoning models refuse the deprecated max_tokens; other compatible servers know only it.
+    cap_field = "max_completion_tokens" if _REASONING_MODEL.match(model) else "max_tokens"
     optional: dict[str, Any] = {
-        "max_tokens": request.max_tokens,
+        cap_field: request.max_tokens,
         "temperature": request.temperature,
         "top_p": request.top_p,
         "n": request.n if request.n != 1 else None,

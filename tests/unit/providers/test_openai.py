@@ -754,3 +754,18 @@ def test_fake_default_streams_a_tool_call() -> None:
     ]
     assert isinstance(events[3], Usage)
     assert fake.sse_bytes(["[DONE]"]) == b"data: [DONE]\n\n"
+
+
+@pytest.mark.parametrize(
+    ("model", "field", "absent"),
+    [
+        ("o3-mini", "max_completion_tokens", "max_tokens"),
+        ("openai/gpt-5", "max_completion_tokens", "max_tokens"),
+        ("gpt-4o", "max_tokens", "max_completion_tokens"),
+    ],
+)
+def test_reasoning_models_get_max_completion_tokens(model: str, field: str, absent: str) -> None:
+    request = ChatRequest(model="m", messages=(Message(role="user", content=(TextPart("hi"),)),), max_tokens=50)
+    body = orjson.loads(OpenAITranslator(request, Upstream("http://u/v1", model)).request().body)
+    assert body[field] == 50
+    assert absent not in body
