@@ -83,22 +83,20 @@ class ReasonInfo:
     grpc_code: grpc.StatusCode
 
 
-def _info(status: int) -> ReasonInfo:
-    codes = {
-        400: grpc.StatusCode.INVALID_ARGUMENT,
-        401: grpc.StatusCode.UNAUTHENTICATED,
-        402: grpc.StatusCode.RESOURCE_EXHAUSTED,
-        403: grpc.StatusCode.PERMISSION_DENIED,
-        404: grpc.StatusCode.NOT_FOUND,
-        429: grpc.StatusCode.RESOURCE_EXHAUSTED,
-        500: grpc.StatusCode.INTERNAL,
-        501: grpc.StatusCode.UNIMPLEMENTED,
-        502: grpc.StatusCode.UNAVAILABLE,
-        503: grpc.StatusCode.UNAVAILABLE,
-        504: grpc.StatusCode.DEADLINE_EXCEEDED,
-    }
-    return ReasonInfo(status, codes[status])
-
+# The gRPC status native callers get for each HTTP status.
+_GRPC_CODES = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    402: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
+    404: grpc.StatusCode.NOT_FOUND,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    500: grpc.StatusCode.INTERNAL,
+    501: grpc.StatusCode.UNIMPLEMENTED,
+    502: grpc.StatusCode.UNAVAILABLE,
+    503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
 
 _STATUS: dict[int, tuple[Reason, ...]] = {
     400: (
@@ -130,7 +128,7 @@ _STATUS: dict[int, tuple[Reason, ...]] = {
 
 # Every reason's HTTP status (the one surfaces start from) and gRPC status.
 REASONS: Mapping[Reason, ReasonInfo] = MappingProxyType(
-    {reason: _info(status) for status, reasons in _STATUS.items() for reason in reasons}
+    {reason: ReasonInfo(status, _GRPC_CODES[status]) for status, reasons in _STATUS.items() for reason in reasons}
 )
 
 

@@ -21,7 +21,7 @@ from modelway.core.types import (
     Usage,
 )
 from modelway.errors import GatewayError, Reason
-from modelway.providers.base import HttpRequest, SseEvent, Upstream, status_error
+from modelway.providers.base import HttpRequest, SseEvent, Upstream, malformed, status_error
 from modelway.providers.helpers import arguments_object, data_url
 
 __all__ = [
@@ -64,12 +64,9 @@ _ERROR_STATUS: Mapping[str, int] = {
 }
 
 _CONTEXT_LENGTH = re.compile(r"prompt is too long|context (?:window|limit|length)", re.IGNORECASE)
-_DATA_URL = re.compile(r"data:(?P<media>[^;,]+)(?P<params>(?:;[^;,]*)*),(?P<data>.*)", re.DOTALL)
 
 # Cached prompt tokens are reported apart from input_tokens; all of them were prompt.
 _PROMPT_FIELDS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
-
-_MALFORMED = "The upstream provider sent a malformed answer"
 
 
 def chat_request_to_anthropic(request: ChatRequest, model: str) -> dict[str, Any]:
@@ -236,15 +233,11 @@ def anthropic_message_to_events(data: Mapping[str, Any]) -> list[StreamEvent]:
     return events
 
 
-def _malformed(what: str) -> GatewayError:
-    return GatewayError(Reason.PROVIDER_ERROR, f"{_MALFORMED} ({what}).", retryable=True)
-
-
 def _loads(raw: bytes | str, what: str) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise _malformed(f"{what} is not JSON") from None
+        raise malformed(f"{what} is not JSON") from None
 
 
 @dataclass(slots=True)
@@ -289,7 +282,7 @@ class AnthropicTranslator:
         try:
             return anthropic_message_to_events(data)
         except (KeyError, TypeError, AttributeError, ValueError):
-            raise _malformed("unexpected message shape") from None
+            raise malformed("unexpected message shape") from None
 
     def sse_event(self, event: SseEvent) -> Sequence[StreamEvent]:
         if not event.data.strip():
@@ -298,7 +291,7 @@ class AnthropicTranslator:
         try:
             return self._anthropic_event_to_chunks(data, event.event)
         except (KeyError, TypeError, AttributeError, ValueError):
-            raise _malformed(f"unexpected {event.event or 'stream'} event shape") from None
+            raise malformed(f"unexpected {event.event or 'stream'} event shape") from None
 
     def end(self) -> Sequence[StreamEvent]:
         if not self._stopped:
@@ -317,7 +310,7 @@ class AnthropicTranslator:
             data = None
         if isinstance(data, dict) and isinstance(data.get("error"), dict):
             message = str(data["error"].get("message") or data["error"].get("type") or message)
-        return status_error(status, message[:2000], headers, context_length=bool(_CONTEXT_LENGTH.search(message)))
+        return status_error(status, message, headers, context_length=bool(_CONTEXT_LENGTH.search(message)))
 
     def _anthropic_event_to_chunks(self, data: Any, name: str) -> list[StreamEvent]:
         kind = data.get("type") or name

@@ -31,6 +31,8 @@ __all__ = [
     "Translator",
     "TranslatorFactory",
     "Upstream",
+    "clip",
+    "malformed",
     "retry_after_seconds",
     "status_error",
 ]
@@ -96,6 +98,24 @@ class Translator(Protocol):
 TranslatorFactory = Callable[[ChatRequest, Upstream], Translator]
 
 
+# An upstream's words are shown to callers, never without bound.
+_MAX_UPSTREAM_TEXT = 1000
+
+
+def clip(text: str) -> str:
+    """An upstream's message, trimmed and cut to a length fit for an error body."""
+    text = text.strip()
+    return text if len(text) <= _MAX_UPSTREAM_TEXT else text[:_MAX_UPSTREAM_TEXT] + "..."
+
+
+def malformed(detail: str = "") -> GatewayError:
+    """An upstream answer that is not what its wire format promises: another attempt may do better."""
+    suffix = f" ({detail})" if detail else ""
+    return GatewayError(
+        Reason.PROVIDER_ERROR, f"The upstream provider sent a malformed answer{suffix}.", retryable=True
+    )
+
+
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     """The upstream's Retry-After (or retry-after-ms) in seconds; None when absent or not a number.
 
@@ -124,7 +144,7 @@ def status_error(
     wrong: the operator's problem, shown as a 502 without the upstream's
     words, and worth trying on another provider but not again on this one.
     """
-    text = message.strip() or f"HTTP {status}"
+    text = clip(message) or f"HTTP {status}"
     retry_after = retry_after_seconds(headers)
     if status == 404:
         # A wrong upstream_model or base_url: the operator's to fix; another provider may serve.
@@ -136,17 +156,11 @@ def status_error(
         return GatewayError(
             Reason.PROVIDER_ERROR, f"The upstream provider refused the gateway's credentials ({status})."
         )
-    if status == 429:
+    if status in (429, 529):
+        what = "rate limiting" if status == 429 else "overloaded"
         return GatewayError(
             Reason.UPSTREAM_OVERLOADED,
-            f"The upstream provider is rate limiting: {text}",
-            retry_after=retry_after,
-            retryable=True,
-        )
-    if status == 529:
-        return GatewayError(
-            Reason.UPSTREAM_OVERLOADED,
-            f"The upstream provider is overloaded: {text}",
+            f"The upstream provider is {what}: {text}",
             retry_after=retry_after,
             retryable=True,
         )

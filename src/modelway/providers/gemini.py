@@ -23,7 +23,7 @@ from modelway.core.types import (
     Usage,
 )
 from modelway.errors import GatewayError, Reason
-from modelway.providers.base import HttpRequest, SseEvent, Upstream, status_error
+from modelway.providers.base import HttpRequest, SseEvent, Upstream, malformed, status_error
 from modelway.providers.helpers import arguments_object, data_url
 
 __all__ = ["GeminiTranslator", "chat_request_to_gemini", "gemini_error_to_gateway", "gemini_model_path"]
@@ -62,7 +62,6 @@ _CONTEXT_WORDS = re.compile(
     r"input token count.*exceeds|exceeds the maximum number of tokens|context (window|length)|too many tokens",
     re.IGNORECASE | re.DOTALL,
 )
-_MALFORMED = "The upstream provider sent a malformed answer"
 
 
 class GeminiTranslator:
@@ -118,7 +117,7 @@ class GeminiTranslator:
     def _chunk_events(self, chunk: Any) -> list[StreamEvent]:
         """One GenerateContentResponse (a whole answer or a stream chunk) -> deltas; remembers usage."""
         if not isinstance(chunk, dict):
-            raise _malformed("an answer is not a JSON object")
+            raise malformed("an answer is not a JSON object")
         if "error" in chunk:
             raise _embedded_error(chunk["error"])
         try:
@@ -140,7 +139,7 @@ class GeminiTranslator:
                 if (delta := self._candidate_delta(candidate, position, response_id)) is not None
             ]
         except (AttributeError, TypeError, ValueError, KeyError) as exc:
-            raise _malformed(f"unexpected shape ({exc})") from exc
+            raise malformed(f"unexpected shape ({exc})") from exc
 
     def _candidate_delta(self, candidate: Any, position: int, response_id: str) -> ChoiceDelta | None:
         index = int(candidate.get("index", position))
@@ -394,11 +393,7 @@ def _load(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise _malformed("not JSON") from exc
-
-
-def _malformed(detail: str) -> GatewayError:
-    return GatewayError(Reason.PROVIDER_ERROR, f"{_MALFORMED} ({detail}).", retryable=True)
+        raise malformed("not JSON") from exc
 
 
 def _embedded_error(error: Any) -> GatewayError:
@@ -427,7 +422,7 @@ def gemini_error_to_gateway(status: int, headers: Mapping[str, str], body: bytes
         parsed = parsed[0]
     error = parsed.get("error") if isinstance(parsed, dict) else None
     if not isinstance(error, dict):
-        return status_error(status, body.decode(errors="replace")[:500], headers)
+        return status_error(status, body.decode(errors="replace"), headers)
     message = str(error.get("message") or "")
     details = [item for item in error.get("details") or [] if isinstance(item, dict)]
     if any(item.get("reason") == "API_KEY_INVALID" for item in details):

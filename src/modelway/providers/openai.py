@@ -22,7 +22,7 @@ from modelway.core.types import (
     Usage,
 )
 from modelway.errors import GatewayError, Reason
-from modelway.providers.base import HttpRequest, SseEvent, Upstream, status_error
+from modelway.providers.base import HttpRequest, SseEvent, Upstream, clip, malformed, status_error
 
 __all__ = [
     "OpenAITranslator",
@@ -56,7 +56,6 @@ _CONTEXT_LENGTH = re.compile(
 )
 _CALLERS_FAULT_TYPES = frozenset({"invalid_request_error", "invalid_request", "BadRequestError", "not_found_error"})
 _CREDENTIAL_TYPES = frozenset({"authentication_error", "permission_error", "invalid_api_key", "insufficient_quota"})
-_MAX_ERROR_TEXT = 1000
 
 
 class OpenAITranslator:
@@ -91,14 +90,14 @@ class OpenAITranslator:
         _raise_reported_error(answer)
         choices = answer.get("choices")
         if not isinstance(choices, list):
-            raise _malformed()
+            raise malformed("not an OpenAI chat completion")
         try:
             events: list[StreamEvent] = [
                 self._message_to_delta(position, choice) for position, choice in enumerate(choices)
             ]
             usage = _usage(answer.get("usage"))
         except (AttributeError, TypeError, ValueError) as exc:
-            raise _malformed() from exc
+            raise malformed("not an OpenAI chat completion") from exc
         if usage is not None:
             events.append(usage)
         return events
@@ -118,7 +117,7 @@ class OpenAITranslator:
                 self._usage = usage
             deltas = [self._chunk_choice_to_delta(choice) for choice in chunk.get("choices") or ()]
         except (AttributeError, TypeError, ValueError) as exc:
-            raise _malformed() from exc
+            raise malformed("not an OpenAI chat completion") from exc
         return [delta for delta in deltas if delta is not None]
 
     def end(self) -> Sequence[StreamEvent]:
@@ -265,7 +264,7 @@ def openai_error_to_gateway_error(error: Any) -> GatewayError:
     """An error the upstream reported inside a 200 answer (a stream event or a JSON body) as ours."""
     if not isinstance(error, Mapping):
         error = {"message": str(error)}
-    message = _short(str(error.get("message") or "unknown error"))
+    message = clip(str(error.get("message") or "unknown error"))
     kind = str(error.get("type") or "")
     code = error.get("code")
     # OpenRouter and vLLM put an HTTP status in `code`.
@@ -337,18 +336,10 @@ def _parse(data: bytes) -> dict[str, Any]:
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise _malformed() from exc
+        raise malformed("not an OpenAI chat completion") from exc
     if not isinstance(value, dict):
-        raise _malformed()
+        raise malformed("not an OpenAI chat completion")
     return value
-
-
-def _malformed() -> GatewayError:
-    return GatewayError(
-        Reason.PROVIDER_ERROR,
-        "The upstream provider sent a malformed answer that is not an OpenAI chat completion.",
-        retryable=True,
-    )
 
 
 def _raise_reported_error(answer: Mapping[str, Any]) -> None:
@@ -422,23 +413,18 @@ def _error_message(body: bytes) -> tuple[str, Any]:
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return _short(body.decode("utf-8", "replace")), None
+        return clip(body.decode("utf-8", "replace")), None
     if isinstance(value, list) and value:  # Gemini's compatibility layer wraps the error in a list
         value = value[0]
     if not isinstance(value, dict):
-        return _short(body.decode("utf-8", "replace")), None
+        return clip(body.decode("utf-8", "replace")), None
     error = value.get("error", value)
     if isinstance(error, str):
-        return _short(error), value.get("code")
+        return clip(error), value.get("code")
     if isinstance(error, dict):
-        return _short(str(error.get("message") or "")), error.get("code")
+        return clip(str(error.get("message") or "")), error.get("code")
     return "", None
 
 
 def _is_context_length(message: str, code: Any) -> bool:
     return code == "context_length_exceeded" or bool(_CONTEXT_LENGTH.search(message))
-
-
-def _short(text: str) -> str:
-    text = text.strip()
-    return text if len(text) <= _MAX_ERROR_TEXT else text[:_MAX_ERROR_TEXT] + "..."
