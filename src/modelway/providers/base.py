@@ -31,6 +31,7 @@ __all__ = [
     "Translator",
     "TranslatorFactory",
     "Upstream",
+    "account_error",
     "clip",
     "malformed",
     "retry_after_seconds",
@@ -132,18 +133,30 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     return None
 
 
+def account_error(status: int) -> GatewayError:
+    """The upstream refuses the gateway's own account (credentials, billing): the operator's
+    problem, shown without the upstream's words (they may quote the key), worth trying on
+    another provider but not again on this one."""
+    return GatewayError(
+        Reason.PROVIDER_ERROR, f"The upstream provider refused the gateway's credentials or account ({status})."
+    )
+
+
 def status_error(
-    status: int, message: str, headers: Mapping[str, str], *, context_length: bool = False
+    status: int, message: str, headers: Mapping[str, str], *, context_length: bool = False, account: bool = False
 ) -> GatewayError:
     """An upstream's HTTP error answer as ours; `message` is the upstream's own words.
 
-    The caller's fault (400, 404, 413, 422) comes back as 400 with the
-    upstream's message and is never retried; the context window is named as
-    such when the translator recognised it. 429, 408, 409 and 5xx may pass with
-    another attempt. 401/403 mean the gateway's upstream credentials are
-    wrong: the operator's problem, shown as a 502 without the upstream's
-    words, and worth trying on another provider but not again on this one.
+    The caller's fault (400, 413, 422) comes back as 400 with the upstream's
+    message and is never retried; the context window is named as such when
+    the translator recognised it. A 404 means a wrong upstream model or URL:
+    a 502 another provider may fix. 429, 529, 408, 409 and 5xx may pass with
+    another attempt. 401, 402, 403, and whatever the translator recognised as
+    an account problem (`account`: OpenAI's 429 insufficient_quota), are
+    `account_error`s.
     """
+    if account or status in (401, 402, 403):
+        return account_error(status)
     text = clip(message) or f"HTTP {status}"
     retry_after = retry_after_seconds(headers)
     if status == 404:
@@ -152,10 +165,6 @@ def status_error(
     if status in (400, 413, 422):
         reason = Reason.CONTEXT_LENGTH_EXCEEDED if context_length else Reason.UPSTREAM_REJECTED
         return GatewayError(reason, text, param="messages" if context_length else None)
-    if status in (401, 403):
-        return GatewayError(
-            Reason.PROVIDER_ERROR, f"The upstream provider refused the gateway's credentials ({status})."
-        )
     if status in (429, 529):
         what = "rate limiting" if status == 429 else "overloaded"
         return GatewayError(

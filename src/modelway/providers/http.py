@@ -101,7 +101,9 @@ class HttpProvider:
         limits = aiohttp.ClientTimeout(
             total=max(0.001, min(config.timeout_seconds, timeout)),
             sock_connect=config.connect_timeout_seconds,
-            sock_read=config.first_byte_timeout_seconds,
+            # A whole JSON answer arrives only when the model has finished thinking: only the
+            # attempt's total bounds it. A stream must start, and keep, talking.
+            sock_read=config.first_byte_timeout_seconds if http.streaming else None,
         )
         with upstream_failures(config.name):
             async with self._transport.session.post(

@@ -22,7 +22,7 @@ from modelway.core.types import (
     Usage,
 )
 from modelway.errors import GatewayError, Reason
-from modelway.providers.base import HttpRequest, SseEvent, Upstream, clip, malformed, status_error
+from modelway.providers.base import HttpRequest, SseEvent, Upstream, account_error, clip, malformed, status_error
 
 __all__ = [
     "OpenAITranslator",
@@ -129,7 +129,13 @@ class OpenAITranslator:
 
     def error(self, status: int, headers: Mapping[str, str], body: bytes) -> GatewayError:
         message, code = _error_message(body)
-        return status_error(status, message, headers, context_length=_is_context_length(message, code))
+        return status_error(
+            status,
+            message,
+            headers,
+            context_length=_is_context_length(message, code),
+            account=code in _CREDENTIAL_TYPES,
+        )
 
     def _message_to_delta(self, position: int, choice: Any) -> ChoiceDelta:
         index = _index(choice.get("index"), position)
@@ -269,12 +275,13 @@ def openai_error_to_gateway_error(error: Any) -> GatewayError:
     code = error.get("code")
     # OpenRouter and vLLM put an HTTP status in `code`.
     status = code if isinstance(code, int) else 0
+    if kind in _CREDENTIAL_TYPES or code in _CREDENTIAL_TYPES or status in (401, 402, 403):
+        return account_error(status or 200)
     if _is_context_length(message, code):
         return GatewayError(Reason.CONTEXT_LENGTH_EXCEEDED, message, param="messages")
     if kind in _CALLERS_FAULT_TYPES or status in (400, 404, 413, 422):
         return GatewayError(Reason.UPSTREAM_REJECTED, message)
-    retryable = kind not in _CREDENTIAL_TYPES and status not in (401, 402, 403)
-    return GatewayError(Reason.PROVIDER_ERROR, f"The upstream provider failed: {message}", retryable=retryable)
+    return GatewayError(Reason.PROVIDER_ERROR, f"The upstream provider failed: {message}", retryable=True)
 
 
 def _message_to_openai(message: Message) -> dict[str, Any]:

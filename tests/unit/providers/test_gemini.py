@@ -655,7 +655,7 @@ def test_error_401_and_403() -> None:
     for status in (401, 403):
         error = translator().error(status, {}, error_body(status, "denied", "PERMISSION_DENIED"))
         assert error.reason == Reason.PROVIDER_ERROR
-        assert error.message == f"The upstream provider refused the gateway's credentials ({status})."
+        assert error.message == f"The upstream provider refused the gateway's credentials or account ({status})."
 
 
 def test_error_429_with_retry_after_header() -> None:

@@ -769,3 +769,35 @@ def test_reasoning_models_get_max_completion_tokens(model: str, field: str, abse
     body = orjson.loads(OpenAITranslator(request, Upstream("http://u/v1", model)).request().body)
     assert body[field] == 50
     assert absent not in body
+
+
+def test_exhausted_billing_is_the_operators_problem_not_a_rate_limit() -> None:
+    body = orjson.dumps(
+        fake.error_json(
+            "You exceeded your current quota, please check your plan.", "insufficient_quota", code="insufficient_quota"
+        )
+    )
+    error = OpenAITranslator(ChatRequest(model="m", messages=(user("hi"),)), Upstream("http://u/v1", "gpt")).error(
+        429, {"retry-after": "1"}, body
+    )
+    assert (error.reason, error.retryable, error.retry_after) == (Reason.PROVIDER_ERROR, False, None)
+    assert "quota" not in error.message
+
+
+def test_credential_error_inside_a_stream_hides_the_upstreams_words() -> None:
+    translator = OpenAITranslator(
+        ChatRequest(model="m", messages=(user("hi"),), stream=True), Upstream("http://u/v1", "gpt")
+    )
+    event = orjson.dumps(
+        {
+            "error": {
+                "message": "Incorrect API key: sk-ab***cd",
+                "type": "invalid_request_error",
+                "code": "invalid_api_key",
+            }
+        }
+    ).decode()
+    with pytest.raises(GatewayError) as caught:
+        translator.sse_event(SseEvent(event))
+    assert caught.value.reason is Reason.PROVIDER_ERROR and not caught.value.retryable
+    assert "sk-" not in caught.value.message
