@@ -421,11 +421,11 @@ def test_breaker_opens_skips_then_probes_and_closes(upstreams: Upstreams) -> Non
     assert post_chat(upstreams.stack, chat)[0] == 200
 
 
-def test_first_byte_timeout_is_retried_then_503(upstreams: Upstreams) -> None:
-    upstreams.fragile.script(Hang(5), Hang(5))
+def test_stream_first_byte_timeout_is_retried_then_503(upstreams: Upstreams) -> None:
+    upstreams.fragile.script(Hang(2), Hang(2))
     started = time.monotonic()
     status, _, body = post_chat(
-        upstreams.stack, {"model": "gpt-fragile", "messages": [{"role": "user", "content": "x"}]}
+        upstreams.stack, {"model": "gpt-fragile", "stream": True, "messages": [{"role": "user", "content": "x"}]}
     )
     assert status == 503, body
     assert "timed out" in json.loads(body)["error"]["message"]

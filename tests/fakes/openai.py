@@ -177,10 +177,27 @@ def models_json(models: Sequence[str] = MODELS) -> dict[str, Any]:
     }
 
 
+# A 1x1 PNG: the smallest real image an images answer can carry.
+PNG_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+
+
+def images_json(prompt: str, *, n: int = 1, response_format: str = "url") -> dict[str, Any]:
+    """An Images API answer as OpenAI documents it: `created` and one `data` item per image."""
+    item: dict[str, Any] = (
+        {"b64_json": PNG_B64} if response_format == "b64_json" else {"url": "https://images.example/img-1.png"}
+    )
+    return {"created": CREATED, "data": [{**item, "revised_prompt": f"A picture of {prompt}"} for _ in range(n)]}
+
+
 def default(received: Received) -> Reply:
     """Answers like OpenAI: "Echo: <last user text>", or a call of the first tool when the text says "tool"."""
     if received.method == "GET" and received.path.rstrip("/").endswith("/models"):
         return Json(models_json())
+    if received.method == "POST" and received.path.rstrip("/").endswith("/images/generations"):
+        body = received.json
+        return Json(
+            images_json(body["prompt"], n=body.get("n") or 1, response_format=body.get("response_format", "url"))
+        )
     if received.method != "POST" or not received.path.rstrip("/").endswith("/chat/completions"):
         return Json(error_json(f"Invalid URL ({received.method} {received.path})"), status=404)
     try:

@@ -11,7 +11,9 @@ __all__ = [
     "ChoiceDelta",
     "ContentPart",
     "FunctionTool",
+    "GeneratedImage",
     "ImagePart",
+    "ImageRequest",
     "Message",
     "ResponseFormat",
     "RoutingPreferences",
@@ -170,3 +172,28 @@ class Usage:
 
 # A provider's stream: deltas in order, then exactly one Usage at the end.
 StreamEvent = ChoiceDelta | Usage
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRequest:
+    """A validated image generation request. Surfaces build it; providers read it."""
+
+    model: str
+    prompt: str
+    n: int = 1
+    size: str = "1024x1024"
+    quality: str = "standard"
+    response_format: Literal["url", "b64_json"] = "url"
+    style: str = ""
+    user: str = ""
+    # As ChatRequest.extra: what an OpenAI-compatible upstream receives unchanged.
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratedImage:
+    """One image: a URL or base64 PNG data (whichever was asked for), and the prompt as the model read it."""
+
+    url: str = ""
+    b64_json: str = ""
+    revised_prompt: str = ""

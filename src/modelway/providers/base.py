@@ -21,12 +21,14 @@ from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from modelway.core.types import ChatRequest, StreamEvent
+from modelway.core.types import ChatRequest, GeneratedImage, ImageRequest, StreamEvent
 from modelway.errors import GatewayError, Reason
 
 __all__ = [
     "ChatProvider",
     "HttpRequest",
+    "ImageTranslator",
+    "ImageTranslatorFactory",
     "SseEvent",
     "Translator",
     "TranslatorFactory",
@@ -97,6 +99,19 @@ class Translator(Protocol):
 
 # A translator kind: builds the translator for one request to one upstream.
 TranslatorFactory = Callable[[ChatRequest, Upstream], Translator]
+
+
+class ImageTranslator(Protocol):
+    """An image generation request out, the images (or an error) in; one JSON answer, no stream."""
+
+    def request(self) -> HttpRequest: ...
+
+    def json_body(self, body: bytes) -> tuple[GeneratedImage, ...]: ...
+
+    def error(self, status: int, headers: Mapping[str, str], body: bytes) -> GatewayError: ...
+
+
+ImageTranslatorFactory = Callable[[ImageRequest, Upstream], ImageTranslator]
 
 
 # An upstream's words are shown to callers, never without bound.

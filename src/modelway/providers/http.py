@@ -11,18 +11,20 @@ connection, so the upstream stops generating at once.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 
 import aiohttp
 
 from modelway.config import ProviderConfig
-from modelway.core.types import ChatRequest, StreamEvent
+from modelway.core.types import ChatRequest, GeneratedImage, ImageRequest, StreamEvent
 from modelway.errors import GatewayError, Reason
-from modelway.providers.base import TranslatorFactory, Upstream
+from modelway.providers.base import HttpRequest, ImageTranslatorFactory, TranslatorFactory, Upstream
 from modelway.providers.sse import SseDecoder
 
 __all__ = ["HttpProvider", "Transport", "upstream_failures"]
 
+# An upstream error answer (status, headers, body) as ours: each translator's `error`.
+ErrorTranslator = Callable[[int, Mapping[str, str], bytes], GatewayError]
 # An error body is read for its message, never without bound.
 _MAX_ERROR_BODY = 64 * 1024
 
@@ -84,20 +86,31 @@ async def _error_body(response: aiohttp.ClientResponse) -> bytes:
 
 
 class HttpProvider:
-    """A ChatProvider over HTTP: one wire format (the translator kind) at one base URL."""
+    """A provider over HTTP: one wire format (the translator kinds) at one base URL."""
 
-    def __init__(self, config: ProviderConfig, translator: TranslatorFactory, transport: Transport) -> None:
+    def __init__(
+        self,
+        config: ProviderConfig,
+        translator: TranslatorFactory,
+        transport: Transport,
+        images: ImageTranslatorFactory | None = None,
+    ) -> None:
         self._config = config
         self._translator = translator
+        self._images = images
         self._transport = transport
 
-    async def stream_chat(
-        self, request: ChatRequest, upstream_model: str, *, timeout: float
-    ) -> AsyncGenerator[StreamEvent, None]:
+    def _upstream(self, model: str) -> Upstream:
         config = self._config
-        upstream = Upstream(config.base_url, upstream_model, config.api_key, config.headers)
-        translator = self._translator(request, upstream)
-        http = translator.request()
+        return Upstream(config.base_url, model, config.api_key, config.headers)
+
+    @contextlib.asynccontextmanager
+    async def _post(
+        self, http: HttpRequest, error: ErrorTranslator, timeout: float
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """The upstream's answer once its status says success; its error, translated, otherwise.
+        Transport failures anywhere in the caller's block come out as GatewayErrors too."""
+        config = self._config
         limits = aiohttp.ClientTimeout(
             total=max(0.001, min(config.timeout_seconds, timeout)),
             sock_connect=config.connect_timeout_seconds,
@@ -110,18 +123,38 @@ class HttpProvider:
                 http.url, data=http.body, headers=dict(http.headers), timeout=limits, allow_redirects=False
             ) as response:
                 if response.status >= 400:
-                    raise translator.error(response.status, response.headers, await _error_body(response))
-                if not http.streaming:
-                    for event in translator.json_body(await response.read()):
-                        yield event
-                    return
-                decoder = SseDecoder()
-                async for chunk in response.content.iter_any():
-                    for sse in decoder.feed(chunk):
-                        for event in translator.sse_event(sse):
-                            yield event
-                for sse in decoder.close():
+                    raise error(response.status, response.headers, await _error_body(response))
+                yield response
+
+    async def stream_chat(
+        self, request: ChatRequest, upstream_model: str, *, timeout: float
+    ) -> AsyncGenerator[StreamEvent, None]:
+        translator = self._translator(request, self._upstream(upstream_model))
+        http = translator.request()
+        async with self._post(http, translator.error, timeout) as response:
+            if not http.streaming:
+                for event in translator.json_body(await response.read()):
+                    yield event
+                return
+            decoder = SseDecoder()
+            async for chunk in response.content.iter_any():
+                for sse in decoder.feed(chunk):
                     for event in translator.sse_event(sse):
                         yield event
-                for event in translator.end():
+            for sse in decoder.close():
+                for event in translator.sse_event(sse):
                     yield event
+            for event in translator.end():
+                yield event
+
+    async def generate_images(
+        self, request: ImageRequest, upstream_model: str, *, timeout: float
+    ) -> tuple[GeneratedImage, ...]:
+        if self._images is None:
+            raise GatewayError(
+                Reason.INVALID_VALUE, f"The model `{request.model}` cannot generate images.", param="model"
+            )
+        translator = self._images(request, self._upstream(upstream_model))
+        async with self._post(translator.request(), translator.error, timeout) as response:
+            body = await response.read()
+        return translator.json_body(body)

@@ -29,6 +29,7 @@ __all__ = [
     "chat_request_to_openai",
     "openai_error_to_gateway_error",
     "openai_finish_reason",
+    "openai_http_error",
 ]
 
 _FINISH_REASONS: Mapping[str, FinishReason] = {
@@ -55,7 +56,9 @@ _CONTEXT_LENGTH = re.compile(
     re.IGNORECASE,
 )
 _CALLERS_FAULT_TYPES = frozenset({"invalid_request_error", "invalid_request", "BadRequestError", "not_found_error"})
-_CREDENTIAL_TYPES = frozenset({"authentication_error", "permission_error", "invalid_api_key", "insufficient_quota"})
+_CREDENTIAL_TYPES = frozenset(
+    {"authentication_error", "permission_error", "invalid_api_key", "insufficient_quota", "billing_hard_limit_reached"}
+)
 
 
 class OpenAITranslator:
@@ -128,14 +131,7 @@ class OpenAITranslator:
         return [self._usage] if self._usage is not None else []
 
     def error(self, status: int, headers: Mapping[str, str], body: bytes) -> GatewayError:
-        message, code = _error_message(body)
-        return status_error(
-            status,
-            message,
-            headers,
-            context_length=_is_context_length(message, code),
-            account=code in _CREDENTIAL_TYPES,
-        )
+        return openai_http_error(status, headers, body)
 
     def _message_to_delta(self, position: int, choice: Any) -> ChoiceDelta:
         index = _index(choice.get("index"), position)
@@ -264,6 +260,14 @@ def chat_request_to_openai(request: ChatRequest, model: str) -> dict[str, Any]:
 def openai_finish_reason(reason: str) -> FinishReason:
     """An upstream finish_reason as ours; one we do not know means the model simply stopped."""
     return _FINISH_REASONS.get(reason, "stop")
+
+
+def openai_http_error(status: int, headers: Mapping[str, str], body: bytes) -> GatewayError:
+    """An OpenAI-compatible error answer (any endpoint) as ours."""
+    message, code = _error_message(body)
+    return status_error(
+        status, message, headers, context_length=_is_context_length(message, code), account=code in _CREDENTIAL_TYPES
+    )
 
 
 def openai_error_to_gateway_error(error: Any) -> GatewayError:

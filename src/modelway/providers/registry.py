@@ -7,11 +7,12 @@ from types import MappingProxyType
 
 from modelway.config import ConfigError, ProviderConfig
 from modelway.providers.anthropic import AnthropicTranslator
-from modelway.providers.base import ChatProvider, TranslatorFactory
+from modelway.providers.base import ChatProvider, ImageTranslatorFactory, TranslatorFactory
 from modelway.providers.echo import EchoProvider
 from modelway.providers.gemini import GeminiTranslator
 from modelway.providers.http import HttpProvider, Transport
 from modelway.providers.openai import OpenAITranslator
+from modelway.providers.openai_images import OpenAIImageTranslator
 
 __all__ = ["KINDS", "ProviderRegistry"]
 
@@ -23,6 +24,8 @@ _TRANSLATORS: Mapping[str, TranslatorFactory] = MappingProxyType(
         "gemini": GeminiTranslator,
     }
 )
+# The kinds whose upstreams also generate images, in the OpenAI Images API.
+_IMAGE_TRANSLATORS: Mapping[str, ImageTranslatorFactory] = MappingProxyType({"openai": OpenAIImageTranslator})
 KINDS = ("echo", *sorted(_TRANSLATORS))
 
 
@@ -42,7 +45,9 @@ class ProviderRegistry:
             if config.kind == "echo":
                 providers[config.name] = EchoProvider(token_delay=config.token_delay_ms / 1000)
             else:
-                providers[config.name] = HttpProvider(config, _TRANSLATORS[config.kind], transport)
+                providers[config.name] = HttpProvider(
+                    config, _TRANSLATORS[config.kind], transport, images=_IMAGE_TRANSLATORS.get(config.kind)
+                )
         self._providers = providers
 
     def get(self, name: str) -> ChatProvider:
