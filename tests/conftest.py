@@ -207,6 +207,7 @@ def _new_stack(workdir: Path, config_path: Path) -> Stack:
         "MODELWAY_GRPC_PORT": str(free_port()),
         "MODELWAY_HTTP_PORT": str(free_port()),
         "MODELWAY_ADMIN_PORT": str(free_port()),
+        "MODELWAY_OPS_PORT": str(free_port()),
         "MODELWAY_DB": str(workdir / "modelway.db"),
     }
     stack = Stack(

@@ -33,6 +33,7 @@ _ENV_OVERRIDES: tuple[tuple[str, str, str], ...] = (
     ("MODELWAY_GRPC_PORT", "server", "grpc_port"),
     ("MODELWAY_HTTP_PORT", "server", "http_port"),
     ("MODELWAY_ADMIN_PORT", "server", "admin_port"),
+    ("MODELWAY_OPS_PORT", "server", "ops_port"),
     ("MODELWAY_DB", "store", "path"),
 )
 
@@ -51,10 +52,12 @@ class ServerConfig:
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     admin_port: int = 9901
+    # The gateway's own operations HTTP port, always on loopback: /metrics, /healthz, /readyz.
+    ops_port: int = 9464
     shutdown_grace_seconds: float = 10.0
 
     def __post_init__(self) -> None:
-        for name in ("grpc_port", "http_port", "admin_port"):
+        for name in ("grpc_port", "http_port", "admin_port", "ops_port"):
             port = getattr(self, name)
             if not 0 < port < 65536:
                 raise ConfigError(f"server.{name} must be a TCP port, got {port}")
