@@ -1,10 +1,11 @@
-"""Usage accounting: rows and charges written in batches off the request path."""
+"""Usage accounting: rows and charges committed in groups, each caller told when its row is safe."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 
 from modelway.core.directory import Directory
 from modelway.core.ledger import Ledger
@@ -15,65 +16,120 @@ __all__ = ["UsageRecorder"]
 
 log = logging.getLogger(__name__)
 
+# After a failed write, the next attempt waits this long, doubling up to _RETRY_MAX.
+_RETRY_FIRST = 0.05
+_RETRY_MAX = 2.0
+
 
 class UsageRecorder:
-    """Collects usage rows in memory and writes them every `flush_seconds`,
-    together with the credits they cost and the keys' last-used times, in one
-    transaction.
+    """Writes usage rows, the credits they cost and the keys' last-used times, one transaction per batch.
 
-    `record` never blocks or awaits, so the hot path pays nothing for the
-    database. `close` writes what is left: a clean shutdown loses no row.
-    A failed write keeps its rows and charges for the next attempt.
+    Group commit: `record(row)` queues the row and returns a future that is
+    resolved when the transaction holding it has committed. The writer takes
+    whatever is pending whenever it is free, so while one batch is on the
+    store thread the next one gathers: one commit serves every call that
+    finished meanwhile, and a call never waits for a timer. A surface awaits
+    that future (through `committed`, bounded) before the last bytes of its
+    answer go out, so an answer a client received completely survives a
+    crash of the process.
+
+    `record` never blocks or awaits. A failed write keeps its rows (and their
+    futures) and charges for the next attempt, retried with backoff; a caller
+    waiting on such a row stops waiting after `commit_wait` seconds and
+    answers anyway: the row is still pending, not lost, and is never written
+    twice. `close` writes what is left: a clean shutdown loses no row.
+    Last-used times with no row to carry them are written every `flush_seconds`.
     """
 
-    def __init__(self, store: SqliteStore, directory: Directory, ledger: Ledger, *, flush_seconds: float) -> None:
+    def __init__(
+        self,
+        store: SqliteStore,
+        directory: Directory,
+        ledger: Ledger,
+        *,
+        flush_seconds: float,
+        commit_wait: float = 5.0,
+    ) -> None:
         self._store = store
         self._directory = directory
         self._ledger = ledger
         self._flush_seconds = flush_seconds
-        self._pending: list[UsageRecord] = []
+        self._commit_wait = commit_wait
+        self._pending: list[tuple[UsageRecord, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
 
+    @property
+    def backlog(self) -> int:
+        """Rows recorded and not yet committed."""
+        return len(self._pending)
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="usage-recorder")
 
-    def record(self, row: UsageRecord) -> None:
-        self._pending.append(row)
-        if len(self._pending) >= 500:
-            self._wake.set()
+    def record(self, row: UsageRecord) -> asyncio.Future[None]:
+        """Queues a row; the future resolves (to None) once the row is committed. Never awaits."""
+        committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((row, committed))
+        self._wake.set()
+        return committed
+
+    async def committed(self, row: asyncio.Future[None]) -> bool:
+        """Waits for a recorded row's commit, at most `commit_wait` seconds; whether it is committed.
+
+        Never cancels the commit itself: a caller that stops waiting leaves the row pending.
+        """
+        if not row.done():
+            await asyncio.wait({row}, timeout=self._commit_wait)
+            if not row.done():
+                log.warning(
+                    "usage row not committed after %.1fs; answering anyway, the row stays queued", self._commit_wait
+                )
+        return row.done()
 
     async def _run(self) -> None:
+        failures = 0
         while not self._closing:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._flush_seconds)
+            if failures == 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._flush_seconds)
             self._wake.clear()
             try:
                 await self.flush()
+                failures = 0
             except Exception:
-                log.exception("usage flush failed; rows kept for the next attempt")
+                failures += 1
+                log.exception("usage write failed; %d rows kept for the next attempt", len(self._pending))
+                await asyncio.sleep(min(_RETRY_MAX, _RETRY_FIRST * 2 ** (failures - 1)))
 
     async def flush(self) -> None:
+        """Writes everything pending now, in one transaction."""
         async with self._ledger.lock:
-            rows, self._pending = self._pending, []
-            charges = self._ledger.take_charges()
+            batch, self._pending = self._pending, []
             last_used = self._directory.take_last_used()
-            if not rows and not charges and not last_used:
+            if not batch and not last_used:
                 return
+            # A row's cost is what the ledger charged for it: the charge is written with its row.
+            charges: Counter[str] = Counter()
+            for row, _ in batch:
+                if row.cost:
+                    charges[row.account_id] += row.cost
 
             def settled(error: BaseException | None) -> None:
                 if error is None:
-                    self._ledger.charges_written()
+                    self._ledger.charges_written(charges)
+                    for _, committed in batch:
+                        if not committed.done():
+                            committed.set_result(None)
                 else:
-                    self._pending[:0] = rows
-                    self._ledger.charges_failed()
+                    self._pending[:0] = batch
                     self._directory.restore_last_used(last_used)
 
-            await await_write(self._store.record_calls(rows, last_used, charges), settled)
+            await await_write(self._store.record_calls([row for row, _ in batch], last_used, charges), settled)
 
     async def close(self, *, attempts: int = 5) -> None:
-        """Stops the loop after its current flush, then writes what is left, retrying a busy store."""
+        """Stops the loop after its current write, then writes what is left, retrying a busy store."""
         self._closing = True
         self._wake.set()
         if self._task is not None:
@@ -87,5 +143,5 @@ class UsageRecorder:
                 if attempt == attempts:
                     log.critical("usage rows could not be written at shutdown: %d lost", len(self._pending))
                     raise
-                log.exception("final usage flush failed (attempt %d of %d)", attempt, attempts)
+                log.exception("final usage write failed (attempt %d of %d)", attempt, attempts)
                 await asyncio.sleep(0.5 * 2**attempt)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from modelway.errors import GatewayError, Reason
@@ -22,17 +23,18 @@ class Ledger:
     """Balances in memory, coherent with the store.
 
     available = stored balance - charges not yet written - reservations.
-    `reserve` and `settle` never await, so concurrent calls on one event loop
-    cannot both take the last credits: the balance never goes negative.
-    Charges reach the store with the usage rows (see UsageRecorder), and
-    `reload` picks up credits another process added.
+    `reserve` and `settle` never suspend, so concurrent calls on one event
+    loop cannot both take the last credits: the balance never goes negative.
+    A charge is written with the usage row that carries it (its `cost`), in
+    the row's transaction (see UsageRecorder): the recorder reports the sums
+    it committed through `charges_written`, so a charge is never written
+    without its row, nor twice. `reload` picks up credits another process added.
     """
 
     def __init__(self, store: SqliteStore) -> None:
         self._store = store
         self._stored: dict[str, int] = {}
         self._unwritten: Counter[str] = Counter()
-        self._writing: Counter[str] = Counter()
         self._reserved: Counter[str] = Counter()
         # Held while a batch of charges is being written or balances re-read,
         # so a re-read never counts a charge twice or not at all.
@@ -43,12 +45,7 @@ class Ledger:
             self._stored = await self._store.balances()
 
     def available(self, account_id: str) -> int:
-        return (
-            self._stored.get(account_id, 0)
-            - self._unwritten[account_id]
-            - self._writing[account_id]
-            - self._reserved[account_id]
-        )
+        return self._stored.get(account_id, 0) - self._unwritten[account_id] - self._reserved[account_id]
 
     async def reserve(self, account_id: str, amount: int) -> Reservation:
         if amount > 0 and self.available(account_id) < amount:
@@ -62,22 +59,17 @@ class Ledger:
         return Reservation(account_id, amount)
 
     async def settle(self, reservation: Reservation, cost: int) -> int:
-        """Releases the reservation and charges the real cost; returns what was charged."""
+        """Releases the reservation and charges the real cost; returns what was charged.
+
+        The charge counts against the balance at once and reaches the store
+        with the usage row whose `cost` it is."""
         self._reserved[reservation.account_id] -= reservation.amount
         charged = max(0, min(cost, self.available(reservation.account_id)))
         self._unwritten[reservation.account_id] += charged
         return charged
 
-    def take_charges(self) -> dict[str, int]:
-        """Charges to write now; call under `lock`, then `charges_written` or `charges_failed`."""
-        self._writing, self._unwritten = self._unwritten, Counter()
-        return {account: amount for account, amount in self._writing.items() if amount}
-
-    def charges_written(self) -> None:
-        for account, amount in self._writing.items():
+    def charges_written(self, charges: Mapping[str, int]) -> None:
+        """Charges the store now holds (call under `lock`, in the same turn as the commit is seen)."""
+        for account, amount in charges.items():
+            self._unwritten[account] -= amount
             self._stored[account] = max(0, self._stored.get(account, 0) - amount)
-        self._writing = Counter()
-
-    def charges_failed(self) -> None:
-        self._unwritten.update(self._writing)
-        self._writing = Counter()

@@ -16,18 +16,23 @@ from modelway.core.state import CreditLedger, TokenBudgetBook
 from modelway.errors import GatewayError
 from modelway.store import UsageRecord
 
-__all__ = ["CLIENT_CLOSED", "CallMeter", "Metering"]
+__all__ = ["CLIENT_CLOSED", "SERVER_SHUTDOWN", "CallMeter", "Metering"]
 
 # nginx's "client closed request": the caller went away before the end.
 CLIENT_CLOSED = 499
+# The error_code of a call the server ended because it is shutting down (its status is the error's, 503).
+SERVER_SHUTDOWN = "server_shutdown"
 
 
 class CallMeter:
-    """Gathers what one call used while it runs; settles and records it once, on exit.
+    """Gathers what one call used while it runs; settles and records it exactly once.
 
-    The exit status comes from how the call ended: normally (200 unless
-    `fail` was called for an error written into a stream), a GatewayError
-    (the status the surface showed), cancellation by the client (499),
+    A surface calls `finish` when the answer is complete and before its last
+    bytes go out (the JSON body, the stream's terminator): the row is then
+    final and committed when the client sees the end. A call that does not
+    get that far is settled on exit instead, with the status of how it
+    ended: a GatewayError (the status the surface showed; "server_shutdown"
+    for the error `stopped` named), cancellation by the client (499),
     anything else (500). A call that produced no output costs nothing;
     otherwise it costs its tokens at the prices of the model that answered,
     never more than the account holds.
@@ -49,6 +54,8 @@ class CallMeter:
         self._hold: TokenHold | None = None
         self._status = 200
         self._error_code = ""
+        self._recorded = False
+        self._shutdown: GatewayError | None = None
 
     def attribute(self, caller: Caller) -> None:
         """From here on the call, failed or not, counts against this caller's account."""
@@ -78,7 +85,21 @@ class CallMeter:
     def fail(self, error: GatewayError) -> None:
         """Marks a call that ended in an error (also one written into a stream that had begun)."""
         self._status = self._status_of(error)
-        self._error_code = error.reason.value
+        self._error_code = SERVER_SHUTDOWN if error is self._shutdown else error.reason.value
+
+    def stopped(self, error: GatewayError) -> None:
+        """The server is ending this call with `error`: its row says so, not the error's reason."""
+        self._shutdown = error
+
+    async def finish(self) -> None:
+        """Settles and records the call as it stands, and waits (bounded) until its row is committed.
+
+        Called before the answer's last bytes go out; leaving the meter afterwards records nothing more.
+        """
+        if self._recorded:
+            return
+        committed = await asyncio.shield(self._settle())
+        await self._metering.recorder.committed(committed)
 
     async def __aenter__(self) -> CallMeter:
         return self
@@ -86,27 +107,36 @@ class CallMeter:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self._recorded:
+            return
+        gone = isinstance(exc, (asyncio.CancelledError, GeneratorExit))
         if isinstance(exc, GatewayError):
             self.fail(exc)
-        elif isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
+        elif gone:
             self._status, self._error_code = CLIENT_CLOSED, "client_closed"
         elif exc is not None:
             self._status, self._error_code = 500, "internal_error"
         # Shielded: a second cancellation must not leave a hold unsettled or a row unwritten.
-        await asyncio.shield(self._settle())
+        committed = await asyncio.shield(self._settle())
+        if not gone:
+            # An error answer goes out after this: it too is durable once the client has it.
+            await self._metering.recorder.committed(committed)
 
-    async def _settle(self) -> None:
+    async def _settle(self) -> asyncio.Future[None]:
+        """Settles the holds and queues the row; the future resolves when the row is committed."""
+        self._recorded = True
         metering = self._metering
         charged = 0
         produced = self._status == 200 or self.completion_tokens > 0
-        if self._reservation is not None:
-            cost = self.model.cost(self.prompt_tokens, self.completion_tokens) if produced and self.model else 0
-            charged = await metering.ledger.settle(self._reservation, cost)
-            self._reservation = None
         if self._hold is not None:
             await metering.budgets.settle(self._hold, self.prompt_tokens + self.completion_tokens if produced else 0)
             self._hold = None
-        metering.recorder.record(
+        if self._reservation is not None:
+            cost = self.model.cost(self.prompt_tokens, self.completion_tokens) if produced and self.model else 0
+            # Written with this row (its cost), in the row's transaction.
+            charged = await metering.ledger.settle(self._reservation, cost)
+            self._reservation = None
+        return metering.recorder.record(
             UsageRecord(
                 request_id=self.request_id,
                 account_id=self.caller.account.id if self.caller else "",

@@ -11,6 +11,7 @@ and records the one usage row.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import aclosing, asynccontextmanager
@@ -27,7 +28,7 @@ from modelway.core.tokens import count_message_tokens, count_tokens
 from modelway.core.types import ChatRequest, ChoiceDelta, FinishReason, StreamEvent, ToolCall, Usage
 from modelway.errors import GatewayError, Reason
 
-__all__ = ["CallInfo", "ChatRun", "CompletedChoice", "Completion", "Pipeline", "Surface"]
+__all__ = ["SHUTDOWN_MESSAGE", "CallInfo", "ChatRun", "CompletedChoice", "Completion", "Pipeline", "Surface"]
 
 
 class CallInfo(Protocol):
@@ -106,8 +107,26 @@ def _delta_tokens(delta: ChoiceDelta) -> int:
     return tokens
 
 
+# What a call ended by `Pipeline.stop_streams` shows its client (its row says "server_shutdown").
+SHUTDOWN_MESSAGE = "The server is shutting down; retry shortly"
+
+
 class ChatRun:
-    """An admitted call: its identity, and its answer as events or as a whole."""
+    """An admitted call: its identity, and its answer as events or as a whole.
+
+    The surface calls `finish` once the answer is complete and before its
+    last bytes go out: the usage row is then final and committed.
+
+    `stop` ends the call from outside (server shutdown): the next (or the
+    pending) read of an event raises GatewayError(SERVICE_UNAVAILABLE)
+    instead, which surfaces render like any failure (an error frame and the
+    terminator inside a stream that has begun). A pending read is
+    interrupted by cancelling the task that waits in it; the cancellation is
+    taken back (uncancel) and turned into that error, so it cannot be
+    mistaken for a client that went away (499). Outside a read (while the
+    transport writes a frame, or the row commits) nothing is cancelled: the
+    call stops at its next read.
+    """
 
     def __init__(
         self, request: ChatRequest, candidates: tuple[ModelConfig, ...], router: Router, meter: CallMeter, created: int
@@ -118,6 +137,8 @@ class ChatRun:
         self._candidates = candidates
         self._router = router
         self._meter = meter
+        self._shutdown: GatewayError | None = None
+        self._reader: asyncio.Task[object] | None = None
 
     @property
     def model(self) -> str:
@@ -128,13 +149,46 @@ class ChatRun:
         """Records an error that reached the caller inside a stream that had begun."""
         self._meter.fail(error)
 
+    async def finish(self) -> None:
+        """Settles the call and waits (bounded) for its usage row to commit; call before the last bytes."""
+        await self._meter.finish()
+
+    def stop(self) -> None:
+        """Ends the call because the server is shutting down (see the class docstring)."""
+        if self._shutdown is not None:
+            return
+        self._shutdown = GatewayError(Reason.SERVICE_UNAVAILABLE, SHUTDOWN_MESSAGE, retry_after=1)
+        self._meter.stopped(self._shutdown)
+        if self._reader is not None:
+            self._reader.cancel(SHUTDOWN_MESSAGE)
+
+    async def _next(self, events: AsyncIterator[StreamEvent]) -> StreamEvent:
+        """The next upstream event, or the shutdown error once `stop` was called."""
+        if self._shutdown is not None:
+            raise self._shutdown
+        task = asyncio.current_task()
+        self._reader = task
+        try:
+            return await anext(events)
+        except asyncio.CancelledError:
+            # Ours when stop() asked for it and nobody else did (a client that left cancels too).
+            if self._shutdown is not None and task is not None and task.uncancel() == 0:
+                raise self._shutdown from None
+            raise
+        finally:
+            self._reader = None
+
     async def events(self) -> AsyncGenerator[StreamEvent, None]:
         """Deltas in order, then exactly one Usage: the upstream's counts when it gave them."""
         meter = self._meter
         reported: Usage | None = None
         events = self._router.stream(self.request, self._candidates, meter.attempting)
         async with aclosing(events):
-            async for event in events:
+            while True:
+                try:
+                    event = await self._next(events)
+                except StopAsyncIteration:
+                    break
                 if isinstance(event, Usage):
                     # The upstream's counts are the truth; one it left out (0) keeps ours.
                     reported = Usage(
@@ -172,6 +226,24 @@ class Pipeline:
         self._router = router
         self._metering = metering
         self._clock = clock
+        # Calls admitted and not yet ended, for stop_streams.
+        self._running: set[ChatRun] = set()
+        self._stopping = False
+
+    def stop_streams(self) -> int:
+        """Ends every call still running, and any admitted from now on, because the server is shutting down.
+
+        Each ends with GatewayError(SERVICE_UNAVAILABLE, SHUTDOWN_MESSAGE):
+        a stream that has begun writes it as its dialect's error frame and
+        then the terminator; any other call fails with it. The usage row
+        says 503 "server_shutdown", charged for what was delivered. Returns
+        how many running calls were told to stop.
+        """
+        self._stopping = True
+        running = list(self._running)
+        for run in running:
+            run.stop()
+        return len(running)
 
     @asynccontextmanager
     async def chat(self, call: CallInfo, surface: Surface, parse: Callable[[], ChatRequest]) -> AsyncIterator[ChatRun]:
@@ -205,7 +277,14 @@ class Pipeline:
                 worst_tokens = max(worst_tokens, prompt + completion)
                 worst_cost = max(worst_cost, model.cost(prompt, completion))
             await meter.admit(caller, candidates[0], prompt_tokens, worst_tokens, worst_cost)
-            yield ChatRun(request, candidates, self._router, meter, int(self._clock.now()))
+            run = ChatRun(request, candidates, self._router, meter, int(self._clock.now()))
+            if self._stopping:
+                run.stop()
+            self._running.add(run)
+            try:
+                yield run
+            finally:
+                self._running.discard(run)
 
 
 def _fitting(request: ChatRequest, candidates: tuple[ModelConfig, ...], prompt_tokens: int) -> tuple[ModelConfig, ...]:

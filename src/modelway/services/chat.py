@@ -10,6 +10,7 @@ import grpc
 from google.api import httpbody_pb2
 
 from modelway.core.pipeline import Pipeline
+from modelway.core.types import Usage
 from modelway.services._rpc import RpcCall, stream, unary
 from modelway.surfaces.dialect import respond
 from modelway.surfaces.grpc import GRPC, ChunkBuilder, chat_request_from_proto, completion_proto
@@ -32,7 +33,10 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         self, request: chat_pb2.CreateChatCompletionRequest, context: Context, call: RpcCall
     ) -> chat_pb2.ChatCompletion:
         async with self._pipeline.chat(call, GRPC, lambda: chat_request_from_proto(request)) as run:
-            return completion_proto(run, await run.complete())
+            answer = completion_proto(run, await run.complete())
+            # The usage row is committed before the answer goes out (it survives a crash once sent).
+            await run.finish()
+            return answer
 
     @stream(OPENAI.error_response)
     async def StreamChatCompletion(
@@ -42,7 +46,11 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
             chunks = ChunkBuilder(run)
             async with aclosing(run.events()) as events:
                 async for event in events:
-                    yield chunks.chunk(event)
+                    chunk = chunks.chunk(event)
+                    if isinstance(event, Usage):
+                        # The last chunk: the usage row is committed before it goes out.
+                        await run.finish()
+                    yield chunk
 
 
 class ChatRestServicer(chat_rest_pb2_grpc.ChatRestServiceServicer):

@@ -64,11 +64,16 @@ async def respond(
     it, a failure is written into the stream in the dialect's form, the
     stream still ends with the dialect's terminator, and the call is recorded
     as failed with what was delivered.
+
+    The usage row is settled and committed before the last bytes go out (the
+    JSON body, the terminator): a client that has the whole answer has a row
+    that survives a crash.
     """
     async with pipeline.chat(call, dialect, parse) as run:
         if not run.request.stream:
-            completion = await run.complete()
-            yield httpbody_pb2.HttpBody(content_type=_JSON, data=dialect.completion(run, completion))
+            body = dialect.completion(run, await run.complete())
+            await run.finish()
+            yield httpbody_pb2.HttpBody(content_type=_JSON, data=body)
             return
         async with aclosing(run.events()) as events:
             first = await anext(events)
@@ -86,5 +91,6 @@ async def respond(
                 run.fail(error)
                 yield httpbody_pb2.HttpBody(content_type=_SSE, data=writer.error(error))
         terminator = writer.end()
+        await run.finish()
         if terminator:
             yield httpbody_pb2.HttpBody(content_type=_SSE, data=terminator)

@@ -1,4 +1,4 @@
-"""The usage recorder against a real SQLite store: rows and charges land exactly once."""
+"""The usage recorder against a real SQLite store: rows and charges land exactly once, and callers learn when."""
 
 from __future__ import annotations
 
@@ -21,14 +21,18 @@ def row(request_id: str, cost: int) -> UsageRecord:
     return UsageRecord(request_id, "acct", "", "openai", "m", "p", 1, 1, cost, 1, 200, "", 0.0)
 
 
+Parts = tuple[SqliteStore, Ledger, UsageRecorder]
+
+
 @pytest.fixture
-async def parts(tmp_path: Path) -> AsyncIterator[tuple[SqliteStore, Ledger, UsageRecorder]]:
+async def parts(tmp_path: Path) -> AsyncIterator[Parts]:
     store = SqliteStore(tmp_path / "usage.db")
     await store.open()
     await store.insert_account(AccountRecord("acct", "a", "free", 0), credits=1000)
     ledger = Ledger(store)
     await ledger.reload()
-    recorder = UsageRecorder(store, Directory(store, Config(), FixedClock(0)), ledger, flush_seconds=60)
+    # A flush timer far away: anything committed below was committed because a row asked for it.
+    recorder = UsageRecorder(store, Directory(store, Config(), FixedClock(0)), ledger, flush_seconds=60, commit_wait=1)
     yield store, ledger, recorder
     await store.close()
 
@@ -40,28 +44,75 @@ def stored(path: Path) -> tuple[int, int]:
     return rows, credits
 
 
-async def test_a_flush_cancelled_mid_write_is_not_written_twice(
-    parts: tuple[SqliteStore, Ledger, UsageRecorder], tmp_path: Path
+async def charge(ledger: Ledger, request_id: str, cost: int) -> UsageRecord:
+    await ledger.settle(await ledger.reserve("acct", cost), cost)
+    return row(request_id, cost)
+
+
+async def test_a_recorded_row_is_committed_with_its_charge_when_its_future_resolves(
+    parts: Parts, tmp_path: Path
 ) -> None:
     _, ledger, recorder = parts
-    await ledger.settle(await ledger.reserve("acct", 100), 100)
-    recorder.record(row("r1", 100))
+    recorder.start()
+    committed = recorder.record(await charge(ledger, "r1", 100))
+    assert not committed.done()
+    assert await recorder.committed(committed)
+    assert stored(tmp_path / "usage.db") == (1, 900)
+    await recorder.close()
+
+
+async def test_rows_recorded_together_share_commits_and_each_is_committed_once(parts: Parts, tmp_path: Path) -> None:
+    _, ledger, recorder = parts
+    recorder.start()
+    futures = [recorder.record(await charge(ledger, f"r{n}", 1)) for n in range(200)]
+    assert all(await asyncio.gather(*(recorder.committed(f) for f in futures)))
+    assert stored(tmp_path / "usage.db") == (200, 800)
+    await recorder.close()
+    assert stored(tmp_path / "usage.db") == (200, 800)
+
+
+async def test_a_failed_commit_keeps_the_row_and_retries_it_once(parts: Parts, tmp_path: Path) -> None:
+    _, ledger, recorder = parts
+    path = tmp_path / "usage.db"
+    with sqlite3.connect(path) as db:
+        db.execute("ALTER TABLE usage RENAME TO usage_away")  # every write now fails
+    recorder.start()
+    committed = recorder.record(await charge(ledger, "r1", 100))
+    # The caller stops waiting after commit_wait and answers; the row is not lost.
+    assert not await recorder.committed(committed)
+    assert recorder.backlog == 1
+    assert ledger.available("acct") == 900
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT credits FROM accounts").fetchone() == (1000,)  # no charge without its row
+        db.execute("ALTER TABLE usage_away RENAME TO usage")
+    await asyncio.wait_for(committed, 5)  # the writer's retry
+    assert stored(path) == (1, 900)
+    assert recorder.backlog == 0
+    await recorder.close()
+    assert stored(path) == (1, 900)
+    await ledger.reload()
+    assert ledger.available("acct") == 900
+
+
+async def test_a_flush_cancelled_mid_write_is_not_written_twice(parts: Parts, tmp_path: Path) -> None:
+    _, ledger, recorder = parts
+    committed = recorder.record(await charge(ledger, "r1", 100))
     flushing = asyncio.create_task(recorder.flush())
     await asyncio.sleep(0)  # the write is now on the store thread
     flushing.cancel()
     with pytest.raises(asyncio.CancelledError):
         await flushing
+    assert committed.done()
     await recorder.flush()  # must find nothing left to write
     assert stored(tmp_path / "usage.db") == (1, 900)
     await ledger.reload()
     assert ledger.available("acct") == 900
 
 
-async def test_close_writes_what_is_pending(parts: tuple[SqliteStore, Ledger, UsageRecorder], tmp_path: Path) -> None:
+async def test_close_writes_what_is_pending(parts: Parts, tmp_path: Path) -> None:
     _, ledger, recorder = parts
     recorder.start()
     for n in range(3):
-        await ledger.settle(await ledger.reserve("acct", 10), 10)
-        recorder.record(row(f"r{n}", 10))
+        recorder.record(await charge(ledger, f"r{n}", 10))
     await recorder.close()
     assert stored(tmp_path / "usage.db") == (3, 970)
