@@ -1,0 +1,134 @@
+"""Crash safety: kill -9 the server under load; every call a client received completely is in the usage table.
+
+Clients call through Envoy (JSON and SSE, several at once) while the server
+process is killed with SIGKILL, then restarted on the same database, three
+times. After each kill the store must open cleanly and hold exactly one row
+for every call whose answer arrived whole (a parsed JSON 200, an SSE stream
+ending in `data: [DONE]`), matched by the answer's X-Request-Id; and the
+balance must have dropped by exactly the sum of the rows' costs. The flush
+timer is set to a minute, so nothing but the commit before the answer can
+have saved those rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import aiohttp
+import pytest
+
+from tests.conftest import TEST_CONFIG, Stack, running_stack
+
+CHAT = "/api/v1/chat/completions"
+KILLS = 3
+LOAD_SECONDS = 1.5
+CREDITS = 1_000_000
+
+
+@dataclass
+class Tally:
+    calls: int = 0
+    answered: dict[str, str] = field(default_factory=dict)  # X-Request-Id -> "json" | "sse"
+
+
+@pytest.fixture(scope="module")
+def crashing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    config = TEST_CONFIG.replace("usage_flush_seconds = 0.05", "usage_flush_seconds = 60")
+    with running_stack(tmp_path_factory.mktemp("crash"), config) as stack:
+        yield stack
+
+
+async def client(session: aiohttp.ClientSession, stack: Stack, key: str, stream: bool, tally: Tally) -> None:
+    body = {
+        "model": "echo-slow" if stream else "echo-1",
+        "stream": stream,
+        "messages": [{"role": "user", "content": "one two three four five six"}],
+    }
+    while True:
+        tally.calls += 1
+        try:
+            async with session.post(
+                stack.http_base + CHAT, json=body, headers={"Authorization": f"Bearer {key}"}
+            ) as response:
+                data = await response.read()
+                request_id = response.headers.get("x-request-id", "")
+        except (aiohttp.ClientError, ConnectionError):
+            await asyncio.sleep(0.01)
+            continue
+        if response.status != 200:
+            await asyncio.sleep(0.01)
+            continue
+        if stream:
+            complete = data.endswith(b"data: [DONE]\n\n") and b'"error"' not in data
+        else:
+            complete = "choices" in json.loads(data)
+        if complete:
+            assert request_id and request_id not in tally.answered
+            tally.answered[request_id] = "sse" if stream else "json"
+
+
+async def load_then_kill(stack: Stack, key: str, tally: Tally) -> None:
+    """Runs 12 clients (8 JSON, 4 SSE) for LOAD_SECONDS, then kills the server with SIGKILL mid-load."""
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=10)) as session:
+        clients = [asyncio.create_task(client(session, stack, key, n >= 8, tally)) for n in range(12)]
+        await asyncio.sleep(LOAD_SECONDS)
+        assert stack.server is not None
+        stack.server.kill()
+        stack.server.wait(timeout=10)
+        stack.server = None
+        for task in clients:
+            task.cancel()
+        await asyncio.gather(*clients, return_exceptions=True)
+
+
+def test_every_completely_answered_call_survives_kill_9(crashing: Stack) -> None:
+    stack = crashing
+    account = stack.create_account("crash", credits=CREDITS)
+    key = stack.create_key("crash", account)[1]
+    tally = Tally()
+    for kill in range(1, KILLS + 1):
+        before = len(tally.answered)
+        asyncio.run(load_then_kill(stack, key, tally))
+        assert len(tally.answered) - before > 20, "too little load reached the server before the kill"
+
+        # The store as the crash left it (sqlite3 replays the WAL on open).
+        with sqlite3.connect(stack.db_path) as db:
+            assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+            rows = dict(
+                db.execute(
+                    "SELECT request_id, COUNT(*) FROM usage WHERE account_id = ? GROUP BY request_id", [account]
+                ).fetchall()
+            )
+            costs, statuses = db.execute(
+                "SELECT COALESCE(SUM(cost), 0), COUNT(*) FROM usage WHERE account_id = ?", [account]
+            ).fetchone()
+            credits = db.execute("SELECT credits FROM accounts WHERE id = ?", [account]).fetchone()[0]
+        missing = [request_id for request_id in tally.answered if request_id not in rows]
+        assert not missing, f"kill {kill}: {len(missing)} answered calls have no usage row"
+        assert all(count == 1 for count in rows.values()), "a call has more than one row"
+        assert CREDITS * 1_000_000 - credits == costs, "the balance dropped by other than the rows' costs"
+        print(
+            f"kill {kill}: {tally.calls} calls made, {len(tally.answered)} answered completely "
+            f"({sum(kind == 'sse' for kind in tally.answered.values())} SSE), {statuses} rows, all answered found"
+        )
+        stack.start_server()  # the same database opens and serves again
+
+    reply_ok = asyncio.run(one_call(stack, key))
+    assert reply_ok
+
+
+async def one_call(stack: Stack, key: str) -> bool:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            stack.http_base + CHAT,
+            json={"model": "echo-1", "messages": [{"role": "user", "content": "still here"}]},
+            headers={"Authorization": f"Bearer {key}"},
+        ) as response,
+    ):
+        return response.status == 200 and "choices" in await response.json()
