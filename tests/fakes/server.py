@@ -4,13 +4,24 @@ A test queues replies with `script(...)`; each request takes the next one,
 and when none is queued the kind's `default` handler answers (a plausible
 reply in that provider's wire format). Every request is recorded, and every
 connection the client closed before the reply ended is counted, with the
-moment it was seen, so disconnect propagation can be measured.
+moment it was seen, so disconnect propagation can be measured. `active`
+counts replies still being written and `open_connections` the client's
+connections (idle keep-alive ones included), so a test can see the client's
+pool return to idle.
+
+Faults a reply can carry: any status (Json), a stream cut (FIN) or reset
+(RST) after some items (Sse cut/reset), a connection dropped (Cut) or reset
+(Reset) before any answer, no answer at all (Hang), a slow trickle (Sse gap,
+Trickle), any bytes in place of JSON or SSE (Json body bytes, Sse bytes
+items) and any content type (Json/Sse/Trickle content_type).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import struct
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -20,7 +31,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-__all__ = ["Cut", "FakeUpstream", "Hang", "Json", "Received", "Reply", "Sse"]
+__all__ = ["Cut", "FakeUpstream", "Hang", "Json", "Received", "Reply", "Reset", "Sse", "Trickle"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +55,21 @@ class Json:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # before the headers
+    content_type: str = "application/json"
+
+
+@dataclass(frozen=True)
+class Trickle:
+    """A body written in `pieces` parts with `gap` seconds between them; `cut` (with `reset`: by RST)
+    drops the connection after that many parts."""
+
+    body: bytes
+    pieces: int = 10
+    gap: float = 0.05
+    status: int = 200
+    content_type: str = "application/json"
+    cut: int | None = None
+    reset: bool = False
 
 
 @dataclass(frozen=True)
@@ -51,7 +77,8 @@ class Sse:
     """An event stream: each item is written as is (bytes) or framed as `data: item\\n\\n` (str).
 
     `delay` passes before the headers, `gap` between items; `cut` drops the
-    connection after that many items without ending the stream properly.
+    connection after that many items without ending the stream properly
+    (closing it, or with `reset` resetting it: RST instead of FIN).
     """
 
     events: Sequence[str | bytes]
@@ -61,6 +88,7 @@ class Sse:
     gap: float = 0.0
     cut: int | None = None
     content_type: str = "text/event-stream"
+    reset: bool = False
 
 
 @dataclass(frozen=True)
@@ -75,7 +103,12 @@ class Cut:
     """Drops the connection without any answer."""
 
 
-Reply = Json | Sse | Hang | Cut
+@dataclass(frozen=True)
+class Reset:
+    """Resets the connection (RST) without any answer."""
+
+
+Reply = Json | Sse | Hang | Cut | Reset | Trickle
 Handler = Callable[[Received], Reply]
 
 
@@ -90,6 +123,13 @@ class FakeUpstream:
         self._thread = threading.Thread(target=self._loop.run_forever, name="fake-upstream", daemon=True)
         self._runner: web.AppRunner | None = None
         self.port = 0
+        self.active = 0  # replies being written now
+
+    @property
+    def open_connections(self) -> int:
+        """Connections the client holds open to this upstream now, idle keep-alive ones included."""
+        server = self._runner.server if self._runner is not None else None
+        return len(server.connections) if server is not None else 0
 
     @property
     def base_url(self) -> str:
@@ -148,32 +188,37 @@ class FakeUpstream:
             reply = self._queue.pop(0) if self._queue else self.default
         if callable(reply):
             reply = reply(received)
+        self.active += 1
         try:
             return await self._reply(request, reply)
         except (asyncio.CancelledError, ConnectionResetError):
             self.disconnects.append(time.monotonic())
             raise
+        finally:
+            self.active -= 1
 
     async def _reply(self, request: web.Request, reply: Reply) -> web.StreamResponse:
         if isinstance(reply, Hang):
             await asyncio.sleep(reply.seconds)
             return web.Response(status=504)
-        if isinstance(reply, Cut):
-            assert request.transport is not None
-            request.transport.close()
+        if isinstance(reply, (Cut, Reset)):
+            _drop(request, reset=isinstance(reply, Reset))
             raise ConnectionResetError("cut by the script")
         if isinstance(reply, Json):
             await asyncio.sleep(reply.delay)
             body = reply.body if isinstance(reply.body, bytes) else orjson.dumps(reply.body)
-            return web.Response(status=reply.status, body=body, headers=reply.headers, content_type="application/json")
+            response = web.Response(status=reply.status, body=body, headers=reply.headers)
+            response.content_type = reply.content_type
+            return response
+        if isinstance(reply, Trickle):
+            return await self._trickle(request, reply)
         await asyncio.sleep(reply.delay)
         response = web.StreamResponse(status=reply.status, headers=reply.headers)
         response.content_type = reply.content_type
         await response.prepare(request)
         for index, item in enumerate(reply.events):
             if reply.cut is not None and index >= reply.cut:
-                assert request.transport is not None
-                request.transport.close()
+                _drop(request, reset=reply.reset)
                 return response
             if index and reply.gap:
                 await asyncio.sleep(reply.gap)
@@ -181,3 +226,32 @@ class FakeUpstream:
         with contextlib.suppress(ConnectionResetError):
             await response.write_eof()
         return response
+
+    async def _trickle(self, request: web.Request, reply: Trickle) -> web.StreamResponse:
+        response = web.StreamResponse(status=reply.status)
+        response.content_type = reply.content_type
+        await response.prepare(request)
+        size = -(-len(reply.body) // reply.pieces)
+        for index in range(reply.pieces):
+            if reply.cut is not None and index >= reply.cut:
+                _drop(request, reset=reply.reset)
+                return response
+            if index:
+                await asyncio.sleep(reply.gap)
+            await response.write(reply.body[index * size : (index + 1) * size])
+        with contextlib.suppress(ConnectionResetError):
+            await response.write_eof()
+        return response
+
+
+def _drop(request: web.Request, *, reset: bool) -> None:
+    """Closes the request's connection: FIN, or with `reset` an RST (SO_LINGER 0, then abort)."""
+    transport = request.transport
+    assert transport is not None
+    if reset:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+    else:
+        transport.close()
