@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from modelway.core.directory import Directory
 from modelway.core.ledger import Ledger
 from modelway.core.writes import await_write
+from modelway.ops.metrics import Telemetry
 from modelway.store import SqliteStore, UsageRecord
 
 __all__ = ["UsageRecorder"]
@@ -26,7 +28,16 @@ class UsageRecorder:
     A failed write keeps its rows and charges for the next attempt.
     """
 
-    def __init__(self, store: SqliteStore, directory: Directory, ledger: Ledger, *, flush_seconds: float) -> None:
+    def __init__(
+        self,
+        store: SqliteStore,
+        directory: Directory,
+        ledger: Ledger,
+        *,
+        flush_seconds: float,
+        telemetry: Telemetry | None = None,
+    ) -> None:
+        self._telemetry = telemetry or Telemetry()
         self._store = store
         self._directory = directory
         self._ledger = ledger
@@ -38,6 +49,11 @@ class UsageRecorder:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="usage-recorder")
+
+    @property
+    def queue_depth(self) -> int:
+        """Rows recorded and not yet committed (a gauge read at scrape time)."""
+        return len(self._pending)
 
     def record(self, row: UsageRecord) -> None:
         self._pending.append(row)
@@ -70,7 +86,9 @@ class UsageRecorder:
                     self._ledger.charges_failed()
                     self._directory.restore_last_used(last_used)
 
+            started = time.perf_counter()
             await await_write(self._store.record_calls(rows, last_used, charges), settled)
+            self._telemetry.usage_committed(time.perf_counter() - started)
 
     async def close(self, *, attempts: int = 5) -> None:
         """Stops the loop after its current flush, then writes what is left, retrying a busy store."""
