@@ -79,7 +79,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, object] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -135,7 +135,7 @@ def log_call(row: UsageRecord, first_token_seconds: float | None) -> None:
         "status": row.status,
         "error_code": row.error_code,
         "latency_ms": row.latency_ms,
-        "ttft_ms": None if first_token_seconds is None else round(first_token_seconds * 1000),
+        "ttft_ms": None if first_token_seconds is None else round(first_token_seconds * 1000, 1),
         "tokens_in": row.prompt_tokens,
         "tokens_out": row.completion_tokens,
         "credits": row.cost / MICRO,
