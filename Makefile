@@ -10,13 +10,17 @@ GOOGLEAPIS := build/googleapis
 DESCRIPTOR := build/modelway.pb
 STAMP := $(VENV)/.installed
 
-.PHONY: run test proto lint check install clean
+.PHONY: run test soak proto lint check install clean
 
 run: proto
 	$(PY) -m modelway up
 
 test: proto
 	$(PY) -m pytest
+
+# Mixed load for SOAK_SECONDS (default 120) against a real stack; fails when server RSS grows > 10%.
+soak: proto
+	$(PY) -m tests.soak
 
 install: $(STAMP)
 

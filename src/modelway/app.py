@@ -28,6 +28,7 @@ from modelway.core.pipeline import Pipeline
 from modelway.core.reports import UsageReports
 from modelway.core.router import Router
 from modelway.core.routing import Resolver
+from modelway.ops import OpsServer, Readiness, Telemetry
 from modelway.providers.http import Transport
 from modelway.providers.registry import ProviderRegistry
 from modelway.services.chat import ChatRestServicer, ChatServicer
@@ -70,16 +71,24 @@ class Gateway:
     def __init__(self, config: Config, clock: Clock | None = None) -> None:
         self.config = config
         self.clock = clock or SystemClock()
+        # Operations: metrics fed by hooks in core, readiness, and the loopback port serving both.
+        self.telemetry = Telemetry(models=(m.id for m in config.models), providers=(p.name for p in config.providers))
+        self.readiness = Readiness()
+        self.ops = OpsServer(self.telemetry.registry, self.readiness, config.server.ops_port)
         self.store = SqliteStore(config.store.path)
         self.ledger = Ledger(self.store)
         self.directory = Directory(self.store, config, self.clock, on_reload=self.ledger.reload)
         self.budgets = TokenBudgets(self.clock)
         self.recorder = UsageRecorder(
-            self.store, self.directory, self.ledger, flush_seconds=config.store.usage_flush_seconds
+            self.store,
+            self.directory,
+            self.ledger,
+            flush_seconds=config.store.usage_flush_seconds,
+            telemetry=self.telemetry,
         )
         self.catalog = Catalog(config.models)
         self.gate = Gate(self.directory, RateLimiter(self.clock), config)
-        self.metering = Metering(self.recorder, self.ledger, self.budgets, self.clock)
+        self.metering = Metering(self.recorder, self.ledger, self.budgets, self.clock, self.telemetry)
         # The one HTTP session of the process, for every upstream.
         self.transport = Transport()
         routing = config.routing
@@ -89,10 +98,17 @@ class Gateway:
             cooldown=routing.breaker_cooldown_seconds,
             clock=self.clock,
         )
+        self.telemetry.watch(self.breakers, lambda: self.recorder.queue_depth)
         self.pipeline = Pipeline(
             self.gate,
             Resolver(self.catalog, config.aliases, latency=lambda provider: self.breakers[provider].latency),
-            Router(ProviderRegistry(config.providers, self.transport), self.breakers, routing, self.clock),
+            Router(
+                ProviderRegistry(config.providers, self.transport),
+                self.breakers,
+                routing,
+                self.clock,
+                telemetry=self.telemetry,
+            ),
             self.metering,
             self.clock,
         )
@@ -103,6 +119,8 @@ class Gateway:
         self._refresher: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
+        # First, so that a taken port stops start-up early and /readyz says "starting" while loading.
+        await self.ops.start()
         await self.store.open()
         await self.transport.start()
         await self.directory.load()
@@ -126,6 +144,7 @@ class Gateway:
         await self.server.start()
         for name in ("", *_SERVICES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.readiness.ready()
         log.info("modelway gRPC listening on %s:%d", server.grpc_host, port)
         return port
 
@@ -138,9 +157,14 @@ class Gateway:
             except Exception:
                 log.exception("store refresh failed")
 
+    async def begin_drain(self) -> None:
+        """Stops new calls coming: /readyz answers 503 "draining", gRPC health NOT_SERVING, from now on."""
+        self.readiness.drain()
+        await self.health.enter_graceful_shutdown()
+
     async def stop(self) -> None:
         """Drains in-flight calls, then writes every pending usage row."""
-        await self.health.enter_graceful_shutdown()
+        await self.begin_drain()
         await self.server.stop(self.config.server.shutdown_grace_seconds)
         if self._refresher is not None:
             # Ended before the store closes, so no reload is left half-way.
@@ -151,6 +175,7 @@ class Gateway:
         await self.recorder.close()
         await self.transport.close()
         await self.store.close()
+        await self.ops.stop()
 
 
 async def serve(config: Config) -> None:

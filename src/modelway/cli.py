@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import secrets
 import sys
@@ -17,6 +16,7 @@ from modelway.app import serve
 from modelway.config import ALL_PERMISSIONS, DEFAULT_PERMISSIONS, MICRO, Config, ConfigError, load_config
 from modelway.core.keys import IssuedKey, issue_key
 from modelway.edge import EdgeFiles, render_envoy_config, start_envoy
+from modelway.ops import configure_logging
 from modelway.store import AccountRecord, KeyRecord, SqliteStore
 
 __all__ = ["main"]
@@ -217,9 +217,10 @@ def _run(args: argparse.Namespace, config: Config) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return _run(args, load_config(args.config))
+        config = load_config(args.config)
+        configure_logging(config)
+        return _run(args, config)
     except (ConfigError, CliError) as exc:
         print(f"modelway: {exc}", file=sys.stderr)
         return 2

@@ -14,6 +14,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "LimitsConfig",
+    "LoggingConfig",
     "ModelConfig",
     "PlanConfig",
     "ProviderConfig",
@@ -38,7 +39,19 @@ _ENV_OVERRIDES: tuple[tuple[str, str, str], ...] = (
 )
 
 
-_SECTIONS = {"server", "store", "keys", "limits", "bootstrap", "plans", "providers", "models", "aliases", "routing"}
+_SECTIONS = {
+    "server",
+    "store",
+    "keys",
+    "limits",
+    "bootstrap",
+    "plans",
+    "providers",
+    "models",
+    "aliases",
+    "routing",
+    "logging",
+}
 
 
 class ConfigError(ValueError):
@@ -78,6 +91,20 @@ class KeysConfig:
     def __post_init__(self) -> None:
         if not self.prefix or len(self.prefix) > 16:
             raise ConfigError("keys.prefix must be 1 to 16 characters")
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    """The server's log lines: JSON objects (for collectors) or text (for a person), at this level and above."""
+
+    level: str = "info"
+    format: str = "json"
+
+    def __post_init__(self) -> None:
+        if self.level.lower() not in ("debug", "info", "warning", "error"):
+            raise ConfigError(f"logging.level must be debug, info, warning or error, got {self.level!r}")
+        if self.format not in ("json", "text"):
+            raise ConfigError(f'logging.format must be "json" or "text", got {self.format!r}')
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +270,7 @@ class Config:
     # Alias name -> ordered model ids or other aliases.
     aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     routing: RoutingConfig = RoutingConfig()
+    logging: LoggingConfig = LoggingConfig()
 
     @property
     def bootstrap_plan(self) -> str:
@@ -350,6 +378,7 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] = os.en
         models=models,
         aliases=_aliases(data.get("aliases", {})),
         routing=_section(RoutingConfig, data.get("routing", {}), "routing"),
+        logging=_section(LoggingConfig, data.get("logging", {}), "logging"),
         **sections,
     )
 

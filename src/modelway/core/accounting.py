@@ -11,6 +11,7 @@ from collections import Counter
 from modelway.core.directory import Directory
 from modelway.core.ledger import Ledger
 from modelway.core.writes import await_write
+from modelway.ops.metrics import Telemetry
 from modelway.store import SqliteStore, UsageRecord
 
 __all__ = ["UsageRecorder"]
@@ -52,7 +53,9 @@ class UsageRecorder:
         flush_seconds: float,
         commit_wait: float = 5.0,
         commit_window: float = 0.005,
+        telemetry: Telemetry | None = None,
     ) -> None:
+        self._telemetry = telemetry or Telemetry()
         self._store = store
         self._directory = directory
         self._ledger = ledger
@@ -65,13 +68,13 @@ class UsageRecorder:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
 
-    @property
-    def backlog(self) -> int:
-        """Rows recorded and not yet committed."""
-        return len(self._pending)
-
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="usage-recorder")
+
+    @property
+    def queue_depth(self) -> int:
+        """Rows recorded and not yet committed (a gauge read at scrape time)."""
+        return len(self._pending)
 
     def record(self, row: UsageRecord) -> asyncio.Future[None]:
         """Queues a row; the future resolves (to None) once the row is committed. Never awaits."""
@@ -138,7 +141,9 @@ class UsageRecorder:
                     self._pending[:0] = batch
                     self._directory.restore_last_used(last_used)
 
+            started = time.perf_counter()
             await await_write(self._store.record_calls([row for row, _ in batch], last_used, charges), settled)
+            self._telemetry.usage_committed(time.perf_counter() - started)
 
     async def close(self, *, attempts: int = 5) -> None:
         """Stops the loop after its current write, then writes what is left, retrying a busy store."""

@@ -14,6 +14,7 @@ from modelway.core.directory import Caller
 from modelway.core.ledger import Reservation
 from modelway.core.state import CreditLedger, TokenBudgetBook
 from modelway.errors import GatewayError
+from modelway.ops.metrics import Telemetry
 from modelway.store import UsageRecord
 
 __all__ = ["CLIENT_CLOSED", "SERVER_SHUTDOWN", "CallMeter", "Metering"]
@@ -56,6 +57,9 @@ class CallMeter:
         self._error_code = ""
         self._recorded = False
         self._shutdown: GatewayError | None = None
+        # When a streamed call's first output went out: its time to first token (telemetry).
+        self.streamed = True
+        self.first_output_at: float | None = None
 
     def attribute(self, caller: Caller) -> None:
         """From here on the call, failed or not, counts against this caller's account."""
@@ -81,6 +85,11 @@ class CallMeter:
     def attempting(self, model: ModelConfig) -> None:
         """The router is trying this model: the row names it, and it prices the call, if it answers."""
         self.model = model
+
+    def delivered(self) -> None:
+        """Output went to the caller; the first time marks the call's time to first token."""
+        if self.first_output_at is None:
+            self.first_output_at = self._metering.clock.monotonic()
 
     def fail(self, error: GatewayError) -> None:
         """Marks a call that ended in an error (also one written into a stream that had begun)."""
@@ -136,33 +145,43 @@ class CallMeter:
             # Written with this row (its cost), in the row's transaction.
             charged = await metering.ledger.settle(self._reservation, cost)
             self._reservation = None
-        return metering.recorder.record(
-            UsageRecord(
-                request_id=self.request_id,
-                account_id=self.caller.account.id if self.caller else "",
-                key_id=self.caller.key.id if self.caller else "",
-                surface=self.surface,
-                model=self.model.id if self.model else "",
-                provider=self.model.provider if self.model else "",
-                prompt_tokens=self.prompt_tokens if produced else 0,
-                completion_tokens=self.completion_tokens,
-                cost=charged,
-                latency_ms=round((metering.clock.monotonic() - self._started) * 1000),
-                status=self._status,
-                error_code=self._error_code,
-                created_at=metering.clock.now(),
-            )
+        row = UsageRecord(
+            request_id=self.request_id,
+            account_id=self.caller.account.id if self.caller else "",
+            key_id=self.caller.key.id if self.caller else "",
+            surface=self.surface,
+            model=self.model.id if self.model else "",
+            provider=self.model.provider if self.model else "",
+            prompt_tokens=self.prompt_tokens if produced else 0,
+            completion_tokens=self.completion_tokens,
+            cost=charged,
+            latency_ms=round((metering.clock.monotonic() - self._started) * 1000),
+            status=self._status,
+            error_code=self._error_code,
+            created_at=metering.clock.now(),
         )
+        first_output = self.first_output_at if self.streamed else None
+        first_token = None if first_output is None else first_output - self._started
+        metering.telemetry.call_ended(row, first_token)
+        return metering.recorder.record(row)
 
 
 class Metering:
     """What every call's meter settles against."""
 
-    def __init__(self, recorder: UsageRecorder, ledger: CreditLedger, budgets: TokenBudgetBook, clock: Clock) -> None:
+    def __init__(
+        self,
+        recorder: UsageRecorder,
+        ledger: CreditLedger,
+        budgets: TokenBudgetBook,
+        clock: Clock,
+        telemetry: Telemetry | None = None,
+    ) -> None:
         self.recorder = recorder
         self.ledger = ledger
         self.budgets = budgets
         self.clock = clock
+        self.telemetry = telemetry or Telemetry()
 
     def open(self, *, request_id: str, surface: str, status_of: Callable[[GatewayError], int]) -> CallMeter:
         """A meter for one call; `status_of` is the status the surface shows for an error."""

@@ -198,10 +198,12 @@ class ChatRun:
                     continue
                 # Counted as it passes, so a stream cut short is metered for what was delivered.
                 meter.completion_tokens += _delta_tokens(event)
+                meter.delivered()
                 yield event
         yield reported or Usage(meter.prompt_tokens, meter.completion_tokens)
 
     async def complete(self) -> Completion:
+        self._meter.streamed = False  # a whole answer has no time to first token
         choices = [_ChoiceBuilder() for _ in range(self.request.n)]
         usage = Usage()
         try:

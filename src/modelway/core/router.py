@@ -23,6 +23,7 @@ from modelway.core.clock import Clock
 from modelway.core.routing import prepare
 from modelway.core.types import ChatRequest, StreamEvent
 from modelway.errors import GatewayError, Reason
+from modelway.ops.metrics import Telemetry
 from modelway.providers.registry import ProviderRegistry
 
 __all__ = ["Router"]
@@ -41,12 +42,14 @@ class Router:
         config: RoutingConfig,
         clock: Clock,
         jitter: Callable[[], float] = random.random,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._providers = providers
         self._breakers = breakers
         self._config = config
         self._clock = clock
         self._jitter = jitter
+        self._telemetry = telemetry or Telemetry()
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float | None:
         """Seconds to wait before trying the same model again; None when it is not worth waiting."""
@@ -97,6 +100,8 @@ class Router:
                     breaker.released(probe)
                     await events.aclose()
                     raise
+                outcome = "ok" if first is not None else error.reason.value
+                self._telemetry.upstream_attempt(model.provider, outcome, self._clock.monotonic() - started)
                 if first is not None:
                     breaker.succeeded(self._clock.monotonic() - started)
                     async with aclosing(events):

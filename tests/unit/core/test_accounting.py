@@ -80,14 +80,14 @@ async def test_a_failed_commit_keeps_the_row_and_retries_it_once(parts: Parts, t
     committed = recorder.record(await charge(ledger, "r1", 100))
     # The caller stops waiting after commit_wait and answers; the row is not lost.
     assert not await recorder.committed(committed)
-    assert recorder.backlog == 1
+    assert recorder.queue_depth == 1
     assert ledger.available("acct") == 900
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT credits FROM accounts").fetchone() == (1000,)  # no charge without its row
         db.execute("ALTER TABLE usage_away RENAME TO usage")
     await asyncio.wait_for(committed, 5)  # the writer's retry
     assert stored(path) == (1, 900)
-    assert recorder.backlog == 0
+    assert recorder.queue_depth == 0
     await recorder.close()
     assert stored(path) == (1, 900)
     await ledger.reload()

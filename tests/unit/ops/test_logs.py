@@ -1,0 +1,180 @@
+"""Log lines: JSON or text, and no secret in any record, whatever logged it and however."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+
+from modelway.config import Config, ConfigError, LoggingConfig, ProviderConfig, load_config
+from modelway.ops.logs import CALLS_LOGGER, JsonFormatter, Scrubber, TextFormatter, configure_logging, log_call
+from modelway.store import UsageRecord
+
+KEY = "mw-Zq3_xK9-aaaaBBBBccccDDDDeeeeFFFFgggg0123456"
+UPSTREAM = "sk-upstream-very-secret-42"
+
+
+@pytest.fixture
+def scrubber() -> Scrubber:
+    return Scrubber("mw-", [UPSTREAM, "short"])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"Invalid encoding on b'Bearer {KEY}\\xff'",
+        f"authorization: Bearer {KEY}",
+        f"key={KEY}&x=1",
+        f"x-api-key: {KEY}",
+        f"{{'x-goog-api-key': '{KEY}'}}",
+        f"upstream said: invalid key {UPSTREAM}",
+        f"Authorization: Basic {UPSTREAM}",
+        f"api_key={UPSTREAM}",
+    ],
+)
+def test_scrub_removes_keys_tokens_and_upstream_secrets(scrubber: Scrubber, text: str) -> None:
+    scrubbed = scrubber.scrub(text)
+    assert KEY not in scrubbed and KEY[3:20] not in scrubbed
+    assert UPSTREAM not in scrubbed
+    assert "[redacted]" in scrubbed
+
+
+def test_scrub_keeps_ordinary_text(scrubber: Scrubber) -> None:
+    text = "model mw-1 answered 200 for key_0123abcd in 12 ms; a short word"
+    assert scrubber.scrub(text) == text
+
+
+def record(message: str, *args: object, exc: BaseException | None = None) -> logging.LogRecord:
+    exc_info = (type(exc), exc, exc.__traceback__) if exc else None
+    return logging.LogRecord("grpc", logging.ERROR, __file__, 1, message, args, exc_info)
+
+
+def test_filter_scrubs_arguments_and_tracebacks(scrubber: Scrubber) -> None:
+    try:
+        raise ValueError(f"bad header Bearer {KEY}")
+    except ValueError as error:
+        rec = record("Invalid encoding on %r", f"Bearer {KEY}".encode(), exc=error)
+    assert scrubber.filter(rec)
+    line = JsonFormatter().format(rec)
+    assert KEY not in line and KEY[3:] not in line
+    parsed = json.loads(line)
+    assert parsed["message"] == "Invalid encoding on b'Bearer [redacted]'"
+    assert "ValueError: bad header Bearer [redacted]" in parsed["exception"]
+
+
+def row(**changes: object) -> UsageRecord:
+    base = UsageRecord(
+        request_id="req-1",
+        account_id="acct_1",
+        key_id="key_1",
+        surface="openai",
+        model="echo-1",
+        provider="echo",
+        prompt_tokens=8,
+        completion_tokens=4,
+        cost=16_000,
+        latency_ms=12,
+        status=200,
+        error_code="",
+        created_at=1.0,
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def root_restored() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def configured(fmt: str, level: str = "info") -> io.StringIO:
+    out = io.StringIO()
+    provider = ProviderConfig(name="up", kind="openai", base_url="http://127.0.0.1:1", api_key=UPSTREAM)
+    config = Config(providers=(provider,), logging=LoggingConfig(level=level, format=fmt))
+    configure_logging(replace(config, keys=replace(config.keys, prefix="mw-")), stream=out)
+    return out
+
+
+def test_json_call_line(root_restored: None) -> None:
+    out = configured("json")
+    log_call(row(), 0.0031)
+    logging.getLogger("grpc").error("header %s", f"Bearer {KEY}")
+    logging.getLogger("modelway.providers").warning("upstream rejected %s", UPSTREAM)
+    call, grpc_line, provider_line = (json.loads(line) for line in out.getvalue().splitlines())
+    assert call == {
+        "ts": call["ts"],
+        "level": "info",
+        "logger": CALLS_LOGGER,
+        "message": "call",
+        "request_id": "req-1",
+        "client_request_id": "",
+        "surface": "openai",
+        "account_id": "acct_1",
+        "key_id": "key_1",
+        "model": "echo-1",
+        "provider": "echo",
+        "status": 200,
+        "error_code": "",
+        "latency_ms": 12,
+        "ttft_ms": 3.1,
+        "tokens_in": 8,
+        "tokens_out": 4,
+        "credits": 0.016,
+    }
+    assert call["ts"].endswith("Z")
+    assert grpc_line["message"] == "header Bearer [redacted]"
+    assert provider_line["message"] == "upstream rejected [redacted]"
+
+
+def test_text_format_and_level(root_restored: None) -> None:
+    out = configured("text", level="warning")
+    log_call(row(), None)  # info: below the level
+    logging.getLogger("modelway.app").warning("store slow")
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].endswith("WARNING modelway.app: store slow")
+    out = configured("text")
+    log_call(row(status=404, error_code="model_not_found", model="", provider=""), None)
+    line = out.getvalue().strip()
+    assert "modelway.calls: call request_id=req-1" in line
+    assert "status=404 error_code=model_not_found" in line and "model=" not in line.replace("error_code", "")
+
+
+def test_text_formatter_keeps_traceback_after_fields() -> None:
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError as error:
+        rec = record("failed", exc=error)
+    rec.modelway_fields = {"request_id": "r1"}
+    head, _, tail = TextFormatter().format(rec).partition("\n")
+    assert head.endswith("grpc: failed request_id=r1") and "RuntimeError: boom" in tail
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ('format = "xml"', 'logging.format must be "json" or "text"'),
+        ('level = "loud"', "logging.level must be debug, info, warning or error"),
+    ],
+)
+def test_bad_logging_config_is_named(tmp_path: object, section: str, message: str) -> None:
+    from pathlib import Path
+
+    path = Path(str(tmp_path)) / "m.toml"
+    path.write_text(f"[logging]\n{section}\n")
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, {})
+
+
+def test_logging_defaults_to_json_at_info(tmp_path: object) -> None:
+    from pathlib import Path
+
+    path = Path(str(tmp_path)) / "m.toml"
+    path.write_text("")
+    assert load_config(path, {}).logging == LoggingConfig(level="info", format="json")
