@@ -88,7 +88,14 @@ class Gateway:
         )
         self.catalog = Catalog(config.models)
         self.gate = Gate(self.directory, RateLimiter(self.clock), config)
-        self.metering = Metering(self.recorder, self.ledger, self.budgets, self.clock, self.telemetry)
+        self.metering = Metering(
+            self.recorder,
+            self.ledger,
+            self.budgets,
+            self.clock,
+            self.telemetry,
+            checkpoint_seconds=config.store.checkpoint_seconds,
+        )
         # The one HTTP session of the process, for every upstream.
         self.transport = Transport()
         routing = config.routing

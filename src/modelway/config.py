@@ -82,6 +82,8 @@ class StoreConfig:
     # How often the key cache asks SQLite whether another process changed it.
     refresh_seconds: float = 1.0
     usage_flush_seconds: float = 0.25
+    # A stream's usage row is written (and what it delivered charged) this often while it runs.
+    checkpoint_seconds: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,8 @@ for every call whose answer arrived whole (a parsed JSON 200, an SSE stream
 ending in `data: [DONE]`), matched by the answer's X-Request-Id; and the
 balance must have dropped by exactly the sum of the rows' costs. The flush
 timer is set to a minute, so nothing but the commit before the answer can
-have saved those rows.
+have saved those rows. A stream the kill cuts is billed for what it had
+delivered as far as its last checkpoint.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 import aiohttp
 import pytest
 
+from modelway.core.tokens import count_tokens
 from tests.conftest import TEST_CONFIG, Stack, running_stack
 
 CHAT = "/api/v1/chat/completions"
@@ -37,7 +39,7 @@ class Tally:
 
 @pytest.fixture(scope="module")
 def crashing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    config = TEST_CONFIG.replace("usage_flush_seconds = 0.05", "usage_flush_seconds = 60")
+    config = TEST_CONFIG.replace("usage_flush_seconds = 0.05", "usage_flush_seconds = 60\ncheckpoint_seconds = 0.3")
     with running_stack(tmp_path_factory.mktemp("crash"), config) as stack:
         yield stack
 
@@ -132,3 +134,53 @@ async def one_call(stack: Stack, key: str) -> bool:
         ) as response,
     ):
         return response.status == 200 and "choices" in await response.json()
+
+
+async def cut_stream(stack: Stack, key: str) -> tuple[str, str]:
+    """Reads a long stream for a while, then kills the server under it; the request id and the text received."""
+    words = " ".join(f"word{n}" for n in range(400))
+    received: list[str] = []
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            stack.http_base + CHAT,
+            json={"model": "echo-slow", "stream": True, "messages": [{"role": "user", "content": words}]},
+            headers={"Authorization": f"Bearer {key}"},
+        ) as response,
+    ):
+        assert response.status == 200
+        request_id = response.headers["x-request-id"]
+        deadline = asyncio.get_running_loop().time() + 1.5
+        async for line in response.content:
+            if line.startswith(b"data: {"):
+                for choice in json.loads(line[6:])["choices"]:
+                    received.append(choice["delta"].get("content") or "")
+            if asyncio.get_running_loop().time() > deadline:
+                break
+        assert stack.server is not None
+        stack.server.kill()
+        stack.server.wait(timeout=10)
+        stack.server = None
+    return request_id, "".join(received)
+
+
+def test_a_stream_cut_by_kill_9_is_billed_for_what_it_delivered(crashing: Stack) -> None:
+    stack = crashing
+    account = stack.create_account("cut", credits=CREDITS)
+    key = stack.create_key("cut", account)[1]
+    request_id, received = asyncio.run(cut_stream(stack, key))
+    try:
+        with sqlite3.connect(stack.db_path) as db:
+            row = db.execute(
+                "SELECT status, error_code, completion_tokens, cost FROM usage WHERE request_id = ?", [request_id]
+            ).fetchone()
+            credits = db.execute("SELECT credits FROM accounts WHERE id = ?", [account]).fetchone()[0]
+        assert row is not None, "the cut stream left no usage row"
+        status, error_code, completion_tokens, cost = row
+        assert (status, error_code) == (0, "in_progress")
+        # Billed for delivered output up to its last checkpoint: something, never more than the client got.
+        assert 0 < completion_tokens <= count_tokens(received)
+        assert cost > 0
+        assert CREDITS * 1_000_000 - credits == cost
+    finally:
+        stack.start_server()

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
+from dataclasses import dataclass
 
 from modelway.core.directory import Directory
 from modelway.core.ledger import Ledger
@@ -21,6 +22,13 @@ log = logging.getLogger(__name__)
 # After a failed write, the next attempt waits this long, doubling up to _RETRY_MAX.
 _RETRY_FIRST = 0.05
 _RETRY_MAX = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    row: UsageRecord
+    charge: int  # micro-credits this write adds to the account's spend (a checkpoint's row carries part)
+    committed: asyncio.Future[None]
 
 
 class UsageRecorder:
@@ -41,6 +49,8 @@ class UsageRecorder:
     waiting on such a row stops waiting after `commit_wait` seconds and
     answers anyway: the row is still pending, not lost, and is never written
     twice. `close` writes what is left: a clean shutdown loses no row.
+    Rows are written by request id: a long stream's checkpoints and its final
+    row are one row, rewritten, each write charging only what it adds.
     Last-used times with no row to carry them are written every `flush_seconds`.
     """
 
@@ -63,7 +73,7 @@ class UsageRecorder:
         self._commit_wait = commit_wait
         self._commit_window = commit_window
         self._last_write = 0.0
-        self._pending: list[tuple[UsageRecord, asyncio.Future[None]]] = []
+        self._pending: list[_Queued] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -76,10 +86,12 @@ class UsageRecorder:
         """Rows recorded and not yet committed (a gauge read at scrape time)."""
         return len(self._pending)
 
-    def record(self, row: UsageRecord) -> asyncio.Future[None]:
-        """Queues a row; the future resolves (to None) once the row is committed. Never awaits."""
+    def record(self, row: UsageRecord, *, charge: int | None = None) -> asyncio.Future[None]:
+        """Queues a row (a new one, or a newer state of a row already written under its request id)
+        and the charge it adds (default: its whole cost); the future resolves once it is committed.
+        Never awaits."""
         committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((row, committed))
+        self._pending.append(_Queued(row, row.cost if charge is None else charge, committed))
         self._wake.set()
         return committed
 
@@ -127,22 +139,22 @@ class UsageRecorder:
                 return
             # A row's cost is what the ledger charged for it: the charge is written with its row.
             charges: Counter[str] = Counter()
-            for row, _ in batch:
-                if row.cost:
-                    charges[row.account_id] += row.cost
+            for queued in batch:
+                if queued.charge:
+                    charges[queued.row.account_id] += queued.charge
 
             def settled(error: BaseException | None) -> None:
                 if error is None:
                     self._ledger.charges_written(charges)
-                    for _, committed in batch:
-                        if not committed.done():
-                            committed.set_result(None)
+                    for queued in batch:
+                        if not queued.committed.done():
+                            queued.committed.set_result(None)
                 else:
                     self._pending[:0] = batch
                     self._directory.restore_last_used(last_used)
 
             started = time.perf_counter()
-            await await_write(self._store.record_calls([row for row, _ in batch], last_used, charges), settled)
+            await await_write(self._store.record_calls([queued.row for queued in batch], last_used, charges), settled)
             self._telemetry.usage_committed(time.perf_counter() - started)
 
     async def close(self, *, attempts: int = 5) -> None:

@@ -68,6 +68,15 @@ class Ledger:
         self._unwritten[reservation.account_id] += charged
         return charged
 
+    async def draw(self, reservation: Reservation, amount: int) -> tuple[Reservation, int]:
+        """Turns part of a reservation into a charge now (a long stream's checkpoint).
+
+        Returns what is left reserved and what was charged: at most what was reserved."""
+        charged = max(0, min(amount, reservation.amount))
+        self._reserved[reservation.account_id] -= charged
+        self._unwritten[reservation.account_id] += charged
+        return Reservation(reservation.account_id, reservation.amount - charged), charged
+
     def charges_written(self, charges: Mapping[str, int]) -> None:
         """Charges the store now holds (call under `lock`, in the same turn as the commit is seen)."""
         for account, amount in charges.items():

@@ -17,12 +17,14 @@ from modelway.errors import GatewayError
 from modelway.ops.metrics import Telemetry
 from modelway.store import UsageRecord
 
-__all__ = ["CLIENT_CLOSED", "SERVER_SHUTDOWN", "CallMeter", "Metering"]
+__all__ = ["CLIENT_CLOSED", "IN_PROGRESS", "SERVER_SHUTDOWN", "CallMeter", "Metering"]
 
 # nginx's "client closed request": the caller went away before the end.
 CLIENT_CLOSED = 499
 # The error_code of a call the server ended because it is shutting down (its status is the error's, 503).
 SERVER_SHUTDOWN = "server_shutdown"
+# The status of a stream's row while it runs (error_code "in_progress"); after a crash, one the crash cut.
+IN_PROGRESS = 0
 
 
 class CallMeter:
@@ -60,6 +62,9 @@ class CallMeter:
         # When a streamed call's first output went out: its time to first token (telemetry).
         self.streamed = True
         self.first_output_at: float | None = None
+        # Long streams write their row as they go (see `checkpoint`); what those writes charged.
+        self._next_checkpoint = float("inf")
+        self._drawn = 0
 
     def attribute(self, caller: Caller) -> None:
         """From here on the call, failed or not, counts against this caller's account."""
@@ -90,6 +95,7 @@ class CallMeter:
         """Output went to the caller; the first time marks the call's time to first token."""
         if self.first_output_at is None:
             self.first_output_at = self._metering.clock.monotonic()
+            self._next_checkpoint = self.first_output_at + self._metering.checkpoint_seconds
 
     def fail(self, error: GatewayError) -> None:
         """Marks a call that ended in an error (also one written into a stream that had begun)."""
@@ -131,11 +137,27 @@ class CallMeter:
             # An error answer goes out after this: it too is durable once the client has it.
             await self._metering.recorder.committed(committed)
 
+    def checkpoint_due(self) -> bool:
+        """Whether a stream has run long enough since its last checkpoint to write another."""
+        return self.streamed and self._metering.clock.monotonic() >= self._next_checkpoint
+
+    async def checkpoint(self) -> None:
+        """Writes a long stream's row as it stands, charging what was delivered since the last one:
+        what a crash of the process would leave billed. The call's end rewrites the same row."""
+        metering = self._metering
+        self._next_checkpoint = metering.clock.monotonic() + metering.checkpoint_seconds
+        if self._recorded or self._reservation is None or self.model is None:
+            return
+        cost = self.model.cost(self.prompt_tokens, self.completion_tokens)
+        self._reservation, charge = await metering.ledger.draw(self._reservation, cost - self._drawn)
+        self._drawn += charge
+        metering.recorder.record(self._row(IN_PROGRESS, "in_progress", self._drawn, produced=True), charge=charge)
+
     async def _settle(self) -> asyncio.Future[None]:
         """Settles the holds and queues the row; the future resolves when the row is committed."""
         self._recorded = True
         metering = self._metering
-        charged = 0
+        charged = self._drawn
         produced = self._status == 200 or self.completion_tokens > 0
         if self._hold is not None:
             await metering.budgets.settle(self._hold, self.prompt_tokens + self.completion_tokens if produced else 0)
@@ -143,9 +165,17 @@ class CallMeter:
         if self._reservation is not None:
             cost = self.model.cost(self.prompt_tokens, self.completion_tokens) if produced and self.model else 0
             # Written with this row (its cost), in the row's transaction.
-            charged = await metering.ledger.settle(self._reservation, cost)
+            charged += await metering.ledger.settle(self._reservation, cost - self._drawn)
             self._reservation = None
-        row = UsageRecord(
+        row = self._row(self._status, self._error_code, charged, produced=produced)
+        first_output = self.first_output_at if self.streamed else None
+        first_token = None if first_output is None else first_output - self._started
+        metering.telemetry.call_ended(row, first_token)
+        return metering.recorder.record(row, charge=charged - self._drawn)
+
+    def _row(self, status: int, error_code: str, cost: int, *, produced: bool) -> UsageRecord:
+        metering = self._metering
+        return UsageRecord(
             request_id=self.request_id,
             account_id=self.caller.account.id if self.caller else "",
             key_id=self.caller.key.id if self.caller else "",
@@ -154,16 +184,12 @@ class CallMeter:
             provider=self.model.provider if self.model else "",
             prompt_tokens=self.prompt_tokens if produced else 0,
             completion_tokens=self.completion_tokens,
-            cost=charged,
+            cost=cost,
             latency_ms=round((metering.clock.monotonic() - self._started) * 1000),
-            status=self._status,
-            error_code=self._error_code,
+            status=status,
+            error_code=error_code,
             created_at=metering.clock.now(),
         )
-        first_output = self.first_output_at if self.streamed else None
-        first_token = None if first_output is None else first_output - self._started
-        metering.telemetry.call_ended(row, first_token)
-        return metering.recorder.record(row)
 
 
 class Metering:
@@ -176,8 +202,10 @@ class Metering:
         budgets: TokenBudgetBook,
         clock: Clock,
         telemetry: Telemetry | None = None,
+        checkpoint_seconds: float = 2.0,
     ) -> None:
         self.recorder = recorder
+        self.checkpoint_seconds = checkpoint_seconds
         self.ledger = ledger
         self.budgets = budgets
         self.clock = clock

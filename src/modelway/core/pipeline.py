@@ -196,6 +196,8 @@ class ChatRun:
                     )
                     meter.prompt_tokens, meter.completion_tokens = reported.prompt_tokens, reported.completion_tokens
                     continue
+                if meter.checkpoint_due():
+                    await meter.checkpoint()
                 # Counted as it passes, so a stream cut short is metered for what was delivered.
                 meter.completion_tokens += _delta_tokens(event)
                 meter.delivered()

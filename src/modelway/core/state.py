@@ -33,6 +33,10 @@ class CreditLedger(Protocol):
         """Releases the hold and charges the real cost, never beyond the balance; returns the charge."""
         ...
 
+    async def draw(self, reservation: Reservation, amount: int) -> tuple[Reservation, int]:
+        """Charges part of a hold now; returns the hold that is left and the charge."""
+        ...
+
 
 class TokenBudgetBook(Protocol):
     async def hold(self, key_id: str, budget: int, worst_case: int) -> TokenHold:

@@ -22,7 +22,13 @@ T = TypeVar("T")
 _USAGE_COLUMNS = [field.name for field in dataclasses.fields(UsageRecord)]
 # sqlite-utils' insert_all commits on its own; a batch must commit once, with
 # its charges and last-used updates, so it is plain SQL in one transaction.
-_INSERT_USAGE = f"INSERT INTO usage ({', '.join(_USAGE_COLUMNS)}) VALUES ({', '.join('?' for _ in _USAGE_COLUMNS)})"
+# One row per call: a later state of the call (a stream's checkpoint, then its
+# end) rewrites the row under the same request id.
+_INSERT_USAGE = (
+    f"INSERT INTO usage ({', '.join(_USAGE_COLUMNS)}) VALUES ({', '.join('?' for _ in _USAGE_COLUMNS)})"
+    f" ON CONFLICT (request_id) DO UPDATE SET "
+    + ", ".join(f"{name} = excluded.{name}" for name in _USAGE_COLUMNS if name != "request_id")
+)
 _JSON_LISTS = ("permissions", "allowed_models")
 
 
@@ -132,6 +138,16 @@ class SqliteStore:
             pk="id",
             if_not_exists=True,
         )
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'usage_request_id'").fetchone():
+            # Stores from before request ids were the server's own may repeat a
+            # client's id: those rows keep it with their row number appended.
+            with db.conn:
+                db.conn.execute("BEGIN IMMEDIATE")
+                db.conn.execute(
+                    "UPDATE usage SET request_id = request_id || '-' || id"
+                    " WHERE id NOT IN (SELECT MIN(id) FROM usage GROUP BY request_id)"
+                )
+                db.conn.execute("CREATE UNIQUE INDEX usage_request_id ON usage (request_id)")
         db.table("usage").create_index(["account_id", "created_at"], if_not_exists=True)
         db.table("usage").create_index(["key_id", "created_at"], if_not_exists=True)
 

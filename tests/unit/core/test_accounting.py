@@ -116,3 +116,27 @@ async def test_close_writes_what_is_pending(parts: Parts, tmp_path: Path) -> Non
         recorder.record(await charge(ledger, f"r{n}", 10))
     await recorder.close()
     assert stored(tmp_path / "usage.db") == (3, 970)
+
+
+async def test_a_checkpointed_call_is_one_row_charged_once_in_parts(parts: Parts, tmp_path: Path) -> None:
+    _, ledger, recorder = parts
+    recorder.start()
+    reservation = await ledger.reserve("acct", 500)
+    reservation, drawn = await ledger.draw(reservation, 120)
+    assert (reservation.amount, drawn) == (380, 120)
+    assert await recorder.committed(recorder.record(row("stream", 120), charge=120))
+    assert stored(tmp_path / "usage.db") == (1, 880)
+    final = await ledger.settle(reservation, 300 - 120)
+    assert await recorder.committed(recorder.record(row("stream", 120 + final), charge=final))
+    with sqlite3.connect(tmp_path / "usage.db") as db:
+        assert db.execute("SELECT request_id, cost FROM usage").fetchall() == [("stream", 300)]
+    assert stored(tmp_path / "usage.db") == (1, 700)
+    assert ledger.available("acct") == 700
+    await recorder.close()
+
+
+async def test_a_draw_never_takes_more_than_was_reserved(parts: Parts) -> None:
+    _, ledger, _ = parts
+    reservation, drawn = await ledger.draw(await ledger.reserve("acct", 50), 80)
+    assert (reservation.amount, drawn) == (0, 50)
+    assert ledger.available("acct") == 950
