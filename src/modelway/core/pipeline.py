@@ -207,6 +207,15 @@ class Pipeline:
             await meter.admit(caller, candidates[0], prompt_tokens, worst_tokens, worst_cost)
             yield ChatRun(request, candidates, self._router, meter, int(self._clock.now()))
 
+    def stop_streams(self) -> None:
+        """Ends every call still running, at shutdown once the grace period is over.
+
+        STUB added by the edge helper so Gateway.stop can call it: the durable
+        helper's implementation (error frame + terminator, usage row 503
+        server_shutdown) replaces this. Until then such calls run on until
+        the gRPC server cancels them.
+        """
+
 
 def _fitting(request: ChatRequest, candidates: tuple[ModelConfig, ...], prompt_tokens: int) -> tuple[ModelConfig, ...]:
     """The candidates whose context window holds the prompt and the asked-for completion."""
