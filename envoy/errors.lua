@@ -1,49 +1,220 @@
--- Response shaping for REST callers; native gRPC responses pass untouched.
+-- The edge's checks and the REST callers' error shape; native gRPC passes
+-- untouched unless a request must be refused before it reaches the server.
 --
--- 1. A gRPC error that carries x-http-status / x-error-json (set by the
+-- On the way in (before the transcoder, so before anything reads a header):
+-- 1. URL over 8 KiB -> 414; one header value over 8 KiB or all headers over
+--    32 KiB -> 431; a header value with a byte that is not visible ASCII,
+--    space or tab -> 400, or 401 for a credential header. grpcio logs a whole
+--    header it cannot encode, so a key with a stray byte must stop here.
+-- 2. gRPC over HTTP/1 -> 415; grpc-* headers are dropped from REST calls (a
+--    REST client's grpc-timeout must not become a gRPC deadline).
+-- On the way out:
+-- 3. A gRPC error that carries x-http-status / x-error-json (set by the
 --    modelway server before the first message) becomes that exact HTTP
 --    status and body.
--- 2. Envoy's own 4xx replies (already OpenAI-shaped by local_reply_config)
---    get `param` / `code` for a wrong field type, as OpenAI reports them.
--- 3. gRPC plumbing headers are not shown to HTTP clients.
+-- 4. Envoy's own replies (already OpenAI-shaped by local_reply_config) get a
+--    message that names the problem, from x-modelway-details, and `param` /
+--    `code` for a wrong field type, as OpenAI reports them.
+-- 5. gRPC plumbing headers are not shown to HTTP clients; every response
+--    has an X-Request-Id (the server's, or Envoy's when the server did not
+--    answer).
+
+local MAX_URL_BYTES = 8192
+local MAX_HEADER_VALUE_BYTES = 8192
+local MAX_HEADERS_BYTES = 32768
+local MAX_BODY_MIB = 16
 
 local GRPC_HEADERS = {"grpc-status", "grpc-message", "grpc-status-details-bin", "grpc-accept-encoding", "grpc-encoding"}
+local CREDENTIAL_HEADERS = {authorization = "Authorization", ["x-api-key"] = "X-Api-Key", ["x-goog-api-key"] = "X-Goog-Api-Key"}
+local HEALTH_PATHS = {["/healthz"] = true, ["/readyz"] = true}
+-- The transcoder names proto types; callers think in JSON.
+local FIELD_TYPES = {TYPE_STRING = "a string", TYPE_BOOL = "a boolean", TYPE_DOUBLE = "a number",
+  TYPE_FLOAT = "a number", TYPE_INT32 = "an integer", TYPE_INT64 = "an integer", TYPE_UINT32 = "an integer",
+  TYPE_UINT64 = "an integer", TYPE_SINT32 = "an integer", TYPE_SINT64 = "an integer", TYPE_ENUM = "a string",
+  TYPE_MESSAGE = "an object"}
 
-local function replace_body(handle, text)
-  local body = handle:body(true)
-  body:setBytes(text)
+local function json_string(text)
+  local escaped = string.gsub(text, '[%c"\\\128-\255]', function(c)
+    return string.format("\\u%04x", string.byte(c))
+  end)
+  return '"' .. escaped .. '"'
+end
+
+local function error_json(message, kind, param, code)
+  local function value(v)
+    return v == nil and "null" or json_string(v)
+  end
+  return '{"error":{"message":' .. json_string(message) .. ',"type":' .. json_string(kind)
+    .. ',"param":' .. value(param) .. ',"code":' .. value(code) .. '}}'
+end
+
+-- Header names as people write them (Authorization, X-Api-Key), for messages.
+local function display_name(name)
+  return CREDENTIAL_HEADERS[name] or string.gsub(name, "%f[%w]%l", string.upper)
+end
+
+local function metadata(handle)
+  return handle:streamInfo():dynamicMetadata():get("modelway") or {}
+end
+
+-- Refuses the request here: a complete body for REST callers (the local
+-- reply mapper passes it through), a gRPC status for native ones.
+local function refuse(handle, status, grpc_status, message, kind, code)
+  local headers = handle:headers()
+  handle:streamInfo():dynamicMetadata():set("modelway", "edge_reply", true)
+  if metadata(handle)["grpc"] == true then
+    handle:respond({[":status"] = "200", ["content-type"] = "application/grpc", ["grpc-status"] = grpc_status,
+      ["grpc-message"] = message, ["x-request-id"] = headers:get("x-request-id")}, "")
+  else
+    handle:respond({[":status"] = status, ["content-type"] = "application/json",
+      ["x-request-id"] = headers:get("x-request-id")}, error_json(message, kind, nil, code))
+  end
+end
+
+-- The first problem with the request's URL or headers, as a refusal; nil when there is none.
+local function check_headers(handle)
+  local headers = handle:headers()
+  local path = headers:get(":path") or ""
+  if #path > MAX_URL_BYTES then
+    return {"414", "3", "The request URL is " .. #path .. " bytes long; at most " .. MAX_URL_BYTES
+      .. " are accepted.", "invalid_request_error"}
+  end
+  local total = 0
+  for name, value in pairs(headers) do
+    total = total + #name + #value
+    if #value > MAX_HEADER_VALUE_BYTES then
+      return {"431", "3", "The " .. display_name(name) .. " header is " .. #value .. " bytes long; at most "
+        .. MAX_HEADER_VALUE_BYTES .. " are accepted.", "invalid_request_error"}
+    end
+    if string.find(value, "[^\t -~]") ~= nil then
+      -- Never echo the value: it may be a key.
+      if CREDENTIAL_HEADERS[name] ~= nil then
+        return {"401", "16", "The API key in the " .. display_name(name) .. " header contains a character "
+          .. "that is not allowed (keys are visible ASCII); check that it was copied whole.",
+          "authentication_error", "invalid_api_key"}
+      end
+      return {"400", "3", "The " .. display_name(name) .. " header contains a character that is not allowed: "
+        .. "header values must be visible ASCII, spaces or tabs.", "invalid_request_error"}
+    end
+  end
+  if total > MAX_HEADERS_BYTES then
+    return {"431", "3", "The request headers are " .. total .. " bytes in all; at most " .. MAX_HEADERS_BYTES
+      .. " are accepted.", "invalid_request_error"}
+  end
+  return nil
+end
+
+function envoy_on_request(handle)
+  local headers = handle:headers()
+  local info = handle:streamInfo():dynamicMetadata()
+  -- Whether the caller speaks gRPC is a property of the request: a transcoded
+  -- unary error still says content-type application/grpc on the way back.
+  local content_type = headers:get("content-type") or ""
+  local is_grpc = string.find(content_type, "application/grpc", 1, true) == 1
+  local path = string.sub(string.match(headers:get(":path") or "", "^[^?]*"), 1, 200)
+  info:set("modelway", "grpc", is_grpc)
+  info:set("modelway", "request", (headers:get(":method") or "") .. " " .. path)
+  info:set("modelway", "health", HEALTH_PATHS[path] == true)
+  info:set("modelway", "request_id", headers:get("x-request-id") or "")
+  local problem = check_headers(handle)
+  if problem ~= nil then
+    refuse(handle, problem[1], problem[2], problem[3], problem[4], problem[5])
+    return
+  end
+  if is_grpc then
+    if string.sub(handle:streamInfo():protocol() or "", 1, 6) == "HTTP/1" then
+      -- Envoy shapes this reply as a gRPC status (the caller said gRPC); it never reaches the server.
+      refuse(handle, "415", "3", "gRPC needs HTTP/2; REST calls send a JSON body (Content-Type: application/json).",
+        "invalid_request_error")
+    end
+    return
+  end
+  local plumbing = {}
+  for name, _ in pairs(headers) do
+    if string.sub(name, 1, 5) == "grpc-" or name == "te" then
+      table.insert(plumbing, name)
+    end
+  end
+  for _, name in ipairs(plumbing) do
+    headers:remove(name)
+  end
+end
+
+-- What each kind of Envoy reply means, by its response code details (the
+-- text before any "{"), in the caller's words.
+local function local_reply_message(status, details, request, original)
+  if details == "request_payload_too_large" or status == "413" then
+    return "The request body is larger than " .. MAX_BODY_MIB .. " MiB, the most this gateway accepts.",
+      "request_too_large"
+  end
+  if details == "direct_response" or string.find(details, "transcode_failure", 1, true) ~= nil
+      and string.find(original, "to a method", 1, true) ~= nil then
+    return "Invalid URL (" .. request .. ")", nil
+  end
+  if status == "431" then
+    return "The request headers are too large; at most " .. MAX_HEADERS_BYTES .. " bytes are accepted.", nil
+  end
+  if status == "414" then
+    return "The request URL is too long; at most " .. MAX_URL_BYTES .. " bytes are accepted.", nil
+  end
+  if string.find(details, "transcode_failure", 1, true) ~= nil then
+    -- Only the first line: the rest is a caret pointing into the body.
+    return "We could not parse the JSON body of your request: " .. string.match(original, "^[^\n]*"), nil
+  end
+  if string.find(details, "http1.", 1, true) == 1 or string.find(details, "http2.", 1, true) == 1 then
+    return "The request is not valid HTTP (" .. details .. ").", nil
+  end
+  if status == "503" or status == "502" or status == "504" then
+    return "The gateway's server is not answering (it may be starting or shutting down); retry shortly.", nil
+  end
+  return original, nil
 end
 
 local function refine_local_reply(handle)
+  local headers = handle:headers()
+  local status = headers:get(":status")
+  local details = string.match(headers:get("x-modelway-details") or "", "^[^{]*")
+  headers:remove("x-modelway-details")
+  local info = metadata(handle)
+  if info["edge_reply"] == true then
+    return
+  end
   local body = handle:body(true)
   local text = body:getBytes(0, body:length())
-  local field = string.match(text, '"message":"([%w_%.%[%]]+): invalid value')
+  if info["health"] == true then
+    body:setBytes('{"status":"unavailable","message":"The gateway\'s operations port is not answering."}')
+    return
+  end
+  -- Envoy's own words (the mapper's JSON, or the bare text when Lua sees
+  -- the reply before the mapper formats it).
+  local original = string.match(text, '"message":"(.-)","param"') or text
+  local kind = tonumber(status) >= 500 and "api_error" or "invalid_request_error"
+  local field, proto_type = string.match(original, "^([%w_%.%[%]]+): invalid value .* for type (TYPE_%u+)")
   if field ~= nil then
-    text = string.gsub(text, '"param":null', '"param":"' .. field .. '"', 1)
-    text = string.gsub(text, '"code":null', '"code":"invalid_type"', 1)
-  elseif handle:headers():get(":status") == "400" then
-    text = string.gsub(text, '"message":"', '"message":"We could not parse the JSON body of your request: ', 1)
+    local expected = FIELD_TYPES[proto_type] or "another type"
+    body:setBytes(error_json("Invalid type for '" .. field .. "': expected " .. expected .. ".", kind, field,
+      "invalid_type"))
+    return
   end
-  body:setBytes(text)
-end
-
--- Whether the caller speaks gRPC is a property of the request: a transcoded
--- unary error still says content-type application/grpc on the way back.
-function envoy_on_request(handle)
-  local content_type = handle:headers():get("content-type") or ""
-  if string.find(content_type, "application/grpc", 1, true) == 1 then
-    handle:streamInfo():dynamicMetadata():set("modelway", "grpc", true)
-  end
+  local message, code = local_reply_message(status, details, info["request"] or "", original)
+  body:setBytes(error_json(message, kind, nil, code))
 end
 
 function envoy_on_response(handle)
   local headers = handle:headers()
-  local is_grpc = (handle:streamInfo():dynamicMetadata():get("modelway") or {})["grpc"] == true
+  local info = metadata(handle)
   local status = headers:get("x-http-status")
-  local error_json = headers:get("x-error-json")
+  local error_json_header = headers:get("x-error-json")
   headers:remove("x-http-status")
   headers:remove("x-error-json")
-  if is_grpc then
+  -- The server's id when it answered; Envoy's for Envoy's own replies.
+  local local_reply = headers:get("x-modelway-local-reply") ~= nil
+  if (local_reply or headers:get("x-request-id") == nil) and (info["request_id"] or "") ~= "" then
+    headers:replace("x-request-id", info["request_id"])
+  end
+  if info["grpc"] == true then
+    headers:remove("x-modelway-local-reply")
+    headers:remove("x-modelway-details")
     return
   end
   for _, name in ipairs(GRPC_HEADERS) do
@@ -57,8 +228,8 @@ function envoy_on_response(handle)
   if status ~= nil then
     headers:replace(":status", status)
     headers:replace("content-type", "application/json")
-    if error_json ~= nil then
-      replace_body(handle, error_json)
+    if error_json_header ~= nil then
+      handle:body(true):setBytes(error_json_header)
     end
   end
 end

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from modelway.app import Gateway
 from modelway.config import ALL_PERMISSIONS, load_config
-from modelway.edge import EdgeFiles, render_envoy_config, start_envoy
+from modelway.edge import EdgeFiles, Envoy, admin_call
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -106,7 +105,7 @@ class Stack:
     api_key: str
     account_id: str = ""
     server: subprocess.Popen[bytes] | None = None
-    envoy: subprocess.Popen[bytes] | None = None
+    envoy: Envoy | None = None
 
     @property
     def http_base(self) -> str:
@@ -164,13 +163,16 @@ class Stack:
         self.server = None
         return code
 
+    @property
+    def edge_files(self) -> EdgeFiles:
+        return EdgeFiles.in_repo(ROOT, self.workdir)
+
     def start_envoy(self) -> None:
         config = load_config(self.config_path, self.env)
-        envoy_yaml = self.workdir / "envoy.yaml"
-        envoy_yaml.write_text(render_envoy_config(config.server, EdgeFiles.in_repo(ROOT)))
-        self.envoy = start_envoy(envoy_yaml, log_path=self.workdir / "envoy.log", base_id=config.server.admin_port)
-        ready = f"http://127.0.0.1:{config.server.admin_port}/ready"
-        _wait_for(lambda: _http_ok(ready), "Envoy", self)
+        self.envoy = envoy = Envoy.start(
+            config.server, self.edge_files, drain_seconds=config.server.shutdown_grace_seconds, base_id=self.http_port
+        )
+        _wait_for(envoy.ready, "Envoy", self)
 
 
 def _grpc_serving(target: str) -> bool:
@@ -180,14 +182,6 @@ def _grpc_serving(target: str) -> bool:
         except grpc.RpcError:
             return False
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 def _wait_for(ready: object, what: str, stack: Stack, timeout: float = 30) -> None:
@@ -200,9 +194,9 @@ def _wait_for(ready: object, what: str, stack: Stack, timeout: float = 30) -> No
     raise RuntimeError(f"{what} did not become ready within {timeout}s\n{logs}")
 
 
-def _new_stack(workdir: Path, config_path: Path) -> Stack:
-    """Ports, database and a first account with a key that may do everything."""
-    env = {
+def _stack_env(workdir: Path) -> dict[str, str]:
+    """Free ports and a database of its own."""
+    return {
         **os.environ,
         "MODELWAY_GRPC_PORT": str(free_port()),
         "MODELWAY_HTTP_PORT": str(free_port()),
@@ -210,6 +204,11 @@ def _new_stack(workdir: Path, config_path: Path) -> Stack:
         "MODELWAY_OPS_PORT": str(free_port()),
         "MODELWAY_DB": str(workdir / "modelway.db"),
     }
+
+
+def _new_stack(workdir: Path, config_path: Path, *, with_account: bool = True) -> Stack:
+    """Ports, database and (unless told) a first account with a key that may do everything."""
+    env = _stack_env(workdir)
     stack = Stack(
         workdir=workdir,
         config_path=config_path,
@@ -218,15 +217,15 @@ def _new_stack(workdir: Path, config_path: Path) -> Stack:
         grpc_port=int(env["MODELWAY_GRPC_PORT"]),
         api_key="",
     )
-    stack.account_id = stack.create_account("tests")
-    stack.api_key = stack.create_key("tests")[1]
+    if with_account:
+        stack.account_id = stack.create_account("tests")
+        stack.api_key = stack.create_key("tests")[1]
     return stack
 
 
 def _stop_envoy(stack: Stack) -> None:
     if stack.envoy is not None:
-        stack.envoy.terminate()
-        stack.envoy.wait(timeout=10)
+        stack.envoy.stop()
         stack.envoy = None
 
 
@@ -319,3 +318,80 @@ def clocked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClockedStack]:
         thread.join(timeout=10)
         loop.close()
         _stop_envoy(stack)
+
+
+@dataclass
+class Up:
+    """`modelway up` (what `make run` runs) as a child in its own session, as a terminal would run it.
+
+    Signals go to its process group, as a terminal's Ctrl-C does; Envoy,
+    started by it in a session of its own, does not get them.
+    """
+
+    stack: Stack
+    process: subprocess.Popen[str]
+    stdout: list[str]
+    reader: threading.Thread
+
+    def banner(self, timeout: float = 60) -> str:
+        """Everything printed up to the end of the banner (the Ctrl-C line)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = "".join(self.stdout)
+            if "Ctrl-C" in text:
+                return text
+            if self.process.poll() is not None:
+                raise AssertionError(f"modelway up exited with {self.process.returncode}:\n{text}")
+            time.sleep(0.05)
+        raise AssertionError("modelway up printed no banner:\n" + "".join(self.stdout))
+
+    def signal(self, sig: int) -> None:
+        os.killpg(self.process.pid, sig)
+
+    def wait(self, timeout: float = 30) -> int:
+        code = self.process.wait(timeout=timeout)
+        self.reader.join(timeout=5)
+        return code
+
+
+def start_up(stack: Stack, *args: str) -> Up:
+    with open(stack.workdir / "server.log", "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "modelway", "--config", str(stack.config_path), "up", "--root", str(ROOT), *args],
+            env=stack.env,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            start_new_session=True,
+        )
+    stdout: list[str] = []
+
+    def read() -> None:
+        assert process.stdout is not None
+        with process.stdout as pipe:
+            stdout.extend(iter(pipe.readline, ""))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return Up(stack, process, stdout, reader)
+
+
+@contextlib.contextmanager
+def running_up(workdir: Path, config: str, *, with_account: bool = False) -> Iterator[Up]:
+    """`modelway up` on fresh ports and store, its Envoy's files in `workdir`; killed if still running at the end."""
+    config_path = workdir / "modelway.toml"
+    config_path.write_text(config)
+    up = start_up(_new_stack(workdir, config_path, with_account=with_account), "--workdir", str(workdir))
+    try:
+        yield up
+    finally:
+        if up.process.poll() is None:
+            up.signal(signal.SIGKILL)
+        up.wait(timeout=10)
+        _kill_envoy_of(workdir)
+
+
+def _kill_envoy_of(workdir: Path) -> None:
+    """Stops an Envoy left behind by a killed `up` (it runs in a session of its own)."""
+    with contextlib.suppress(OSError):
+        admin_call(EdgeFiles.in_repo(ROOT, workdir).admin_socket, "POST", "/quitquitquit")

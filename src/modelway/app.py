@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
 import signal
+import socket
+from collections.abc import Awaitable, Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from modelway.config import Config
+from modelway.config import Config, ServerConfig
 from modelway.core.access import Gate
 from modelway.core.accounting import UsageRecorder
 from modelway.core.breaker import Breakers
@@ -28,6 +32,7 @@ from modelway.core.pipeline import Pipeline
 from modelway.core.reports import UsageReports
 from modelway.core.router import Router
 from modelway.core.routing import Resolver
+from modelway.edge import Envoy
 from modelway.ops import OpsServer, Readiness, Telemetry
 from modelway.providers.http import Transport
 from modelway.providers.registry import ProviderRegistry
@@ -51,7 +56,7 @@ from modelway.v1.rest import chat_pb2_grpc as chat_rest_pb2_grpc
 from modelway.v1.rest import keys_pb2 as keys_rest_pb2
 from modelway.v1.rest import keys_pb2_grpc as keys_rest_pb2_grpc
 
-__all__ = ["Gateway", "serve"]
+__all__ = ["Gateway", "StartupError", "check_ports", "run", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +70,38 @@ _SERVICES = (
 )
 
 
+# After the grace period, calls still running are ended (error frame and
+# terminator) and get this long to write them before the server cancels them.
+_FINISH_SECONDS = 1.0
+
+
+class StartupError(Exception):
+    """The gateway cannot start as configured (a port is taken); one line for the operator."""
+
+
+def check_ports(server: ServerConfig, names: tuple[str, ...]) -> None:
+    """Fails with one clear line when a port the gateway needs is taken, before anything starts."""
+    for name in names:
+        port = getattr(server, name)
+        host = {"grpc_port": server.grpc_host, "http_port": server.http_host}.get(name, "127.0.0.1")
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            # As a listener binds: a port in TIME_WAIT is free, one with a listener is not.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise StartupError(f"port {port} (server.{name}) is already in use") from None
+                raise StartupError(f"cannot listen on {host}:{port} (server.{name}): {exc.strerror}") from None
+
+
 class Gateway:
     """The running server: one store, one directory, one ledger, one recorder, one grpc.aio server."""
 
-    def __init__(self, config: Config, clock: Clock | None = None) -> None:
+    def __init__(self, config: Config, clock: Clock | None = None, edge: Envoy | None = None) -> None:
         self.config = config
+        # Envoy in front (`modelway up`): drained before the server stops.
+        self.edge = edge
         self.clock = clock or SystemClock()
         # Operations: metrics fed by hooks in core, readiness, and the loopback port serving both.
         self.telemetry = Telemetry(models=(m.id for m in config.models), providers=(p.name for p in config.providers))
@@ -121,7 +153,14 @@ class Gateway:
         )
         self.health = HealthServicer()
         self.server = grpc.aio.server(
-            options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 32 * 1024 * 1024)]
+            options=[
+                ("grpc.so_reuseport", 0),
+                # Above Envoy's limits (16 MiB bodies, 8 KiB URL + 32 KiB
+                # headers), so a REST caller always gets Envoy's 413/414/431.
+                ("grpc.max_receive_message_length", 32 * 1024 * 1024),
+                ("grpc.max_metadata_size", 64 * 1024),
+                ("grpc.absolute_max_metadata_size", 64 * 1024),
+            ]
         )
         self._refresher: asyncio.Task[None] | None = None
 
@@ -170,9 +209,26 @@ class Gateway:
         await self.health.enter_graceful_shutdown()
 
     async def stop(self) -> None:
-        """Drains in-flight calls, then writes every pending usage row."""
+        """Drains: no new work, in-flight calls finish within the grace period, the rest are ended cleanly.
+
+        Order matters: health says NOT_SERVING and Envoy stops handing out
+        connections first, so load balancers and clients move away while
+        the calls under way finish; after the grace period every call still
+        running writes its error frame and terminator (recorded as a server
+        shutdown) and gets a moment to send it; then the server stops and
+        every pending usage row is written. Envoy is stopped by its owner
+        after this returns.
+        """
         await self.begin_drain()
-        await self.server.stop(self.config.server.shutdown_grace_seconds)
+        if self.edge is not None:
+            await asyncio.to_thread(self.edge.drain)
+        grace = self.config.server.shutdown_grace_seconds
+        # Refuses new calls at once; cancels whatever still runs at grace + finish.
+        stopping = asyncio.ensure_future(self.server.stop(grace + _FINISH_SECONDS))
+        done, _ = await asyncio.wait({stopping}, timeout=grace)
+        if not done:
+            self.pipeline.stop_streams()
+        await stopping
         if self._refresher is not None:
             # Ended before the store closes, so no reload is left half-way.
             self._refresher.cancel()
@@ -185,13 +241,41 @@ class Gateway:
         await self.ops.stop()
 
 
-async def serve(config: Config) -> None:
-    gateway = Gateway(config)
-    await gateway.start()
+async def run(gateway: Gateway, on_ready: Callable[[], Awaitable[None]] | None = None) -> None:
+    """Starts the gateway, serves until SIGINT or SIGTERM, then drains and stops it.
+
+    A second signal during the drain exits at once (stopping Envoy too, which
+    runs in its own session and would otherwise outlive us).
+    """
     stopping = asyncio.Event()
+
+    def on_signal() -> None:
+        if not stopping.is_set():
+            log.info(
+                "shutting down: draining for up to %ss (a second signal exits at once)",
+                gateway.config.server.shutdown_grace_seconds,
+            )
+            stopping.set()
+            return
+        log.warning("second signal: exiting at once")
+        if gateway.edge is not None:
+            gateway.edge.kill()
+        os._exit(1)
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stopping.set)
-    await stopping.wait()
-    log.info("shutting down")
-    await gateway.stop()
+        loop.add_signal_handler(sig, on_signal)
+    await gateway.start()
+    try:
+        if on_ready is not None:
+            await on_ready()
+        await stopping.wait()
+    finally:
+        await gateway.stop()
+
+
+async def serve(config: Config) -> None:
+    """`modelway serve`: the gRPC server alone."""
+    gateway = Gateway(config)
+    check_ports(config.server, ("grpc_port", "ops_port"))
+    await run(gateway)

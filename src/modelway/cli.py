@@ -12,10 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelway.app import serve
+import aiohttp
+
+from modelway.app import Gateway, StartupError, check_ports, run, serve
 from modelway.config import ALL_PERMISSIONS, DEFAULT_PERMISSIONS, MICRO, Config, ConfigError, load_config
 from modelway.core.keys import IssuedKey, issue_key
-from modelway.edge import EdgeFiles, render_envoy_config, start_envoy
+from modelway.edge import EdgeError, EdgeFiles, Envoy, render_envoy_config
 from modelway.ops import configure_logging
 from modelway.store import AccountRecord, KeyRecord, SqliteStore
 
@@ -101,35 +103,71 @@ async def _bootstrap(config: Config) -> str | None:
     return issued.secret
 
 
-def _up(config: Config, root: Path) -> int:
-    """`make run`: a first account and key if the store is empty, Envoy in front, the server here."""
-    build = root / "build"
-    build.mkdir(exist_ok=True)
-    envoy_yaml = build / "envoy.yaml"
-    envoy_yaml.write_text(render_envoy_config(config.server, EdgeFiles.in_repo(root)))
+async def _edge_ready(config: Config, envoy: Envoy, log: Path, timeout: float = 30.0) -> None:
+    """Waits until a request through Envoy finds the gateway ready: GET /readyz answers 200."""
+    server = config.server
+    url = f"http://{server.http_host}:{server.http_port}/readyz"
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+        while asyncio.get_running_loop().time() < deadline:
+            if envoy.process.poll() is not None:
+                raise StartupError(f"Envoy exited with status {envoy.process.returncode} (see {log})")
+            try:
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return
+            except (aiohttp.ClientError, TimeoutError, ValueError):
+                pass
+            await asyncio.sleep(0.1)
+    raise StartupError(f"the gateway did not become ready through Envoy within {timeout:.0f}s (see {log})")
+
+
+def _banner(config: Config, secret: str | None) -> str:
     base = f"http://{config.server.http_host}:{config.server.http_port}"
-    secret = asyncio.run(_bootstrap(config))
     if secret is None:
-        secret = "$MODELWAY_KEY"
-        print("The store already has accounts; make a key with: .venv/bin/python -m modelway keys create --help")
+        key = "$MODELWAY_KEY"
+        intro = (
+            "The store already has accounts. Make a key with\n"
+            "    .venv/bin/python -m modelway keys create --account acct_... --name me\n"
+            "(accounts list shows the ids), then: export MODELWAY_KEY=<its secret>\n"
+        )
     else:
-        print(f"Created an operator account and its first API key (shown once, keep it):\n\n    {secret}\n")
-    print(f"REST (OpenAI-compatible): {base}/api/v1")
-    print(f"gRPC (native and via Envoy): {config.server.grpc_host}:{config.server.grpc_port} and {base[7:]}")
-    print(
-        f"Try:\n    curl -s {base}/api/v1/chat/completions -H 'Authorization: Bearer {secret}' "
+        key = secret
+        intro = f"Created an operator account and its first API key (shown once, keep it):\n\n    {secret}\n"
+    return (
+        f"{intro}\n"
+        f"REST (OpenAI-compatible): {base}/api/v1\n"
+        f"gRPC (native and via Envoy): {config.server.grpc_host}:{config.server.grpc_port} and {base[7:]}\n"
+        f'Try:\n    curl -s {base}/api/v1/chat/completions -H "Authorization: Bearer {key}" '
         "-H 'Content-Type: application/json' "
-        """-d '{"model":"echo-1","messages":[{"role":"user","content":"Hello!"}]}'\n"""
+        """-d '{"model":"echo-1","messages":[{"role":"user","content":"Hello!"}]}'\n\n"""
+        "Ctrl-C drains and stops both (a second Ctrl-C stops at once)."
     )
-    print("Ctrl-C stops both.", flush=True)
-    envoy = start_envoy(envoy_yaml, log_path=build / "envoy.log")
+
+
+async def _up(config: Config, root: Path, workdir: Path) -> int:
+    """`make run`: checks everything, a first account and key if the store is empty, the server, Envoy in front.
+
+    Nothing is printed until the configuration, providers and every port
+    have been checked and the gateway answers through Envoy.
+    """
+    files = EdgeFiles.in_repo(root, workdir)
+    render_envoy_config(config.server, files)  # the template, Lua and descriptor are there
+    gateway = Gateway(config)  # every provider kind is known
+    check_ports(config.server, ("http_port", "grpc_port", "ops_port"))
+    secret = await _bootstrap(config)
+    server = config.server
+    envoy = Envoy.start(server, files, drain_seconds=server.shutdown_grace_seconds, base_id=server.http_port)
+    gateway.edge = envoy
+
+    async def announce() -> None:
+        await _edge_ready(config, envoy, files.log)
+        print(_banner(config, secret), flush=True)
+
     try:
-        asyncio.run(serve(config))
-    except KeyboardInterrupt:
-        pass
+        await run(gateway, announce)
     finally:
-        envoy.terminate()
-        envoy.wait(timeout=10)
+        envoy.stop()
     return 0
 
 
@@ -143,26 +181,34 @@ def _csv(value: str) -> tuple[str, ...]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="modelway", description=__doc__)
-    parser.add_argument("--config", default=os.environ.get("MODELWAY_CONFIG", "modelway.toml"))
+    config_help = "the TOML configuration (default: $MODELWAY_CONFIG or modelway.toml)"
+    parser.add_argument("--config", default=os.environ.get("MODELWAY_CONFIG", "modelway.toml"), help=config_help)
+    # --config is also accepted after any subcommand (`modelway serve --config x.toml`);
+    # SUPPRESS keeps a subcommand from resetting the value given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="run the gRPC server")
-    up = commands.add_parser("up", help="first account and key if none, then Envoy and the server")
+    commands.add_parser("serve", parents=[common], help="run the gRPC server")
+    up = commands.add_parser("up", parents=[common], help="first account and key if none, then Envoy and the server")
     up.add_argument("--root", type=Path, default=Path.cwd(), help="repository root (envoy/ and build/)")
-    envoy_config = commands.add_parser("envoy-config", help="print the rendered Envoy configuration")
+    up.add_argument("--workdir", type=Path, help="Envoy's config, admin socket and logs (default: ROOT/build)")
+    envoy_config = commands.add_parser("envoy-config", parents=[common], help="print the rendered Envoy configuration")
     envoy_config.add_argument("--root", type=Path, default=Path.cwd())
 
-    accounts = commands.add_parser("accounts", help="accounts and credits").add_subparsers(dest="action", required=True)
-    create_account_ = accounts.add_parser("create", help="create an account; prints its id")
+    accounts = commands.add_parser("accounts", parents=[common], help="accounts and credits").add_subparsers(
+        dest="action", required=True
+    )
+    create_account_ = accounts.add_parser("create", parents=[common], help="create an account; prints its id")
     create_account_.add_argument("--name", required=True)
     create_account_.add_argument("--plan", help="a plan from the configuration (default: limits.default_plan)")
     create_account_.add_argument("--credits", type=float, default=0.0)
-    accounts.add_parser("list", help="accounts with their plan and balance")
-    credit = accounts.add_parser("add-credits", help="add (or, negative, remove) credits")
+    accounts.add_parser("list", parents=[common], help="accounts with their plan and balance")
+    credit = accounts.add_parser("add-credits", parents=[common], help="add (or, negative, remove) credits")
     credit.add_argument("id")
     credit.add_argument("credits", type=float)
 
-    keys = commands.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
-    create = keys.add_parser("create", help="create a key and print its secret once")
+    keys = commands.add_parser("keys", parents=[common], help="API keys").add_subparsers(dest="action", required=True)
+    create = keys.add_parser("create", parents=[common], help="create a key and print its secret once")
     create.add_argument("--account", required=True, help="the owning account id (acct_...)")
     create.add_argument("--name", required=True)
     create.add_argument("--permissions", type=_csv, default=DEFAULT_PERMISSIONS, help="comma-separated")
@@ -170,8 +216,8 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--rate-limit", type=int, help="requests per minute instead of the plan's")
     create.add_argument("--daily-token-budget", type=int, help="tokens per UTC day instead of the plan's")
     create.add_argument("--models", type=_csv, default=(), help="comma-separated allow-list")
-    keys.add_parser("list", help="list keys (never their secrets)")
-    delete = keys.add_parser("delete", help="delete a key")
+    keys.add_parser("list", parents=[common], help="list keys (never their secrets)")
+    delete = keys.add_parser("delete", parents=[common], help="delete a key")
     delete.add_argument("id")
     return parser
 
@@ -181,7 +227,7 @@ def _run(args: argparse.Namespace, config: Config) -> int:
     if command == "serve":
         asyncio.run(serve(config))
     elif command == "up":
-        return _up(config, args.root)
+        return asyncio.run(_up(config, args.root, args.workdir or args.root / "build"))
     elif command == "envoy-config":
         print(render_envoy_config(config.server, EdgeFiles.in_repo(args.root)))
     elif command == "accounts create":
@@ -221,6 +267,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.config)
         configure_logging(config)
         return _run(args, config)
-    except (ConfigError, CliError) as exc:
+    except (ConfigError, CliError, StartupError, EdgeError) as exc:
         print(f"modelway: {exc}", file=sys.stderr)
         return 2

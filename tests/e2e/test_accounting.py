@@ -42,6 +42,7 @@ def test_client_disconnect_mid_stream_is_metered_for_what_was_sent(stack: Stack)
     )
     response = connection.getresponse()
     assert response.status == 200
+    request_id = response.headers["x-request-id"]  # the gateway's own id, not the caller's
     received = b""
     while received.count(b"\n\n") < 5:
         received += response.read1(4096)
@@ -66,7 +67,9 @@ def test_each_streamed_call_leaves_exactly_one_row(stack: Stack) -> None:
             body=json.dumps({"model": "echo-1", "messages": [{"role": "user", "content": "a b"}], "stream": True}),
             headers={"Authorization": f"Bearer {stack.api_key}", "X-Request-Id": request_id},
         )
-        assert connection.getresponse().read().endswith(b"data: [DONE]\n\n")
+        response = connection.getresponse()
+        assert response.read().endswith(b"data: [DONE]\n\n")
+        ids[ids.index(request_id)] = response.headers["x-request-id"]  # the gateway's own id
         connection.close()
     for request_id in ids:
         assert usage_row(stack, request_id)[:2] == (200, "")

@@ -356,14 +356,14 @@ def test_429_with_retry_after_is_retried_after_waiting(upstreams: Upstreams, cli
 def test_failing_model_falls_back_in_order_and_the_answer_names_the_fallback(upstreams: Upstreams) -> None:
     upstreams.openai.script(*[Json(fake_openai.error_json("boom", "server_error"), status=500)] * 2)
     request_id = f"fallback-{uuid.uuid4()}"
-    status, _, body = post_chat(
+    status, headers, body = post_chat(
         upstreams.stack, {"model": "gpt-flaky", "messages": [{"role": "user", "content": "x"}]}, request_id
     )
     assert status == 200, body
     assert json.loads(body)["model"] == "gpt-backup"
     assert len(upstreams.openai.requests) == 2  # the first attempt and one retry
     assert len(upstreams.backup.requests) == 1
-    row = usage_row(upstreams.stack.db_path, request_id)
+    row = usage_row(upstreams.stack.db_path, headers["x-request-id"])
     assert (row["model"], row["provider"], row["status"]) == ("gpt-backup", "oai-backup", 200)
 
 
@@ -387,7 +387,7 @@ def test_when_every_candidate_fails_the_row_names_the_last_one_tried(upstreams: 
         upstreams.stack, {"model": "gpt-flaky", "messages": [{"role": "user", "content": "x"}]}, request_id
     )
     assert status == 503 and "retry-after" in headers
-    row = usage_row(upstreams.stack.db_path, request_id)
+    row = usage_row(upstreams.stack.db_path, headers["x-request-id"])
     assert (row["model"], row["provider"], row["status"], row["cost"]) == ("gpt-backup", "oai-backup", 503, 0)
 
 
@@ -447,7 +447,7 @@ def test_mid_stream_failure_ends_with_error_frame_and_done_and_bills_what_was_se
     # holds unread when a connection breaks).
     upstreams.openai.script(Sse(events, cut=4, gap=0.05))
     request_id = f"midstream-{uuid.uuid4()}"
-    status, _, body = post_chat(
+    status, headers, body = post_chat(
         upstreams.stack, {"model": "gpt", "stream": True, "messages": [{"role": "user", "content": "x"}]}, request_id
     )
     assert status == 200
@@ -457,7 +457,7 @@ def test_mid_stream_failure_ends_with_error_frame_and_done_and_bills_what_was_se
     text = "".join(p["choices"][0]["delta"].get("content") or "" for p in payloads[:-2])
     assert text == "one two three"
     assert len(upstreams.openai.requests) == 1  # no retry once tokens were sent
-    row = usage_row(upstreams.stack.db_path, request_id)
+    row = usage_row(upstreams.stack.db_path, headers["x-request-id"])
     assert row["status"] == 502
     assert row["completion_tokens"] == 3
     assert row["cost"] > 0
@@ -502,13 +502,13 @@ def test_client_disconnect_closes_the_upstream_connection(upstreams: Upstreams) 
 )
 def test_auto_picks_a_tier_by_the_request(upstreams: Upstreams, prompt: str, model: str) -> None:
     request_id = f"auto-{uuid.uuid4()}"
-    status, _, body = post_chat(
+    status, headers, body = post_chat(
         upstreams.stack, {"model": "auto", "messages": [{"role": "user", "content": prompt}]}, request_id
     )
     assert status == 200, body
     assert json.loads(body)["model"] == model
     assert len(upstreams.for_model(model).requests) == 1
-    assert usage_row(upstreams.stack.db_path, request_id)["model"] == model
+    assert usage_row(upstreams.stack.db_path, headers["x-request-id"])["model"] == model
 
 
 def test_alias_resolves_to_its_model(upstreams: Upstreams, client: openai.OpenAI) -> None:

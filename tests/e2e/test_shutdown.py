@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import http.client
 import json
+import signal
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_CONFIG, Stack, running_stack
+from tests.conftest import TEST_CONFIG, Stack, running_stack, running_up
 from tests.e2e.http import request
 
 CHAT = "/api/v1/chat/completions"
@@ -79,3 +81,51 @@ def test_sigterm_writes_every_row_and_charge_then_restart_keeps_state(durable: S
     durable.start_server()
     assert call(durable, key, hello) == 429
     assert call(durable, durable.api_key, hello) == 200
+
+
+def read_stream(port: int, key: str, words: int, into: list[bytes], started: threading.Event) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    body = {"model": "echo-slow", "stream": True, "messages": [{"role": "user", "content": "w " * words}]}
+    connection.request("POST", CHAT, json.dumps(body), {"Authorization": f"Bearer {key}"})
+    response = connection.getresponse()
+    received = response.read1(65536)
+    started.set()
+    try:
+        while chunk := response.read1(65536):
+            received += chunk
+    except (http.client.IncompleteRead, ConnectionError):
+        pass
+    into.append(received)
+    connection.close()
+
+
+def test_sigterm_through_envoy_ends_a_stream_past_the_grace_period_with_an_error_frame_and_done(
+    tmp_path: Path,
+) -> None:
+    config = TEST_CONFIG.replace("shutdown_grace_seconds = 5", "shutdown_grace_seconds = 1")
+    with running_up(tmp_path, config) as up:
+        key = up.banner().split("keep it):")[1].split()[0]
+        short: list[bytes] = []
+        long: list[bytes] = []
+        started = [threading.Event(), threading.Event()]
+        streams = [
+            threading.Thread(target=read_stream, args=(up.stack.http_port, key, 20, short, started[0])),  # ~0.4 s
+            threading.Thread(target=read_stream, args=(up.stack.http_port, key, 400, long, started[1])),  # ~8 s
+        ]
+        for thread in streams:
+            thread.start()
+        assert all(event.wait(10) for event in started)
+        began = time.monotonic()
+        up.signal(signal.SIGTERM)
+        for thread in streams:
+            thread.join(timeout=30)
+        assert up.wait() == 0 and time.monotonic() - began < 5
+
+        assert short[0].endswith(b"data: [DONE]\n\n") and b'"error"' not in short[0]
+        frames = [frame for frame in long[0].split(b"\n\n") if frame]
+        assert frames[-1] == b"data: [DONE]"
+        error = json.loads(frames[-2][6:])["error"]
+        assert "shutting down" in error["message"]
+        with sqlite3.connect(up.stack.db_path) as db:
+            rows = db.execute("SELECT status, error_code FROM usage WHERE model = 'echo-slow' ORDER BY id").fetchall()
+        assert sorted(rows) == [(200, ""), (503, "server_shutdown")]
