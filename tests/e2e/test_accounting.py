@@ -11,18 +11,19 @@ import uuid
 from tests.conftest import Stack
 
 
-def usage_row(stack: Stack, request_id: str, timeout: float = 5) -> tuple[int, str, int, int, int]:
+def usage_row(stack: Stack, client_id: str, timeout: float = 5) -> tuple[int, str, int, int, int]:
+    """The row of the call sent with X-Client-Request-Id `client_id` (the row's request_id is the gateway's)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with sqlite3.connect(stack.db_path) as db:
             row = db.execute(
-                "SELECT status, error_code, prompt_tokens, completion_tokens, cost FROM usage WHERE request_id = ?",
-                [request_id],
+                "SELECT status, error_code, prompt_tokens, completion_tokens, cost FROM usage WHERE client_request_id = ?",
+                [client_id],
             ).fetchone()
         if row is not None:
             return row  # type: ignore[no-any-return]
         time.sleep(0.05)
-    raise AssertionError(f"no usage row for {request_id}")
+    raise AssertionError(f"no usage row for {client_id}")
 
 
 def test_client_disconnect_mid_stream_is_metered_for_what_was_sent(stack: Stack) -> None:
@@ -37,7 +38,7 @@ def test_client_disconnect_mid_stream_is_metered_for_what_was_sent(stack: Stack)
         headers={
             "Authorization": f"Bearer {stack.api_key}",
             "Content-Type": "application/json",
-            "X-Request-Id": request_id,
+            "X-Client-Request-Id": request_id,
         },
     )
     response = connection.getresponse()
@@ -64,7 +65,7 @@ def test_each_streamed_call_leaves_exactly_one_row(stack: Stack) -> None:
             "POST",
             "/api/v1/chat/completions",
             body=json.dumps({"model": "echo-1", "messages": [{"role": "user", "content": "a b"}], "stream": True}),
-            headers={"Authorization": f"Bearer {stack.api_key}", "X-Request-Id": request_id},
+            headers={"Authorization": f"Bearer {stack.api_key}", "X-Client-Request-Id": request_id},
         )
         assert connection.getresponse().read().endswith(b"data: [DONE]\n\n")
         connection.close()
@@ -72,6 +73,6 @@ def test_each_streamed_call_leaves_exactly_one_row(stack: Stack) -> None:
         assert usage_row(stack, request_id)[:2] == (200, "")
     with sqlite3.connect(stack.db_path) as db:
         counts = db.execute(
-            f"SELECT COUNT(*) FROM usage WHERE request_id IN ({','.join('?' * len(ids))})", ids
+            f"SELECT COUNT(*) FROM usage WHERE client_request_id IN ({','.join('?' * len(ids))})", ids
         ).fetchone()
     assert counts == (3,)

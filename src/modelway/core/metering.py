@@ -34,12 +34,19 @@ class CallMeter:
     """
 
     def __init__(
-        self, metering: Metering, *, request_id: str, surface: str, status_of: Callable[[GatewayError], int]
+        self,
+        metering: Metering,
+        *,
+        request_id: str,
+        surface: str,
+        status_of: Callable[[GatewayError], int],
+        client_request_id: str = "",
     ) -> None:
         self._metering = metering
         self._status_of = status_of
         self._started = metering.clock.monotonic()
         self.request_id = request_id
+        self.client_request_id = client_request_id
         self.surface = surface
         self.caller: Caller | None = None
         self.model: ModelConfig | None = None
@@ -121,6 +128,7 @@ class CallMeter:
                 status=self._status,
                 error_code=self._error_code,
                 created_at=metering.clock.now(),
+                client_request_id=self.client_request_id,
             )
         )
 
@@ -134,6 +142,10 @@ class Metering:
         self.budgets = budgets
         self.clock = clock
 
-    def open(self, *, request_id: str, surface: str, status_of: Callable[[GatewayError], int]) -> CallMeter:
+    def open(
+        self, *, request_id: str, surface: str, status_of: Callable[[GatewayError], int], client_request_id: str = ""
+    ) -> CallMeter:
         """A meter for one call; `status_of` is the status the surface shows for an error."""
-        return CallMeter(self, request_id=request_id, surface=surface, status_of=status_of)
+        return CallMeter(
+            self, request_id=request_id, surface=surface, status_of=status_of, client_request_id=client_request_id
+        )

@@ -128,10 +128,14 @@ class SqliteStore:
                 "status": int,
                 "error_code": str,
                 "created_at": float,
+                "client_request_id": str,
             },
             pk="id",
             if_not_exists=True,
         )
+        # Stores made before the column existed get it (empty for their rows).
+        if "client_request_id" not in db.table("usage").columns_dict:
+            db.execute("ALTER TABLE usage ADD COLUMN client_request_id TEXT NOT NULL DEFAULT ''")
         db.table("usage").create_index(["account_id", "created_at"], if_not_exists=True)
         db.table("usage").create_index(["key_id", "created_at"], if_not_exists=True)
 
