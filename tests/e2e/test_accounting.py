@@ -17,7 +17,8 @@ def usage_row(stack: Stack, client_id: str, timeout: float = 5) -> tuple[int, st
     while time.monotonic() < deadline:
         with sqlite3.connect(stack.db_path) as db:
             row = db.execute(
-                "SELECT status, error_code, prompt_tokens, completion_tokens, cost FROM usage WHERE client_request_id = ?",
+                "SELECT status, error_code, prompt_tokens, completion_tokens, cost FROM usage"
+                " WHERE client_request_id = ?",
                 [client_id],
             ).fetchone()
         if row is not None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ __all__ = ["DecodeGuard", "ErrorRenderer", "RpcCall", "Undecodable", "client_req
 
 # Only our own services get the guard; health and reflection keep grpcio's.
 _GUARDED_PREFIX = "/modelway."
+_METADATA_SAFE = re.compile(r"[\x20-\x7e]*")
 # What the usage row keeps of a caller's own request id.
 _CLIENT_ID_CHARS = 128
 
@@ -170,10 +172,12 @@ async def _abort(
         trailers.append(("retry-after", retry_after))
     if call.from_rest:
         http_status, body = render(error)
-        if not body.isascii():
-            # Metadata values must be ASCII; \u escapes keep the JSON the same.
-            body = json.dumps(json.loads(body), separators=(",", ":")).encode()
-        trailers += [("x-http-status", str(http_status)), ("x-error-json", body.decode())]
+        text = body.decode()
+        if not _METADATA_SAFE.fullmatch(text):
+            # Metadata values must be printable ASCII (gRPC refuses the whole call otherwise, DEL
+            # included); \u escapes keep the JSON the same.
+            text = json.dumps(json.loads(body), separators=(",", ":")).replace("\x7f", "\\u007f")
+        trailers += [("x-http-status", str(http_status)), ("x-error-json", text)]
         if error.reason in _NOT_RETRYABLE:
             trailers.append(("x-should-retry", "false"))
     await context.abort(error.grpc_code, error.message, trailing_metadata=tuple(trailers))

@@ -132,7 +132,15 @@ def chat_request_from_proto(request: chat_pb2.CreateChatCompletionRequest) -> Ch
             f"array with length {len(request.messages)} instead.",
             param="messages",
         )
-    data: dict[str, Any] = json_format.MessageToDict(request, preserving_proto_field_name=True)
+    try:
+        data: dict[str, Any] = json_format.MessageToDict(request, preserving_proto_field_name=True)
+    except json_format.SerializeToJsonError:
+        # A Struct (tool parameters, a schema, ...) may carry NaN or Infinity, which JSON cannot.
+        raise GatewayError(
+            Reason.INVALID_VALUE,
+            "Invalid request: a number in an object field (tool parameters, a schema, ...) is NaN or Infinity; "
+            "numbers there must be finite.",
+        ) from None
     for name in (
         "stop_sequences",
         "tool_choice_mode",

@@ -72,7 +72,7 @@ def _json_type(value: Any) -> str:
 def _invalid_type(param: str, expected: str, value: Any) -> GatewayError:
     return GatewayError(
         Reason.INVALID_TYPE,
-        f"Invalid type for '{param}': expected {expected}, but got {_json_type(value)} instead.",
+        f"Invalid type for '{clip(param)}': expected {expected}, but got {_json_type(value)} instead.",
         param=param,
     )
 
@@ -84,7 +84,7 @@ def _invalid_value(param: str, value: object, allowed: str) -> GatewayError:
 
 
 def _missing(param: str) -> GatewayError:
-    return GatewayError(Reason.MISSING_REQUIRED_PARAMETER, f"Missing required parameter: '{param}'.", param=param)
+    return GatewayError(Reason.MISSING_REQUIRED_PARAMETER, f"Missing required parameter: '{clip(param)}'.", param=param)
 
 
 def _typed(data: Mapping[str, Any], name: str, kind: type, param: str = "") -> Any:
@@ -114,7 +114,7 @@ def _check_range(param: str, value: float | None, low: float, high: float) -> No
     side, relation, bound = ("below", ">=", low) if value < low else ("above", "<=", high)
     raise GatewayError(
         Reason(f"{kind}_{side}_{'min' if side == 'below' else 'max'}_value"),
-        f"Invalid '{param}': {kind} {side} {'minimum' if side == 'below' else 'maximum'} value. "
+        f"Invalid '{clip(param)}': {kind} {side} {'minimum' if side == 'below' else 'maximum'} value. "
         f"Expected a value {relation} {bound:g}, but got {value:g} instead.",
         param=param,
     )
