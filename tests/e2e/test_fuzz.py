@@ -330,11 +330,12 @@ def test_native_hostile_messages(stack: Stack, scale: int) -> None:
     run(80 * scale, strategy, check)
 
 
-def test_the_server_stayed_up_and_its_memory_came_back(stack: Stack, baseline: float) -> None:
+@pytest.mark.parametrize("scale", SCALES)
+def test_the_server_stayed_up_and_its_memory_came_back(stack: Stack, baseline: float, scale: int) -> None:
     """Runs after the properties above (same module): the figures go to the report with -s."""
     assert stack.server is not None and stack.server.poll() is None
     assert _grpc_serving(stack.grpc_target)
     time.sleep(0.5)
     after = rss_mb(stack)
-    print(f"\nfuzz: server RSS {baseline:.0f} MB before, {after:.0f} MB after")
+    print(f"\nfuzz ({'long' if scale == LONG else 'quick'}): server RSS {baseline:.0f} MB before, {after:.0f} MB after")
     assert after < baseline + 60, (baseline, after)
