@@ -200,7 +200,6 @@ def _stack_env(workdir: Path) -> dict[str, str]:
         **os.environ,
         "MODELWAY_GRPC_PORT": str(free_port()),
         "MODELWAY_HTTP_PORT": str(free_port()),
-        "MODELWAY_ADMIN_PORT": str(free_port()),
         "MODELWAY_OPS_PORT": str(free_port()),
         "MODELWAY_DB": str(workdir / "modelway.db"),
     }

@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
 
 from modelway.config import Config, ServerConfig
 from modelway.core.access import Gate
@@ -36,9 +35,11 @@ from modelway.edge import Envoy
 from modelway.ops import OpsServer, Readiness, Telemetry
 from modelway.providers.http import Transport
 from modelway.providers.registry import ProviderRegistry
+from modelway.services._rpc import DecodeGuard
 from modelway.services.chat import ChatRestServicer, ChatServicer
 from modelway.services.keys import KeysRestServicer, KeysServicer
 from modelway.services.models import ModelsServicer
+from modelway.services.reflection import enable_reflection
 from modelway.services.usage import UsageServicer
 from modelway.store import SqliteStore
 from modelway.v1 import (
@@ -153,6 +154,7 @@ class Gateway:
         )
         self.health = HealthServicer()
         self.server = grpc.aio.server(
+            interceptors=[DecodeGuard()],
             options=[
                 ("grpc.so_reuseport", 0),
                 # Above Envoy's limits (16 MiB bodies, 8 KiB URL + 32 KiB
@@ -160,7 +162,7 @@ class Gateway:
                 ("grpc.max_receive_message_length", 32 * 1024 * 1024),
                 ("grpc.max_metadata_size", 64 * 1024),
                 ("grpc.absolute_max_metadata_size", 64 * 1024),
-            ]
+            ],
         )
         self._refresher: asyncio.Task[None] | None = None
 
@@ -184,7 +186,7 @@ class Gateway:
             UsageServicer(UsageReports(self.store, self.recorder, self.clock), self.gate), self.server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection((*_SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
+        enable_reflection((*_SERVICES, health.SERVICE_NAME), self.server)
         server = self.config.server
         port = self.server.add_insecure_port(f"{server.grpc_host}:{server.grpc_port}")
         await self.server.start()

@@ -16,8 +16,10 @@ import aiohttp
 
 from modelway.app import Gateway, StartupError, check_ports, run, serve
 from modelway.config import ALL_PERMISSIONS, DEFAULT_PERMISSIONS, MICRO, Config, ConfigError, load_config
+from modelway.core.key_admin import check_key_count, key_name
 from modelway.core.keys import IssuedKey, issue_key
 from modelway.edge import EdgeError, EdgeFiles, Envoy, render_envoy_config
+from modelway.errors import GatewayError
 from modelway.ops import configure_logging
 from modelway.store import AccountRecord, KeyRecord, SqliteStore
 
@@ -48,16 +50,24 @@ async def create_account(config: Config, name: str, plan: str, credits: float) -
 
 
 async def create_key(config: Config, options: KeyOptions) -> IssuedKey:
+    """A key made by the operator: any permission and limit, but the same name rule and plan key count as the API."""
     unknown = [p for p in options.permissions if p not in ALL_PERMISSIONS]
     if unknown:
         raise CliError(f"unknown permission(s) {', '.join(unknown)}; known: {', '.join(ALL_PERMISSIONS)}")
     now = int(time.time())
     async with SqliteStore(config.store.path) as store:
-        if options.account_id not in {account.id for account in await store.list_accounts()}:
+        account = next((a for a in await store.list_accounts() if a.id == options.account_id), None)
+        if account is None:
             raise CliError(f"no account {options.account_id}")
+        owned = sum(1 for key in await store.list_keys() if key.account_id == account.id)
+        try:
+            name = key_name(options.name)
+            check_key_count(config.plan(account.plan), owned)
+        except GatewayError as exc:
+            raise CliError(exc.message) from None
         issued = issue_key(
             options.account_id,
-            options.name,
+            name,
             prefix=config.keys.prefix,
             now=now,
             permissions=options.permissions,

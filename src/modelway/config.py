@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import json
 import os
 import tomllib
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,7 +38,6 @@ MICRO = 1_000_000  # credits are kept as integer micro-credits: no rounding drif
 _ENV_OVERRIDES: tuple[tuple[str, str, str], ...] = (
     ("MODELWAY_GRPC_PORT", "server", "grpc_port"),
     ("MODELWAY_HTTP_PORT", "server", "http_port"),
-    ("MODELWAY_ADMIN_PORT", "server", "admin_port"),
     ("MODELWAY_OPS_PORT", "server", "ops_port"),
     ("MODELWAY_DB", "store", "path"),
 )
@@ -64,13 +68,12 @@ class ServerConfig:
     grpc_port: int = 50051
     http_host: str = "127.0.0.1"
     http_port: int = 8080
-    admin_port: int = 9901
     # The gateway's own operations HTTP port, always on loopback: /metrics, /healthz, /readyz.
     ops_port: int = 9464
     shutdown_grace_seconds: float = 10.0
 
     def __post_init__(self) -> None:
-        for name in ("grpc_port", "http_port", "admin_port", "ops_port"):
+        for name in ("grpc_port", "http_port", "ops_port"):
             port = getattr(self, name)
             if not 0 < port < 65536:
                 raise ConfigError(f"server.{name} must be a TCP port, got {port}")
@@ -331,18 +334,67 @@ def _check_alias_cycles(aliases: Mapping[str, tuple[str, ...]]) -> None:
         visit(alias, ())
 
 
-def _section(cls: type[Any], data: Mapping[str, Any], where: str) -> Any:
+_KINDS: dict[type, str] = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _near(name: str, known: Any) -> str:
+    """' (did you mean "x"?)' for the closest known name, or nothing."""
+    match = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f' (did you mean "{match[0]}"?)' if match else ""
+
+
+def _shown(value: Any) -> str:
+    """A value as the TOML file spells it."""
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _check_value(where: str, name: str, hint: Any, value: Any) -> None:
+    """Scalar fields must hold their type (int and float exactly as TOML writes them; an int is a number)."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    kinds = tuple(kind for kind in options if kind in _KINDS)
+    if not kinds or value is None:
+        return  # tables and lists are checked by the dataclass itself
+    ok = any(
+        isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
+        for kind in (*kinds, *((int,) if float in kinds else ()))
+    )
+    if not ok:
+        raise ConfigError(f"{where} {name} must be {_KINDS[kinds[0]]}, got {_shown(value)}")
+
+
+def _section(cls: type[Any], data: Any, where: str, file: str = "modelway.toml") -> Any:
+    """A dataclass from one TOML table: unknown fields and wrong types named as the file names them."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: {where} must be a table, got {_shown(data)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls) if f.init}
+    for name, value in data.items():
+        if name not in fields:
+            raise ConfigError(f'{file}: {where} has no field "{name}"{_near(name, fields)}')
+        _check_value(f"{file}: {where}", name, hints[name], value)
     try:
         return cls(**data)
-    except TypeError as exc:
-        raise ConfigError(f"[{where}]: {exc}") from exc
+    except TypeError as exc:  # e.g. a required field left out
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in data and f.init]
+        raise ConfigError(f"{file}: {where} needs {', '.join(missing) or 'other fields'}") from exc
 
 
-def _plan(name: str, data: Any) -> PlanConfig:
+def _plan(name: str, data: Any, file: str) -> PlanConfig:
     if not isinstance(data, dict):
-        raise ConfigError(f"[plans.{name}] must be a table")
-    plan: PlanConfig = _section(PlanConfig, {**data, "name": name}, f"plans.{name}")
+        raise ConfigError(f"{file}: [plans.{name}] must be a table")
+    if "name" in data:
+        raise ConfigError(f"{file}: [plans.{name}] has no field \"name\" (the table's name is the plan's)")
+    plan: PlanConfig = _section(PlanConfig, {**data, "name": name}, f"[plans.{name}]", file)
     return plan
+
+
+def _entries(cls: type[Any], data: Any, table: str, file: str) -> tuple[Any, ...]:
+    if not isinstance(data, list):
+        raise ConfigError(f"{file}: {table} must be an array of tables ([[{table}]]), got {_shown(data)}")
+    return tuple(_section(cls, entry, f"[[{table}]] entry {index + 1}", file) for index, entry in enumerate(data))
 
 
 def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] = os.environ) -> Config:
@@ -351,14 +403,17 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] = os.en
         data = tomllib.loads(Path(path).read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from exc
-    unknown = set(data) - _SECTIONS
-    if unknown:
-        raise ConfigError(f"unknown section(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(_SECTIONS))}")
+    file = Path(path).name
+    for name in data:
+        if name not in _SECTIONS:
+            raise ConfigError(
+                f'{file}: there is no section "{name}"{_near(name, _SECTIONS)}; known: {", ".join(sorted(_SECTIONS))}'
+            )
     sections: dict[str, Any] = {
-        "server": _section(ServerConfig, data.get("server", {}), "server"),
-        "store": _section(StoreConfig, data.get("store", {}), "store"),
-        "keys": _section(KeysConfig, data.get("keys", {}), "keys"),
-        "limits": _section(LimitsConfig, data.get("limits", {}), "limits"),
+        "server": _section(ServerConfig, data.get("server", {}), "[server]", file),
+        "store": _section(StoreConfig, data.get("store", {}), "[store]", file),
+        "keys": _section(KeysConfig, data.get("keys", {}), "[keys]", file),
+        "limits": _section(LimitsConfig, data.get("limits", {}), "[limits]", file),
     }
     bootstrap = data.get("bootstrap", {})
     for variable, section, name in _ENV_OVERRIDES:
@@ -367,20 +422,24 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] = os.en
             current = getattr(sections[section], name)
             try:
                 value = type(current)(raw)
-            except ValueError as exc:
-                raise ConfigError(f"{variable}={raw!r}: {exc}") from exc
+            except ValueError:
+                expected = _KINDS.get(type(current), "a value")
+                raise ConfigError(f"{variable} must be {expected}, got {_shown(raw)}") from None
             sections[section] = replace(sections[section], **{name: value})
-    plans = tuple(_plan(name, plan) for name, plan in data.get("plans", {}).items()) or (FALLBACK_PLAN,)
-    providers = tuple(_section(ProviderConfig, p, "providers") for p in data.get("providers", []))
-    models = tuple(_section(ModelConfig, m, "models") for m in data.get("models", []))
+    raw_plans = data.get("plans", {})
+    if not isinstance(raw_plans, dict):
+        raise ConfigError(f"{file}: plans must be tables ([plans.<name>]), got {_shown(raw_plans)}")
+    plans = tuple(_plan(name, plan, file) for name, plan in raw_plans.items()) or (FALLBACK_PLAN,)
+    providers = _entries(ProviderConfig, data.get("providers", []), "providers", file)
+    models = _entries(ModelConfig, data.get("models", []), "models", file)
     return Config(
         plans=plans,
-        bootstrap=_section(BootstrapConfig, bootstrap, "bootstrap"),
+        bootstrap=_section(BootstrapConfig, bootstrap, "[bootstrap]", file),
         providers=_with_secrets(providers, models, environ),
         models=models,
         aliases=_aliases(data.get("aliases", {})),
-        routing=_section(RoutingConfig, data.get("routing", {}), "routing"),
-        logging=_section(LoggingConfig, data.get("logging", {}), "logging"),
+        routing=_section(RoutingConfig, data.get("routing", {}), "[routing]", file),
+        logging=_section(LoggingConfig, data.get("logging", {}), "[logging]", file),
         **sections,
     )
 

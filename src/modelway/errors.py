@@ -9,6 +9,7 @@ reason to its own body in one table of its own (surfaces/), and
 services/_rpc.py is the one place that turns an error into a gRPC status.
 
     400 bad request        INVALID_BODY INVALID_VALUE INVALID_TYPE MISSING_REQUIRED_PARAMETER EMPTY_ARRAY
+                           ARRAY_TOO_LONG NESTED_TOO_DEEPLY
                            INTEGER_BELOW_MIN INTEGER_ABOVE_MAX DECIMAL_BELOW_MIN DECIMAL_ABOVE_MAX
                            INPUT_TOO_LARGE CONTEXT_LENGTH_EXCEEDED INVALID_DATE_RANGE UPSTREAM_REJECTED
     401 who are you        MISSING_API_KEY INVALID_API_KEY API_KEY_DISABLED API_KEY_EXPIRED
@@ -20,7 +21,11 @@ services/_rpc.py is the one place that turns an error into a gRPC status.
     501 not here yet       NOT_IMPLEMENTED
     502 upstream failed    PROVIDER_ERROR
     503 try again later    SERVICE_UNAVAILABLE UPSTREAM_OVERLOADED
-    504 upstream too slow  UPSTREAM_TIMEOUT
+    504 too late           UPSTREAM_TIMEOUT DEADLINE_EXCEEDED
+
+Messages may quote what the caller sent, but only through `clip`: a quoted
+value is at most CLIP_CHARS characters, so an error (and the gRPC trailers and
+HTTP headers that carry it) stays small whatever the caller sends.
 
 `retryable` says whether the router may try the call again (on the same or
 another upstream); it is about upstream failures, never about the caller's.
@@ -36,7 +41,7 @@ from types import MappingProxyType
 
 import grpc
 
-__all__ = ["REASONS", "GatewayError", "Reason", "ReasonInfo", "as_gateway_error"]
+__all__ = ["CLIP_CHARS", "REASONS", "GatewayError", "Reason", "ReasonInfo", "as_gateway_error", "clip"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +52,8 @@ class Reason(enum.StrEnum):
     INVALID_TYPE = "invalid_type"
     MISSING_REQUIRED_PARAMETER = "missing_required_parameter"
     EMPTY_ARRAY = "empty_array"
+    ARRAY_TOO_LONG = "array_above_max_length"
+    NESTED_TOO_DEEPLY = "nested_too_deeply"
     INTEGER_BELOW_MIN = "integer_below_min_value"
     INTEGER_ABOVE_MAX = "integer_above_max_value"
     DECIMAL_BELOW_MIN = "decimal_below_min_value"
@@ -75,6 +82,8 @@ class Reason(enum.StrEnum):
     SERVICE_UNAVAILABLE = "service_unavailable"
     UPSTREAM_OVERLOADED = "upstream_overloaded"
     UPSTREAM_TIMEOUT = "upstream_timeout"
+    # The caller's own deadline passed before its answer could be delivered.
+    DEADLINE_EXCEEDED = "deadline_exceeded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +114,8 @@ _STATUS: dict[int, tuple[Reason, ...]] = {
         Reason.INVALID_TYPE,
         Reason.MISSING_REQUIRED_PARAMETER,
         Reason.EMPTY_ARRAY,
+        Reason.ARRAY_TOO_LONG,
+        Reason.NESTED_TOO_DEEPLY,
         Reason.INTEGER_BELOW_MIN,
         Reason.INTEGER_ABOVE_MAX,
         Reason.DECIMAL_BELOW_MIN,
@@ -123,13 +134,25 @@ _STATUS: dict[int, tuple[Reason, ...]] = {
     501: (Reason.NOT_IMPLEMENTED,),
     502: (Reason.PROVIDER_ERROR,),
     503: (Reason.SERVICE_UNAVAILABLE, Reason.UPSTREAM_OVERLOADED),
-    504: (Reason.UPSTREAM_TIMEOUT,),
+    504: (Reason.UPSTREAM_TIMEOUT, Reason.DEADLINE_EXCEEDED),
 }
 
 # Every reason's HTTP status (the one surfaces start from) and gRPC status.
 REASONS: Mapping[Reason, ReasonInfo] = MappingProxyType(
     {reason: ReasonInfo(status, _GRPC_CODES[status]) for status, reasons in _STATUS.items() for reason in reasons}
 )
+
+
+# How much of a caller's value an error quotes; a whole message is never longer than _MAX_MESSAGE.
+CLIP_CHARS = 256
+_MAX_MESSAGE = 2048
+_ELLIPSIS = "\u2026"
+
+
+def clip(value: object, limit: int = CLIP_CHARS) -> str:
+    """A caller's value as an error may quote it: at most `limit` characters, "…" marking a cut."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + _ELLIPSIS
 
 
 class GatewayError(Exception):
@@ -150,10 +173,13 @@ class GatewayError(Exception):
         headers: tuple[tuple[str, str], ...] = (),
         retryable: bool = False,
     ) -> None:
+        # The last guard against quoting unbounded input: a message built
+        # without `clip` is still cut, so trailers and headers stay small.
+        message = clip(message, _MAX_MESSAGE)
         super().__init__(message)
         self.reason = reason
         self.message = message
-        self.param = param
+        self.param = None if param is None else clip(param)
         self.retry_after = retry_after
         self.headers = headers
         self.retryable = retryable

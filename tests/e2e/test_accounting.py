@@ -12,6 +12,7 @@ from tests.conftest import Stack
 
 
 def usage_row(stack: Stack, request_id: str, timeout: float = 5) -> tuple[int, str, int, int, int]:
+    """The row of the call whose answer carried X-Request-Id `request_id` (the gateway's own id)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with sqlite3.connect(stack.db_path) as db:
@@ -37,7 +38,7 @@ def test_client_disconnect_mid_stream_is_metered_for_what_was_sent(stack: Stack)
         headers={
             "Authorization": f"Bearer {stack.api_key}",
             "Content-Type": "application/json",
-            "X-Request-Id": request_id,
+            "X-Client-Request-Id": request_id,
         },
     )
     response = connection.getresponse()
@@ -65,7 +66,7 @@ def test_each_streamed_call_leaves_exactly_one_row(stack: Stack) -> None:
             "POST",
             "/api/v1/chat/completions",
             body=json.dumps({"model": "echo-1", "messages": [{"role": "user", "content": "a b"}], "stream": True}),
-            headers={"Authorization": f"Bearer {stack.api_key}", "X-Request-Id": request_id},
+            headers={"Authorization": f"Bearer {stack.api_key}", "X-Client-Request-Id": request_id},
         )
         response = connection.getresponse()
         assert response.read().endswith(b"data: [DONE]\n\n")

@@ -166,11 +166,6 @@ def test_oversized_url_and_headers(
     assert words in reply_error(reply, status), what
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the server clips input it echoes into error trailers (input helper); until then grpcio resets the "
-    "stream (trailers over the 60 KiB header list Envoy accepts) and Envoy answers 503",
-)
 def test_a_huge_model_name_is_a_bounded_404(stack: Stack) -> None:
     """The server's error (which names the model) never becomes a 502/503 at the edge."""
     for size in (30_000, 1_000_000):

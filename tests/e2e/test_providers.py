@@ -190,6 +190,7 @@ def usage_row(db: Path, request_id: str, timeout: float = 5) -> dict[str, Any]:
     while time.monotonic() < deadline:
         with sqlite3.connect(db) as connection:
             connection.row_factory = sqlite3.Row
+            # The answer's X-Request-Id: the gateway's own id.
             row = connection.execute("SELECT * FROM usage WHERE request_id = ?", [request_id]).fetchone()
         if row is not None:
             return dict(row)
@@ -200,7 +201,7 @@ def usage_row(db: Path, request_id: str, timeout: float = 5) -> dict[str, Any]:
 def post_chat(stack: Stack, body: dict[str, Any], request_id: str = "") -> tuple[int, dict[str, str], bytes]:
     headers = {"Authorization": f"Bearer {stack.api_key}"}
     if request_id:
-        headers["X-Request-Id"] = request_id
+        headers["X-Client-Request-Id"] = request_id
     reply = request(stack.http_port, "POST", "/api/v1/chat/completions", body, headers)
     return reply.status, {k.lower(): v for k, v in reply.headers.items()}, reply.body
 

@@ -35,7 +35,7 @@ def test_shipped_config() -> None:
     config = load_config(SHIPPED, {})
     server = config.server
     assert (server.grpc_host, server.grpc_port) == ("127.0.0.1", 50051)
-    assert (server.http_host, server.http_port, server.admin_port) == ("127.0.0.1", 8080, 9901)
+    assert (server.http_host, server.http_port, server.ops_port) == ("127.0.0.1", 8080, 9464)
     assert server.shutdown_grace_seconds == 10
     assert config.store.path == ".data/modelway.db"
     assert config.keys.prefix == "mw-"
@@ -50,7 +50,7 @@ def test_shipped_config() -> None:
 def test_defaults_for_missing_sections(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, BASE), {})
     assert config.server == ServerConfig()
-    assert (config.server.grpc_port, config.server.http_port, config.server.admin_port) == (50051, 8080, 9901)
+    assert (config.server.grpc_port, config.server.http_port, config.server.ops_port) == (50051, 8080, 9464)
     assert config.store.path == ".data/modelway.db"
     assert config.keys.prefix == "mw-"
     assert config.models[0].max_output_tokens == 4096
@@ -65,12 +65,12 @@ def test_environment_overrides(tmp_path: Path) -> None:
     environ = {
         "MODELWAY_GRPC_PORT": "41001",
         "MODELWAY_HTTP_PORT": "41002",
-        "MODELWAY_ADMIN_PORT": "41003",
+        "MODELWAY_OPS_PORT": "41003",
         "MODELWAY_DB": str(tmp_path / "x.db"),
         "MODELWAY_UNRELATED": "ignored",
     }
     config = load_config(SHIPPED, environ)
-    assert (config.server.grpc_port, config.server.http_port, config.server.admin_port) == (41001, 41002, 41003)
+    assert (config.server.grpc_port, config.server.http_port, config.server.ops_port) == (41001, 41002, 41003)
     assert config.store.path == str(tmp_path / "x.db")
     # Everything else still comes from the file.
     assert config.server.grpc_host == "127.0.0.1"
@@ -80,10 +80,10 @@ def test_environment_overrides(tmp_path: Path) -> None:
 
 def test_one_override_leaves_the_others(tmp_path: Path) -> None:
     config = load_config(SHIPPED, {"MODELWAY_HTTP_PORT": "18080"})
-    assert (config.server.grpc_port, config.server.http_port, config.server.admin_port) == (50051, 18080, 9901)
+    assert (config.server.grpc_port, config.server.http_port, config.server.ops_port) == (50051, 18080, 9464)
 
 
-@pytest.mark.parametrize("variable", ["MODELWAY_GRPC_PORT", "MODELWAY_HTTP_PORT", "MODELWAY_ADMIN_PORT"])
+@pytest.mark.parametrize("variable", ["MODELWAY_GRPC_PORT", "MODELWAY_HTTP_PORT", "MODELWAY_OPS_PORT"])
 @pytest.mark.parametrize("raw", ["http", "80.5", ""])
 def test_non_integer_port_override(variable: str, raw: str) -> None:
     with pytest.raises(ConfigError, match=variable):
@@ -92,8 +92,8 @@ def test_non_integer_port_override(variable: str, raw: str) -> None:
 
 @pytest.mark.parametrize("raw", ["0", "65536", "-1"])
 def test_out_of_range_port_override(raw: str) -> None:
-    with pytest.raises(ConfigError, match=re.escape(f"server.admin_port must be a TCP port, got {raw}")):
-        load_config(SHIPPED, {"MODELWAY_ADMIN_PORT": raw})
+    with pytest.raises(ConfigError, match=re.escape(f"server.ops_port must be a TCP port, got {raw}")):
+        load_config(SHIPPED, {"MODELWAY_OPS_PORT": raw})
 
 
 @pytest.mark.parametrize(("port", "ok"), [(1, True), (65535, True), (0, False), (65536, False), (70000, False)])
@@ -107,19 +107,63 @@ def test_port_range_in_file(tmp_path: Path, port: int, ok: bool) -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "section"),
+    ("text", "message"),
     [
-        ("[server]\ngrpc_prot = 1\n" + BASE, "server"),
-        ("[store]\nfile = 'x.db'\n" + BASE, "store"),
-        ("[keys]\nprefix = 'a-'\nsuffix = 'b'\n" + BASE, "keys"),
-        (BASE + "max_tokens = 5\n", "models"),
-        ('[[providers]]\nname = "echo"\nkind = "echo"\nurl = "http://x"\n', "providers"),
+        ("[server]\ngrpc_prot = 1\n" + BASE, '[server] has no field "grpc_prot" (did you mean "grpc_port"?)'),
+        (
+            "[server]\nshutdown_grace_secnods = 3\n" + BASE,
+            '[server] has no field "shutdown_grace_secnods" (did you mean "shutdown_grace_seconds"?)',
+        ),
+        ("[store]\nfile = 'x.db'\n" + BASE, '[store] has no field "file"'),
+        ("[keys]\nprefix = 'a-'\nsuffix = 'b'\n" + BASE, '[keys] has no field "suffix"'),
+        (BASE + "max_tokens = 5\n", '[[models]] entry 1 has no field "max_tokens" (did you mean "max_output_tokens"?)'),
+        ('[[providers]]\nname = "echo"\nkind = "echo"\nurl = "http://x"\n', '[[providers]] entry 1 has no field "url"'),
+        ("[plans.pro]\nmax_key = 3\n" + BASE, '[plans.pro] has no field "max_key" (did you mean "max_keys"?)'),
+        ("[routing]\nattempts = 3\n" + BASE, '[routing] has no field "attempts"'),
     ],
 )
-def test_unknown_key_in_a_section(tmp_path: Path, text: str, section: str) -> None:
+def test_unknown_field_names_the_table_and_the_near_name(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(write(tmp_path, text), {})
-    assert str(caught.value).startswith(f"[{section}]:")
+    assert str(caught.value) == f"modelway.toml: {message}"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[server]\ngrpc_port = "abc"\n' + BASE, '[server] grpc_port must be an integer, got "abc"'),
+        ("[server]\ngrpc_port = 1.5\n" + BASE, "[server] grpc_port must be an integer, got 1.5"),
+        ("[server]\ngrpc_port = true\n" + BASE, "[server] grpc_port must be an integer, got true"),
+        (
+            '[server]\nshutdown_grace_seconds = "5"\n' + BASE,
+            '[server] shutdown_grace_seconds must be a number, got "5"',
+        ),
+        ("[keys]\nprefix = 7\n" + BASE, "[keys] prefix must be a string, got 7"),
+        ("[store]\nusage_flush_seconds = [1]\n" + BASE, "[store] usage_flush_seconds must be a number, got [1]"),
+        (BASE + 'context_length = "big"\n', '[[models]] entry 1 context_length must be an integer, got "big"'),
+        (
+            '[plans.pro]\nchat_requests_per_minute = "10"\n' + BASE,
+            '[plans.pro] chat_requests_per_minute must be an integer, got "10"',
+        ),
+        ("server = 3\n" + BASE, "[server] must be a table, got 3"),
+        ('providers = "echo"\n', 'providers must be an array of tables ([[providers]]), got "echo"'),
+    ],
+)
+def test_wrong_types_say_what_is_expected(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text), {})
+    assert str(caught.value) == f"modelway.toml: {message}"
+    assert "<" not in str(caught.value) and "__init__" not in str(caught.value)
+
+
+def test_a_float_field_takes_an_integer(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "[server]\nshutdown_grace_seconds = 3\n" + BASE), {})
+    assert config.server.shutdown_grace_seconds == 3
+
+
+def test_a_missing_required_field_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=re.escape("modelway.toml: [[models]] entry 1 needs provider")):
+        load_config(write(tmp_path, '[[models]]\nid = "x"\n'), {})
 
 
 def test_model_with_unknown_provider(tmp_path: Path) -> None:
@@ -412,7 +456,6 @@ def test_routing_section(tmp_path: Path) -> None:
         ("max_backoff_seconds = -1", "routing.max_backoff_seconds must not be negative"),
         ("deadline_seconds = -1", "routing.deadline_seconds must not be negative"),
         ("breaker_cooldown_seconds = -1", "routing.breaker_cooldown_seconds must not be negative"),
-        ("attempts = 3", "[routing]:"),
     ],
 )
 def test_invalid_routing(tmp_path: Path, line: str, message: str) -> None:
@@ -421,8 +464,10 @@ def test_invalid_routing(tmp_path: Path, line: str, message: str) -> None:
 
 
 def test_unknown_section(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=re.escape("unknown section(s) route, servers;")):
-        load_config(write(tmp_path, "[servers]\n[route]\n" + BASE), {})
+    with pytest.raises(
+        ConfigError, match=re.escape('modelway.toml: there is no section "servers" (did you mean "server"?)')
+    ):
+        load_config(write(tmp_path, "[servers]\n" + BASE), {})
 
 
 def test_config_built_directly_is_validated_too() -> None:

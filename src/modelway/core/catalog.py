@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from modelway.config import ModelConfig
-from modelway.errors import GatewayError, Reason
+from modelway.errors import GatewayError, Reason, clip
 
 __all__ = ["Catalog"]
 
@@ -30,6 +30,6 @@ class Catalog:
     def not_found(name: str) -> GatewayError:
         return GatewayError(
             Reason.MODEL_NOT_FOUND,
-            f"The model `{name}` does not exist or you do not have access to it.",
+            f"The model `{clip(name)}` does not exist or you do not have access to it.",
             param="model",
         )

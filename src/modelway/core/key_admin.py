@@ -1,22 +1,30 @@
-"""Key administration for an account: every operation is scoped to the caller's own account."""
+"""Key administration for an account: every operation is scoped to the caller's own account.
+
+`key_name` and `check_key_count` are the one rule for a key's name and for a
+plan's `max_keys`: the REST/gRPC API and the operator's CLI both use them.
+"""
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from modelway.config import ALL_PERMISSIONS, DEFAULT_PERMISSIONS, Config
+from modelway.config import ALL_PERMISSIONS, DEFAULT_PERMISSIONS, Config, PlanConfig
 from modelway.core.catalog import Catalog
 from modelway.core.clock import Clock
 from modelway.core.directory import Caller, Directory
 from modelway.core.keys import IssuedKey, issue_key, rotate_key
-from modelway.errors import GatewayError, Reason
+from modelway.errors import GatewayError, Reason, clip
 from modelway.store import KeyRecord
 
-__all__ = ["KeyAdmin", "KeyChanges", "NewKey"]
+__all__ = ["MAX_NAME", "KeyAdmin", "KeyChanges", "NewKey", "check_key_count", "key_name"]
 
-_MAX_NAME = 100
+MAX_NAME = 100
+# Control, format, unassigned and private-use characters, and line/paragraph separators: none
+# belongs in a name shown in lists, logs and terminals.
+_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cn", "Co", "Cs", "Zl", "Zp"})
 LATEST_EXPIRY = 253_402_300_799  # 9999-12-31T23:59:59Z: what RFC 3339 (and JSON clients) can show
 
 
@@ -67,6 +75,33 @@ def _stronger_in(key: KeyRecord, caller: Caller) -> list[str]:
     return found
 
 
+def key_name(name: str) -> str:
+    """A key's name as stored: trimmed, 1 to MAX_NAME characters, no control characters (NUL included)."""
+    name = name.strip()
+    if not name:
+        raise GatewayError(Reason.MISSING_REQUIRED_PARAMETER, "Missing required parameter: 'name'.", param="name")
+    if len(name) > MAX_NAME:
+        raise GatewayError(Reason.INVALID_VALUE, f"'name' is longer than {MAX_NAME} characters.", param="name")
+    bad = next((char for char in name if unicodedata.category(char) in _FORBIDDEN_CATEGORIES), None)
+    if bad is not None:
+        raise GatewayError(
+            Reason.INVALID_VALUE,
+            f"'name' may not contain control or invisible characters (found U+{ord(bad):04X}).",
+            param="name",
+        )
+    return name
+
+
+def check_key_count(plan: PlanConfig, owned: int) -> None:
+    """Refuses one more key when the account already has its plan's `max_keys`."""
+    if owned >= plan.max_keys:
+        raise GatewayError(
+            Reason.KEY_LIMIT_REACHED,
+            f"The {plan.name} plan allows {plan.max_keys} API key(s) per account and this account "
+            f"has {owned}. Delete a key or change plan.",
+        )
+
+
 class KeyAdmin:
     def __init__(self, directory: Directory, catalog: Catalog, config: Config, clock: Clock) -> None:
         self._directory = directory
@@ -78,14 +113,8 @@ class KeyAdmin:
         return self._directory.keys_of(caller.account.id)
 
     async def create(self, caller: Caller, new: NewKey) -> IssuedKey:
-        name = self._name(new.name)
-        owned = len(self._directory.keys_of(caller.account.id))
-        if owned >= caller.plan.max_keys:
-            raise GatewayError(
-                Reason.KEY_LIMIT_REACHED,
-                f"The {caller.plan.name} plan allows {caller.plan.max_keys} API key(s) per account and this account "
-                f"has {owned}. Delete a key or change plan.",
-            )
+        name = key_name(new.name)
+        check_key_count(caller.plan, len(self._directory.keys_of(caller.account.id)))
         defaults = tuple(p for p in DEFAULT_PERMISSIONS if caller.may_use(p))
         permissions = self._permissions(caller, new.permissions or defaults)
         issued = issue_key(
@@ -105,7 +134,7 @@ class KeyAdmin:
     async def update(self, caller: Caller, key_id: str, changes: KeyChanges) -> KeyRecord:
         key = self._own(caller, key_id)
         if changes.name is not None:
-            key = replace(key, name=self._name(changes.name))
+            key = replace(key, name=key_name(changes.name))
         if changes.is_enabled is not None:
             key = replace(key, is_enabled=changes.is_enabled)
         if changes.permissions is not None:
@@ -137,7 +166,7 @@ class KeyAdmin:
         key = self._directory.key(key_id)
         # Another account's key is reported exactly like a missing one.
         if key is None or key.account_id != caller.account.id:
-            raise GatewayError(Reason.API_KEY_NOT_FOUND, f"No API key with id '{key_id}'.", param="id")
+            raise GatewayError(Reason.API_KEY_NOT_FOUND, f"No API key with id '{clip(key_id)}'.", param="id")
         stronger = _stronger_in(key, caller)
         if stronger:
             raise GatewayError(
@@ -148,21 +177,12 @@ class KeyAdmin:
         return key
 
     @staticmethod
-    def _name(name: str) -> str:
-        name = name.strip()
-        if not name:
-            raise GatewayError(Reason.MISSING_REQUIRED_PARAMETER, "Missing required parameter: 'name'.", param="name")
-        if len(name) > _MAX_NAME:
-            raise GatewayError(Reason.INVALID_VALUE, f"'name' is longer than {_MAX_NAME} characters.", param="name")
-        return name
-
-    @staticmethod
     def _permissions(caller: Caller, wanted: Sequence[str]) -> tuple[str, ...]:
         unknown = [p for p in wanted if p not in ALL_PERMISSIONS]
         if unknown:
             raise GatewayError(
                 Reason.INVALID_VALUE,
-                f"Unknown permission(s): {', '.join(unknown)}. Known: {', '.join(ALL_PERMISSIONS)}.",
+                f"Unknown permission(s): {clip(', '.join(unknown))}. Known: {', '.join(ALL_PERMISSIONS)}.",
                 param="permissions",
             )
         beyond = [p for p in wanted if not caller.may_use(p)]
@@ -211,7 +231,7 @@ class KeyAdmin:
         if unknown:
             raise GatewayError(
                 Reason.INVALID_VALUE,
-                f"Unknown model(s) in 'allowed_models': {', '.join(unknown)}.",
+                f"Unknown model(s) in 'allowed_models': {clip(', '.join(unknown))}.",
                 param="allowed_models",
             )
         own = caller.key.allowed_models
@@ -221,7 +241,7 @@ class KeyAdmin:
         if beyond:
             raise GatewayError(
                 Reason.PERMISSION_DENIED,
-                f"A key cannot grant models it may not use: {', '.join(beyond)}.",
+                f"A key cannot grant models it may not use: {clip(', '.join(beyond))}.",
                 param="allowed_models",
             )
         return tuple(dict.fromkeys(models))

@@ -42,12 +42,19 @@ class CallMeter:
     """
 
     def __init__(
-        self, metering: Metering, *, request_id: str, surface: str, status_of: Callable[[GatewayError], int]
+        self,
+        metering: Metering,
+        *,
+        request_id: str,
+        surface: str,
+        status_of: Callable[[GatewayError], int],
+        client_request_id: str = "",
     ) -> None:
         self._metering = metering
         self._status_of = status_of
         self._started = metering.clock.monotonic()
         self.request_id = request_id
+        self.client_request_id = client_request_id
         self.surface = surface
         self.caller: Caller | None = None
         self.model: ModelConfig | None = None
@@ -189,6 +196,7 @@ class CallMeter:
             status=status,
             error_code=error_code,
             created_at=metering.clock.now(),
+            client_request_id=self.client_request_id,
         )
 
 
@@ -211,6 +219,10 @@ class Metering:
         self.clock = clock
         self.telemetry = telemetry or Telemetry()
 
-    def open(self, *, request_id: str, surface: str, status_of: Callable[[GatewayError], int]) -> CallMeter:
+    def open(
+        self, *, request_id: str, surface: str, status_of: Callable[[GatewayError], int], client_request_id: str = ""
+    ) -> CallMeter:
         """A meter for one call; `status_of` is the status the surface shows for an error."""
-        return CallMeter(self, request_id=request_id, surface=surface, status_of=status_of)
+        return CallMeter(
+            self, request_id=request_id, surface=surface, status_of=status_of, client_request_id=client_request_id
+        )

@@ -21,6 +21,7 @@ from typing import Protocol
 from modelway.config import ModelConfig
 from modelway.core.access import Gate
 from modelway.core.clock import Clock
+from modelway.core.memory import release_memory
 from modelway.core.metering import CallMeter, Metering
 from modelway.core.router import Router
 from modelway.core.routing import Resolver, output_cap
@@ -28,7 +29,19 @@ from modelway.core.tokens import count_message_tokens, count_tokens
 from modelway.core.types import ChatRequest, ChoiceDelta, FinishReason, StreamEvent, ToolCall, Usage
 from modelway.errors import GatewayError, Reason
 
-__all__ = ["SHUTDOWN_MESSAGE", "CallInfo", "ChatRun", "CompletedChoice", "Completion", "Pipeline", "Surface"]
+__all__ = [
+    "OFFLOAD_BYTES",
+    "SHUTDOWN_MESSAGE",
+    "CallInfo",
+    "ChatRun",
+    "CompletedChoice",
+    "Completion",
+    "Pipeline",
+    "Surface",
+]
+
+# Requests larger than this are parsed and counted in a worker thread, not on the event loop.
+OFFLOAD_BYTES = 256 * 1024
 
 
 class CallInfo(Protocol):
@@ -36,6 +49,16 @@ class CallInfo(Protocol):
 
     @property
     def request_id(self) -> str: ...
+
+    @property
+    def client_request_id(self) -> str:
+        """The caller's own id for the call ("" when it gave none), kept beside ours."""
+        ...
+
+    @property
+    def size(self) -> int:
+        """The request's size in bytes as it arrived (0 when unknown)."""
+        ...
 
     @property
     def metadata(self) -> Mapping[str, str]: ...
@@ -178,6 +201,11 @@ class ChatRun:
         finally:
             self._reader = None
 
+    def undelivered(self, error: GatewayError) -> None:
+        """A whole answer that was ready too late for its caller (its deadline passed): not charged."""
+        self._meter.completion_tokens = 0
+        self._meter.fail(error)
+
     async def events(self) -> AsyncGenerator[StreamEvent, None]:
         """Deltas in order, then exactly one Usage: the upstream's counts when it gave them."""
         meter = self._meter
@@ -257,15 +285,28 @@ class Pipeline:
         learns nothing before authenticating, and a malformed request is
         recorded against its account like any other failure.
         """
-        meter = self._metering.open(request_id=call.request_id, surface=surface.name, status_of=surface.status)
+        meter = self._metering.open(
+            request_id=call.request_id,
+            client_request_id=call.client_request_id,
+            surface=surface.name,
+            status_of=surface.status,
+        )
         async with meter:
             caller = await self._gate.authenticate(call.metadata)
             meter.attribute(caller)
             self._gate.require(caller, "chat.completions")
             call.headers.extend(await self._gate.admit(caller, "chat"))
-            request = parse()
+            if call.size > OFFLOAD_BYTES:
+                # Decoding, validating and counting a large body takes long enough to stall every other
+                # call on the loop; in a thread the loop keeps its turns (the GIL is handed over every 5 ms).
+                try:
+                    request, prompt_tokens = await asyncio.to_thread(_parse_and_count, parse)
+                finally:
+                    # The parsed body is garbage by now; without this its pages stay in the heap.
+                    await asyncio.to_thread(release_memory)
+            else:
+                request, prompt_tokens = _parse_and_count(parse)
             candidates = self._resolver.candidates(request, caller)
-            prompt_tokens = count_message_tokens(request.messages)
             if prompt_tokens > caller.plan.max_input_tokens:
                 raise GatewayError(
                     Reason.INPUT_TOO_LARGE,
@@ -289,6 +330,15 @@ class Pipeline:
                 yield run
             finally:
                 self._running.discard(run)
+
+
+def _parse_and_count(parse: Callable[[], ChatRequest]) -> tuple[ChatRequest, int]:
+    try:
+        request = parse()
+    except GatewayError as error:
+        # Its traceback's frames hold the parsed body, which would then live until the cycle collector runs.
+        raise error.with_traceback(None) from None
+    return request, count_message_tokens(request.messages)
 
 
 def _fitting(request: ChatRequest, candidates: tuple[ModelConfig, ...], prompt_tokens: int) -> tuple[ModelConfig, ...]:

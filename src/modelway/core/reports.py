@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from modelway.core.accounting import UsageRecorder
 from modelway.core.clock import Clock
 from modelway.core.directory import Caller
-from modelway.errors import GatewayError, Reason
+from modelway.errors import GatewayError, Reason, clip
 from modelway.store import DailyUsage, SqliteStore
 
 __all__ = ["UsageReport", "UsageReports"]
@@ -42,7 +42,7 @@ def _date(param: str, value: str) -> dt.date:
         with contextlib.suppress(ValueError):
             return dt.date.fromisoformat(value)
     raise GatewayError(
-        Reason.INVALID_VALUE, f"Invalid '{param}': {value!r} is not a date in the form YYYY-MM-DD.", param=param
+        Reason.INVALID_VALUE, f"Invalid '{param}': {clip(value)!r} is not a date in the form YYYY-MM-DD.", param=param
     )
 
 

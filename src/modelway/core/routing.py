@@ -16,7 +16,7 @@ from modelway.core.catalog import Catalog
 from modelway.core.directory import Caller
 from modelway.core.tokens import count_message_tokens
 from modelway.core.types import ChatRequest, Message, TextPart
-from modelway.errors import GatewayError, Reason
+from modelway.errors import GatewayError, Reason, clip
 
 __all__ = ["AUTO", "Resolver", "classify", "output_cap", "prepare"]
 
@@ -93,7 +93,9 @@ class Resolver:
         alias_allowed = name in self._aliases and caller.may_use_model(name)
         allowed = [model for model in models if alias_allowed or caller.may_use_model(model.id)]
         if not allowed:
-            raise GatewayError(Reason.MODEL_NOT_ALLOWED, f"This API key may not use the model `{name}`.", param="model")
+            raise GatewayError(
+                Reason.MODEL_NOT_ALLOWED, f"This API key may not use the model `{clip(name)}`.", param="model"
+            )
         return self._apply_preferences(request, tuple(allowed))
 
     def _expand(self, names: Sequence[str]) -> list[ModelConfig]:

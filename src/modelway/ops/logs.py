@@ -126,7 +126,7 @@ def log_call(row: UsageRecord, first_token_seconds: float | None) -> None:
     fields: dict[str, object] = {
         "request_id": row.request_id,
         # Added beside the request id by the request-id work; absent on rows that predate it.
-        "client_request_id": getattr(row, "client_request_id", ""),
+        "client_request_id": row.client_request_id,
         "surface": row.surface,
         "account_id": row.account_id,
         "key_id": row.key_id,

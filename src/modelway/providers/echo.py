@@ -7,7 +7,7 @@ import hashlib
 import json
 import re
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from modelway.core.tokens import count_message_tokens, count_tokens, split_tokens
 from modelway.core.types import (
@@ -27,6 +27,9 @@ __all__ = ["EchoProvider"]
 
 # Arguments stream in slices this long, as real models send them in fragments.
 _ARGUMENT_CHUNK = 8
+# At most this many deltas per call over all choices: beyond it, pieces are
+# sent several tokens at a time, so n=128 with a long prompt stays cheap.
+_MAX_DELTAS = 4096
 _TOOL_WORD = re.compile(r"\btools?\b", re.IGNORECASE)
 
 
@@ -41,9 +44,11 @@ class _Choice:
 class EchoProvider:
     """Answers "Echo: <last user text>", or calls a tool, without any network.
 
-    Every choice gets the same output. Deltas of the choices are interleaved
-    position by position (choice 0's first piece, choice 1's first piece,
-    ...), and each choice ends with a delta carrying only its finish_reason.
+    Every choice gets the same output, worked out once. Deltas of the choices
+    are interleaved position by position (choice 0's first piece, choice 1's
+    first piece, ...), and each choice ends with a delta carrying only its
+    finish_reason. A delta holds one token unless the call would need more
+    than _MAX_DELTAS deltas.
     """
 
     def __init__(self, *, token_delay: float = 0.0) -> None:
@@ -55,7 +60,8 @@ class EchoProvider:
         self, request: ChatRequest, upstream_model: str, *, timeout: float = 0.0
     ) -> AsyncGenerator[StreamEvent, None]:
         tool_index = _tool_to_call(request)
-        choices = [_plan_choice(request, index, tool_index) for index in range(request.n)]
+        plan = _plan_choice(request, 0, tool_index)
+        choices = [plan, *(_for_choice(plan, request, index, tool_index) for index in range(1, request.n))]
         longest = max((len(choice.deltas) for choice in choices), default=0)
         for position in range(longest):
             for choice in choices:
@@ -97,6 +103,17 @@ def _tool_to_call(request: ChatRequest) -> int | None:
     return 0 if _TOOL_WORD.search(text) else None
 
 
+def _for_choice(plan: _Choice, request: ChatRequest, index: int, tool_index: int | None) -> _Choice:
+    """Choice 0's plan for choice `index`: the same deltas under its index (and its own call id)."""
+    deltas = []
+    for delta in plan.deltas:
+        calls = delta.tool_calls
+        if calls and calls[0].id:
+            calls = (replace(calls[0], id=_call_id(request, index, tool_index or 0)),)
+        deltas.append(replace(delta, index=index, tool_calls=calls))
+    return _Choice(tuple(deltas), plan.completion_tokens)
+
+
 def _plan_choice(request: ChatRequest, index: int, tool_index: int | None) -> _Choice:
     if tool_index is not None:
         return _plan_tool_call(request, index, tool_index)
@@ -107,6 +124,9 @@ def _plan_choice(request: ChatRequest, index: int, tool_index: int | None) -> _C
     if limit is not None and count_tokens(text) > limit:
         # Every piece holds exactly one token unless the text is blank.
         pieces, finish = pieces[: max(limit, 0)], "length"
+    per_delta = -(-len(pieces) * request.n // _MAX_DELTAS)
+    if per_delta > 1:
+        pieces = ["".join(pieces[start : start + per_delta]) for start in range(0, len(pieces), per_delta)]
     deltas = [ChoiceDelta(index=index, content=piece) for piece in pieces]
     deltas.append(ChoiceDelta(index=index, finish_reason=finish))
     return _Choice(tuple(deltas), count_tokens("".join(pieces)))
@@ -147,8 +167,9 @@ def _plan_tool_call(request: ChatRequest, index: int, tool_index: int) -> _Choic
         arguments = "".join(split_tokens(arguments)[: limit - name_tokens])
     call_id = _call_id(request, index, tool_index)
     deltas = [ChoiceDelta(index=index, tool_calls=(ToolCallDelta(index=0, id=call_id, name=tool.name),))]
-    for start in range(0, len(arguments), _ARGUMENT_CHUNK):
-        piece = arguments[start : start + _ARGUMENT_CHUNK]
+    chunk = max(_ARGUMENT_CHUNK, -(-len(arguments) * request.n // _MAX_DELTAS))
+    for start in range(0, len(arguments), chunk):
+        piece = arguments[start : start + chunk]
         deltas.append(ChoiceDelta(index=index, tool_calls=(ToolCallDelta(index=0, arguments=piece),)))
     deltas.append(ChoiceDelta(index=index, finish_reason=finish))
     return _Choice(tuple(deltas), name_tokens + count_tokens(arguments))

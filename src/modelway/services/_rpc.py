@@ -11,23 +11,39 @@ escapes before the first message, aborts with:
     the exact HTTP status and body. Native callers never see them.
 Errors must abort before any initial metadata is sent: only then is the
 response trailers-only, and only then does Envoy show trailers as headers.
+
+A request message that does not decode (random bytes, invalid UTF-8 in a
+string, nesting past protobuf's depth limit of 100) must not reach grpcio's
+own error path, which answers UNKNOWN with the Python exception's text.
+`DecodeGuard` gives every modelway method a deserializer that never raises:
+it returns an `Undecodable`, and the wrappers answer INVALID_ARGUMENT (400)
+in the API's words.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import uuid
+import re
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
 from modelway.errors import GatewayError, Reason, as_gateway_error
 
-__all__ = ["ErrorRenderer", "RpcCall", "stream", "unary"]
+__all__ = ["DecodeGuard", "ErrorRenderer", "RpcCall", "Undecodable", "client_request_id", "stream", "unary"]
+
+# Only our own services get the guard; health and reflection keep grpcio's.
+_GUARDED_PREFIX = "/modelway."
+_METADATA_SAFE = re.compile(r"[\x20-\x7e]*")
+# What the usage row keeps of a caller's own request id.
+_CLIENT_ID_CHARS = 128
 
 # Read by the OpenAI and Anthropic SDKs before their own retry rules: these do not pass by retrying.
 _NOT_RETRYABLE = frozenset({Reason.BUDGET_EXCEEDED, Reason.INSUFFICIENT_CREDITS})
@@ -39,20 +55,97 @@ S = TypeVar("S")
 ErrorRenderer = Callable[[GatewayError], tuple[int, bytes]]
 
 
+@dataclass(frozen=True, slots=True)
+class Undecodable:
+    """What a guarded deserializer returns for bytes that are not a `message`."""
+
+    message: str  # the full name of the expected request message
+    size: int
+
+
+def _guarded(deserializer: Callable[[bytes], Any], message: str) -> Callable[[bytes], Any]:
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception:  # DecodeError, and anything else a decoder may raise on hostile bytes
+            return Undecodable(message, len(data))
+
+    return deserialize
+
+
+def _request_name(handler: grpc.RpcMethodHandler[Any, Any], method: str) -> str:
+    deserializer = handler.request_deserializer
+    owner = getattr(deserializer, "__self__", None)
+    descriptor = getattr(owner, "DESCRIPTOR", None)
+    return str(getattr(descriptor, "full_name", "")) or f"the request of {method}"
+
+
+if TYPE_CHECKING:
+    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:  # not subscriptable at run time
+    _Interceptor = grpc.aio.ServerInterceptor
+
+
+class DecodeGuard(_Interceptor):
+    """Gives each modelway method's handler a deserializer that never raises (see the module doc)."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or handler.request_deserializer is None or not method.startswith(_GUARDED_PREFIX):
+            return handler
+        guarded = _guarded(handler.request_deserializer, _request_name(handler, method))
+        return handler._replace(request_deserializer=guarded)  # type: ignore[attr-defined,no-any-return]
+
+
+def client_request_id(metadata: dict[str, str]) -> str:
+    """The caller's own id for the call (x-client-request-id), kept beside ours: printable ASCII, clipped."""
+    raw = metadata.get("x-client-request-id", "")
+    return "".join(char for char in raw if " " <= char <= "~")[:_CLIENT_ID_CHARS]
+
+
+def _undecodable_error(request: Undecodable, from_rest: bool) -> GatewayError:
+    if from_rest:
+        # Envoy built the message from the path, query and body: what failed is a value in them.
+        return GatewayError(
+            Reason.INVALID_BODY,
+            "The request could not be read: a path or query parameter, or a field of the body, is not valid "
+            "UTF-8 text or is nested too deeply.",
+        )
+    return GatewayError(
+        Reason.INVALID_BODY,
+        f"The request message could not be decoded as {request.message} ({request.size} bytes): it is not that "
+        "message, a string field holds invalid UTF-8, or it is nested deeper than 100 levels.",
+    )
+
+
 class RpcCall:
     """What a servicer method knows about its call beyond the request."""
 
-    def __init__(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    def __init__(self, context: grpc.aio.ServicerContext[Any, Any], size: int = 0) -> None:
+        self.context = context
         self.metadata: dict[str, str] = {
             key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)
         }
-        # Envoy forwards its x-request-id; a direct gRPC caller gets a new one.
-        self.request_id = self.metadata.get("x-request-id") or uuid.uuid4().hex
+        # Always ours and unique: a caller's id (which any caller can repeat) is kept apart.
+        self.request_id = "req_" + secrets.token_hex(12)
+        self.client_request_id = client_request_id(self.metadata)
+        # The request message's encoded size: large ones are parsed off the event loop.
+        self.size = size
         # Headers for the response (initial metadata on success, trailers on error).
         self.headers: list[tuple[str, str]] = [("x-request-id", self.request_id)]
 
     def header(self, name: str) -> str:
         return self.metadata.get(name, "")
+
+    def time_remaining(self) -> float | None:
+        """Seconds until the caller's deadline; None when it set none."""
+        remaining: float | None = self.context.time_remaining()
+        return remaining
 
     @property
     def from_rest(self) -> bool:
@@ -79,13 +172,21 @@ async def _abort(
         trailers.append(("retry-after", retry_after))
     if call.from_rest:
         http_status, body = render(error)
-        if not body.isascii():
-            # Metadata values must be ASCII; \u escapes keep the JSON the same.
-            body = json.dumps(json.loads(body), separators=(",", ":")).encode()
-        trailers += [("x-http-status", str(http_status)), ("x-error-json", body.decode())]
+        text = body.decode()
+        if not _METADATA_SAFE.fullmatch(text):
+            # Metadata values must be printable ASCII (gRPC refuses the whole call otherwise, DEL
+            # included); \u escapes keep the JSON the same.
+            text = json.dumps(json.loads(body), separators=(",", ":")).replace("\x7f", "\\u007f")
+        trailers += [("x-http-status", str(http_status)), ("x-error-json", text)]
         if error.reason in _NOT_RETRYABLE:
             trailers.append(("x-should-retry", "false"))
     await context.abort(error.grpc_code, error.message, trailing_metadata=tuple(trailers))
+
+
+def _size(request: object) -> int:
+    if isinstance(request, Undecodable):
+        return request.size
+    return request.ByteSize() if isinstance(request, Message) else 0
 
 
 def unary(
@@ -98,8 +199,10 @@ def unary(
     ) -> Callable[..., Awaitable[Resp]]:
         @functools.wraps(method)
         async def wrapper(self: S, request: Req, context: grpc.aio.ServicerContext[Req, Resp]) -> Resp:
-            call = RpcCall(context)
+            call = RpcCall(context, _size(request))
             try:
+                if isinstance(request, Undecodable):
+                    raise _undecodable_error(request, call.from_rest)
                 response = await method(self, request, context, call)
             except Exception as exc:
                 await _abort(context, call, as_gateway_error(exc), render)
@@ -123,9 +226,11 @@ def stream(
     ) -> Callable[..., AsyncIterator[Resp]]:
         @functools.wraps(method)
         async def wrapper(self: S, request: Req, context: grpc.aio.ServicerContext[Req, Resp]) -> AsyncIterator[Resp]:
-            call = RpcCall(context)
+            call = RpcCall(context, _size(request))
             started = False
             try:
+                if isinstance(request, Undecodable):
+                    raise _undecodable_error(request, call.from_rest)
                 async for message in method(self, request, context, call):
                     if not started:
                         started = True

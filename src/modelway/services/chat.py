@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from typing import Any
 
 import grpc
 from google.api import httpbody_pb2
 
-from modelway.core.pipeline import Pipeline
-from modelway.core.types import Usage
+from modelway.core.pipeline import ChatRun, Completion, Pipeline
+from modelway.core.types import ChatRequest, Usage
+from modelway.errors import GatewayError, Reason
 from modelway.services._rpc import RpcCall, stream, unary
 from modelway.surfaces.dialect import respond
 from modelway.surfaces.grpc import GRPC, ChunkBuilder, chat_request_from_proto, completion_proto
@@ -23,6 +25,44 @@ __all__ = ["ChatRestServicer", "ChatServicer"]
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
+# An answer finished with less time than this before the caller's deadline is not counted as
+# delivered: sending it takes a moment, and the caller gives up at its deadline.
+_DELIVERY_MARGIN = 0.010
+
+
+def _deadline_error() -> GatewayError:
+    return GatewayError(Reason.DEADLINE_EXCEEDED, "The call's deadline passed before its answer was ready.")
+
+
+def _in_time(call: RpcCall, parse: Callable[[], ChatRequest]) -> Callable[[], ChatRequest]:
+    """`parse`, refused when the caller's deadline has passed already (inside the pipeline: a 504 row, no charge)."""
+
+    def checked() -> ChatRequest:
+        remaining = call.time_remaining()
+        if remaining is not None and remaining <= 0:
+            raise _deadline_error()
+        return parse()
+
+    return checked
+
+
+async def _complete(call: RpcCall, run: ChatRun) -> Completion:
+    """The whole answer, bounded by the caller's deadline; one ready too late is recorded as not delivered."""
+    remaining = call.time_remaining()
+    if remaining is None:
+        return await run.complete()
+    try:
+        async with asyncio.timeout(remaining - _DELIVERY_MARGIN):
+            completion = await run.complete()
+    except TimeoutError:
+        raise _deadline_error() from None
+    left = call.time_remaining()
+    if left is not None and left < _DELIVERY_MARGIN:
+        error = _deadline_error()
+        run.undelivered(error)
+        raise error
+    return completion
+
 
 class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     def __init__(self, pipeline: Pipeline) -> None:
@@ -32,8 +72,8 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     async def CreateChatCompletion(
         self, request: chat_pb2.CreateChatCompletionRequest, context: Context, call: RpcCall
     ) -> chat_pb2.ChatCompletion:
-        async with self._pipeline.chat(call, GRPC, lambda: chat_request_from_proto(request)) as run:
-            answer = completion_proto(run, await run.complete())
+        async with self._pipeline.chat(call, GRPC, _in_time(call, lambda: chat_request_from_proto(request))) as run:
+            answer = completion_proto(run, await _complete(call, run))
             # The usage row is committed before the answer goes out (it survives a crash once sent).
             await run.finish()
             return answer
@@ -42,7 +82,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     async def StreamChatCompletion(
         self, request: chat_pb2.CreateChatCompletionRequest, context: Context, call: RpcCall
     ) -> AsyncIterator[chat_pb2.ChatCompletionChunk]:
-        async with self._pipeline.chat(call, GRPC, lambda: chat_request_from_proto(request)) as run:
+        async with self._pipeline.chat(call, GRPC, _in_time(call, lambda: chat_request_from_proto(request))) as run:
             chunks = ChunkBuilder(run)
             async with aclosing(run.events()) as events:
                 async for event in events:

@@ -57,6 +57,8 @@ class UsageRecord:
     status: int
     error_code: str
     created_at: float
+    # The caller's own id for the call (x-client-request-id), clipped; request_id is always ours.
+    client_request_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

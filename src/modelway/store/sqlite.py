@@ -134,10 +134,14 @@ class SqliteStore:
                 "status": int,
                 "error_code": str,
                 "created_at": float,
+                "client_request_id": str,
             },
             pk="id",
             if_not_exists=True,
         )
+        # Stores made before the column existed get it (empty for their rows).
+        if "client_request_id" not in db.table("usage").columns_dict:
+            db.execute("ALTER TABLE usage ADD COLUMN client_request_id TEXT NOT NULL DEFAULT ''")
         if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'usage_request_id'").fetchone():
             # Stores from before request ids were the server's own may repeat a
             # client's id: those rows keep it with their row number appended.

@@ -8,8 +8,8 @@ from google.protobuf import json_format
 
 from modelway.core.pipeline import ChatRun, Completion
 from modelway.core.types import ChatRequest, ChoiceDelta, StreamEvent, Usage
-from modelway.errors import GatewayError
-from modelway.surfaces.openai_request import parse_chat_request
+from modelway.errors import GatewayError, Reason
+from modelway.surfaces.openai_request import MAX_MESSAGES, parse_chat_request
 from modelway.v1 import chat_pb2, common_pb2
 
 __all__ = ["GRPC", "ChunkBuilder", "chat_request_from_proto", "completion_proto"]
@@ -124,7 +124,23 @@ def _message_json(message: chat_pb2.ChatMessage) -> dict[str, Any]:
 
 def chat_request_from_proto(request: chat_pb2.CreateChatCompletionRequest) -> ChatRequest:
     """The typed request, checked by the same rules (and in the same words) as the REST body."""
-    data: dict[str, Any] = json_format.MessageToDict(request, preserving_proto_field_name=True)
+    if len(request.messages) > MAX_MESSAGES:
+        # Before anything is built from them: converting 600,000 messages would take seconds.
+        raise GatewayError(
+            Reason.ARRAY_TOO_LONG,
+            f"Invalid 'messages': array too long. Expected an array with maximum length {MAX_MESSAGES}, but got an "
+            f"array with length {len(request.messages)} instead.",
+            param="messages",
+        )
+    try:
+        data: dict[str, Any] = json_format.MessageToDict(request, preserving_proto_field_name=True)
+    except json_format.SerializeToJsonError:
+        # A Struct (tool parameters, a schema, ...) may carry NaN or Infinity, which JSON cannot.
+        raise GatewayError(
+            Reason.INVALID_VALUE,
+            "Invalid request: a number in an object field (tool parameters, a schema, ...) is NaN or Infinity; "
+            "numbers there must be finite.",
+        ) from None
     for name in (
         "stop_sequences",
         "tool_choice_mode",

@@ -1,7 +1,10 @@
 """Validates an OpenAI chat request body (parsed JSON) into a ChatRequest, in OpenAI's words.
 
 The REST route hands the server the raw body, so this is where every type
-and range is checked. Fields the gateway does not interpret are kept in
+and range is checked. The work one body can cause is bounded: at most
+MAX_MESSAGES messages (OpenAI's own limit), `n` from 1 to 128, and no value
+nested deeper than MAX_DEPTH levels (upstream encoders and protobuf's Struct
+give up past 255 and 100). Fields the gateway does not interpret are kept in
 `ChatRequest.extra` for OpenAI-compatible upstreams, unchanged.
 """
 
@@ -26,9 +29,12 @@ from modelway.core.types import (
     ToolCall,
     ToolChoice,
 )
-from modelway.errors import GatewayError, Reason
+from modelway.errors import GatewayError, Reason, clip
 
-__all__ = ["parse_chat_body", "parse_chat_request"]
+__all__ = ["MAX_DEPTH", "MAX_MESSAGES", "parse_chat_body", "parse_chat_request"]
+
+MAX_MESSAGES = 2048
+MAX_DEPTH = 64
 
 _ROLES = ("system", "assistant", "user", "function", "tool", "developer")
 _FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -66,19 +72,19 @@ def _json_type(value: Any) -> str:
 def _invalid_type(param: str, expected: str, value: Any) -> GatewayError:
     return GatewayError(
         Reason.INVALID_TYPE,
-        f"Invalid type for '{param}': expected {expected}, but got {_json_type(value)} instead.",
+        f"Invalid type for '{clip(param)}': expected {expected}, but got {_json_type(value)} instead.",
         param=param,
     )
 
 
 def _invalid_value(param: str, value: object, allowed: str) -> GatewayError:
     return GatewayError(
-        Reason.INVALID_VALUE, f"Invalid value: {value!r}. Supported values are: {allowed}.", param=param
+        Reason.INVALID_VALUE, f"Invalid value: {clip(value)!r}. Supported values are: {allowed}.", param=param
     )
 
 
 def _missing(param: str) -> GatewayError:
-    return GatewayError(Reason.MISSING_REQUIRED_PARAMETER, f"Missing required parameter: '{param}'.", param=param)
+    return GatewayError(Reason.MISSING_REQUIRED_PARAMETER, f"Missing required parameter: '{clip(param)}'.", param=param)
 
 
 def _typed(data: Mapping[str, Any], name: str, kind: type, param: str = "") -> Any:
@@ -108,7 +114,7 @@ def _check_range(param: str, value: float | None, low: float, high: float) -> No
     side, relation, bound = ("below", ">=", low) if value < low else ("above", "<=", high)
     raise GatewayError(
         Reason(f"{kind}_{side}_{'min' if side == 'below' else 'max'}_value"),
-        f"Invalid '{param}': {kind} {side} {'minimum' if side == 'below' else 'maximum'} value. "
+        f"Invalid '{clip(param)}': {kind} {side} {'minimum' if side == 'below' else 'maximum'} value. "
         f"Expected a value {relation} {bound:g}, but got {value:g} instead.",
         param=param,
     )
@@ -250,7 +256,7 @@ def _tool_choice(data: Mapping[str, Any], tools: tuple[FunctionTool, ...]) -> To
         if name not in {tool.name for tool in tools}:
             raise GatewayError(
                 Reason.INVALID_VALUE,
-                f"Invalid value for '{param}': function '{name}' is not among the provided tools.",
+                f"Invalid value for '{param}': function '{clip(name)}' is not among the provided tools.",
                 param=param,
             )
         return ToolChoice("function", name)
@@ -308,7 +314,9 @@ def _logit_bias(data: Mapping[str, Any]) -> dict[str, float]:
     for token in bias:
         if not _TOKEN_ID.fullmatch(token):
             raise GatewayError(
-                Reason.INVALID_VALUE, f"Invalid key in 'logit_bias': {token!r} is not a token id.", param="logit_bias"
+                Reason.INVALID_VALUE,
+                f"Invalid key in 'logit_bias': {clip(token)!r} is not a token id.",
+                param="logit_bias",
             )
         weight = _typed(bias, token, float, f"logit_bias.{token}")
         _check_range(f"logit_bias.{token}", weight, -100, 100)
@@ -346,6 +354,39 @@ def _routing(data: Mapping[str, Any]) -> RoutingPreferences:
     )
 
 
+def _depth_over(value: Any, limit: int) -> bool:
+    """Whether `value` nests arrays/objects more than `limit` deep (iterative: no recursion limit to hit)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
+def _check_bounds(data: dict[str, Any]) -> None:
+    """The limits on the work one body may cause, checked before anything is built from it."""
+    messages = data.get("messages")
+    if isinstance(messages, list) and len(messages) > MAX_MESSAGES:
+        raise GatewayError(
+            Reason.ARRAY_TOO_LONG,
+            f"Invalid 'messages': array too long. Expected an array with maximum length {MAX_MESSAGES}, but got an "
+            f"array with length {len(messages)} instead.",
+            param="messages",
+        )
+    for name, value in data.items():
+        if isinstance(value, (dict, list)) and _depth_over(value, MAX_DEPTH):
+            raise GatewayError(
+                Reason.NESTED_TOO_DEEPLY,
+                f"Invalid '{clip(name)}': nested too deeply. Arrays and objects may nest at most {MAX_DEPTH} levels.",
+                param=clip(name),
+            )
+
+
 def parse_chat_body(body: bytes) -> ChatRequest:
     """A raw HTTP body: JSON first, then every parameter (INVALID_BODY when it is not a JSON object)."""
     try:
@@ -364,6 +405,7 @@ def parse_chat_request(data: Any) -> ChatRequest:
         raise GatewayError(
             Reason.INVALID_BODY, "We could not parse the JSON body of your request: expected a JSON object."
         )
+    _check_bounds(data)
     model = _typed(data, "model", str)
     if not model:
         raise GatewayError(Reason.MISSING_REQUIRED_PARAMETER, "You must provide a model parameter.", param="model")

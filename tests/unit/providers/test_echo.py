@@ -288,3 +288,15 @@ def test_token_delay_yields_to_cancellation() -> None:
 def test_negative_delay_rejected() -> None:
     with pytest.raises(ValueError):
         EchoProvider(token_delay=-1)
+
+
+def test_many_choices_of_a_long_text_are_bounded_in_deltas() -> None:
+    """n=128 of a 4,000-word echo: at most 4,096 deltas (plus one finish each), the text unchanged."""
+    words = " ".join(f"word{i}" for i in range(4000))
+    events = run(request(words, n=128))
+    check_shape(events, 128)
+    deltas = [e for e in events if isinstance(e, ChoiceDelta)]
+    assert len(deltas) <= 4096 + 128
+    for index in (0, 127):
+        assert text_of(events, index) == "Echo: " + words
+    assert usage_of(events).completion_tokens == 128 * count_tokens("Echo: " + words)

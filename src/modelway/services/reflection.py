@@ -1,0 +1,61 @@
+"""Server reflection under both names tools use: grpc.reflection.v1 (asked first by grpcurl and
+grpc_cli) and grpc.reflection.v1alpha (older clients).
+
+grpcio-reflection ships only v1alpha. The two protos are the same messages
+under another package, field for field, so their bytes are identical: the
+v1alpha servicer answers v1 too, registered under the v1 method name. A copy
+of the v1alpha file descriptor renamed to v1 lets tools describe v1 itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool
+from grpc_reflection.v1alpha import reflection, reflection_pb2
+from grpc_reflection.v1alpha._async import ReflectionServicer
+
+__all__ = ["V1_SERVICE_NAME", "enable_reflection"]
+
+V1_SERVICE_NAME = "grpc.reflection.v1.ServerReflection"
+_V1_FILE = "grpc/reflection/v1/reflection.proto"
+
+
+def _add_v1_descriptor(pool: descriptor_pool.DescriptorPool) -> None:
+    try:
+        pool.FindFileByName(_V1_FILE)
+        return
+    except KeyError:
+        pass
+    proto = descriptor_pb2.FileDescriptorProto()
+    reflection_pb2.DESCRIPTOR.CopyToProto(proto)
+    old, new = f".{proto.package}.", ".grpc.reflection.v1."
+    proto.name, proto.package = _V1_FILE, "grpc.reflection.v1"
+    proto.options.Clear()
+    for message in proto.message_type:
+        for field in message.field:
+            if field.HasField("type_name"):
+                field.type_name = field.type_name.replace(old, new)
+    for service in proto.service:
+        for method in service.method:
+            method.input_type = method.input_type.replace(old, new)
+            method.output_type = method.output_type.replace(old, new)
+    pool.Add(proto)
+
+
+def enable_reflection(service_names: Iterable[str], server: grpc.aio.Server) -> None:
+    """Serves reflection (v1 and v1alpha) listing `service_names` and the reflection services themselves."""
+    pool = descriptor_pool.Default()
+    _add_v1_descriptor(pool)
+    names = (*service_names, V1_SERVICE_NAME, reflection.SERVICE_NAME)
+    servicer = ReflectionServicer(names, pool=pool)
+    reflection.enable_server_reflection(names, server, pool=pool)
+    handler = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(V1_SERVICE_NAME, {"ServerReflectionInfo": handler}),)
+    )
