@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,3 +35,21 @@ def request(
         return Reply(response.status, response.headers, response.read())
     finally:
         connection.close()
+
+
+def read_slow_stream(port: int, key: str, words: int, into: list[bytes], started: threading.Event) -> None:
+    """A slow SSE chat stream through Envoy (echo-slow: 20 ms a word): sets `started` at its first
+    bytes, then appends to `into` all it received, whole or cut."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    body = {"model": "echo-slow", "stream": True, "messages": [{"role": "user", "content": "w " * words}]}
+    connection.request("POST", "/api/v1/chat/completions", json.dumps(body), {"Authorization": f"Bearer {key}"})
+    response = connection.getresponse()
+    received = response.read1(65536)
+    started.set()
+    try:
+        while chunk := response.read1(65536):
+            received += chunk
+    except (http.client.IncompleteRead, ConnectionError):
+        pass
+    into.append(received)
+    connection.close()

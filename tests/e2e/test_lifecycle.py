@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import signal
 import socket
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TEST_CONFIG, Up, free_port, running_up, start_up
-from tests.e2e.http import request
+from tests.e2e.http import read_slow_stream, request
 
 CHAT = "/api/v1/chat/completions"
 HELLO = {"model": "echo-1", "messages": [{"role": "user", "content": "hello"}]}
@@ -29,23 +28,6 @@ def secret_of(banner: str) -> str:
         for line in lines[lines.index("Created an operator account and its first API key (shown once, keep it):") + 1 :]
         if line.strip()
     )
-
-
-def stream(port: int, key: str, words: int, into: list[bytes], started: threading.Event) -> None:
-    """A slow SSE stream through Envoy (echo-slow: 20 ms a word); what it received, whole or cut."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    body = {"model": "echo-slow", "stream": True, "messages": [{"role": "user", "content": "w " * words}]}
-    connection.request("POST", CHAT, json.dumps(body), {"Authorization": f"Bearer {key}"})
-    response = connection.getresponse()
-    received = response.read1(65536)
-    started.set()
-    try:
-        while chunk := response.read1(65536):
-            received += chunk
-    except (http.client.IncompleteRead, ConnectionError):
-        pass
-    into.append(received)
-    connection.close()
 
 
 def refused(port: int) -> bool:
@@ -89,7 +71,7 @@ def test_make_run_checks_then_prints_a_working_key_and_ctrl_c_drains_streams(tmp
         # Ctrl-C (SIGINT to the terminal's process group) while a stream runs through Envoy.
         received: list[bytes] = []
         started = threading.Event()
-        streamer = threading.Thread(target=stream, args=(port, key, 100, received, started))
+        streamer = threading.Thread(target=read_slow_stream, args=(port, key, 100, received, started))
         streamer.start()
         assert started.wait(10)
         up.signal(signal.SIGINT)
@@ -122,7 +104,7 @@ def test_a_second_signal_exits_at_once_and_stops_envoy(tmp_path: Path) -> None:
         key = secret_of(up.banner())
         received: list[bytes] = []
         started = threading.Event()
-        streamer = threading.Thread(target=stream, args=(up.stack.http_port, key, 1000, received, started))
+        streamer = threading.Thread(target=read_slow_stream, args=(up.stack.http_port, key, 1000, received, started))
         streamer.start()
         assert started.wait(10)
         up.signal(signal.SIGINT)

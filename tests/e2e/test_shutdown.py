@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TEST_CONFIG, Stack, running_stack, running_up
-from tests.e2e.http import request
+from tests.e2e.http import read_slow_stream, request
 
 CHAT = "/api/v1/chat/completions"
 
@@ -83,22 +83,6 @@ def test_sigterm_writes_every_row_and_charge_then_restart_keeps_state(durable: S
     assert call(durable, durable.api_key, hello) == 200
 
 
-def read_stream(port: int, key: str, words: int, into: list[bytes], started: threading.Event) -> None:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    body = {"model": "echo-slow", "stream": True, "messages": [{"role": "user", "content": "w " * words}]}
-    connection.request("POST", CHAT, json.dumps(body), {"Authorization": f"Bearer {key}"})
-    response = connection.getresponse()
-    received = response.read1(65536)
-    started.set()
-    try:
-        while chunk := response.read1(65536):
-            received += chunk
-    except (http.client.IncompleteRead, ConnectionError):
-        pass
-    into.append(received)
-    connection.close()
-
-
 def test_sigterm_through_envoy_ends_a_stream_past_the_grace_period_with_an_error_frame_and_done(
     tmp_path: Path,
 ) -> None:
@@ -109,8 +93,8 @@ def test_sigterm_through_envoy_ends_a_stream_past_the_grace_period_with_an_error
         long: list[bytes] = []
         started = [threading.Event(), threading.Event()]
         streams = [
-            threading.Thread(target=read_stream, args=(up.stack.http_port, key, 20, short, started[0])),  # ~0.4 s
-            threading.Thread(target=read_stream, args=(up.stack.http_port, key, 400, long, started[1])),  # ~8 s
+            threading.Thread(target=read_slow_stream, args=(up.stack.http_port, key, 20, short, started[0])),  # ~0.4 s
+            threading.Thread(target=read_slow_stream, args=(up.stack.http_port, key, 400, long, started[1])),  # ~8 s
         ]
         for thread in streams:
             thread.start()
