@@ -231,6 +231,10 @@ class Gateway:
         if not done:
             self.pipeline.stop_streams()
         await stopping
+        # A cancelled call's generators are closed a few loop turns after the server let go of them:
+        # its row must be queued before the writer closes.
+        if not await self.metering.quiesce(_FINISH_SECONDS):
+            log.error("calls still unsettled after the server stopped; their usage rows may be missing")
         if self._refresher is not None:
             # Ended before the store closes, so no reload is left half-way.
             self._refresher.cancel()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import os
 import tomllib
 import types
@@ -87,6 +88,13 @@ class StoreConfig:
     usage_flush_seconds: float = 0.25
     # A stream's usage row is written (and what it delivered charged) this often while it runs.
     checkpoint_seconds: float = 2.0
+
+    def __post_init__(self) -> None:
+        for name in ("refresh_seconds", "usage_flush_seconds", "checkpoint_seconds"):
+            value = getattr(self, name)
+            # 0 would mean a write per token (or a writer that never sleeps); nan, never.
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"store.{name} must be a number of seconds above 0, got {value}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -149,9 +151,19 @@ _MAX_MESSAGE = 2048
 _ELLIPSIS = "\u2026"
 
 
+def _clip_repr() -> reprlib.Repr:
+    shortened = reprlib.Repr()
+    shortened.maxstring = shortened.maxother = shortened.maxlong = CLIP_CHARS
+    return shortened
+
+
+_CLIP_REPR = _clip_repr()
+
+
 def clip(value: object, limit: int = CLIP_CHARS) -> str:
     """A caller's value as an error may quote it: at most `limit` characters, "…" marking a cut."""
-    text = value if isinstance(value, str) else repr(value)
+    # reprlib stops early: a huge value is never rendered whole just to be cut.
+    text = value if isinstance(value, str) else _CLIP_REPR.repr(value)
     return text if len(text) <= limit else text[: limit - 1] + _ELLIPSIS
 
 
@@ -195,9 +207,9 @@ class GatewayError(Exception):
     @property
     def retry_after_header(self) -> str | None:
         """Retry-After in whole seconds, rounded up; None when there is none."""
-        if self.retry_after is None:
+        if self.retry_after is None or not math.isfinite(self.retry_after):
             return None
-        return str(max(1, -int(-self.retry_after // 1)))
+        return str(max(1, math.ceil(self.retry_after)))
 
     def __repr__(self) -> str:
         return f"GatewayError({self.reason.name}, {self.message!r})"

@@ -474,3 +474,10 @@ def test_config_built_directly_is_validated_too() -> None:
     echo = ProviderConfig("echo", "echo")
     with pytest.raises(ConfigError, match=re.escape("aliases.x: 'y' is neither a model nor an alias")):
         Config(providers=(echo,), models=(ModelConfig("m", "echo"),), aliases={"x": ("y",)})
+
+
+@pytest.mark.parametrize("field", ["usage_flush_seconds", "checkpoint_seconds", "refresh_seconds"])
+@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+def test_store_intervals_must_be_positive_seconds(tmp_path: Path, field: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=f"store.{field} must be a number of seconds above 0"):
+        load_config(write(tmp_path, BASE + f"\n[store]\n{field} = {value}\n"), {})

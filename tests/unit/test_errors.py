@@ -17,7 +17,7 @@ def test_clip_cuts_long_values_with_an_ellipsis() -> None:
 
 def test_clip_shows_other_values_by_repr() -> None:
     assert clip(["a", 1]) == "['a', 1]"
-    assert len(clip(list(range(10_000)))) == CLIP_CHARS
+    assert clip(list(range(10_000))).startswith("[0, 1, 2") and len(clip(list(range(10_000)))) <= CLIP_CHARS
 
 
 def test_a_message_and_param_built_without_clip_are_still_bounded() -> None:

@@ -77,6 +77,10 @@ class Ledger:
         self._unwritten[reservation.account_id] += charged
         return Reservation(reservation.account_id, reservation.amount - charged), charged
 
+    async def refund(self, account_id: str, amount: int) -> None:
+        """Gives back a charge already made (it reaches the store as a negative charge with its row)."""
+        self._unwritten[account_id] -= amount
+
     def charges_written(self, charges: Mapping[str, int]) -> None:
         """Charges the store now holds (call under `lock`, in the same turn as the commit is seen)."""
         for account, amount in charges.items():

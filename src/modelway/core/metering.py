@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from types import TracebackType
 
@@ -17,12 +18,15 @@ from modelway.errors import GatewayError
 from modelway.ops.metrics import Telemetry
 from modelway.store import UsageRecord
 
-__all__ = ["CLIENT_CLOSED", "IN_PROGRESS", "SERVER_SHUTDOWN", "CallMeter", "Metering"]
+__all__ = ["CLIENT_CLOSED", "IN_PROGRESS", "SERVER_SHUTDOWN", "SHUTDOWN_STATUS", "CallMeter", "Metering"]
+
+log = logging.getLogger(__name__)
 
 # nginx's "client closed request": the caller went away before the end.
 CLIENT_CLOSED = 499
 # The error_code of a call the server ended because it is shutting down (its status is the error's, 503).
 SERVER_SHUTDOWN = "server_shutdown"
+SHUTDOWN_STATUS = 503
 # The status of a stream's row while it runs (error_code "in_progress"); after a crash, one the crash cut.
 IN_PROGRESS = 0
 
@@ -72,6 +76,9 @@ class CallMeter:
         # Long streams write their row as they go (see `checkpoint`); what those writes charged.
         self._next_checkpoint = float("inf")
         self._drawn = 0
+        # What the settled call was charged in all; the settling, for `withdraw` to wait on.
+        self._charged = 0
+        self._settling: asyncio.Future[asyncio.Future[None]] | None = None
 
     def attribute(self, caller: Caller) -> None:
         """From here on the call, failed or not, counts against this caller's account."""
@@ -120,29 +127,50 @@ class CallMeter:
         """
         if self._recorded:
             return
-        committed = await asyncio.shield(self._settle())
+        self._settling = asyncio.ensure_future(self._settle())
+        committed = await asyncio.shield(self._settling)
         await self._metering.recorder.committed(committed)
 
+    async def withdraw(self, error: GatewayError) -> None:
+        """A finished answer that never reached its caller (its deadline passed while its row was being
+        committed): the same row is rewritten as `error`, and what the call was charged is refunded."""
+        if self._settling is None:
+            return
+        await asyncio.shield(self._settling)
+        self.fail(error)
+        self.completion_tokens = 0
+        refund, self._charged = self._charged, 0
+        if refund and self.caller is not None:
+            await self._metering.ledger.refund(self.caller.account.id, refund)
+        self._metering.recorder.record(self._row(self._status, self._error_code, 0, produced=False), charge=-refund)
+
     async def __aenter__(self) -> CallMeter:
+        self._metering.call_opened()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._recorded:
-            return
-        gone = isinstance(exc, (asyncio.CancelledError, GeneratorExit))
-        if isinstance(exc, GatewayError):
-            self.fail(exc)
-        elif gone:
-            self._status, self._error_code = CLIENT_CLOSED, "client_closed"
-        elif exc is not None:
-            self._status, self._error_code = 500, "internal_error"
-        # Shielded: a second cancellation must not leave a hold unsettled or a row unwritten.
-        committed = await asyncio.shield(self._settle())
-        if not gone:
-            # An error answer goes out after this: it too is durable once the client has it.
-            await self._metering.recorder.committed(committed)
+        try:
+            if self._recorded:
+                return
+            gone = isinstance(exc, (asyncio.CancelledError, GeneratorExit))
+            if isinstance(exc, GatewayError):
+                self.fail(exc)
+            elif gone and (self._shutdown is not None or self._metering.shutting_down):
+                # Cut by the server's stop after the grace period, not by its caller.
+                self._status, self._error_code = SHUTDOWN_STATUS, SERVER_SHUTDOWN
+            elif gone:
+                self._status, self._error_code = CLIENT_CLOSED, "client_closed"
+            elif exc is not None:
+                self._status, self._error_code = 500, "internal_error"
+            # Shielded: a second cancellation must not leave a hold unsettled or a row unwritten.
+            committed = await asyncio.shield(self._settle())
+            if not gone:
+                # An error answer goes out after this: it too is durable once the client has it.
+                await self._metering.recorder.committed(committed)
+        finally:
+            self._metering.call_closed()
 
     def checkpoint_due(self) -> bool:
         """Whether a stream has run long enough since its last checkpoint to write another."""
@@ -174,11 +202,16 @@ class CallMeter:
             # Written with this row (its cost), in the row's transaction.
             charged += await metering.ledger.settle(self._reservation, cost - self._drawn)
             self._reservation = None
+        self._charged = charged
         row = self._row(self._status, self._error_code, charged, produced=produced)
+        committed = metering.recorder.record(row, charge=charged - self._drawn)
         first_output = self.first_output_at if self.streamed else None
-        first_token = None if first_output is None else first_output - self._started
-        metering.telemetry.call_ended(row, first_token)
-        return metering.recorder.record(row, charge=charged - self._drawn)
+        try:
+            metering.telemetry.call_ended(row, None if first_output is None else first_output - self._started)
+        except Exception:
+            # Metrics are not worth a call's answer; the row is queued already.
+            log.exception("telemetry failed for call %s", self.request_id)
+        return committed
 
     def _row(self, status: int, error_code: str, cost: int, *, produced: bool) -> UsageRecord:
         metering = self._metering
@@ -214,10 +247,34 @@ class Metering:
     ) -> None:
         self.recorder = recorder
         self.checkpoint_seconds = checkpoint_seconds
+        # Set once the server ends the calls still running (Pipeline.stop_streams).
+        self.shutting_down = False
+        # Meters not yet exited: the usage writer closes only after the last one has recorded.
+        self._open_calls = 0
+        self._all_closed = asyncio.Event()
+        self._all_closed.set()
         self.ledger = ledger
         self.budgets = budgets
         self.clock = clock
         self.telemetry = telemetry or Telemetry()
+
+    def call_opened(self) -> None:
+        self._open_calls += 1
+        self._all_closed.clear()
+
+    def call_closed(self) -> None:
+        self._open_calls -= 1
+        if self._open_calls == 0:
+            self._all_closed.set()
+
+    async def quiesce(self, timeout: float) -> bool:
+        """Waits (at most `timeout` seconds) until every opened call has recorded its row; whether all did."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._all_closed.wait()
+        except TimeoutError:
+            return False
+        return True
 
     def open(
         self, *, request_id: str, surface: str, status_of: Callable[[GatewayError], int], client_request_id: str = ""

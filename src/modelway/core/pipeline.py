@@ -201,6 +201,10 @@ class ChatRun:
         finally:
             self._reader = None
 
+    async def withdraw(self, error: GatewayError) -> None:
+        """A finished answer whose caller gave up while its row was committed: recorded as `error`, refunded."""
+        await self._meter.withdraw(error)
+
     def undelivered(self, error: GatewayError) -> None:
         """A whole answer that was ready too late for its caller (its deadline passed): not charged."""
         self._meter.completion_tokens = 0
@@ -218,9 +222,11 @@ class ChatRun:
                 except StopAsyncIteration:
                     break
                 if isinstance(event, Usage):
-                    # The upstream's counts are the truth; one it left out (0) keeps ours.
+                    # The upstream's counts are the truth; one it left out (0) keeps ours. A negative
+                    # count is no count: it would refund budgets and break the row.
                     reported = Usage(
-                        event.prompt_tokens or meter.prompt_tokens, event.completion_tokens or meter.completion_tokens
+                        max(0, event.prompt_tokens) or meter.prompt_tokens,
+                        max(0, event.completion_tokens) or meter.completion_tokens,
                     )
                     meter.prompt_tokens, meter.completion_tokens = reported.prompt_tokens, reported.completion_tokens
                     continue
@@ -260,7 +266,6 @@ class Pipeline:
         self._clock = clock
         # Calls admitted and not yet ended, for stop_streams.
         self._running: set[ChatRun] = set()
-        self._stopping = False
 
     def stop_streams(self) -> int:
         """Ends every call still running, and any admitted from now on, because the server is shutting down.
@@ -271,7 +276,7 @@ class Pipeline:
         says 503 "server_shutdown", charged for what was delivered. Returns
         how many running calls were told to stop.
         """
-        self._stopping = True
+        self._metering.shutting_down = True
         running = list(self._running)
         for run in running:
             run.stop()
@@ -323,7 +328,7 @@ class Pipeline:
                 worst_cost = max(worst_cost, model.cost(prompt, completion))
             await meter.admit(caller, candidates[0], prompt_tokens, worst_tokens, worst_cost)
             run = ChatRun(request, candidates, self._router, meter, int(self._clock.now()))
-            if self._stopping:
+            if self._metering.shutting_down:
                 run.stop()
             self._running.add(run)
             try:

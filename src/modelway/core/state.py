@@ -37,6 +37,10 @@ class CreditLedger(Protocol):
         """Charges part of a hold now; returns the hold that is left and the charge."""
         ...
 
+    async def refund(self, account_id: str, amount: int) -> None:
+        """Gives back a charge made by `settle` or `draw`."""
+        ...
+
 
 class TokenBudgetBook(Protocol):
     async def hold(self, key_id: str, budget: int, worst_case: int) -> TokenHold:

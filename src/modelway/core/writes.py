@@ -24,7 +24,8 @@ async def await_write(write: Awaitable[T], on_done: Callable[[BaseException | No
     task = asyncio.ensure_future(write)
     # Registered before shield() registers its own callback, so it runs first:
     # the caller resumes with the outcome already accounted for.
-    task.add_done_callback(lambda done: on_done(None if done.cancelled() else done.exception()))
+    # A write cancelled before it ran (the loop ending) committed nothing: that is a failure.
+    task.add_done_callback(lambda done: on_done(asyncio.CancelledError() if done.cancelled() else done.exception()))
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:

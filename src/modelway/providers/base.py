@@ -17,6 +17,7 @@ GatewayError for an error the upstream reports inside a stream.
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -132,6 +133,10 @@ def malformed(detail: str = "") -> GatewayError:
     )
 
 
+# The longest upstream Retry-After taken at its word, in seconds.
+MAX_RETRY_AFTER = 3600.0
+
+
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     """The upstream's Retry-After (or retry-after-ms) in seconds; None when absent or not a number.
 
@@ -140,12 +145,15 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     lowered = {name.lower(): value for name, value in headers.items()}
     try:
         if "retry-after-ms" in lowered:
-            return max(0.0, float(lowered["retry-after-ms"]) / 1000)
-        if "retry-after" in lowered:
-            return max(0.0, float(lowered["retry-after"]))
+            seconds = float(lowered["retry-after-ms"]) / 1000
+        elif "retry-after" in lowered:
+            seconds = float(lowered["retry-after"])
+        else:
+            return None
     except ValueError:
         return None
-    return None
+    # An upstream's word, bounded: "inf", "nan" or a year are not waits anyone means.
+    return min(max(0.0, seconds), MAX_RETRY_AFTER) if math.isfinite(seconds) else None
 
 
 def account_error(status: int) -> GatewayError:

@@ -25,11 +25,10 @@ __all__ = ["ChatRestServicer", "ChatServicer"]
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
-# An answer finished with less time than this before the caller's deadline is not counted as
-# delivered: its usage row is committed before it is sent (a group commit waits up to a few
-# ms for company, more under load) and sending takes a moment, and the caller gives up at its
-# deadline. Too small a margin charges answers the caller never got.
-_DELIVERY_MARGIN = 0.050
+# An answer finished with less time than this before the caller's deadline is not sent: its
+# usage row must be committed first (a group commit waits a few ms for company) and sending
+# takes a moment. One that runs out of time while committing is withdrawn (see _deliver).
+_DELIVERY_MARGIN = 0.010
 
 
 def _deadline_error() -> GatewayError:
@@ -66,6 +65,21 @@ async def _complete(call: RpcCall, run: ChatRun) -> Completion:
     return completion
 
 
+async def _deliver(call: RpcCall, run: ChatRun) -> None:
+    """Commits the usage row before the answer goes out (so it survives a crash once sent); an answer
+    whose caller's deadline passed meanwhile never reaches it, so its row is withdrawn and refunded."""
+    try:
+        await run.finish()
+    except asyncio.CancelledError:
+        await run.withdraw(_deadline_error())
+        raise
+    left = call.time_remaining()
+    if left is not None and left <= 0:
+        error = _deadline_error()
+        await run.withdraw(error)
+        raise error
+
+
 class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     def __init__(self, pipeline: Pipeline) -> None:
         self._pipeline = pipeline
@@ -76,8 +90,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     ) -> chat_pb2.ChatCompletion:
         async with self._pipeline.chat(call, GRPC, _in_time(call, lambda: chat_request_from_proto(request))) as run:
             answer = completion_proto(run, await _complete(call, run))
-            # The usage row is committed before the answer goes out (it survives a crash once sent).
-            await run.finish()
+            await _deliver(call, run)
             return answer
 
     @stream(OPENAI.error_response)

@@ -139,19 +139,21 @@ class SqliteStore:
             pk="id",
             if_not_exists=True,
         )
-        # Stores made before the column existed get it (empty for their rows).
-        if "client_request_id" not in db.table("usage").columns_dict:
-            db.execute("ALTER TABLE usage ADD COLUMN client_request_id TEXT NOT NULL DEFAULT ''")
-        if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'usage_request_id'").fetchone():
-            # Stores from before request ids were the server's own may repeat a
-            # client's id: those rows keep it with their row number appended.
-            with db.conn:
-                db.conn.execute("BEGIN IMMEDIATE")
+        # Upgrades of stores made by earlier versions, in one transaction so that two processes
+        # opening the same old store (the CLI and the server) cannot both try them.
+        with db.conn:
+            db.conn.execute("BEGIN IMMEDIATE")
+            columns = {row[1] for row in db.conn.execute("PRAGMA table_info(usage)")}
+            if "client_request_id" not in columns:
+                db.conn.execute("ALTER TABLE usage ADD COLUMN client_request_id TEXT NOT NULL DEFAULT ''")
+            # Request ids were once the client's and could repeat: all rows but the first of an id
+            # get their row number appended, again until no two rows share one.
+            while db.conn.execute("SELECT 1 FROM usage GROUP BY request_id HAVING COUNT(*) > 1 LIMIT 1").fetchone():
                 db.conn.execute(
                     "UPDATE usage SET request_id = request_id || '-' || id"
                     " WHERE id NOT IN (SELECT MIN(id) FROM usage GROUP BY request_id)"
                 )
-                db.conn.execute("CREATE UNIQUE INDEX usage_request_id ON usage (request_id)")
+            db.conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS usage_request_id ON usage (request_id)")
         db.table("usage").create_index(["account_id", "created_at"], if_not_exists=True)
         db.table("usage").create_index(["key_id", "created_at"], if_not_exists=True)
 

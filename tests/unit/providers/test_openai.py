@@ -22,7 +22,7 @@ from modelway.core.types import (
     Usage,
 )
 from modelway.errors import GatewayError, Reason
-from modelway.providers.base import SseEvent, Translator, Upstream
+from modelway.providers.base import MAX_RETRY_AFTER, SseEvent, Translator, Upstream, retry_after_seconds
 from modelway.providers.openai import OpenAITranslator, openai_finish_reason
 from tests.fakes import openai as fake
 from tests.fakes.server import Json, Received, Sse
@@ -801,3 +801,13 @@ def test_credential_error_inside_a_stream_hides_the_upstreams_words() -> None:
         translator.sse_event(SseEvent(event))
     assert caught.value.reason is Reason.PROVIDER_ERROR and not caught.value.retryable
     assert "sk-" not in caught.value.message
+
+
+@pytest.mark.parametrize("value", ["inf", "1e999", "nan", "-inf"])
+def test_a_retry_after_that_is_no_number_of_seconds_is_ignored(value: str) -> None:
+    assert retry_after_seconds({"Retry-After": value}) is None
+
+
+def test_a_huge_retry_after_is_capped_and_its_header_stays_a_number() -> None:
+    assert retry_after_seconds({"retry-after": "99999999"}) == MAX_RETRY_AFTER
+    assert GatewayError(Reason.UPSTREAM_OVERLOADED, "x", retry_after=float("inf")).retry_after_header is None
