@@ -218,6 +218,21 @@ def test_n_128_with_a_long_prompt_is_cheap_and_stalls_no_one(stack: Stack) -> No
     assert max(prober.latencies) < 0.5, prober.latencies
 
 
+def test_a_whole_answer_too_large_to_send_is_a_400_and_costs_nothing(stack: Stack) -> None:
+    """128 echoes of a 300 KB prompt would be ~38 MB of JSON, past what Envoy relays (it would answer
+    a bare 500 while the row said 200 and charged): a 400 that says to stream, and no charge."""
+    words = " ".join(["x" * 1000] * 300)
+    client_id = f"too-large-{uuid.uuid4().hex[:8]}"
+    body = {"model": "echo-1", "n": 128, "messages": [{"role": "user", "content": words}]}
+    reply = request(stack.http_port, "POST", CHAT, body, {**auth(stack), "X-Client-Request-Id": client_id})
+    message = assert_openai_error(reply, 400, "stream")
+    assert "stream: true" in message
+    time.sleep(0.3)
+    with sqlite3.connect(stack.db_path) as db:
+        row = db.execute("SELECT status, cost FROM usage WHERE client_request_id = ?", [client_id]).fetchone()
+    assert row == (400, 0)
+
+
 def test_a_huge_body_is_refused_without_stalling_others_or_keeping_memory(stack: Stack) -> None:
     """~14 MiB of 500,000 messages (under the edge's 16 MiB cap): a 400, parsed off the event loop."""
     body = ('{"model":"echo-1","messages":[' + ",".join(['{"role":"user","content":"a"}'] * 500_000) + "]}").encode()

@@ -10,9 +10,9 @@ from google.api import httpbody_pb2
 
 from modelway.core.pipeline import CallInfo, ChatRun, Completion, Pipeline
 from modelway.core.types import ChatRequest, StreamEvent
-from modelway.errors import GatewayError, as_gateway_error
+from modelway.errors import GatewayError, Reason, as_gateway_error
 
-__all__ = ["Dialect", "StreamWriter", "respond"]
+__all__ = ["MAX_ANSWER_BYTES", "Dialect", "StreamWriter", "respond"]
 
 
 class StreamWriter(Protocol):
@@ -50,6 +50,9 @@ class Dialect(Protocol):
     def stream(self, run: ChatRun) -> StreamWriter: ...
 
 
+# The largest whole JSON answer: Envoy's transcoder buffers it and answers a bare 500 past 32 MiB.
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
+
 _JSON = "application/json"
 _SSE = "text/event-stream"
 
@@ -72,6 +75,15 @@ async def respond(
     async with pipeline.chat(call, dialect, parse) as run:
         if not run.request.stream:
             body = dialect.completion(run, await run.complete())
+            if len(body) > MAX_ANSWER_BYTES:
+                error = GatewayError(
+                    Reason.INVALID_VALUE,
+                    f"The answer is {len(body)} bytes, more than the {MAX_ANSWER_BYTES} a whole JSON answer may "
+                    "have. Stream it (stream: true), or ask for fewer choices (n) or fewer tokens.",
+                    param="stream",
+                )
+                run.undelivered(error)
+                raise error
             await run.finish()
             yield httpbody_pb2.HttpBody(content_type=_JSON, data=body)
             return
