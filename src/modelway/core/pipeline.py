@@ -185,22 +185,6 @@ class ChatRun:
         if self._reader is not None:
             self._reader.cancel(SHUTDOWN_MESSAGE)
 
-    async def _next(self, events: AsyncIterator[StreamEvent]) -> StreamEvent:
-        """The next upstream event, or the shutdown error once `stop` was called."""
-        if self._shutdown is not None:
-            raise self._shutdown
-        task = asyncio.current_task()
-        self._reader = task
-        try:
-            return await anext(events)
-        except asyncio.CancelledError:
-            # Ours when stop() asked for it and nobody else did (a client that left cancels too).
-            if self._shutdown is not None and task is not None and task.uncancel() == 0:
-                raise self._shutdown from None
-            raise
-        finally:
-            self._reader = None
-
     async def withdraw(self, error: GatewayError) -> None:
         """A finished answer whose caller gave up while its row was committed: recorded as `error`, refunded."""
         await self._meter.withdraw(error)
@@ -215,12 +199,24 @@ class ChatRun:
         meter = self._meter
         reported: Usage | None = None
         events = self._router.stream(self.request, self._candidates, meter.attempting)
+        # The task that reads: `stop` cancels it while it waits for the upstream.
+        reader = asyncio.current_task()
         async with aclosing(events):
             while True:
+                if self._shutdown is not None:
+                    raise self._shutdown
+                self._reader = reader
                 try:
-                    event = await self._next(events)
+                    event = await anext(events)
                 except StopAsyncIteration:
                     break
+                except asyncio.CancelledError:
+                    # Ours when stop() asked for it and nobody else did (a client that left cancels too).
+                    if self._shutdown is not None and reader is not None and reader.uncancel() == 0:
+                        raise self._shutdown from None
+                    raise
+                finally:
+                    self._reader = None
                 if isinstance(event, Usage):
                     # The upstream's counts are the truth; one it left out (0) keeps ours. A negative
                     # count is no count: it would refund budgets and break the row.
