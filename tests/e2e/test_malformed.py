@@ -288,6 +288,35 @@ def test_undecodable_messages_are_invalid_argument(
         assert details.startswith(f"The request message could not be decoded as {message} "), details
 
 
+@pytest.mark.parametrize(
+    ("method", "kind", "message"),
+    [
+        ("/grpc.health.v1.Health/Check", "unary", "grpc.health.v1.HealthCheckRequest"),
+        ("/grpc.health.v1.Health/Watch", "stream", "grpc.health.v1.HealthCheckRequest"),
+        (
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+            "bidi",
+            "grpc.reflection.v1alpha.ServerReflectionRequest",
+        ),
+        ("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", "bidi", "grpc.reflection.v1"),
+    ],
+)
+def test_health_and_reflection_refuse_undecodable_messages_in_our_words(
+    stack: Stack, method: str, kind: str, message: str
+) -> None:
+    with grpc.insecure_channel(stack.grpc_target) as channel, pytest.raises(grpc.RpcError) as caught:
+        if kind == "unary":
+            channel.unary_unary(method)(b"\xff\xff\xff\xff", timeout=10)
+        elif kind == "stream":
+            list(channel.unary_stream(method)(b"\xff\xff\xff\xff", timeout=10))
+        else:
+            list(channel.stream_stream(method)(iter([b"\xff\xff\xff\xff"]), timeout=10))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value
+    details = caught.value.details() or ""
+    assert details.startswith("The request message could not be decoded as " + message), details
+    assert "DecodeError" not in details and "<class" not in details
+
+
 def _field(number: int, payload: bytes) -> bytes:
     tag = (number << 3) | 2
     head = bytearray()

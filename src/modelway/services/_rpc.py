@@ -15,14 +15,16 @@ response trailers-only, and only then does Envoy show trailers as headers.
 A request message that does not decode (random bytes, invalid UTF-8 in a
 string, nesting past protobuf's depth limit of 100) must not reach grpcio's
 own error path, which answers UNKNOWN with the Python exception's text.
-`DecodeGuard` gives every modelway method a deserializer that never raises:
-it returns an `Undecodable`, and the wrappers answer INVALID_ARGUMENT (400)
-in the API's words.
+`DecodeGuard` gives every method a deserializer that never raises: it
+returns an `Undecodable`, and the wrappers answer INVALID_ARGUMENT (400) in
+the API's words (for grpcio's own health and reflection servicers, the
+guard answers it before their code runs).
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import re
 import secrets
@@ -39,7 +41,7 @@ from modelway.errors import GatewayError, Reason, as_gateway_error
 
 __all__ = ["DecodeGuard", "ErrorRenderer", "RpcCall", "Undecodable", "client_request_id", "stream", "unary"]
 
-# Only our own services get the guard; health and reflection keep grpcio's.
+# Our own services' wrappers answer Undecodable requests themselves; others are refused for them.
 _GUARDED_PREFIX = "/modelway."
 _METADATA_SAFE = re.compile(r"[\x20-\x7e]*")
 # What the usage row keeps of a caller's own request id.
@@ -96,10 +98,56 @@ class DecodeGuard(_Interceptor):
     ) -> grpc.RpcMethodHandler[Any, Any]:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
-        if handler is None or handler.request_deserializer is None or not method.startswith(_GUARDED_PREFIX):
+        if handler is None or handler.request_deserializer is None:
             return handler
-        guarded = _guarded(handler.request_deserializer, _request_name(handler, method))
-        return handler._replace(request_deserializer=guarded)  # type: ignore[attr-defined,no-any-return]
+        name = _request_name(handler, method)
+        guarded = handler._replace(request_deserializer=_guarded(handler.request_deserializer, name))  # type: ignore[attr-defined]
+        if method.startswith(_GUARDED_PREFIX):
+            return guarded  # type: ignore[no-any-return]
+        # Health and reflection are grpcio's own servicers: an undecodable request stops at their door.
+        return _refusing_undecodable(guarded)
+
+
+async def _refuse(context: grpc.aio.ServicerContext[Any, Any], request: Undecodable) -> None:
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _undecodable_error(request, from_rest=False).message)
+
+
+def _refusing_undecodable(handler: Any) -> grpc.RpcMethodHandler[Any, Any]:
+    """`handler` with its behaviour refusing Undecodable requests; grpcio servicers are coroutines or
+    async generators, taking one request or an iterator of them."""
+    if handler.unary_unary is not None:
+        behaviour = handler.unary_unary
+
+        async def unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            if isinstance(request, Undecodable):
+                await _refuse(context, request)
+            return await behaviour(request, context)
+
+        return handler._replace(unary_unary=unary_unary)  # type: ignore[no-any-return]
+    if handler.unary_stream is not None and not inspect.isasyncgenfunction(handler.unary_stream):
+        behaviour = handler.unary_stream
+
+        async def unary_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            if isinstance(request, Undecodable):
+                await _refuse(context, request)
+            return await behaviour(request, context)
+
+        return handler._replace(unary_stream=unary_stream)  # type: ignore[no-any-return]
+    if handler.stream_stream is not None and inspect.isasyncgenfunction(handler.stream_stream):
+        behaviour = handler.stream_stream
+
+        async def stream_stream(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            async def checked() -> AsyncIterator[Any]:
+                async for request in requests:
+                    if isinstance(request, Undecodable):
+                        await _refuse(context, request)
+                    yield request
+
+            async for response in behaviour(checked(), context):
+                yield response
+
+        return handler._replace(stream_stream=stream_stream)  # type: ignore[no-any-return]
+    return handler  # type: ignore[no-any-return]
 
 
 def client_request_id(metadata: dict[str, str]) -> str:
