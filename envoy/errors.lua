@@ -48,6 +48,25 @@ local function error_json(message, kind, param, code)
     .. ',"param":' .. value(param) .. ',"code":' .. value(code) .. '}}'
 end
 
+-- Gemini routes (/api/v1beta/..., and POST /api/v1/models/{model}:method, which
+-- OpenAI's API does not have) answer Envoy's own errors in Google's shape,
+-- {"error": {"code", "message", "status"}}, as the server's Gemini dialect does.
+local GEMINI_STATUS = {["400"] = "INVALID_ARGUMENT", ["401"] = "UNAUTHENTICATED", ["403"] = "PERMISSION_DENIED",
+  ["404"] = "NOT_FOUND", ["413"] = "INVALID_ARGUMENT", ["414"] = "INVALID_ARGUMENT", ["415"] = "INVALID_ARGUMENT",
+  ["429"] = "RESOURCE_EXHAUSTED", ["431"] = "INVALID_ARGUMENT", ["500"] = "INTERNAL", ["501"] = "UNIMPLEMENTED",
+  ["502"] = "UNAVAILABLE", ["503"] = "UNAVAILABLE", ["504"] = "DEADLINE_EXCEEDED"}
+
+local function is_gemini_path(method, path)
+  return path == "/api/v1beta" or string.sub(path, 1, 12) == "/api/v1beta/"
+    or (method == "POST" and string.sub(path, 1, 15) == "/api/v1/models/")
+end
+
+local function gemini_error_json(status, message)
+  local name = GEMINI_STATUS[status] or (tonumber(status) >= 500 and "INTERNAL" or "INVALID_ARGUMENT")
+  return '{"error":{"code":' .. tonumber(status) .. ',"message":' .. json_string(message) .. ',"status":"'
+    .. name .. '"}}'
+end
+
 -- Header names as people write them (Authorization, X-Api-Key), for messages.
 local function display_name(name)
   return CREDENTIAL_HEADERS[name] or string.gsub(name, "%f[%w]%l", string.upper)
@@ -66,8 +85,10 @@ local function refuse(handle, status, grpc_status, message, kind, code)
     handle:respond({[":status"] = "200", ["content-type"] = "application/grpc", ["grpc-status"] = grpc_status,
       ["grpc-message"] = message, ["x-request-id"] = headers:get("x-request-id")}, "")
   else
+    local body = metadata(handle)["gemini"] == true and gemini_error_json(status, message)
+      or error_json(message, kind, nil, code)
     handle:respond({[":status"] = status, ["content-type"] = "application/json",
-      ["x-request-id"] = headers:get("x-request-id")}, error_json(message, kind, nil, code))
+      ["x-request-id"] = headers:get("x-request-id")}, body)
   end
 end
 
@@ -114,6 +135,7 @@ function envoy_on_request(handle)
   local path = string.sub(string.match(headers:get(":path") or "", "^[^?]*"), 1, 200)
   info:set("modelway", "grpc", is_grpc)
   info:set("modelway", "request", (headers:get(":method") or "") .. " " .. path)
+  info:set("modelway", "gemini", is_gemini_path(headers:get(":method") or "", path))
   info:set("modelway", "health", HEALTH_PATHS[path] == true)
   info:set("modelway", "request_id", headers:get("x-request-id") or "")
   local problem = check_headers(handle)
@@ -188,6 +210,11 @@ local function refine_local_reply(handle)
   -- Envoy's own words (the mapper's JSON, or the bare text when Lua sees
   -- the reply before the mapper formats it).
   local original = string.match(text, '"message":"(.-)","param"') or text
+  if info["gemini"] == true then
+    local message = local_reply_message(status, details, info["request"] or "", original)
+    body:setBytes(gemini_error_json(status, message))
+    return
+  end
   local kind = tonumber(status) >= 500 and "api_error" or "invalid_request_error"
   local field, proto_type = string.match(original, "^([%w_%.%[%]]+): invalid value .* for type (TYPE_%u+)")
   if field ~= nil then

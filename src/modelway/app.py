@@ -37,6 +37,7 @@ from modelway.providers.http import Transport
 from modelway.providers.registry import ProviderRegistry
 from modelway.services._rpc import DecodeGuard
 from modelway.services.chat import ChatRestServicer, ChatServicer
+from modelway.services.gemini import GeminiRestServicer, GeminiServicer
 from modelway.services.keys import KeysRestServicer, KeysServicer
 from modelway.services.models import ModelsServicer
 from modelway.services.reflection import enable_reflection
@@ -45,6 +46,8 @@ from modelway.store import SqliteStore
 from modelway.v1 import (
     chat_pb2,
     chat_pb2_grpc,
+    gemini_pb2,
+    gemini_pb2_grpc,
     keys_pb2,
     keys_pb2_grpc,
     models_pb2,
@@ -54,6 +57,8 @@ from modelway.v1 import (
 )
 from modelway.v1.rest import chat_pb2 as chat_rest_pb2
 from modelway.v1.rest import chat_pb2_grpc as chat_rest_pb2_grpc
+from modelway.v1.rest import gemini_pb2 as gemini_rest_pb2
+from modelway.v1.rest import gemini_pb2_grpc as gemini_rest_pb2_grpc
 from modelway.v1.rest import keys_pb2 as keys_rest_pb2
 from modelway.v1.rest import keys_pb2_grpc as keys_rest_pb2_grpc
 
@@ -68,6 +73,8 @@ _SERVICES = (
     usage_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name,
     chat_rest_pb2.DESCRIPTOR.services_by_name["ChatRestService"].full_name,
     keys_rest_pb2.DESCRIPTOR.services_by_name["KeysRestService"].full_name,
+    gemini_pb2.DESCRIPTOR.services_by_name["GeminiService"].full_name,
+    gemini_rest_pb2.DESCRIPTOR.services_by_name["GeminiRestService"].full_name,
 )
 
 
@@ -184,6 +191,10 @@ class Gateway:
         keys_rest_pb2_grpc.add_KeysRestServiceServicer_to_server(KeysRestServicer(keys), self.server)
         usage_pb2_grpc.add_UsageServiceServicer_to_server(
             UsageServicer(UsageReports(self.store, self.recorder, self.clock), self.gate), self.server
+        )
+        gemini_pb2_grpc.add_GeminiServiceServicer_to_server(GeminiServicer(self.pipeline), self.server)
+        gemini_rest_pb2_grpc.add_GeminiRestServiceServicer_to_server(
+            GeminiRestServicer(self.pipeline, self.catalog, self.gate), self.server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         enable_reflection((*_SERVICES, health.SERVICE_NAME), self.server)

@@ -6,6 +6,7 @@ import hashlib
 import re
 import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -26,7 +27,13 @@ from modelway.errors import GatewayError, Reason
 from modelway.providers.base import HttpRequest, SseEvent, Upstream, malformed, status_error
 from modelway.providers.helpers import arguments_object, data_url
 
-__all__ = ["GeminiTranslator", "chat_request_to_gemini", "gemini_error_to_gateway", "gemini_model_path"]
+__all__ = [
+    "FINISH_REASON_TO_GEMINI",
+    "GeminiTranslator",
+    "chat_request_to_gemini",
+    "gemini_error_to_gateway",
+    "gemini_model_path",
+]
 
 _CONTENT_FILTER = frozenset(
     {
@@ -350,6 +357,13 @@ def _generation_config(request: ChatRequest) -> dict[str, Any]:
             )
         config["thinkingConfig"] = {"thinkingBudget": _THINKING_BUDGETS[effort]}
     return config
+
+
+# Our finish reasons in Gemini's words (the inverse of _finish_reason): Gemini ends a turn of
+# function calls with STOP, and reports every content filter as its own reason (SAFETY the general one).
+FINISH_REASON_TO_GEMINI: Mapping[FinishReason, str] = MappingProxyType(
+    {"stop": "STOP", "length": "MAX_TOKENS", "tool_calls": "STOP", "content_filter": "SAFETY"}
+)
 
 
 def _finish_reason(raw: str, *, made_calls: bool) -> FinishReason:
