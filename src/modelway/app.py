@@ -39,12 +39,15 @@ from modelway.services._rpc import DecodeGuard
 from modelway.services.chat import ChatRestServicer, ChatServicer
 from modelway.services.keys import KeysRestServicer, KeysServicer
 from modelway.services.models import ModelsServicer
+from modelway.services.native import AiRestServicer, GenerateServicer
 from modelway.services.reflection import enable_reflection
 from modelway.services.usage import UsageServicer
 from modelway.store import SqliteStore
 from modelway.v1 import (
     chat_pb2,
     chat_pb2_grpc,
+    generate_pb2,
+    generate_pb2_grpc,
     keys_pb2,
     keys_pb2_grpc,
     models_pb2,
@@ -52,6 +55,8 @@ from modelway.v1 import (
     usage_pb2,
     usage_pb2_grpc,
 )
+from modelway.v1.rest import ai_pb2 as ai_rest_pb2
+from modelway.v1.rest import ai_pb2_grpc as ai_rest_pb2_grpc
 from modelway.v1.rest import chat_pb2 as chat_rest_pb2
 from modelway.v1.rest import chat_pb2_grpc as chat_rest_pb2_grpc
 from modelway.v1.rest import keys_pb2 as keys_rest_pb2
@@ -68,6 +73,8 @@ _SERVICES = (
     usage_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name,
     chat_rest_pb2.DESCRIPTOR.services_by_name["ChatRestService"].full_name,
     keys_rest_pb2.DESCRIPTOR.services_by_name["KeysRestService"].full_name,
+    generate_pb2.DESCRIPTOR.services_by_name["GenerateService"].full_name,
+    ai_rest_pb2.DESCRIPTOR.services_by_name["AiRestService"].full_name,
 )
 
 
@@ -185,6 +192,8 @@ class Gateway:
         usage_pb2_grpc.add_UsageServiceServicer_to_server(
             UsageServicer(UsageReports(self.store, self.recorder, self.clock), self.gate), self.server
         )
+        generate_pb2_grpc.add_GenerateServiceServicer_to_server(GenerateServicer(self.pipeline), self.server)
+        ai_rest_pb2_grpc.add_AiRestServiceServicer_to_server(AiRestServicer(self.pipeline, self.gate), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         enable_reflection((*_SERVICES, health.SERVICE_NAME), self.server)
         server = self.config.server
