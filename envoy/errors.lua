@@ -18,6 +18,11 @@
 -- 5. gRPC plumbing headers are not shown to HTTP clients; every response
 --    has an X-Request-Id (the server's, or Envoy's when the server did not
 --    answer).
+-- 6. The gateway-native API (/api/v1/ai/...) has its own error shape,
+--    {"error":{"code":"...","message":"..."}}: Envoy's replies and refusals
+--    on those paths use it (see "Gateway-native" below), and a server that
+--    does not answer is its documented 503 SERVICE_UNAVAILABLE with
+--    Retry-After: 60.
 
 local MAX_URL_BYTES = 8192
 local MAX_HEADER_VALUE_BYTES = 8192
@@ -67,6 +72,28 @@ local function gemini_error_json(status, message)
     .. name .. '"}}'
 end
 
+-- Gateway-native (/api/v1/ai/...): its error shape and codes, apart from the OpenAI shape above.
+local NATIVE_PREFIX = "/api/v1/ai/"
+local NATIVE_RETRY_AFTER = "60"
+local NATIVE_CODES = {["400"] = "VALIDATION_ERROR", ["401"] = "UNAUTHORIZED", ["403"] = "FORBIDDEN",
+  ["404"] = "NOT_FOUND", ["413"] = "INPUT_TOO_LARGE", ["414"] = "INPUT_TOO_LARGE", ["431"] = "INPUT_TOO_LARGE"}
+
+local function native_error_json(code, message)
+  return '{"error":{"code":' .. json_string(code) .. ',"message":' .. json_string(message) .. '}}'
+end
+
+-- The API's code for an Envoy reply of this status (a body Envoy could not read is INVALID_BODY).
+local function native_code(status, details)
+  if tonumber(status) >= 500 then
+    return "SERVICE_UNAVAILABLE"
+  end
+  if status == "400" and (string.find(details, "transcode_failure", 1, true) ~= nil
+      or string.find(details, "http1.", 1, true) == 1 or string.find(details, "http2.", 1, true) == 1) then
+    return "INVALID_BODY"
+  end
+  return NATIVE_CODES[status] or "VALIDATION_ERROR"
+end
+
 -- Header names as people write them (Authorization, X-Api-Key), for messages.
 local function display_name(name)
   return CREDENTIAL_HEADERS[name] or string.gsub(name, "%f[%w]%l", string.upper)
@@ -84,6 +111,9 @@ local function refuse(handle, status, grpc_status, message, kind, code)
   if metadata(handle)["grpc"] == true then
     handle:respond({[":status"] = "200", ["content-type"] = "application/grpc", ["grpc-status"] = grpc_status,
       ["grpc-message"] = message, ["x-request-id"] = headers:get("x-request-id")}, "")
+  elseif metadata(handle)["native"] == true then
+    handle:respond({[":status"] = status, ["content-type"] = "application/json",
+      ["x-request-id"] = headers:get("x-request-id")}, native_error_json(native_code(status, ""), message))
   else
     local body = metadata(handle)["gemini"] == true and gemini_error_json(status, message)
       or error_json(message, kind, nil, code)
@@ -137,6 +167,7 @@ function envoy_on_request(handle)
   info:set("modelway", "request", (headers:get(":method") or "") .. " " .. path)
   info:set("modelway", "gemini", is_gemini_path(headers:get(":method") or "", path))
   info:set("modelway", "health", HEALTH_PATHS[path] == true)
+  info:set("modelway", "native", string.sub(path, 1, #NATIVE_PREFIX) == NATIVE_PREFIX)
   info:set("modelway", "request_id", headers:get("x-request-id") or "")
   local problem = check_headers(handle)
   if problem ~= nil then
@@ -192,6 +223,19 @@ local function local_reply_message(status, details, request, original)
   return original, nil
 end
 
+-- Gateway-native: Envoy's reply in the API's shape; a server that does not
+-- answer is the documented 503 SERVICE_UNAVAILABLE with Retry-After: 60.
+local function native_local_reply(handle, status, details, info, original)
+  local headers = handle:headers()
+  local message = local_reply_message(status, details, info["request"] or "", original)
+  if tonumber(status) >= 500 then
+    status = "503"
+    headers:replace(":status", status)
+    headers:replace("retry-after", NATIVE_RETRY_AFTER)
+  end
+  handle:body(true):setBytes(native_error_json(native_code(status, details), message))
+end
+
 local function refine_local_reply(handle)
   local headers = handle:headers()
   local status = headers:get(":status")
@@ -213,6 +257,10 @@ local function refine_local_reply(handle)
   if info["gemini"] == true then
     local message = local_reply_message(status, details, info["request"] or "", original)
     body:setBytes(gemini_error_json(status, message))
+    return
+  end
+  if info["native"] == true then
+    native_local_reply(handle, status, details, info, original)
     return
   end
   local kind = tonumber(status) >= 500 and "api_error" or "invalid_request_error"

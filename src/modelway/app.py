@@ -40,6 +40,7 @@ from modelway.services.chat import ChatRestServicer, ChatServicer
 from modelway.services.gemini import GeminiRestServicer, GeminiServicer
 from modelway.services.keys import KeysRestServicer, KeysServicer
 from modelway.services.models import ModelsServicer
+from modelway.services.native import AiRestServicer, GenerateServicer
 from modelway.services.reflection import enable_reflection
 from modelway.services.usage import UsageServicer
 from modelway.store import SqliteStore
@@ -48,6 +49,8 @@ from modelway.v1 import (
     chat_pb2_grpc,
     gemini_pb2,
     gemini_pb2_grpc,
+    generate_pb2,
+    generate_pb2_grpc,
     keys_pb2,
     keys_pb2_grpc,
     models_pb2,
@@ -55,6 +58,8 @@ from modelway.v1 import (
     usage_pb2,
     usage_pb2_grpc,
 )
+from modelway.v1.rest import ai_pb2 as ai_rest_pb2
+from modelway.v1.rest import ai_pb2_grpc as ai_rest_pb2_grpc
 from modelway.v1.rest import chat_pb2 as chat_rest_pb2
 from modelway.v1.rest import chat_pb2_grpc as chat_rest_pb2_grpc
 from modelway.v1.rest import gemini_pb2 as gemini_rest_pb2
@@ -75,6 +80,8 @@ _SERVICES = (
     keys_rest_pb2.DESCRIPTOR.services_by_name["KeysRestService"].full_name,
     gemini_pb2.DESCRIPTOR.services_by_name["GeminiService"].full_name,
     gemini_rest_pb2.DESCRIPTOR.services_by_name["GeminiRestService"].full_name,
+    generate_pb2.DESCRIPTOR.services_by_name["GenerateService"].full_name,
+    ai_rest_pb2.DESCRIPTOR.services_by_name["AiRestService"].full_name,
 )
 
 
@@ -196,6 +203,8 @@ class Gateway:
         gemini_rest_pb2_grpc.add_GeminiRestServiceServicer_to_server(
             GeminiRestServicer(self.pipeline, self.catalog, self.gate), self.server
         )
+        generate_pb2_grpc.add_GenerateServiceServicer_to_server(GenerateServicer(self.pipeline), self.server)
+        ai_rest_pb2_grpc.add_AiRestServiceServicer_to_server(AiRestServicer(self.pipeline, self.gate), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         enable_reflection((*_SERVICES, health.SERVICE_NAME), self.server)
         server = self.config.server

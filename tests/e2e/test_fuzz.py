@@ -24,7 +24,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelway.v1 import chat_pb2, keys_pb2, models_pb2, usage_pb2
+from modelway.v1 import chat_pb2, generate_pb2, keys_pb2, models_pb2, usage_pb2
+from modelway.v1.rest import ai_pb2 as ai_rest_pb2
 from modelway.v1.rest import chat_pb2 as chat_rest_pb2
 from modelway.v1.rest import keys_pb2 as keys_rest_pb2
 from tests.conftest import Stack, _grpc_serving
@@ -233,9 +234,53 @@ def test_api_usage(stack: Stack, scale: int) -> None:
     run(30 * scale, st.fixed_dictionaries({}, optional={"start_date": dates, "end_date": dates}), check)
 
 
+NATIVE_API_FIELDS = ["model", "messages", "prompt", "system", "temperature", "max_tokens", "stream"]
+native_api_bodies = st.one_of(
+    st.fixed_dictionaries(
+        {"model": st.sampled_from(["echo-1", "echo-mini", "auto", "nope"])},
+        optional={
+            "messages": messages,
+            "prompt": st.text(max_size=30),
+            **{f: json_values for f in NATIVE_API_FIELDS[3:]},
+        },
+    ),
+    st.dictionaries(st.sampled_from(NATIVE_API_FIELDS), json_values, max_size=5),
+    json_values,
+)
+
+
+def check_native_api_reply(status: int, body: bytes, echoed: tuple[str, ...]) -> None:
+    """A success (JSON, or SSE ending in [DONE]), or a 4xx {"error": {"code", "message"}} in our words."""
+    assert status < 500, (status, body[:400])
+    if status >= 400:
+        error = json.loads(body)["error"]
+        assert list(error) == ["code", "message"] and error["code"].isupper(), error
+        message = error["message"]
+        for value in echoed:
+            message = message.replace(value, "")
+        assert not INTERNALS.search(message), error
+    elif body.startswith(b"data: "):
+        assert body.endswith(b"data: [DONE]\n\n"), body[-200:]
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_native_api(stack: Stack, scale: int) -> None:
+    headers = {"Authorization": f"Bearer {stack.api_key}"}
+
+    def check(case: tuple[str, Any]) -> None:
+        path, body = case
+        raw = json.dumps(body).encode() if not isinstance(body, bytes) else body
+        reply = request(stack.http_port, "POST", path, raw, headers)
+        check_native_api_reply(reply.status, reply.body, _strings(body))
+
+    paths = st.sampled_from(["/api/v1/ai/chat", "/api/v1/ai/generate"])
+    run(80 * scale, st.tuples(paths, st.one_of(native_api_bodies, st.binary(max_size=64))), check)
+
+
 def native_methods() -> list[tuple[str, bool, Any]]:
     found = []
-    for module in (chat_pb2, models_pb2, keys_pb2, usage_pb2, chat_rest_pb2, keys_rest_pb2):
+    modules = (chat_pb2, models_pb2, keys_pb2, usage_pb2, chat_rest_pb2, keys_rest_pb2, generate_pb2, ai_rest_pb2)
+    for module in modules:
         for service in module.DESCRIPTOR.services_by_name.values():
             for method in service.methods:
                 found.append((f"/{service.full_name}/{method.name}", method.server_streaming, method.input_type))

@@ -172,6 +172,17 @@ class CallMeter:
         finally:
             self._metering.call_closed()
 
+    @property
+    def charged(self) -> int:
+        """Micro-credits the call was charged in all; final once `finish` has returned."""
+        return self._charged
+
+    def balance(self) -> int:
+        """Read only: the account's available micro-credits now (0 before the caller is known)."""
+        if self.caller is None:
+            return 0
+        return max(0, self._metering.ledger.available(self.caller.account.id))
+
     def checkpoint_due(self) -> bool:
         """Whether a stream has run long enough since its last checkpoint to write another."""
         return self.streamed and self._metering.clock.monotonic() >= self._next_checkpoint

@@ -168,6 +168,16 @@ class ChatRun:
         """The catalog id of the model that answers (the last one tried, once the first event is out)."""
         return self._meter.model.id if self._meter.model else self._candidates[0].id
 
+    @property
+    def credits_used(self) -> int:
+        """Micro-credits the call was charged; final once `finish` has returned (for surfaces that show it)."""
+        return self._meter.charged
+
+    def credits_remaining(self) -> int:
+        """The account's available micro-credits now: after `finish`, what is left after this call.
+        A read of the ledger's memory, done only by surfaces that show it."""
+        return self._meter.balance()
+
     def fail(self, error: GatewayError) -> None:
         """Records an error that reached the caller inside a stream that had begun."""
         self._meter.fail(error)

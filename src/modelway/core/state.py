@@ -41,6 +41,10 @@ class CreditLedger(Protocol):
         """Gives back a charge made by `settle` or `draw`."""
         ...
 
+    def available(self, account_id: str) -> int:
+        """Read only: what the account may still spend, as this process sees it now (no I/O)."""
+        ...
+
 
 class TokenBudgetBook(Protocol):
     async def hold(self, key_id: str, budget: int, worst_case: int) -> TokenHold:

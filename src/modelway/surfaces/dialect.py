@@ -12,7 +12,7 @@ from modelway.core.pipeline import CallInfo, ChatRun, Completion, Pipeline
 from modelway.core.types import ChatRequest, StreamEvent
 from modelway.errors import GatewayError, Reason, as_gateway_error
 
-__all__ = ["MAX_ANSWER_BYTES", "Dialect", "StreamWriter", "respond"]
+__all__ = ["MAX_ANSWER_BYTES", "Dialect", "StreamWriter", "respond", "stream_answer"]
 
 
 class StreamWriter(Protocol):
@@ -27,7 +27,7 @@ class StreamWriter(Protocol):
         ...
 
     def end(self) -> bytes:
-        """The dialect's terminator (b"" when it has none)."""
+        """The dialect's terminator (b"" when it has none); asked for once the call is settled."""
         ...
 
 
@@ -87,22 +87,32 @@ async def respond(
             await run.finish()
             yield httpbody_pb2.HttpBody(content_type=_JSON, data=body)
             return
-        async with aclosing(run.events()) as events:
-            first = await anext(events)
-            # Made after the first event: by then the router knows which model answers.
-            writer = dialect.stream(run)
-            frame = writer.event(first)
-            yield httpbody_pb2.HttpBody(content_type=_SSE, data=frame)
-            try:
-                async for event in events:
-                    frame = writer.event(event)
-                    if frame:
-                        yield httpbody_pb2.HttpBody(content_type=_SSE, data=frame)
-            except Exception as exc:
-                error = as_gateway_error(exc)
-                run.fail(error)
-                yield httpbody_pb2.HttpBody(content_type=_SSE, data=writer.error(error))
-        terminator = writer.end()
-        await run.finish()
-        if terminator:
-            yield httpbody_pb2.HttpBody(content_type=_SSE, data=terminator)
+        async for body in stream_answer(run, dialect):
+            yield body
+
+
+async def stream_answer(run: ChatRun, dialect: Dialect) -> AsyncIterator[httpbody_pb2.HttpBody]:
+    """An admitted call's answer as the dialect's SSE frames (see `respond`).
+
+    The row is settled and committed before `writer.end()` is asked for the
+    terminator, so a terminator may carry the call's final figures (credits).
+    """
+    async with aclosing(run.events()) as events:
+        first = await anext(events)
+        # Made after the first event: by then the router knows which model answers.
+        writer = dialect.stream(run)
+        frame = writer.event(first)
+        yield httpbody_pb2.HttpBody(content_type=_SSE, data=frame)
+        try:
+            async for event in events:
+                frame = writer.event(event)
+                if frame:
+                    yield httpbody_pb2.HttpBody(content_type=_SSE, data=frame)
+        except Exception as exc:
+            error = as_gateway_error(exc)
+            run.fail(error)
+            yield httpbody_pb2.HttpBody(content_type=_SSE, data=writer.error(error))
+    await run.finish()
+    terminator = writer.end()
+    if terminator:
+        yield httpbody_pb2.HttpBody(content_type=_SSE, data=terminator)
