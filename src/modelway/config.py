@@ -156,7 +156,7 @@ class PlanConfig:
 FALLBACK_PLAN = PlanConfig(
     name="free",
     chat_requests_per_minute=10,
-    image_requests_per_minute=2,
+    image_requests_per_minute=5,
     max_keys=1,
     daily_token_budget=100_000,
     max_input_tokens=8_000,
