@@ -64,7 +64,8 @@ class CallMeter:
         self.model: ModelConfig | None = None
         self.prompt_tokens = 0
         self.completion_tokens = 0
-        # Images delivered (image calls): each costs the answering model's credits_per_image.
+        # Images an image call made: each costs the answering model's credits_per_image, charged
+        # (like tokens) only when the call ends well.
         self.images = 0
         self._reservation: Reservation | None = None
         self._hold: TokenHold | None = None

@@ -100,7 +100,7 @@ class Resolver:
 
     def image_candidates(self, name: str, caller: Caller) -> tuple[ModelConfig, ...]:
         """The image models to try for `name` (an image model, or an alias naming some), in order;
-        "" means the catalog's first image model. 404 for an unknown name, 400 for one that makes
+        "" means the catalog's first image model the key may use. 404 for an unknown name, 400 for one that makes
         no images, 403 when the key may use none of them."""
         if not name:
             images = [model for model in self._catalog.all() if model.type == "image"]
