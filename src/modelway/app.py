@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -23,6 +24,7 @@ from modelway.core.budgets import TokenBudgets, day_start
 from modelway.core.catalog import Catalog
 from modelway.core.clock import Clock, SystemClock
 from modelway.core.directory import Directory
+from modelway.core.image_files import ImageFiles
 from modelway.core.key_admin import KeyAdmin
 from modelway.core.ledger import Ledger
 from modelway.core.limits import RateLimiter
@@ -38,6 +40,7 @@ from modelway.providers.registry import ProviderRegistry
 from modelway.services._rpc import DecodeGuard
 from modelway.services.chat import ChatRestServicer, ChatServicer
 from modelway.services.gemini import GeminiRestServicer, GeminiServicer
+from modelway.services.images import Gallery, ImagesRestServicer, ImagesServicer
 from modelway.services.keys import KeysRestServicer, KeysServicer
 from modelway.services.models import ModelsServicer
 from modelway.services.native import AiRestServicer, GenerateServicer
@@ -51,6 +54,8 @@ from modelway.v1 import (
     gemini_pb2_grpc,
     generate_pb2,
     generate_pb2_grpc,
+    images_pb2,
+    images_pb2_grpc,
     keys_pb2,
     keys_pb2_grpc,
     models_pb2,
@@ -64,6 +69,8 @@ from modelway.v1.rest import chat_pb2 as chat_rest_pb2
 from modelway.v1.rest import chat_pb2_grpc as chat_rest_pb2_grpc
 from modelway.v1.rest import gemini_pb2 as gemini_rest_pb2
 from modelway.v1.rest import gemini_pb2_grpc as gemini_rest_pb2_grpc
+from modelway.v1.rest import images_pb2 as images_rest_pb2
+from modelway.v1.rest import images_pb2_grpc as images_rest_pb2_grpc
 from modelway.v1.rest import keys_pb2 as keys_rest_pb2
 from modelway.v1.rest import keys_pb2_grpc as keys_rest_pb2_grpc
 
@@ -82,6 +89,8 @@ _SERVICES = (
     gemini_rest_pb2.DESCRIPTOR.services_by_name["GeminiRestService"].full_name,
     generate_pb2.DESCRIPTOR.services_by_name["GenerateService"].full_name,
     ai_rest_pb2.DESCRIPTOR.services_by_name["AiRestService"].full_name,
+    images_pb2.DESCRIPTOR.services_by_name["ImagesService"].full_name,
+    images_rest_pb2.DESCRIPTOR.services_by_name["ImagesRestService"].full_name,
 )
 
 
@@ -166,6 +175,8 @@ class Gateway:
             self.metering,
             self.clock,
         )
+        # Generated images that callers fetch by URL, beside the store.
+        self.gallery = Gallery(ImageFiles(Path(config.store.path).parent / "images"), config.server)
         self.health = HealthServicer()
         self.server = grpc.aio.server(
             interceptors=[DecodeGuard()],
@@ -192,6 +203,10 @@ class Gateway:
         self._refresher = asyncio.create_task(self._follow_store(), name="store-follower")
         chat_pb2_grpc.add_ChatServiceServicer_to_server(ChatServicer(self.pipeline), self.server)
         chat_rest_pb2_grpc.add_ChatRestServiceServicer_to_server(ChatRestServicer(self.pipeline), self.server)
+        images_pb2_grpc.add_ImagesServiceServicer_to_server(ImagesServicer(self.pipeline, self.gallery), self.server)
+        images_rest_pb2_grpc.add_ImagesRestServiceServicer_to_server(
+            ImagesRestServicer(self.pipeline, self.gallery), self.server
+        )
         models_pb2_grpc.add_ModelsServiceServicer_to_server(ModelsServicer(self.catalog, self.gate), self.server)
         keys = KeysServicer(KeyAdmin(self.directory, self.catalog, self.config, self.clock), self.gate, self.clock)
         keys_pb2_grpc.add_KeysServiceServicer_to_server(keys, self.server)

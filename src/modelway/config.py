@@ -17,6 +17,7 @@ from typing import Any
 
 __all__ = [
     "ALL_PERMISSIONS",
+    "MODEL_TYPES",
     "Config",
     "ConfigError",
     "LimitsConfig",
@@ -33,6 +34,8 @@ __all__ = [
 ALL_PERMISSIONS = ("chat.completions", "images.generations", "models.list", "keys.manage", "usage.read")
 DEFAULT_PERMISSIONS = ("chat.completions", "images.generations", "models.list")
 MICRO = 1_000_000  # credits are kept as integer micro-credits: no rounding drift
+# What a [[models]] entry makes.
+MODEL_TYPES = ("chat", "image")
 
 # Environment variable -> (section attribute, field, parser). Ports and paths
 # change per machine and per test run; everything else lives in the file.
@@ -72,12 +75,18 @@ class ServerConfig:
     # The gateway's own operations HTTP port, always on loopback: /metrics, /healthz, /readyz.
     ops_port: int = 9464
     shutdown_grace_seconds: float = 10.0
+    # The gateway's address as callers reach it (e.g. "https://ai.example.com"), for the links it hands
+    # out (image URLs). Empty: taken from each request's Host (or X-Forwarded-Host / -Proto).
+    public_url: str = ""
 
     def __post_init__(self) -> None:
         for name in ("grpc_port", "http_port", "ops_port"):
             port = getattr(self, name)
             if not 0 < port < 65536:
                 raise ConfigError(f"server.{name} must be a TCP port, got {port}")
+        if self.public_url and not self.public_url.startswith(("http://", "https://")):
+            raise ConfigError(f"server.public_url must be an http:// or https:// URL, got {self.public_url!r}")
+        object.__setattr__(self, "public_url", self.public_url.rstrip("/"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +156,7 @@ class PlanConfig:
 FALLBACK_PLAN = PlanConfig(
     name="free",
     chat_requests_per_minute=10,
-    image_requests_per_minute=2,
+    image_requests_per_minute=5,
     max_keys=1,
     daily_token_budget=100_000,
     max_input_tokens=8_000,
@@ -243,6 +252,8 @@ class ModelConfig:
     system_prompt: str = ""
     # Prompt + max_tokens above this is refused before any upstream call.
     context_length: int | None = None
+    # What the model makes: "chat" (text) or "image" (POST /images/generations serves only these).
+    type: str = "chat"
 
     def __post_init__(self) -> None:
         if not self.id:
@@ -257,6 +268,8 @@ class ModelConfig:
         for name in ("input_credits_per_1k", "output_credits_per_1k", "credits_per_call", "credits_per_image"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"model {self.id}: {name} must not be negative")
+        if self.type not in MODEL_TYPES:
+            raise ConfigError(f"model {self.id}: type must be one of {', '.join(MODEL_TYPES)}, got {self.type!r}")
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> int:
         """Micro-credits for one call, rounded up to a whole micro-credit."""
@@ -264,6 +277,10 @@ class ModelConfig:
             self.output_credits_per_1k * MICRO
         )
         return -(-per_1k // 1000) + round(self.credits_per_call * MICRO)
+
+    def image_cost(self, images: int) -> int:
+        """Micro-credits for `images` generated images."""
+        return images * round(self.credits_per_image * MICRO)
 
     @property
     def upstream_name(self) -> str:

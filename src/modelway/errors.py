@@ -12,6 +12,7 @@ services/_rpc.py is the one place that turns an error into a gRPC status.
                            ARRAY_TOO_LONG NESTED_TOO_DEEPLY
                            INTEGER_BELOW_MIN INTEGER_ABOVE_MAX DECIMAL_BELOW_MIN DECIMAL_ABOVE_MAX
                            INPUT_TOO_LARGE CONTEXT_LENGTH_EXCEEDED INVALID_DATE_RANGE UPSTREAM_REJECTED
+                           STRING_ABOVE_MAX_LENGTH
     401 who are you        MISSING_API_KEY INVALID_API_KEY API_KEY_DISABLED API_KEY_EXPIRED
     402 pay first          INSUFFICIENT_CREDITS
     403 not for you        PERMISSION_DENIED MODEL_NOT_ALLOWED KEY_LIMIT_REACHED
@@ -86,6 +87,8 @@ class Reason(enum.StrEnum):
     UPSTREAM_TIMEOUT = "upstream_timeout"
     # The caller's own deadline passed before its answer could be delivered.
     DEADLINE_EXCEEDED = "deadline_exceeded"
+    # A string parameter longer than the API allows (an image prompt over 4,000 characters).
+    STRING_ABOVE_MAX_LENGTH = "string_above_max_length"
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +129,7 @@ _STATUS: dict[int, tuple[Reason, ...]] = {
         Reason.CONTEXT_LENGTH_EXCEEDED,
         Reason.INVALID_DATE_RANGE,
         Reason.UPSTREAM_REJECTED,
+        Reason.STRING_ABOVE_MAX_LENGTH,
     ),
     401: (Reason.MISSING_API_KEY, Reason.INVALID_API_KEY, Reason.API_KEY_DISABLED, Reason.API_KEY_EXPIRED),
     402: (Reason.INSUFFICIENT_CREDITS,),

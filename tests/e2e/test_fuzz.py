@@ -24,9 +24,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelway.v1 import chat_pb2, generate_pb2, keys_pb2, models_pb2, usage_pb2
+from modelway.v1 import chat_pb2, gemini_pb2, generate_pb2, images_pb2, keys_pb2, models_pb2, usage_pb2
 from modelway.v1.rest import ai_pb2 as ai_rest_pb2
 from modelway.v1.rest import chat_pb2 as chat_rest_pb2
+from modelway.v1.rest import gemini_pb2 as gemini_rest_pb2
+from modelway.v1.rest import images_pb2 as images_rest_pb2
 from modelway.v1.rest import keys_pb2 as keys_rest_pb2
 from tests.conftest import Stack, _grpc_serving
 from tests.e2e.http import request
@@ -174,6 +176,33 @@ def test_models(stack: Stack, scale: int) -> None:
     run(40 * scale, path_text | st.binary(max_size=20).map(lambda b: "".join(f"%{x:02x}" for x in b)), check)
 
 
+IMAGE_FIELDS = ["model", "prompt", "n", "size", "quality", "response_format", "style", "user"]
+image_bodies = st.one_of(
+    st.fixed_dictionaries(
+        {"prompt": st.text(max_size=50)}, optional={field: json_values for field in IMAGE_FIELDS if field != "prompt"}
+    ),
+    st.dictionaries(st.sampled_from(IMAGE_FIELDS), json_values, max_size=5),
+    json_values,
+)
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_images(stack: Stack, scale: int) -> None:
+    headers = {"Authorization": f"Bearer {stack.api_key}"}
+
+    def check(case: tuple[Any, str]) -> None:
+        body, name = case
+        raw = json.dumps(body).encode() if not isinstance(body, bytes) else body
+        reply = request(stack.http_port, "POST", "/api/v1/images/generations", raw, headers)
+        check_openai_reply(reply.status, reply.body, _strings(body))
+        path = "/api/v1/images/files/" + urllib.parse.quote(name.encode("utf-8", "surrogatepass"), safe="")
+        reply = request(stack.http_port, "GET", path)
+        assert reply.status == 404 if name else reply.status in (400, 404), (name, reply.status)
+        check_openai_reply(reply.status, reply.body, (name,))
+
+    run(40 * scale, st.tuples(st.one_of(image_bodies, st.binary(max_size=64)), path_text), check)
+
+
 key_bodies = st.one_of(
     st.fixed_dictionaries(
         {},
@@ -279,8 +308,20 @@ def test_native_api(stack: Stack, scale: int) -> None:
 
 def native_methods() -> list[tuple[str, bool, Any]]:
     found = []
-    modules = (chat_pb2, models_pb2, keys_pb2, usage_pb2, chat_rest_pb2, keys_rest_pb2, generate_pb2, ai_rest_pb2)
-    for module in modules:
+    for module in (
+        chat_pb2,
+        models_pb2,
+        keys_pb2,
+        usage_pb2,
+        chat_rest_pb2,
+        keys_rest_pb2,
+        generate_pb2,
+        ai_rest_pb2,
+        gemini_pb2,
+        gemini_rest_pb2,
+        images_pb2,
+        images_rest_pb2,
+    ):
         for service in module.DESCRIPTOR.services_by_name.values():
             for method in service.methods:
                 found.append((f"/{service.full_name}/{method.name}", method.server_streaming, method.input_type))

@@ -21,8 +21,9 @@ import pytest
 from google.protobuf import descriptor_pool
 from grpc_reflection.v1alpha import reflection_pb2
 
-from modelway.v1 import chat_pb2, chat_pb2_grpc, keys_pb2, models_pb2, usage_pb2
+from modelway.v1 import chat_pb2, chat_pb2_grpc, images_pb2, keys_pb2, models_pb2, usage_pb2
 from modelway.v1.rest import chat_pb2 as chat_rest_pb2
+from modelway.v1.rest import images_pb2 as images_rest_pb2
 from modelway.v1.rest import keys_pb2 as keys_rest_pb2
 from tests.conftest import Stack
 from tests.e2e.http import Reply, request
@@ -30,7 +31,7 @@ from tests.e2e.http import Reply, request
 CHAT = "/api/v1/chat/completions"
 # What must never reach a caller.
 INTERNALS = re.compile(r"google\.protobuf|DecodeError|Traceback|<class|grpc|upb_|Exception", re.IGNORECASE)
-SERVICE_FILES = (chat_pb2, models_pb2, keys_pb2, usage_pb2, chat_rest_pb2, keys_rest_pb2)
+SERVICE_FILES = (chat_pb2, models_pb2, keys_pb2, usage_pb2, chat_rest_pb2, keys_rest_pb2, images_pb2, images_rest_pb2)
 
 
 def auth(stack: Stack) -> dict[str, str]:

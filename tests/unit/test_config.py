@@ -43,8 +43,16 @@ def test_shipped_config() -> None:
     assert [(m.id, m.provider, m.owned_by, m.created, m.max_output_tokens) for m in config.models] == [
         ("echo-1", "echo", "modelway", 1767225600, 4096),
         ("echo-mini", "echo", "modelway", 1767225600, 256),
+        ("echo-image", "echo", "modelway", 1767225600, 4096),
     ]
     assert config.models[1].upstream_name == "echo-mini"
+    assert [m.type for m in config.models] == ["chat", "chat", "image"]
+    # The documented plan table: chat / images per minute.
+    assert [(p.name, p.chat_requests_per_minute, p.image_requests_per_minute) for p in config.plans][:3] == [
+        ("free", 10, 5),
+        ("standard", 60, 20),
+        ("pro", 300, 60),
+    ]
 
 
 def test_defaults_for_missing_sections(tmp_path: Path) -> None:
@@ -75,7 +83,7 @@ def test_environment_overrides(tmp_path: Path) -> None:
     # Everything else still comes from the file.
     assert config.server.grpc_host == "127.0.0.1"
     assert config.store.refresh_seconds == 1.0
-    assert [m.id for m in config.models] == ["echo-1", "echo-mini"]
+    assert [m.id for m in config.models] == ["echo-1", "echo-mini", "echo-image"]
 
 
 def test_one_override_leaves_the_others(tmp_path: Path) -> None:
@@ -481,3 +489,11 @@ def test_config_built_directly_is_validated_too() -> None:
 def test_store_intervals_must_be_positive_seconds(tmp_path: Path, field: str, value: str) -> None:
     with pytest.raises(ConfigError, match=f"store.{field} must be a number of seconds above 0"):
         load_config(write(tmp_path, BASE + f"\n[store]\n{field} = {value}\n"), {})
+
+
+def test_model_type_is_chat_or_image(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, BASE + 'type = "image"\ncredits_per_image = 2\n'), {}).models[0].image_cost(
+        3
+    ) == (6_000_000)
+    with pytest.raises(ConfigError, match=re.escape("model echo-1: type must be one of chat, image, got 'video'")):
+        load_config(write(tmp_path, BASE + 'type = "video"\n'), {})

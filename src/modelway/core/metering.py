@@ -64,6 +64,9 @@ class CallMeter:
         self.model: ModelConfig | None = None
         self.prompt_tokens = 0
         self.completion_tokens = 0
+        # Images an image call made: each costs the answering model's credits_per_image, charged
+        # (like tokens) only when the call ends well.
+        self.images = 0
         self._reservation: Reservation | None = None
         self._hold: TokenHold | None = None
         self._status = 200
@@ -194,7 +197,7 @@ class CallMeter:
         self._next_checkpoint = metering.clock.monotonic() + metering.checkpoint_seconds
         if self._recorded or self._reservation is None or self.model is None:
             return
-        cost = self.model.cost(self.prompt_tokens, self.completion_tokens)
+        cost = self._cost(self.model)
         self._reservation, charge = await metering.ledger.draw(self._reservation, cost - self._drawn)
         self._drawn += charge
         metering.recorder.record(self._row(IN_PROGRESS, "in_progress", self._drawn, produced=True), charge=charge)
@@ -209,7 +212,7 @@ class CallMeter:
             await metering.budgets.settle(self._hold, self.prompt_tokens + self.completion_tokens if produced else 0)
             self._hold = None
         if self._reservation is not None:
-            cost = self.model.cost(self.prompt_tokens, self.completion_tokens) if produced and self.model else 0
+            cost = self._cost(self.model) if produced and self.model else 0
             # Written with this row (its cost), in the row's transaction.
             charged += await metering.ledger.settle(self._reservation, cost - self._drawn)
             self._reservation = None
@@ -223,6 +226,10 @@ class CallMeter:
             # Metrics are not worth a call's answer; the row is queued already.
             log.exception("telemetry failed for call %s", self.request_id)
         return committed
+
+    def _cost(self, model: ModelConfig) -> int:
+        """What the call has used so far, at `model`'s prices."""
+        return model.cost(self.prompt_tokens, self.completion_tokens) + model.image_cost(self.images)
 
     def _row(self, status: int, error_code: str, cost: int, *, produced: bool) -> UsageRecord:
         metering = self._metering

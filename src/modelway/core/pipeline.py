@@ -1,4 +1,4 @@
-"""One chat call from credentials to usage row, the same for every surface.
+"""One chat (or image) call from credentials to usage row, the same for every surface.
 
     authenticate -> permission -> rate limit -> resolve model/alias -> input cap, context length,
     budget and credit holds -> route (attempts, fallbacks) -> provider -> settle and record
@@ -26,7 +26,16 @@ from modelway.core.metering import CallMeter, Metering
 from modelway.core.router import Router
 from modelway.core.routing import Resolver, output_cap
 from modelway.core.tokens import count_message_tokens, count_tokens
-from modelway.core.types import ChatRequest, ChoiceDelta, FinishReason, StreamEvent, ToolCall, Usage
+from modelway.core.types import (
+    ChatRequest,
+    ChoiceDelta,
+    FinishReason,
+    GeneratedImage,
+    ImageRequest,
+    StreamEvent,
+    ToolCall,
+    Usage,
+)
 from modelway.errors import GatewayError, Reason
 
 __all__ = [
@@ -36,6 +45,7 @@ __all__ = [
     "ChatRun",
     "CompletedChoice",
     "Completion",
+    "ImagesRun",
     "Pipeline",
     "Surface",
 ]
@@ -263,6 +273,36 @@ class ChatRun:
         return Completion(tuple(choice.build(index) for index, choice in enumerate(choices)), usage)
 
 
+class ImagesRun:
+    """An admitted image call. `generate` makes the images (routed like a chat call); the surface
+    then calls `finish`, which settles the call and commits its usage row, before the answer goes
+    out. The images are charged only if the call ends well: one that fails after generating (its
+    files could not be stored, say) delivered nothing and costs nothing."""
+
+    def __init__(
+        self, request: ImageRequest, candidates: tuple[ModelConfig, ...], router: Router, meter: CallMeter, created: int
+    ) -> None:
+        self.request = request
+        self.created = created
+        self._candidates = candidates
+        self._router = router
+        self._meter = meter
+
+    @property
+    def model(self) -> str:
+        """The catalog id of the model that answered (the first candidate until one has)."""
+        return self._meter.model.id if self._meter.model else self._candidates[0].id
+
+    async def generate(self) -> tuple[GeneratedImage, ...]:
+        images = await self._router.images(self.request, self._candidates, self._meter.attempting)
+        self._meter.images = len(images)
+        return images
+
+    async def finish(self) -> None:
+        """Settles the call and waits (bounded) for its usage row to commit; call before the answer goes out."""
+        await self._meter.finish()
+
+
 class Pipeline:
     def __init__(self, gate: Gate, resolver: Resolver, router: Router, metering: Metering, clock: Clock) -> None:
         self._gate = gate
@@ -341,6 +381,38 @@ class Pipeline:
                 yield run
             finally:
                 self._running.discard(run)
+
+    @asynccontextmanager
+    async def images(
+        self, call: CallInfo, surface: Surface, parse: Callable[[], ImageRequest]
+    ) -> AsyncIterator[ImagesRun]:
+        """An image call: the same key check, permission (images.generations), the plan's image rate
+        limit, credit hold and usage row as a chat call. The worst case held is every image at the
+        dearest candidate's price (credits_per_image, plus its per-call and prompt prices)."""
+        meter = self._metering.open(
+            request_id=call.request_id,
+            client_request_id=call.client_request_id,
+            surface=surface.name,
+            status_of=surface.status,
+        )
+        async with meter:
+            caller = await self._gate.authenticate(call.metadata)
+            meter.attribute(caller)
+            self._gate.require(caller, "images.generations")
+            call.headers.extend(await self._gate.admit(caller, "images"))
+            try:
+                request = parse()
+            except GatewayError as error:
+                raise error.with_traceback(None) from None
+            candidates = self._resolver.image_candidates(request.model, caller)
+            prompt_tokens = count_tokens(request.prompt)
+            worst_cost = max(model.cost(prompt_tokens, 0) + model.image_cost(request.n) for model in candidates)
+            await meter.admit(caller, candidates[0], prompt_tokens, prompt_tokens, worst_cost)
+            if self._metering.shutting_down:
+                stopping = GatewayError(Reason.SERVICE_UNAVAILABLE, SHUTDOWN_MESSAGE, retry_after=1)
+                meter.stopped(stopping)
+                raise stopping
+            yield ImagesRun(request, candidates, self._router, meter, int(self._clock.now()))
 
 
 def _parse_and_count(parse: Callable[[], ChatRequest]) -> tuple[ChatRequest, int]:

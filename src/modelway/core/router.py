@@ -16,12 +16,13 @@ import asyncio
 import random
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
+from dataclasses import replace
 
 from modelway.config import ModelConfig, RoutingConfig
 from modelway.core.breaker import Breakers
 from modelway.core.clock import Clock
 from modelway.core.routing import prepare
-from modelway.core.types import ChatRequest, StreamEvent
+from modelway.core.types import ChatRequest, GeneratedImage, ImageRequest, StreamEvent
 from modelway.errors import GatewayError, Reason
 from modelway.ops.metrics import Telemetry
 from modelway.providers.registry import ProviderRegistry
@@ -136,6 +137,59 @@ class Router:
                 break
         if failure is None and unsupported is not None:
             raise unsupported
+        raise self._exhausted(candidates, failure)
+
+    async def images(
+        self, request: ImageRequest, candidates: Sequence[ModelConfig], on_attempt: Callable[[ModelConfig], None]
+    ) -> tuple[GeneratedImage, ...]:
+        """The images of the first candidate that makes them: the same breakers, retries, fallbacks and
+        deadline as a chat call, with one whole answer in place of a stream."""
+        deadline = self._clock.monotonic() + self._config.deadline_seconds
+        failure: GatewayError | None = None
+        for model in candidates:
+            provider = self._providers.images(model.provider)
+            if provider is None:
+                failure = failure or GatewayError(
+                    Reason.INVALID_VALUE,
+                    f"The model `{model.id}` cannot generate images: its provider has no images API.",
+                    param="model",
+                )
+                continue
+            breaker = self._breakers[model.provider]
+            attempt = 0
+            while breaker.allow():
+                probe = breaker.state != "closed"
+                on_attempt(model)
+                started = self._clock.monotonic()
+                try:
+                    images = await provider.generate_images(
+                        replace(request, model=model.id), model.upstream_name, timeout=deadline - started
+                    )
+                except GatewayError as error:
+                    self._telemetry.upstream_attempt(
+                        model.provider, error.reason.value, self._clock.monotonic() - started
+                    )
+                    if error.reason in _CALLER_FAULTS:
+                        breaker.released(probe)
+                        raise
+                    breaker.failed(probe)
+                    failure = error
+                    delay = self._backoff(attempt, error.retry_after)
+                    if not error.retryable or attempt >= self._config.retries or delay is None:
+                        break
+                    if self._clock.monotonic() + delay >= deadline:
+                        break
+                    await asyncio.sleep(delay)
+                    attempt += 1
+                    continue
+                except BaseException:
+                    breaker.released(probe)
+                    raise
+                self._telemetry.upstream_attempt(model.provider, "ok", self._clock.monotonic() - started)
+                breaker.succeeded(self._clock.monotonic() - started)
+                return images
+            if self._clock.monotonic() >= deadline:
+                break
         raise self._exhausted(candidates, failure)
 
     def _exhausted(self, candidates: Sequence[ModelConfig], failure: GatewayError | None) -> GatewayError:

@@ -98,6 +98,34 @@ class Resolver:
             )
         return self._apply_preferences(request, tuple(allowed))
 
+    def image_candidates(self, name: str, caller: Caller) -> tuple[ModelConfig, ...]:
+        """The image models to try for `name` (an image model, or an alias naming some), in order;
+        "" means the catalog's first image model the key may use. 404 for an unknown name, 400 for one that makes
+        no images, 403 when the key may use none of them."""
+        if not name:
+            images = [model for model in self._catalog.all() if model.type == "image"]
+            first = next((model for model in images if caller.may_use_model(model.id)), images[0] if images else None)
+            if first is None:
+                raise GatewayError(
+                    Reason.MISSING_REQUIRED_PARAMETER,
+                    "You must provide a model parameter: no image model is configured as the default.",
+                    param="model",
+                )
+            name = first.id
+        targets = list(self._aliases[name]) if name in self._aliases else [self._catalog.resolve(name).id]
+        models = [model for model in self._expand(targets) if model.type == "image"]
+        if not models:
+            raise GatewayError(
+                Reason.INVALID_VALUE, f"The model `{clip(name)}` does not generate images.", param="model"
+            )
+        alias_allowed = name in self._aliases and caller.may_use_model(name)
+        allowed = tuple(model for model in models if alias_allowed or caller.may_use_model(model.id))
+        if not allowed:
+            raise GatewayError(
+                Reason.MODEL_NOT_ALLOWED, f"This API key may not use the model `{clip(name)}`.", param="model"
+            )
+        return allowed
+
     def _expand(self, names: Sequence[str]) -> list[ModelConfig]:
         """Aliases replaced by their models, each model followed by its fallbacks, each model once."""
         seen: dict[str, ModelConfig] = {}

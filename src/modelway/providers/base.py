@@ -28,6 +28,7 @@ from modelway.errors import GatewayError, Reason
 __all__ = [
     "ChatProvider",
     "HttpRequest",
+    "ImageProvider",
     "ImageTranslator",
     "ImageTranslatorFactory",
     "SseEvent",
@@ -55,6 +56,14 @@ class ChatProvider(Protocol):
     def stream_chat(
         self, request: ChatRequest, upstream_model: str, *, timeout: float
     ) -> AsyncGenerator[StreamEvent, None]: ...
+
+
+class ImageProvider(Protocol):
+    """Generates images in one go (no stream): the images in order, or GatewayError as ChatProvider does."""
+
+    async def generate_images(
+        self, request: ImageRequest, upstream_model: str, *, timeout: float
+    ) -> tuple[GeneratedImage, ...]: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import re
@@ -15,12 +16,15 @@ from modelway.core.types import (
     ChoiceDelta,
     FinishReason,
     FunctionTool,
+    GeneratedImage,
     ImagePart,
+    ImageRequest,
     StreamEvent,
     ToolCallDelta,
     Usage,
 )
 from modelway.errors import GatewayError, Reason
+from modelway.providers.echo_images import render_png
 from modelway.providers.json_schema import instance_of
 
 __all__ = ["EchoProvider"]
@@ -74,6 +78,17 @@ class EchoProvider:
             prompt_tokens=count_message_tokens(request.messages),
             completion_tokens=sum(choice.completion_tokens for choice in choices),
         )
+
+    async def generate_images(
+        self, request: ImageRequest, upstream_model: str, *, timeout: float = 0.0
+    ) -> tuple[GeneratedImage, ...]:
+        """Real PNGs of the requested size, drawn from the prompt (always base64: the gateway stores
+        them when the caller asked for URLs). Drawn in a worker thread: a large PNG is real CPU work."""
+        pngs = await asyncio.to_thread(
+            lambda: [render_png(request.prompt, request.size, request.quality, index) for index in range(request.n)]
+        )
+        encoded = (base64.b64encode(png).decode("ascii") for png in pngs)
+        return tuple(GeneratedImage(b64_json=data, revised_prompt=request.prompt) for data in encoded)
 
 
 def _tool_to_call(request: ChatRequest) -> int | None:

@@ -7,7 +7,7 @@ from types import MappingProxyType
 
 from modelway.config import ConfigError, ProviderConfig
 from modelway.providers.anthropic import AnthropicTranslator
-from modelway.providers.base import ChatProvider, ImageTranslatorFactory, TranslatorFactory
+from modelway.providers.base import ChatProvider, ImageProvider, ImageTranslatorFactory, TranslatorFactory
 from modelway.providers.echo import EchoProvider
 from modelway.providers.gemini import GeminiTranslator
 from modelway.providers.http import HttpProvider, Transport
@@ -41,14 +41,23 @@ class ProviderRegistry:
         configs = tuple(configs)
         check_kinds(configs)
         providers: dict[str, ChatProvider] = {}
+        image_providers: dict[str, ImageProvider] = {}
         for config in configs:
             if config.kind == "echo":
-                providers[config.name] = EchoProvider(token_delay=config.token_delay_ms / 1000)
+                echo = EchoProvider(token_delay=config.token_delay_ms / 1000)
+                providers[config.name] = image_providers[config.name] = echo
             else:
-                providers[config.name] = HttpProvider(
-                    config, _TRANSLATORS[config.kind], transport, images=_IMAGE_TRANSLATORS.get(config.kind)
-                )
+                images = _IMAGE_TRANSLATORS.get(config.kind)
+                http = HttpProvider(config, _TRANSLATORS[config.kind], transport, images=images)
+                providers[config.name] = http
+                if images is not None:
+                    image_providers[config.name] = http
         self._providers = providers
+        self._image_providers = image_providers
 
     def get(self, name: str) -> ChatProvider:
         return self._providers[name]
+
+    def images(self, name: str) -> ImageProvider | None:
+        """The provider as an image generator; None when its wire format has no images API."""
+        return self._image_providers.get(name)

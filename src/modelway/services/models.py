@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import unquote
 
 import grpc
 
@@ -45,7 +46,10 @@ class ModelsServicer(models_pb2_grpc.ModelsServiceServicer):
     @unary(OPENAI.error_response)
     async def GetModel(self, request: models_pb2.GetModelRequest, context: Context, call: RpcCall) -> models_pb2.Model:
         caller = await self._gate.authorize(call.metadata, "models.list")
-        model = self._catalog.resolve(request.model)
+        # Envoy binds path parameters with their percent-escapes kept: `ft%3Agpt-4o-mini%3A...`,
+        # `meta-llama%2FLlama-3.1-8B`. A native caller's name is taken as it is.
+        name = unquote(request.model) if call.from_rest else request.model
+        model = self._catalog.resolve(name)
         if not _visible(caller, model):
-            raise self._catalog.not_found(request.model)
+            raise self._catalog.not_found(name)
         return _model_proto(model)

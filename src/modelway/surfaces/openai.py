@@ -93,7 +93,7 @@ def completion_json(run_id: str, created: int, model: str, completion: Completio
             "choices": [_choice(choice) for choice in completion.choices],
             "usage": _usage(completion.usage),
             "service_tier": "default",
-            "system_fingerprint": None,
+            # No system_fingerprint: OpenAI's schema allows a string or no field, never null.
         }
     )
 
@@ -131,7 +131,6 @@ class ChunkWriter:
             "object": "chat.completion.chunk",
             "created": self._created,
             "model": self._model,
-            "system_fingerprint": None,
             "choices": choices,
         }
         if self._include_usage:

@@ -63,7 +63,6 @@ def test_completion_text() -> None:
         "choices",
         "usage",
         "service_tier",
-        "system_fingerprint",
     ]
     assert value == {
         "id": "chatcmpl-1",
@@ -80,7 +79,6 @@ def test_completion_text() -> None:
         ],
         "usage": usage_json(9, 3, 12),
         "service_tier": "default",
-        "system_fingerprint": None,
     }
     assert b'"refusal":null' in raw and b'"logprobs":null' in raw
     assert b"\n" not in raw and b", " not in raw
@@ -139,13 +137,12 @@ def test_completion_keeps_non_ascii() -> None:
 
 def test_chunk_envelope_without_usage() -> None:
     value = frame_json(renderer().delta(ChoiceDelta(index=0, content="Hi")))
-    assert list(value) == ["id", "object", "created", "model", "system_fingerprint", "choices"]
+    assert list(value) == ["id", "object", "created", "model", "choices"]
     assert value == {
         "id": "chatcmpl-abc",
         "object": "chat.completion.chunk",
         "created": 1767225600,
         "model": "echo-1",
-        "system_fingerprint": None,
         "choices": [
             {
                 "index": 0,
@@ -237,7 +234,7 @@ def test_with_include_usage_every_chunk_has_null_usage() -> None:
     ]
     for frame in frames:
         value = frame_json(frame)
-        assert list(value) == ["id", "object", "created", "model", "system_fingerprint", "choices", "usage"]
+        assert list(value) == ["id", "object", "created", "model", "choices", "usage"]
         assert value["usage"] is None
     last = frame_json(render.event(Usage(prompt_tokens=10, completion_tokens=4)))
     assert last == {
@@ -245,7 +242,6 @@ def test_with_include_usage_every_chunk_has_null_usage() -> None:
         "object": "chat.completion.chunk",
         "created": 1767225600,
         "model": "echo-1",
-        "system_fingerprint": None,
         "choices": [],
         "usage": usage_json(10, 4, 14),
     }
@@ -255,7 +251,7 @@ def test_frames_are_exact_bytes() -> None:
     frame = renderer().delta(ChoiceDelta(index=0, content="é\n"))
     assert frame == (
         b'data: {"id":"chatcmpl-abc","object":"chat.completion.chunk","created":1767225600,"model":"echo-1",'
-        b'"system_fingerprint":null,"choices":[{"index":0,"delta":{"role":"assistant","content":"\xc3\xa9\\n",'
+        b'"choices":[{"index":0,"delta":{"role":"assistant","content":"\xc3\xa9\\n",'
         b'"refusal":null},"logprobs":null,"finish_reason":null}]}\n\n'
     )
 

@@ -1,0 +1,53 @@
+"""Stored images by unguessable name, and the base URL links are built on."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+
+from modelway.config import ConfigError, ServerConfig
+from modelway.core.image_files import ImageFiles, public_base_url
+
+
+async def test_saved_images_read_back_by_name(tmp_path: Path) -> None:
+    files = ImageFiles(tmp_path / "images")
+    names = await files.save([b"png-1", b"png-2"])
+    assert len(set(names)) == 2
+    assert all(len(name) == 36 and name.endswith(".png") for name in names)
+    assert [await files.read(name) for name in names] == [b"png-1", b"png-2"]
+    [name] = await files.save_base64([base64.b64encode(b"png-3").decode()])
+    assert await files.read(name) == b"png-3"
+    assert not list((tmp_path / "images").glob(".*.tmp"))
+
+
+async def test_only_names_we_give_out_are_looked_up(tmp_path: Path) -> None:
+    (tmp_path / "secret.png").write_bytes(b"outside")
+    files = ImageFiles(tmp_path / "images")
+    for name in ("../secret.png", "A" * 32 + ".png", "", "x.png", "A" * 32 + ".png/..", "A" * 31 + "/.png"):
+        assert await files.read(name) is None
+
+
+async def test_bad_base64_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="not valid base64"):
+        await ImageFiles(tmp_path).save_base64(["not base64!"])
+
+
+def test_base_url_from_config_then_forwarded_host_then_listener() -> None:
+    server = ServerConfig(http_port=8080)
+    assert public_base_url(ServerConfig(public_url="https://ai.example.com/"), {"x-forwarded-host": "h"}) == (
+        "https://ai.example.com"
+    )
+    assert public_base_url(server, {"x-forwarded-host": "gw:8443", "x-forwarded-proto": "https"}) == "https://gw:8443"
+    assert public_base_url(server, {"x-forwarded-host": "a.example, b.example"}) == "http://a.example"
+    assert public_base_url(server, {"x-forwarded-host": "[::1]:9"}) == "http://[::1]:9"
+    # Anything that is not a host is not put in a link.
+    assert public_base_url(server, {"x-forwarded-host": "evil.example/path?x"}) == "http://127.0.0.1:8080"
+    assert public_base_url(server, {"x-forwarded-host": "h", "x-forwarded-proto": "javascript"}) == "http://h"
+    assert public_base_url(ServerConfig(http_host="::1"), {}) == "http://[::1]:8080"
+
+
+def test_public_url_must_be_http() -> None:
+    with pytest.raises(ConfigError, match="public_url"):
+        ServerConfig(public_url="ftp://x")
