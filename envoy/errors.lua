@@ -32,6 +32,8 @@ local FIELD_TYPES = {TYPE_STRING = "a string", TYPE_BOOL = "a boolean", TYPE_DOU
   TYPE_FLOAT = "a number", TYPE_INT32 = "an integer", TYPE_INT64 = "an integer", TYPE_UINT32 = "an integer",
   TYPE_UINT64 = "an integer", TYPE_SINT32 = "an integer", TYPE_SINT64 = "an integer", TYPE_ENUM = "a string",
   TYPE_MESSAGE = "an object"}
+local INTEGER_RANGES = {TYPE_INT32 = "-2147483648 to 2147483647", TYPE_SINT32 = "-2147483648 to 2147483647",
+  TYPE_UINT32 = "0 to 4294967295"}
 
 local function json_string(text)
   local escaped = string.gsub(text, '[%c"\\\128-\255]', function(c)
@@ -170,6 +172,54 @@ local function local_reply_message(status, details, request, original)
   return original, nil
 end
 
+-- What the caller sent, in the words of the server's own type errors, from the transcoder's rendering
+-- of the value: "x" (quoted) is a string, true/false a boolean, anything else a number.
+local function sent_kind(value)
+  if string.sub(value, 1, 1) == '"' then
+    return "a string"
+  elseif value == "true" or value == "false" then
+    return "a boolean"
+  end
+  return "a number"
+end
+
+-- A wrong value for one field, as the transcoder reports it ("name: invalid value 5 for type
+-- TYPE_STRING", or a well-known type's full name): (field, message, code), or nil for anything else.
+local function field_error(original)
+  local field, value, proto_type = string.match(original,
+    "^([%w_%.%[%]]+): invalid value (.-) for type (TYPE_[%u%d]+)$")
+  if field ~= nil then
+    local expected = FIELD_TYPES[proto_type] or "another type"
+    local range = INTEGER_RANGES[proto_type]
+    if range ~= nil and sent_kind(value) == "a number" then
+      -- A number, but a fraction or out of range.
+      return field, "Invalid value for '" .. field .. "': expected an integer from " .. range .. ".", "invalid_value"
+    end
+    return field, "Invalid type for '" .. field .. "': expected " .. expected .. ", but got " .. sent_kind(value)
+      .. " instead.", "invalid_type"
+  end
+  local known
+  field, value, known = string.match(original,
+    "^([%w_%.%[%]]+): invalid value (.-) for type type%.googleapis%.com/google%.protobuf%.(%w+)$")
+  if field ~= nil and known == "Timestamp" then
+    local example = ", such as \"2026-01-31T00:00:00Z\"."
+    if string.find(value, "Invalid data type", 1, true) ~= nil then
+      return field, "Invalid type for '" .. field .. "': expected an RFC 3339 timestamp string" .. example,
+        "invalid_type"
+    end
+    return field, "Invalid value for '" .. field .. "': expected an RFC 3339 timestamp" .. example, "invalid_value"
+  elseif field ~= nil and known == "ListValue" then
+    return field, "Invalid type for '" .. field .. "': expected an array, but got " .. sent_kind(value)
+      .. " instead.", "invalid_type"
+  end
+  field = string.match(original, "^: invalid value Starting an object on a scalar field for type ([%w_]+)$")
+  if field ~= nil then
+    return field, "Invalid type for '" .. field .. "': expected a single value, but got an object instead.",
+      "invalid_type"
+  end
+  return nil
+end
+
 local function refine_local_reply(handle)
   local headers = handle:headers()
   local status = headers:get(":status")
@@ -189,11 +239,9 @@ local function refine_local_reply(handle)
   -- the reply before the mapper formats it).
   local original = string.match(text, '"message":"(.-)","param"') or text
   local kind = tonumber(status) >= 500 and "api_error" or "invalid_request_error"
-  local field, proto_type = string.match(original, "^([%w_%.%[%]]+): invalid value .* for type (TYPE_%u+)")
+  local field, message, code = field_error(original)
   if field ~= nil then
-    local expected = FIELD_TYPES[proto_type] or "another type"
-    body:setBytes(error_json("Invalid type for '" .. field .. "': expected " .. expected .. ".", kind, field,
-      "invalid_type"))
+    body:setBytes(error_json(message, kind, field, code))
     return
   end
   local message, code = local_reply_message(status, details, info["request"] or "", original)

@@ -205,10 +205,85 @@ def test_other_header_values_must_be_visible_ascii(stack: Stack) -> None:
 def test_field_type_errors_name_the_field_and_json_errors_say_json(stack: Stack) -> None:
     wrong_type = request(stack.http_port, "POST", "/api/v1/api-keys", {"name": 5}, auth(stack))
     message = reply_error(wrong_type, 400, "invalid_type")
-    assert (message, wrong_type.json()["error"]["param"]) == ("Invalid type for 'name': expected a string.", "name")
+    assert (message, wrong_type.json()["error"]["param"]) == (
+        "Invalid type for 'name': expected a string, but got a number instead.",
+        "name",
+    )
     broken = request(stack.http_port, "POST", "/api/v1/api-keys", b'{"name": ', auth(stack))
     assert reply_error(broken, 400).startswith("We could not parse the JSON body of your request: ")
     assert "\n" not in broken.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "param", "code", "expected"),
+    [
+        # Integer fields (TYPE_INT32: the type name has digits).
+        (
+            "POST",
+            "/api/v1/api-keys",
+            {"name": "a", "rate_limit": "x"},
+            "rate_limit",
+            "invalid_type",
+            "Invalid type for 'rate_limit': expected an integer, but got a string instead.",
+        ),
+        (
+            "POST",
+            "/api/v1/api-keys",
+            {"name": "a", "expires_in_days": 1.5},
+            "expires_in_days",
+            "invalid_value",
+            "Invalid value for 'expires_in_days': expected an integer from -2147483648 to 2147483647.",
+        ),
+        (
+            "PATCH",
+            "/api/v1/api-keys/key_x",
+            {"daily_token_budget": 99999999999},
+            "daily_token_budget",
+            "invalid_value",
+            "Invalid value for 'daily_token_budget': expected an integer from -2147483648 to 2147483647.",
+        ),
+        (
+            "PATCH",
+            "/api/v1/api-keys/key_x",
+            {"rate_limit": {"a": 1}},
+            "rate_limit",
+            "invalid_type",
+            "Invalid type for 'rate_limit': expected a single value, but got an object instead.",
+        ),
+        # Well-known types, never by their proto name.
+        (
+            "POST",
+            "/api/v1/api-keys",
+            {"name": "a", "expires_at": 5},
+            "expires_at",
+            "invalid_type",
+            "Invalid type for 'expires_at': expected an RFC 3339 timestamp string, such as \"2026-01-31T00:00:00Z\".",
+        ),
+        (
+            "POST",
+            "/api/v1/api-keys",
+            {"name": "a", "expires_at": "tomorrow"},
+            "expires_at",
+            "invalid_value",
+            "Invalid value for 'expires_at': expected an RFC 3339 timestamp, such as \"2026-01-31T00:00:00Z\".",
+        ),
+        (
+            "PATCH",
+            "/api/v1/api-keys/key_x",
+            {"permissions": "x"},
+            "permissions",
+            "invalid_type",
+            "Invalid type for 'permissions': expected an array, but got a string instead.",
+        ),
+    ],
+)
+def test_integer_and_timestamp_fields_say_what_they_expect(
+    stack: Stack, method: str, path: str, body: dict[str, Any], param: str, code: str, expected: str
+) -> None:
+    reply = request(stack.http_port, method, path, body, auth(stack))
+    assert reply_error(reply, 400, code) == expected
+    assert reply.json()["error"]["param"] == param
+    assert "googleapis" not in reply.body.decode() and "another type" not in reply.body.decode()
 
 
 # --- 12. grpc-* headers from REST callers ------------------------------------
