@@ -7,7 +7,8 @@
 --    space or tab -> 400, or 401 for a credential header. grpcio logs a whole
 --    header it cannot encode, so a key with a stray byte must stop here.
 -- 2. gRPC over HTTP/1 -> 415; grpc-* headers are dropped from REST calls (a
---    REST client's grpc-timeout must not become a gRPC deadline).
+--    REST client's grpc-timeout must not become a gRPC deadline), and so are
+--    the query parameters a REST route does not read.
 -- On the way out:
 -- 3. A gRPC error that carries x-http-status / x-error-json (set by the
 --    modelway server before the first message) becomes that exact HTTP
@@ -27,6 +28,16 @@ local MAX_BODY_MIB = 16
 local GRPC_HEADERS = {"grpc-status", "grpc-message", "grpc-status-details-bin", "grpc-accept-encoding", "grpc-encoding"}
 local CREDENTIAL_HEADERS = {authorization = "Authorization", ["x-api-key"] = "X-Api-Key", ["x-goog-api-key"] = "X-Goog-Api-Key"}
 local HEALTH_PATHS = {["/healthz"] = true, ["/readyz"] = true}
+-- The query parameters each REST route reads (by method and path). Any other is dropped before the
+-- transcoder, which binds a parameter that shares a field's name over the path and the body
+-- (DELETE /api/v1/api-keys/A?id=B deleted B). A route with a query parameter is added here too.
+local ROUTE_QUERY = {
+  ["GET /api/v1/api-usage"] = {start_date = true, end_date = true},
+  ["DELETE /api/v1/api-keys"] = {id = true},
+  ["PATCH /api/v1/api-keys"] = {id = true},
+}
+-- Kept on every route: a Gemini-style ?key= and ?alt= (the transcoder ignores both).
+local ANY_ROUTE_QUERY = {key = true, alt = true}
 -- The transcoder names proto types; callers think in JSON.
 local FIELD_TYPES = {TYPE_STRING = "a string", TYPE_BOOL = "a boolean", TYPE_DOUBLE = "a number",
   TYPE_FLOAT = "a number", TYPE_INT32 = "an integer", TYPE_INT64 = "an integer", TYPE_UINT32 = "an integer",
@@ -106,6 +117,34 @@ local function check_headers(handle)
   return nil
 end
 
+local function unescape(text)
+  return (string.gsub(text, "%%(%x%x)", function(hex)
+    return string.char(tonumber(hex, 16))
+  end))
+end
+
+-- Drops the query parameters the route does not read (see ROUTE_QUERY); names are compared decoded,
+-- so ?i%64=B is ?id=B.
+local function keep_route_query(headers)
+  local full = headers:get(":path") or ""
+  local path, query = string.match(full, "^([^?]*)%?(.*)$")
+  if query == nil then
+    return
+  end
+  local allowed = ROUTE_QUERY[(headers:get(":method") or "") .. " " .. path] or {}
+  local kept = {}
+  for pair in string.gmatch(query, "[^&]+") do
+    local name = unescape(string.match(pair, "^[^=]*"))
+    if allowed[name] or ANY_ROUTE_QUERY[name] then
+      table.insert(kept, pair)
+    end
+  end
+  local rebuilt = #kept > 0 and path .. "?" .. table.concat(kept, "&") or path
+  if rebuilt ~= full then
+    headers:replace(":path", rebuilt)
+  end
+end
+
 function envoy_on_request(handle)
   local headers = handle:headers()
   local info = handle:streamInfo():dynamicMetadata()
@@ -131,6 +170,7 @@ function envoy_on_request(handle)
     end
     return
   end
+  keep_route_query(headers)
   local plumbing = {}
   for name, _ in pairs(headers) do
     if string.sub(name, 1, 5) == "grpc-" or name == "te" then

@@ -103,6 +103,40 @@ def test_unknown_query_parameters_are_ignored(stack: Stack) -> None:
     assert models.status == 200 and models.json()["object"] == "list"
 
 
+def test_a_query_parameter_never_overrides_the_path_or_the_body(stack: Stack) -> None:
+    """The transcoder binds a query parameter named like a field over the path: only what a route reads stays."""
+    keys = {name: stack.create_key(name)[0] for name in ("target", "bystander", "by-query")}
+    time.sleep(0.5)  # the server picks up keys the CLI made within its refresh period (0.2 s)
+
+    def names() -> dict[str, str]:
+        listed = request(stack.http_port, "GET", "/api/v1/api-keys", None, auth(stack)).json()["data"]
+        return {key["id"]: key["name"] for key in listed}
+
+    target, bystander = keys["target"], keys["bystander"]
+    renamed = request(stack.http_port, "PATCH", f"/api/v1/api-keys/{target}?name=x&id={bystander}", {}, auth(stack))
+    assert renamed.status == 200 and renamed.json()["data"]["id"] == target, renamed.body
+    assert (names()[target], names()[bystander]) == ("target", "bystander")
+    for query in (f"id={bystander}", f"i%64={bystander}"):
+        deleted = request(stack.http_port, "DELETE", f"/api/v1/api-keys/{target}?{query}", None, auth(stack))
+        assert deleted.status in (200, 404), deleted.body
+        assert bystander in names() and target not in names()
+    model = request(stack.http_port, "GET", "/api/v1/models/echo-1?model=echo-mini", None, auth(stack))
+    assert model.status == 200 and model.json()["id"] == "echo-1"
+
+    # What a route does read still arrives.
+    usage = request(
+        stack.http_port, "GET", "/api/v1/api-usage?start_date=2026-01-01&end_date=2026-01-03&x=1", None, auth(stack)
+    )
+    assert usage.status == 200 and [day["day"] for day in usage.json()["data"]["usage"]] == [
+        "2026-01-01",
+        "2026-01-02",
+        "2026-01-03",
+    ]
+    by_query = keys["by-query"]
+    deleted = request(stack.http_port, "DELETE", f"/api/v1/api-keys?id={by_query}&confirm=1", None, auth(stack))
+    assert deleted.status == 200 and by_query not in names()
+
+
 @pytest.mark.parametrize(
     ("method", "path", "content_type"),
     [
