@@ -271,7 +271,8 @@ local function refine_local_reply(handle)
   end
   local body = handle:body(true)
   local text = body:getBytes(0, body:length())
-  if info["health"] == true then
+  if info["health"] == true and (status == "502" or status == "503" or status == "504") then
+    -- The probe's own shape, for a probe that reached the route but not the operations port.
     body:setBytes('{"status":"unavailable","message":"The gateway\'s operations port is not answering."}')
     return
   end

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import socket
+import sqlite3
 import stat
 import threading
 import time
@@ -13,11 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from aiohttp import web
 
 from modelway.config import ServerConfig
 from modelway.edge import MAX_BODY_BYTES, EdgeFiles, Envoy
+from modelway.v1 import chat_pb2, chat_pb2_grpc
 from tests.conftest import ROOT, Stack, free_port
 from tests.e2e.http import Reply, request
 
@@ -358,6 +361,38 @@ def test_a_clients_request_id_is_kept_beside_ours(stack: Stack, header: str) -> 
         assert entry["duration_ms"] >= 0 and entry["bytes_sent"] > 0 and entry["upstream_ms"] is not None
 
 
+def test_the_access_log_clips_a_clients_request_id(stack: Stack) -> None:
+    reply = request(stack.http_port, "GET", "/api/v1/models", None, {**auth(stack), "X-Request-Id": "c" * 6000})
+    assert reply.status == 200
+    assert access_log_line(stack, reply.headers["x-request-id"])["client_request_id"] == "c" * 128
+
+
+@pytest.mark.parametrize(
+    ("route", "sent", "kept"),
+    [
+        ("direct", [("x-request-id", "native-id-1")], "native-id-1"),
+        ("direct", [("x-client-request-id", "native-id-2")], "native-id-2"),
+        ("envoy", [("x-request-id", "edge-id-1")], "edge-id-1"),
+        ("envoy", [], ""),  # never Envoy's own id
+    ],
+)
+def test_a_native_callers_request_id_is_kept_beside_ours(
+    stack: Stack, route: str, sent: list[tuple[str, str]], kept: str
+) -> None:
+    message = chat_pb2.CreateChatCompletionRequest(
+        model="echo-1", messages=[chat_pb2.ChatMessage(role="user", text="hello")]
+    )
+    with grpc.insecure_channel(stack.grpc_target if route == "direct" else stack.envoy_target) as channel:
+        _, call = chat_pb2_grpc.ChatServiceStub(channel).CreateChatCompletion.with_call(
+            message, metadata=[("authorization", f"Bearer {stack.api_key}"), *sent], timeout=10
+        )
+    ours = dict(call.initial_metadata())["x-request-id"]
+    assert ours.startswith("req_")
+    with sqlite3.connect(stack.db_path) as db:  # committed before the answer went out
+        rows = db.execute("SELECT client_request_id FROM usage WHERE request_id = ?", (ours,)).fetchall()
+    assert rows == [(kept,)]
+
+
 def test_every_reply_has_a_request_id_and_an_access_log_line(stack: Stack) -> None:
     replies = [
         request(stack.http_port, "GET", "/nowhere", None, {}),  # Envoy's own 404
@@ -464,7 +499,10 @@ def test_health_routes_reach_the_operations_port_and_nothing_else_does(
         readyz = request(server.http_port, "GET", "/readyz?verbose=1")
         assert (readyz.status, readyz.json()) == (503, {"status": "draining"})
         assert request(server.http_port, "GET", "/metrics").status == 404
-        assert request(server.http_port, "POST", "/healthz").status == 404
+        for method in ("POST", "HEAD", "DELETE"):
+            wrong = request(server.http_port, method, "/healthz")
+            assert wrong.status == 404 and "status" not in (wrong.json() if method != "HEAD" else {}), wrong.body
+        assert reply_error(request(server.http_port, "POST", "/readyz"), 404) == "Invalid URL (POST /readyz)"
     finally:
         stop.set()
         thread.join()
