@@ -30,8 +30,10 @@ _REDACTED = "[redacted]"
 # What a key secret, a bearer token or a header value is made of, up to a quote, space or separator.
 # A byte that is not UTF-8 shows as \xNN in a bytes repr: part of the token, not its end (a key with a
 # stray byte in the middle is still a key).
+# (Written as runs between escapes, not an alternation per character: every log line passes here.)
 _ESCAPED_BYTE = r"\\x[0-9a-fA-F]{2}"
-_TOKEN = rf"(?:[^\s'\",;\\]|{_ESCAPED_BYTE})+"
+_TOKEN_CHAR = r"[^\s'\",;\\]"
+_TOKEN = rf"(?:{_TOKEN_CHAR}+|{_ESCAPED_BYTE})(?:{_TOKEN_CHAR}*{_ESCAPED_BYTE})*{_TOKEN_CHAR}*"
 _SECRET_HEADERS = re.compile(
     r"(?i)\b(authorization|proxy-authorization|x-api-key|x-goog-api-key|api[-_]key)(['\"]?\s*[:=,]\s*b?['\"]?)"
     r"(?!bearer\b)" + _TOKEN
@@ -49,12 +51,18 @@ class Scrubber(logging.Filter):
 
     def __init__(self, key_prefix: str, secrets: Iterable[str] = ()) -> None:
         super().__init__()
-        self._key = re.compile(re.escape(key_prefix) + rf"(?:[A-Za-z0-9_\-]|{_ESCAPED_BYTE}){{8,}}")
+        key_char = r"[A-Za-z0-9_\-]"
+        # At least 8 characters or escaped bytes after the prefix (checked ahead), then as many as follow.
+        self._key = re.compile(
+            re.escape(key_prefix)
+            + rf"(?=(?:{key_char}|{_ESCAPED_BYTE}){{8}})(?:{key_char}*{_ESCAPED_BYTE})*{key_char}*"
+        )
         self._key_prefix = key_prefix
         self._secrets = tuple(sorted({s for s in secrets if len(s) >= _MIN_SECRET}, key=len, reverse=True))
 
     def scrub(self, text: str) -> str:
-        text = _UNDECODABLE.sub(lambda m: m.group(1) + _REDACTED, text)
+        if "Invalid encoding" in text:
+            text = _UNDECODABLE.sub(lambda m: m.group(1) + _REDACTED, text)
         for secret in self._secrets:
             text = text.replace(secret, _REDACTED)
         text = self._key.sub(self._key_prefix + _REDACTED, text)
