@@ -7,7 +7,8 @@
 --    space or tab -> 400, or 401 for a credential header. grpcio logs a whole
 --    header it cannot encode, so a key with a stray byte must stop here.
 -- 2. gRPC over HTTP/1 -> 415; grpc-* headers are dropped from REST calls (a
---    REST client's grpc-timeout must not become a gRPC deadline).
+--    REST client's grpc-timeout must not become a gRPC deadline), and so are
+--    the query parameters a REST route does not read.
 -- On the way out:
 -- 3. A gRPC error that carries x-http-status / x-error-json (set by the
 --    modelway server before the first message) becomes that exact HTTP
@@ -32,11 +33,25 @@ local MAX_BODY_MIB = 16
 local GRPC_HEADERS = {"grpc-status", "grpc-message", "grpc-status-details-bin", "grpc-accept-encoding", "grpc-encoding"}
 local CREDENTIAL_HEADERS = {authorization = "Authorization", ["x-api-key"] = "X-Api-Key", ["x-goog-api-key"] = "X-Goog-Api-Key"}
 local HEALTH_PATHS = {["/healthz"] = true, ["/readyz"] = true}
+-- The query parameters each REST route reads (by method and path). Any other is dropped before the
+-- transcoder, which binds a parameter that shares a field's name over the path and the body
+-- (DELETE /api/v1/api-keys/A?id=B deleted B). A route with a query parameter is added here too.
+local ROUTE_QUERY = {
+  ["GET /api/v1/api-usage"] = {start_date = true, end_date = true},
+  ["DELETE /api/v1/api-keys"] = {id = true},
+  ["PATCH /api/v1/api-keys"] = {id = true},
+  -- Gemini's model list pages (the SDK sends camelCase; snake_case is accepted too).
+  ["GET /api/v1beta/models"] = {pageSize = true, pageToken = true, page_size = true, page_token = true},
+}
+-- Kept on every route: a Gemini-style ?key= and ?alt= (the transcoder ignores both).
+local ANY_ROUTE_QUERY = {key = true, alt = true}
 -- The transcoder names proto types; callers think in JSON.
 local FIELD_TYPES = {TYPE_STRING = "a string", TYPE_BOOL = "a boolean", TYPE_DOUBLE = "a number",
   TYPE_FLOAT = "a number", TYPE_INT32 = "an integer", TYPE_INT64 = "an integer", TYPE_UINT32 = "an integer",
   TYPE_UINT64 = "an integer", TYPE_SINT32 = "an integer", TYPE_SINT64 = "an integer", TYPE_ENUM = "a string",
   TYPE_MESSAGE = "an object"}
+local INTEGER_RANGES = {TYPE_INT32 = "-2147483648 to 2147483647", TYPE_SINT32 = "-2147483648 to 2147483647",
+  TYPE_UINT32 = "0 to 4294967295"}
 
 local function json_string(text)
   local escaped = string.gsub(text, '[%c"\\\128-\255]', function(c)
@@ -155,6 +170,34 @@ local function check_headers(handle)
   return nil
 end
 
+local function unescape(text)
+  return (string.gsub(text, "%%(%x%x)", function(hex)
+    return string.char(tonumber(hex, 16))
+  end))
+end
+
+-- Drops the query parameters the route does not read (see ROUTE_QUERY); names are compared decoded,
+-- so ?i%64=B is ?id=B.
+local function keep_route_query(headers)
+  local full = headers:get(":path") or ""
+  local path, query = string.match(full, "^([^?]*)%?(.*)$")
+  if query == nil then
+    return
+  end
+  local allowed = ROUTE_QUERY[(headers:get(":method") or "") .. " " .. path] or {}
+  local kept = {}
+  for pair in string.gmatch(query, "[^&]+") do
+    local name = unescape(string.match(pair, "^[^=]*"))
+    if allowed[name] or ANY_ROUTE_QUERY[name] then
+      table.insert(kept, pair)
+    end
+  end
+  local rebuilt = #kept > 0 and path .. "?" .. table.concat(kept, "&") or path
+  if rebuilt ~= full then
+    headers:replace(":path", rebuilt)
+  end
+end
+
 function envoy_on_request(handle)
   local headers = handle:headers()
   local info = handle:streamInfo():dynamicMetadata()
@@ -182,6 +225,7 @@ function envoy_on_request(handle)
     end
     return
   end
+  keep_route_query(headers)
   local plumbing = {}
   for name, _ in pairs(headers) do
     if string.sub(name, 1, 5) == "grpc-" or name == "te" then
@@ -236,6 +280,54 @@ local function native_local_reply(handle, status, details, info, original)
   handle:body(true):setBytes(native_error_json(native_code(status, details), message))
 end
 
+-- What the caller sent, in the words of the server's own type errors, from the transcoder's rendering
+-- of the value: "x" (quoted) is a string, true/false a boolean, anything else a number.
+local function sent_kind(value)
+  if string.sub(value, 1, 1) == '"' then
+    return "a string"
+  elseif value == "true" or value == "false" then
+    return "a boolean"
+  end
+  return "a number"
+end
+
+-- A wrong value for one field, as the transcoder reports it ("name: invalid value 5 for type
+-- TYPE_STRING", or a well-known type's full name): (field, message, code), or nil for anything else.
+local function field_error(original)
+  local field, value, proto_type = string.match(original,
+    "^([%w_%.%[%]]+): invalid value (.-) for type (TYPE_[%u%d]+)$")
+  if field ~= nil then
+    local expected = FIELD_TYPES[proto_type] or "another type"
+    local range = INTEGER_RANGES[proto_type]
+    if range ~= nil and sent_kind(value) == "a number" then
+      -- A number, but a fraction or out of range.
+      return field, "Invalid value for '" .. field .. "': expected an integer from " .. range .. ".", "invalid_value"
+    end
+    return field, "Invalid type for '" .. field .. "': expected " .. expected .. ", but got " .. sent_kind(value)
+      .. " instead.", "invalid_type"
+  end
+  local known
+  field, value, known = string.match(original,
+    "^([%w_%.%[%]]+): invalid value (.-) for type type%.googleapis%.com/google%.protobuf%.(%w+)$")
+  if field ~= nil and known == "Timestamp" then
+    local example = ", such as \"2026-01-31T00:00:00Z\"."
+    if string.find(value, "Invalid data type", 1, true) ~= nil then
+      return field, "Invalid type for '" .. field .. "': expected an RFC 3339 timestamp string" .. example,
+        "invalid_type"
+    end
+    return field, "Invalid value for '" .. field .. "': expected an RFC 3339 timestamp" .. example, "invalid_value"
+  elseif field ~= nil and known == "ListValue" then
+    return field, "Invalid type for '" .. field .. "': expected an array, but got " .. sent_kind(value)
+      .. " instead.", "invalid_type"
+  end
+  field = string.match(original, "^: invalid value Starting an object on a scalar field for type ([%w_]+)$")
+  if field ~= nil then
+    return field, "Invalid type for '" .. field .. "': expected a single value, but got an object instead.",
+      "invalid_type"
+  end
+  return nil
+end
+
 local function refine_local_reply(handle)
   local headers = handle:headers()
   local status = headers:get(":status")
@@ -247,7 +339,8 @@ local function refine_local_reply(handle)
   end
   local body = handle:body(true)
   local text = body:getBytes(0, body:length())
-  if info["health"] == true then
+  if info["health"] == true and (status == "502" or status == "503" or status == "504") then
+    -- The probe's own shape, for a probe that reached the route but not the operations port.
     body:setBytes('{"status":"unavailable","message":"The gateway\'s operations port is not answering."}')
     return
   end
@@ -264,11 +357,9 @@ local function refine_local_reply(handle)
     return
   end
   local kind = tonumber(status) >= 500 and "api_error" or "invalid_request_error"
-  local field, proto_type = string.match(original, "^([%w_%.%[%]]+): invalid value .* for type (TYPE_%u+)")
+  local field, message, code = field_error(original)
   if field ~= nil then
-    local expected = FIELD_TYPES[proto_type] or "another type"
-    body:setBytes(error_json("Invalid type for '" .. field .. "': expected " .. expected .. ".", kind, field,
-      "invalid_type"))
+    body:setBytes(error_json(message, kind, field, code))
     return
   end
   local message, code = local_reply_message(status, details, info["request"] or "", original)

@@ -376,11 +376,13 @@ def start_up(stack: Stack, *args: str) -> Up:
 
 
 @contextlib.contextmanager
-def running_up(workdir: Path, config: str, *, with_account: bool = False) -> Iterator[Up]:
-    """`modelway up` on fresh ports and store, its Envoy's files in `workdir`; killed if still running at the end."""
+def running_up(workdir: Path, config: str, *args: str, with_account: bool = False) -> Iterator[Up]:
+    """`modelway up` on fresh ports and store, its Envoy's files in `workdir`; killed if still running at the end.
+
+    `args` go after up's own (a later --root replaces the repository's)."""
     config_path = workdir / "modelway.toml"
     config_path.write_text(config)
-    up = start_up(_new_stack(workdir, config_path, with_account=with_account), "--workdir", str(workdir))
+    up = start_up(_new_stack(workdir, config_path, with_account=with_account), "--workdir", str(workdir), *args)
     try:
         yield up
     finally:

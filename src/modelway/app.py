@@ -192,15 +192,47 @@ class Gateway:
         self._refresher: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
-        # First, so that a taken port stops start-up early and /readyz says "starting" while loading.
-        await self.ops.start()
-        await self.store.open()
-        await self.transport.start()
-        await self.directory.load()
-        today = day_start(self.clock.now())
-        self.budgets.load(today, await self.store.tokens_since(today))
-        self.recorder.start()
-        self._refresher = asyncio.create_task(self._follow_store(), name="store-follower")
+        """Starts every part; on a failure half-way, closes what it started and raises (StartupError for a port)."""
+        async with contextlib.AsyncExitStack() as undo:
+            # First, so that a taken port stops start-up early and /readyz says "starting" while loading.
+            try:
+                await self.ops.start()
+            except OSError as exc:
+                raise StartupError(self._cannot_listen("ops_port", "127.0.0.1", exc.strerror)) from None
+            undo.push_async_callback(self.ops.stop)
+            await self.store.open()
+            undo.push_async_callback(self.store.close)
+            await self.transport.start()
+            undo.push_async_callback(self.transport.close)
+            await self.directory.load()
+            today = day_start(self.clock.now())
+            self.budgets.load(today, await self.store.tokens_since(today))
+            self.recorder.start()
+            undo.push_async_callback(self.recorder.close)
+            self._refresher = asyncio.create_task(self._follow_store(), name="store-follower")
+            undo.push_async_callback(self._stop_refresher)
+            self._add_services()
+            server = self.config.server
+            try:
+                port = self.server.add_insecure_port(f"{server.grpc_host}:{server.grpc_port}")
+            except RuntimeError:  # grpcio says only "Failed to bind to address"
+                raise StartupError(self._cannot_listen("grpc_port", server.grpc_host, None)) from None
+            await self.server.start()
+            undo.push_async_callback(self.server.stop, None)
+            for name in ("", *_SERVICES):
+                await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            # Started: from here on stop() closes everything.
+            undo.pop_all()
+        self.readiness.ready()
+        log.info("modelway gRPC listening on %s:%d", server.grpc_host, port)
+        return port
+
+    def _cannot_listen(self, name: str, host: str, reason: str | None) -> str:
+        port = getattr(self.config.server, name)
+        reason = reason or "the port is taken, or the address is not one of this machine's"
+        return f"cannot listen on {host}:{port} (server.{name}): {reason}"
+
+    def _add_services(self) -> None:
         chat_pb2_grpc.add_ChatServiceServicer_to_server(ChatServicer(self.pipeline), self.server)
         chat_rest_pb2_grpc.add_ChatRestServiceServicer_to_server(ChatRestServicer(self.pipeline), self.server)
         images_pb2_grpc.add_ImagesServiceServicer_to_server(ImagesServicer(self.pipeline, self.gallery), self.server)
@@ -222,14 +254,13 @@ class Gateway:
         ai_rest_pb2_grpc.add_AiRestServiceServicer_to_server(AiRestServicer(self.pipeline, self.gate), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         enable_reflection((*_SERVICES, health.SERVICE_NAME), self.server)
-        server = self.config.server
-        port = self.server.add_insecure_port(f"{server.grpc_host}:{server.grpc_port}")
-        await self.server.start()
-        for name in ("", *_SERVICES):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        self.readiness.ready()
-        log.info("modelway gRPC listening on %s:%d", server.grpc_host, port)
-        return port
+
+    async def _stop_refresher(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+            self._refresher = None
 
     async def _follow_store(self) -> None:
         """Picks up what other processes (the CLI, other replicas) changed."""
@@ -270,23 +301,26 @@ class Gateway:
         # its row must be queued before the writer closes.
         if not await self.metering.quiesce(_FINISH_SECONDS):
             log.error("calls still unsettled after the server stopped; their usage rows may be missing")
-        if self._refresher is not None:
-            # Ended before the store closes, so no reload is left half-way.
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
-            self._refresher = None
+        # Ended before the store closes, so no reload is left half-way.
+        await self._stop_refresher()
         await self.recorder.close()
         await self.transport.close()
         await self.store.close()
         await self.ops.stop()
 
 
-async def run(gateway: Gateway, on_ready: Callable[[], Awaitable[None]] | None = None) -> None:
-    """Starts the gateway, serves until SIGINT or SIGTERM, then drains and stops it.
+async def run(
+    gateway: Gateway,
+    wait_ready: Callable[[], Awaitable[None]] | None = None,
+    on_ready: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Starts the gateway, serves until SIGINT, SIGTERM or SIGHUP, then drains and stops it.
 
-    A second signal during the drain exits at once (stopping Envoy too, which
-    runs in its own session and would otherwise outlive us).
+    `wait_ready` (until Envoy answers, say) is given up when a signal comes
+    first; `on_ready` (make and show the first key) runs only if none came,
+    and to its end, so that nothing it does is left half-done. A second
+    signal during the drain exits at once (stopping Envoy too, which runs in
+    its own session and would otherwise outlive us).
     """
     stopping = asyncio.Event()
 
@@ -304,15 +338,34 @@ async def run(gateway: Gateway, on_ready: Callable[[], Awaitable[None]] | None =
         os._exit(1)
 
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP too: a closed terminal or a supervisor's reload must drain, not cut every call.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, on_signal)
-    await gateway.start()
+    await gateway.start()  # closes what it started if it fails
     try:
-        if on_ready is not None:
+        if wait_ready is not None and not stopping.is_set():
+            await _unless_stopped(wait_ready(), stopping)
+        if on_ready is not None and not stopping.is_set():
             await on_ready()
         await stopping.wait()
     finally:
         await gateway.stop()
+
+
+async def _unless_stopped(waiting: Awaitable[None], stopping: asyncio.Event) -> None:
+    """Awaits `waiting`, or cancels it when `stopping` is set first."""
+    task = asyncio.ensure_future(waiting)
+    signalled = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait({task, signalled}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        signalled.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if not task.cancelled():
+        task.result()  # its error, if it failed
 
 
 async def serve(config: Config) -> None:

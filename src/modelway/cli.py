@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import os
 import secrets
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from modelway.app import Gateway, StartupError, check_ports, run, serve
 from modelway.config import ALL_PERMISSIONS, DEFAULT_PERMISSIONS, MICRO, Config, ConfigError, load_config
 from modelway.core.key_admin import check_key_count, key_name
 from modelway.core.keys import IssuedKey, issue_key
-from modelway.edge import EdgeError, EdgeFiles, Envoy, render_envoy_config
+from modelway.edge import EdgeError, EdgeFiles, Envoy, check_workdir, render_envoy_config
 from modelway.errors import GatewayError
 from modelway.ops import configure_logging
 from modelway.store import AccountRecord, KeyRecord, SqliteStore
@@ -132,14 +133,16 @@ async def _edge_ready(config: Config, envoy: Envoy, log: Path, timeout: float = 
     raise StartupError(f"the gateway did not become ready through Envoy within {timeout:.0f}s (see {log})")
 
 
-def _banner(config: Config, secret: str | None) -> str:
+def _banner(config: Config, secret: str | None, config_path: str | None = None) -> str:
     base = f"http://{config.server.http_host}:{config.server.http_port}"
     if secret is None:
         key = "$MODELWAY_KEY"
+        # The commands must read the configuration this gateway runs with.
+        option = f" --config {shlex.quote(config_path)}" if config_path else ""
         intro = (
             "The store already has accounts. Make a key with\n"
-            "    .venv/bin/python -m modelway keys create --account acct_... --name me\n"
-            "(accounts list shows the ids), then: export MODELWAY_KEY=<its secret>\n"
+            f"    .venv/bin/python -m modelway{option} keys create --account acct_... --name me\n"
+            f"(modelway{option} accounts list shows the ids), then: export MODELWAY_KEY=<its secret>\n"
         )
     else:
         key = secret
@@ -155,27 +158,33 @@ def _banner(config: Config, secret: str | None) -> str:
     )
 
 
-async def _up(config: Config, root: Path, workdir: Path) -> int:
-    """`make run`: checks everything, a first account and key if the store is empty, the server, Envoy in front.
+async def _up(config: Config, root: Path, workdir: Path, config_path: str | None = None) -> int:
+    """`make run`: checks everything, the server, Envoy in front, then a first account and key if the store is empty.
 
-    Nothing is printed until the configuration, providers and every port
-    have been checked and the gateway answers through Envoy.
+    Nothing is printed, and no key made, until the configuration, providers,
+    workdir and every port have been checked and the gateway answers
+    through Envoy: a key made is a key shown.
     """
     files = EdgeFiles.in_repo(root, workdir)
     render_envoy_config(config.server, files)  # the template, Lua and descriptor are there
     gateway = Gateway(config)  # every provider kind is known
     check_ports(config.server, ("http_port", "grpc_port", "ops_port"))
-    secret = await _bootstrap(config)
+    check_workdir(files)  # no other gateway's Envoy uses it
     server = config.server
     envoy = Envoy.start(server, files, drain_seconds=server.shutdown_grace_seconds, base_id=server.http_port)
     gateway.edge = envoy
 
-    async def announce() -> None:
+    async def edge_ready() -> None:
         await _edge_ready(config, envoy, files.log)
-        print(_banner(config, secret), flush=True)
+
+    async def announce() -> None:
+        secret = await _bootstrap(config)
+        if secret is not None:
+            await gateway.directory.refresh()  # the new key works on the very first call
+        print(_banner(config, secret, config_path), flush=True)
 
     try:
-        await run(gateway, announce)
+        await run(gateway, edge_ready, announce)
     finally:
         envoy.stop()
     return 0
@@ -237,7 +246,9 @@ def _run(args: argparse.Namespace, config: Config) -> int:
     if command == "serve":
         asyncio.run(serve(config))
     elif command == "up":
-        return asyncio.run(_up(config, args.root, args.workdir or args.root / "build"))
+        # Named in the banner's commands unless it is the default they would read anyway.
+        config_path = None if args.config == "modelway.toml" else args.config
+        return asyncio.run(_up(config, args.root, args.workdir or args.root / "build", config_path))
     elif command == "envoy-config":
         print(render_envoy_config(config.server, EdgeFiles.in_repo(args.root)))
     elif command == "accounts create":

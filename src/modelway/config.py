@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import json
 import math
 import os
@@ -87,6 +88,22 @@ class ServerConfig:
         if self.public_url and not self.public_url.startswith(("http://", "https://")):
             raise ConfigError(f"server.public_url must be an http:// or https:// URL, got {self.public_url!r}")
         object.__setattr__(self, "public_url", self.public_url.rstrip("/"))
+        # Each port is probed free on its own before start-up; two roles on one would pass and then fail to bind.
+        ports = {"grpc_port": self.grpc_port, "http_port": self.http_port, "ops_port": self.ops_port}
+        names = list(ports)
+        for i, first in enumerate(names):
+            for second in names[i + 1 :]:
+                if ports[first] == ports[second]:
+                    raise ConfigError(f"server.{first} and server.{second} are both {ports[first]}; each needs its own")
+        for name in ("grpc_host", "http_host"):
+            # Envoy listens on an address, never a name ("localhost" fails only once Envoy starts).
+            host = getattr(self, name)
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                raise ConfigError(
+                    f'server.{name} must be an IP address such as "127.0.0.1" or "0.0.0.0", got {host!r}'
+                ) from None
 
 
 @dataclass(frozen=True, slots=True)

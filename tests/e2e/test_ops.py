@@ -82,6 +82,7 @@ class Ops:
     def scrape(self) -> Scrape:
         status, content_type, body = self.get("/metrics")
         assert status == 200 and content_type.startswith("text/plain"), (status, content_type)
+        assert b"_created" not in body  # one series per figure, not a second of creation times
         samples: dict[tuple[str, Labels], float] = {}
         for family in text_string_to_metric_families(body.decode()):
             for sample in family.samples:

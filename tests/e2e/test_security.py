@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import sqlite3
+import struct
 import time
 import uuid
 from collections.abc import Iterator
@@ -118,6 +120,47 @@ def raw_post(stack: Stack, path: str, headers: list[tuple[str, bytes]], body: by
         connection.close()
 
 
+def _hpack_int(value: int, prefix_bits: int) -> bytes:
+    """An HPACK integer whose first byte has `prefix_bits` bits for it (RFC 7541, 5.1)."""
+    limit = (1 << prefix_bits) - 1
+    if value < limit:
+        return bytes([value])
+    out, value = bytearray([limit]), value - limit
+    while value >= 128:
+        out.append(value % 128 + 128)
+        value //= 128
+    return bytes([*out, value])
+
+
+def _frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
+
+
+def raw_grpc_call(port: int, path: str, headers: list[tuple[bytes, bytes]]) -> bytes:
+    """One gRPC call over HTTP/2 with header bytes sent exactly as given (no gRPC client sends a non-UTF-8
+    value): literal HPACK fields, no Huffman coding, an empty request message. Returns what came back."""
+    fields = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", path.encode()), (b":authority", b"x")]
+    fields += [(b"content-type", b"application/grpc"), (b"te", b"trailers"), *headers]
+    block = b"".join(b"\x00" + _hpack_int(len(n), 7) + n + _hpack_int(len(v), 7) + v for n, v in fields)
+    data = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _frame(4, 0, 0, b"")  # preface, empty SETTINGS
+    data += _frame(1, 0x4, 1, block) + _frame(0, 0x1, 1, b"\x00" * 5)  # HEADERS, then DATA ending the stream
+    received = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        # Until the server ends stream 1 (a frame on it with END_STREAM) or closes.
+        while chunk := sock.recv(65536):
+            received += chunk
+            view, ended = received, False
+            while len(view) >= 9:
+                length = int.from_bytes(view[:3], "big")
+                kind, flags, stream = view[3], view[4], int.from_bytes(view[5:9], "big") & 0x7FFFFFFF
+                ended = ended or (stream == 1 and kind in (0, 1) and flags & 0x1 == 1)
+                view = view[9 + length :]
+            if ended:
+                break
+    return received
+
+
 def committed(stack: Stack, request_ids: list[str]) -> None:
     """Waits until these calls' usage rows are in the table."""
     deadline = time.monotonic() + 5
@@ -190,6 +233,24 @@ def test_no_key_in_clear_in_the_store_or_any_log(stack: Stack) -> None:
             assert secret.encode() not in data, f"{secret[:8]}... found in {path.name}"
             assert secret[4:].encode() not in data, f"{secret[:8]}... (without prefix) found in {path.name}"
     assert searched >= 4  # the database, its WAL and both logs at least
+
+
+def test_a_key_with_a_stray_byte_on_the_native_port_never_reaches_the_log(stack: Stack) -> None:
+    """Straight to the gRPC port (no Envoy to refuse it): grpcio logs the whole header value it cannot
+    decode. Wherever the bad byte sits, in whichever credential header, nothing of the key is logged."""
+    log = stack.workdir / "server.log"
+    secret = owner(stack).secret
+    start = log.stat().st_size
+    for name, prefix in ((b"authorization", b"Bearer "), (b"x-api-key", b""), (b"x-goog-api-key", b"")):
+        for cut in (2, 8, 20, len(secret)):
+            value = prefix + secret[:cut].encode() + b"\xff" + secret[cut:].encode()
+            reply = raw_grpc_call(stack.grpc_port, "/modelway.v1.ModelsService/ListModels", [(name, value)])
+            assert reply  # the server answered (it refuses the call)
+    time.sleep(0.5)  # the server writes what it logs of these calls
+    written = log.read_bytes()[start:]
+    assert b"Invalid encoding" in written  # grpcio did log the header: the scrubber is what was tested
+    for part in (secret, secret[4:], secret[:20], secret[8:], secret[20:], secret[-16:]):
+        assert part.encode() not in written, part
 
 
 def test_accounts_cannot_reach_each_others_keys(stack: Stack) -> None:

@@ -104,6 +104,30 @@ def test_out_of_range_port_override(raw: str) -> None:
         load_config(SHIPPED, {"MODELWAY_OPS_PORT": raw})
 
 
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        ({"MODELWAY_OPS_PORT": "50051"}, "server.grpc_port and server.ops_port are both 50051; each needs its own"),
+        ({"MODELWAY_HTTP_PORT": "50051"}, "server.grpc_port and server.http_port are both 50051; each needs its own"),
+        ({"MODELWAY_HTTP_PORT": "9464"}, "server.http_port and server.ops_port are both 9464; each needs its own"),
+    ],
+)
+def test_two_roles_on_one_port_are_refused(variables: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(SHIPPED, variables)
+
+
+@pytest.mark.parametrize(("host", "ok"), [("127.0.0.1", True), ("0.0.0.0", True), ("::1", True), ("localhost", False)])
+@pytest.mark.parametrize("name", ["http_host", "grpc_host"])
+def test_hosts_are_ip_addresses(tmp_path: Path, name: str, host: str, ok: bool) -> None:
+    path = write(tmp_path, f'[server]\n{name} = "{host}"\n' + BASE)
+    if ok:
+        assert getattr(load_config(path, {}).server, name) == host
+    else:
+        with pytest.raises(ConfigError, match=re.escape(f"server.{name} must be an IP address")):
+            load_config(path, {})
+
+
 @pytest.mark.parametrize(("port", "ok"), [(1, True), (65535, True), (0, False), (65536, False), (70000, False)])
 def test_port_range_in_file(tmp_path: Path, port: int, ok: bool) -> None:
     path = write(tmp_path, f"[server]\nhttp_port = {port}\n" + BASE)

@@ -28,12 +28,20 @@ CALLS_LOGGER = "modelway.calls"
 _FIELDS = "modelway_fields"  # the LogRecord attribute holding a line's structured fields
 _REDACTED = "[redacted]"
 # What a key secret, a bearer token or a header value is made of, up to a quote, space or separator.
-_TOKEN = r"[^\s'\",;\\]+"
+# A byte that is not UTF-8 shows as \xNN in a bytes repr: part of the token, not its end (a key with a
+# stray byte in the middle is still a key).
+# (Written as runs between escapes, not an alternation per character: every log line passes here.)
+_ESCAPED_BYTE = r"\\x[0-9a-fA-F]{2}"
+_TOKEN_CHAR = r"[^\s'\",;\\]"
+_TOKEN = rf"(?:{_TOKEN_CHAR}+|{_ESCAPED_BYTE})(?:{_TOKEN_CHAR}*{_ESCAPED_BYTE})*{_TOKEN_CHAR}*"
 _SECRET_HEADERS = re.compile(
     r"(?i)\b(authorization|proxy-authorization|x-api-key|x-goog-api-key|api[-_]key)(['\"]?\s*[:=,]\s*b?['\"]?)"
     r"(?!bearer\b)" + _TOKEN
 )
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+" + _TOKEN)
+# grpcio logs a whole header value it cannot decode ("Invalid encoding on b'...'"), and which header it
+# was is not said: the value may be a key with the bad byte anywhere, even in its prefix. Never shown.
+_UNDECODABLE = re.compile(r"""(Invalid encoding on )b(?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""")
 # Upstream secrets shorter than this are not scrubbed by value: they would match ordinary words.
 _MIN_SECRET = 8
 
@@ -43,11 +51,18 @@ class Scrubber(logging.Filter):
 
     def __init__(self, key_prefix: str, secrets: Iterable[str] = ()) -> None:
         super().__init__()
-        self._key = re.compile(re.escape(key_prefix) + r"[A-Za-z0-9_\-]{8,}")
+        key_char = r"[A-Za-z0-9_\-]"
+        # At least 8 characters or escaped bytes after the prefix (checked ahead), then as many as follow.
+        self._key = re.compile(
+            re.escape(key_prefix)
+            + rf"(?=(?:{key_char}|{_ESCAPED_BYTE}){{8}})(?:{key_char}*{_ESCAPED_BYTE})*{key_char}*"
+        )
         self._key_prefix = key_prefix
         self._secrets = tuple(sorted({s for s in secrets if len(s) >= _MIN_SECRET}, key=len, reverse=True))
 
     def scrub(self, text: str) -> str:
+        if "Invalid encoding" in text:
+            text = _UNDECODABLE.sub(lambda m: m.group(1) + _REDACTED, text)
         for secret in self._secrets:
             text = text.replace(secret, _REDACTED)
         text = self._key.sub(self._key_prefix + _REDACTED, text)

@@ -13,6 +13,7 @@ outcomes come from code, statuses are HTTP statuses.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -79,11 +80,29 @@ class _StateCollector:
         yield queue
 
 
+class _Registry(CollectorRegistry):
+    """A registry that exports no *_created series.
+
+    prometheus_client gives every counter and histogram child a second
+    series holding its creation time, doubling the series count for a value
+    nobody graphs. Its switch for that (disable_created_metrics) is
+    process-wide state; this drops them for this registry alone.
+    """
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in super().collect():
+            kept = [sample for sample in metric.samples if not sample.name.endswith("_created")]
+            if len(kept) != len(metric.samples):
+                metric = copy.copy(metric)
+                metric.samples = kept
+            yield metric
+
+
 class Telemetry:
     """The gateway's metrics and per-call log line. One per Gateway, with its own registry."""
 
     def __init__(self, *, models: Iterable[str] = (), providers: Iterable[str] = ()) -> None:
-        self.registry = CollectorRegistry()
+        self.registry: CollectorRegistry = _Registry()
         self._models = frozenset(models)
         self._providers = frozenset(providers)
         registry = self.registry

@@ -151,8 +151,17 @@ def _refusing_undecodable(handler: Any) -> grpc.RpcMethodHandler[Any, Any]:
 
 
 def client_request_id(metadata: dict[str, str]) -> str:
-    """The caller's own id for the call (x-client-request-id), kept beside ours: printable ASCII, clipped."""
-    raw = metadata.get("x-client-request-id", "")
+    """The caller's own id for the call, kept beside ours: printable ASCII, clipped.
+
+    x-client-request-id (Envoy moves a REST or gRPC caller's X-Request-Id
+    there); on a direct native call, the caller's x-request-id. A call that
+    came through Envoy (which always adds x-forwarded-proto) carries Envoy's
+    own x-request-id, which is not the caller's.
+    """
+    raw = metadata.get("x-client-request-id")
+    if raw is None and "x-forwarded-proto" not in metadata:
+        raw = metadata.get("x-request-id")
+    raw = raw or ""
     return "".join(char for char in raw if " " <= char <= "~")[:_CLIENT_ID_CHARS]
 
 

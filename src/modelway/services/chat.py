@@ -25,10 +25,11 @@ __all__ = ["ChatRestServicer", "ChatServicer"]
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
-# An answer finished with less time than this before the caller's deadline is not sent: its
-# usage row must be committed first (a group commit waits a few ms for company) and sending
-# takes a moment. One that runs out of time while committing is withdrawn (see _deliver).
-_DELIVERY_MARGIN = 0.010
+# An answer with less time than this left before the caller's deadline is not sent: its usage
+# row must be committed first (a group commit waits a few ms for company), and sending it and
+# the caller reading it take a moment more, longer on a loaded machine. Checked before the row
+# is committed, and again after (the answer is then withdrawn: see _deliver).
+_DELIVERY_MARGIN = 0.050
 
 
 def _deadline_error() -> GatewayError:
@@ -74,7 +75,7 @@ async def _deliver(call: RpcCall, run: ChatRun) -> None:
         await run.withdraw(_deadline_error())
         raise
     left = call.time_remaining()
-    if left is not None and left <= 0:
+    if left is not None and left < _DELIVERY_MARGIN:
         error = _deadline_error()
         await run.withdraw(error)
         raise error

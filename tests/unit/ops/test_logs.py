@@ -43,6 +43,26 @@ def test_scrub_removes_keys_tokens_and_upstream_secrets(scrubber: Scrubber, text
     assert "[redacted]" in scrubbed
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        f"Bearer {KEY[:8]}\\xff{KEY[8:]}",  # a stray byte in the middle of the key
+        f"{KEY[:8]}\\xff{KEY[8:]}",  # x-api-key: the bare key, byte before the 8th character
+        f"{KEY[:4]}\\xff{KEY[4:]}",  # right after the prefix
+        f"m\\xff{KEY[1:]}",  # inside the prefix: no key pattern can match, the value goes whole
+        f"Bearer {KEY}\\xff\\'q\\\\",  # escaped quote and backslash in the repr
+    ],
+)
+def test_an_undecodable_header_value_is_never_shown(scrubber: Scrubber, value: str) -> None:
+    """grpcio's own words, rendered as it renders them (the bytes repr of the whole header value)."""
+    for quote in ("'", '"'):
+        text = f"Invalid encoding on b{quote}{value}{quote}"
+        assert scrubber.scrub(text) == "Invalid encoding on [redacted]"
+    # The same value anywhere else still loses everything of the key after its first characters.
+    elsewhere = scrubber.scrub(f"header authorization: {value} then more")
+    assert KEY[8:] not in elsewhere and KEY[10:] not in elsewhere
+
+
 def test_scrub_keeps_ordinary_text(scrubber: Scrubber) -> None:
     text = "model mw-1 answered 200 for key_0123abcd in 12 ms; a short word"
     assert scrubber.scrub(text) == text
@@ -62,7 +82,7 @@ def test_filter_scrubs_arguments_and_tracebacks(scrubber: Scrubber) -> None:
     line = JsonFormatter().format(rec)
     assert KEY not in line and KEY[3:] not in line
     parsed = json.loads(line)
-    assert parsed["message"] == "Invalid encoding on b'Bearer [redacted]'"
+    assert parsed["message"] == "Invalid encoding on [redacted]"
     assert "ValueError: bad header Bearer [redacted]" in parsed["exception"]
 
 

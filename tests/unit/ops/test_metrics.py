@@ -66,6 +66,15 @@ def test_a_row_feeds_counters_and_histograms() -> None:
     assert value(t, "modelway_rejections_total", reason="rate_limit_exceeded") == 1
 
 
+def test_no_created_series() -> None:
+    t = telemetry()
+    t.call_ended(ROW, 0.04)
+    t.upstream_attempt("echo", "ok", 0.1)
+    text = generate_latest(t.registry)
+    assert b"modelway_requests_total{" in text and b"modelway_request_duration_seconds_count{" in text
+    assert b"_created" not in text
+
+
 def test_label_values_stay_bounded() -> None:
     t = telemetry()
     t.call_ended(replace(ROW, model="client-invented-" + "x" * 1000, provider="nowhere"), None)

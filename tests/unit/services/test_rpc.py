@@ -21,5 +21,7 @@ def test_non_printable_and_non_ascii_characters_are_dropped() -> None:
     assert client_request_id({"x-client-request-id": "a\x00b\tc\u00e9d\x7f"}) == "abcd"
 
 
-def test_the_incoming_x_request_id_is_not_the_clients_id() -> None:
-    assert client_request_id({"x-request-id": "dup-id-1"}) == ""
+def test_a_direct_callers_x_request_id_is_its_id_but_not_envoys() -> None:
+    assert client_request_id({"x-request-id": "dup-id-1"}) == "dup-id-1"
+    assert client_request_id({"x-request-id": "envoy-uuid", "x-forwarded-proto": "http"}) == ""
+    assert client_request_id({"x-request-id": "a", "x-client-request-id": "b"}) == "b"
