@@ -19,12 +19,12 @@ from modelway.core.pipeline import Pipeline
 from modelway.core.types import ChatRequest, Usage
 from modelway.errors import GatewayError, Reason, clip
 from modelway.services._rpc import RpcCall, stream, unary
-from modelway.services.chat import _complete, _deliver, _in_time
-from modelway.services.models import _visible
+from modelway.services.delivery import complete_in_time, deliver, in_time
+from modelway.services.models import visible_to
 from modelway.surfaces.dialect import respond
 from modelway.surfaces.gemini import GEMINI, GeminiChunks, completion_dict, model_dict
 from modelway.surfaces.gemini_request import model_from_path, parse_generate_content, parse_generate_content_body
-from modelway.surfaces.grpc import _integral
+from modelway.surfaces.grpc import integral_numbers
 from modelway.v1 import gemini_pb2, gemini_pb2_grpc
 from modelway.v1.rest import gemini_pb2 as gemini_rest_pb2
 from modelway.v1.rest import gemini_pb2_grpc as gemini_rest_pb2_grpc
@@ -51,7 +51,7 @@ def request_from_proto(request: gemini_pb2.GenerateContentRequest, *, stream: bo
             "must be finite.",
         ) from None
     data.pop("model", None)
-    return parse_generate_content(model_from_path(request.model), _integral(data), stream=stream)
+    return parse_generate_content(model_from_path(request.model), integral_numbers(data), stream=stream)
 
 
 def _response_proto(piece: dict[str, Any]) -> gemini_pb2.GenerateContentResponse:
@@ -66,17 +66,17 @@ class GeminiServicer(gemini_pb2_grpc.GeminiServiceServicer):
     async def GenerateContent(
         self, request: gemini_pb2.GenerateContentRequest, context: Context, call: RpcCall
     ) -> gemini_pb2.GenerateContentResponse:
-        parse = _in_time(call, lambda: request_from_proto(request, stream=False))
+        parse = in_time(call, lambda: request_from_proto(request, stream=False))
         async with self._pipeline.chat(call, GEMINI, parse) as run:
-            answer = _response_proto(completion_dict(run, await _complete(call, run)))
-            await _deliver(call, run)
+            answer = _response_proto(completion_dict(run, await complete_in_time(call, run)))
+            await deliver(call, run)
             return answer
 
     @stream(GEMINI.error_response)
     async def StreamGenerateContent(
         self, request: gemini_pb2.GenerateContentRequest, context: Context, call: RpcCall
     ) -> AsyncIterator[gemini_pb2.GenerateContentResponse]:
-        parse = _in_time(call, lambda: request_from_proto(request, stream=True))
+        parse = in_time(call, lambda: request_from_proto(request, stream=True))
         async with self._pipeline.chat(call, GEMINI, parse) as run:
             chunks = GeminiChunks(run)
             async with aclosing(run.events()) as events:
@@ -145,7 +145,7 @@ class GeminiRestServicer(gemini_rest_pb2_grpc.GeminiRestServiceServicer):
             )
         size = min(request.page_size or _PAGE_SIZE, _MAX_PAGE_SIZE)
         start = _page_start(request.page_token)
-        models = [model for model in self._catalog.all() if _visible(caller, model)]
+        models = [model for model in self._catalog.all() if visible_to(caller, model)]
         body: dict[str, Any] = {"models": [model_dict(model) for model in models[start : start + size]]}
         if start + size < len(models):
             body["nextPageToken"] = _page_token(start + size)
@@ -158,6 +158,6 @@ class GeminiRestServicer(gemini_rest_pb2_grpc.GeminiRestServiceServicer):
         caller = await self._gate.authorize(call.metadata, "models.list")
         name = model_from_path(request.model)
         model = self._catalog.resolve(name)
-        if not _visible(caller, model):
+        if not visible_to(caller, model):
             raise self._catalog.not_found(name)
         return httpbody_pb2.HttpBody(content_type=_JSON, data=orjson.dumps(model_dict(model)))

@@ -24,7 +24,7 @@ def _model_proto(model: ModelConfig) -> models_pb2.Model:
     return models_pb2.Model(id=model.id, object="model", created=model.created, owned_by=model.owned_by)
 
 
-def _visible(caller: Caller, model: ModelConfig) -> bool:
+def visible_to(caller: Caller, model: ModelConfig) -> bool:
     """A key limited to some models lists only those."""
     return not caller.key.allowed_models or model.id in caller.key.allowed_models
 
@@ -40,7 +40,7 @@ class ModelsServicer(models_pb2_grpc.ModelsServiceServicer):
     ) -> models_pb2.ListModelsResponse:
         caller = await self._gate.authorize(call.metadata, "models.list")
         return models_pb2.ListModelsResponse(
-            object="list", data=[_model_proto(m) for m in self._catalog.all() if _visible(caller, m)]
+            object="list", data=[_model_proto(m) for m in self._catalog.all() if visible_to(caller, m)]
         )
 
     @unary(OPENAI.error_response)
@@ -50,6 +50,6 @@ class ModelsServicer(models_pb2_grpc.ModelsServiceServicer):
         # `meta-llama%2FLlama-3.1-8B`. A native caller's name is taken as it is.
         name = unquote(request.model) if call.from_rest else request.model
         model = self._catalog.resolve(name)
-        if not _visible(caller, model):
+        if not visible_to(caller, model):
             raise self._catalog.not_found(name)
         return _model_proto(model)

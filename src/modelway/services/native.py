@@ -14,7 +14,7 @@ from modelway.core.pipeline import Pipeline
 from modelway.core.types import ChatRequest, FinishReason, Usage
 from modelway.errors import GatewayError, Reason
 from modelway.services._rpc import RpcCall, stream, unary
-from modelway.services.chat import _complete, _deliver, _in_time
+from modelway.services.delivery import complete_in_time, deliver, in_time
 from modelway.surfaces.dialect import MAX_ANSWER_BYTES, stream_answer
 from modelway.surfaces.grpc import GRPC
 from modelway.surfaces.native import NATIVE, with_retry_after
@@ -101,11 +101,11 @@ class GenerateServicer(generate_pb2_grpc.GenerateServiceServicer):
     async def Generate(
         self, request: generate_pb2.GenerateRequest, context: Context, call: RpcCall
     ) -> generate_pb2.GenerateResponse:
-        parse = _in_time(call, lambda: generate_request_from_proto(request, stream=False))
+        parse = in_time(call, lambda: generate_request_from_proto(request, stream=False))
         try:
             async with self._pipeline.chat(call, GRPC, parse) as run:
-                completion = await _complete(call, run)
-                await _deliver(call, run)
+                completion = await complete_in_time(call, run)
+                await deliver(call, run)
                 return generate_response_proto(run, completion)
         except GatewayError as error:
             raise with_retry_after(error) from None
@@ -114,7 +114,7 @@ class GenerateServicer(generate_pb2_grpc.GenerateServiceServicer):
     async def StreamGenerate(
         self, request: generate_pb2.GenerateRequest, context: Context, call: RpcCall
     ) -> AsyncIterator[generate_pb2.StreamGenerateResponse]:
-        parse = _in_time(call, lambda: generate_request_from_proto(request, stream=True))
+        parse = in_time(call, lambda: generate_request_from_proto(request, stream=True))
         try:
             async with self._pipeline.chat(call, GRPC, parse) as run:
                 reason: FinishReason | None = None

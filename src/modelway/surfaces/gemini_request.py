@@ -30,8 +30,7 @@ from modelway.core.types import (
     ToolChoice,
 )
 from modelway.errors import GatewayError, Reason, clip
-from modelway.surfaces.openai_request import MAX_DEPTH, MAX_MESSAGES
-from modelway.surfaces.openai_request import _depth_over as depth_over
+from modelway.surfaces.openai_request import MAX_DEPTH, MAX_MESSAGES, depth_over
 
 __all__ = ["MAX_CANDIDATES", "model_from_path", "parse_generate_content", "parse_generate_content_body"]
 
@@ -84,7 +83,7 @@ def _wrong_type(path: str, expected: str, value: Any) -> GatewayError:
     return _invalid(path, f"expected {expected}, got {_json_type(value)}.", Reason.INVALID_TYPE)
 
 
-def _missing(path: str) -> GatewayError:
+def missing_parameter(path: str) -> GatewayError:
     name = path.rsplit(".", 1)[-1]
     return GatewayError(
         Reason.MISSING_REQUIRED_PARAMETER, f"* GenerateContentRequest.{clip(path)}: {name} is not specified", param=path
@@ -232,7 +231,7 @@ class _History:
             raise _invalid(content.where("role"), f"{clip(role)!r} is not a role; expected 'user' or 'model'.")
         parts = content.list("parts")
         if not parts:
-            raise _missing(content.where("parts"))
+            raise missing_parameter(content.where("parts"))
         text: list[ContentPart] = []
         calls: list[ToolCall] = []
         answers: list[Message] = []
@@ -263,7 +262,7 @@ class _History:
         if inline is not None:
             mime = inline.string("mimeType")
             if not mime:
-                raise _missing(inline.where("mimeType"))
+                raise missing_parameter(inline.where("mimeType"))
             data = _base64(inline.raw("data"), inline.where("data"))
             text.append(ImagePart(url=f"data:{mime};base64,{data}"))
             return
@@ -271,7 +270,7 @@ class _History:
         if file is not None:
             uri = file.string("fileUri")
             if not uri:
-                raise _missing(file.where("fileUri"))
+                raise missing_parameter(file.where("fileUri"))
             if urllib.parse.urlsplit(uri).scheme.lower() not in ("http", "https"):
                 raise _invalid(file.where("fileUri"), "only http and https URIs are supported by this gateway.")
             text.append(ImagePart(url=uri))
@@ -291,7 +290,7 @@ class _History:
     def _call(self, call: _Fields) -> ToolCall:
         name = call.string("name")
         if not name:
-            raise _missing(call.where("name"))
+            raise missing_parameter(call.where("name"))
         args = call.raw("args")
         if args is not None and not isinstance(args, dict):
             raise _wrong_type(call.where("args"), "an object", args)
@@ -302,7 +301,7 @@ class _History:
     def _answer(self, answer: _Fields) -> Message:
         name = answer.string("name")
         if not name:
-            raise _missing(answer.where("name"))
+            raise missing_parameter(answer.where("name"))
         response = answer.raw("response")
         if not isinstance(response, dict):
             raise _wrong_type(answer.where("response"), "an object", response)
@@ -429,7 +428,7 @@ def _safety(request: _Fields) -> None:
         setting.string("threshold")
 
 
-def _check_bounds(data: dict[str, Any]) -> None:
+def check_bounds(data: dict[str, Any]) -> None:
     contents = data.get("contents")
     if isinstance(contents, list) and len(contents) > MAX_MESSAGES:
         raise GatewayError(
@@ -464,12 +463,12 @@ def parse_generate_content(model: str, data: Any, *, stream: bool) -> ChatReques
         raise GatewayError(Reason.INVALID_BODY, "Invalid JSON payload received. Expected a JSON object.")
     if not model:
         raise GatewayError(Reason.MISSING_REQUIRED_PARAMETER, "A model is required in the path.", param="model")
-    _check_bounds(data)
+    check_bounds(data)
     request = _Fields(data, "")
     history = _History()
     contents = request.list("contents")
     if not contents:
-        raise _missing("contents")
+        raise missing_parameter("contents")
     for index, raw in enumerate(contents):
         history.add(_Fields(raw, f"contents[{index}]"))
     if not any(message.role == "user" or message.role == "tool" for message in history.messages):

@@ -164,15 +164,15 @@ def chat_request_from_proto(request: chat_pb2.CreateChatCompletionRequest) -> Ch
         data["function_call"] = request.function_call_mode
     elif function_call == "function_call_name":
         data["function_call"] = {"name": request.function_call_name}
-    return parse_chat_request(_integral(data))
+    return parse_chat_request(integral_numbers(data))
 
 
-def _integral(value: Any) -> Any:
+def integral_numbers(value: Any) -> Any:
     """Struct keeps every JSON number as a double; schemas and counts mean 1, not 1.0."""
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, dict):
-        return {key: _integral(item) for key, item in value.items()}
+        return {key: integral_numbers(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [_integral(item) for item in value]
+        return [integral_numbers(item) for item in value]
     return value

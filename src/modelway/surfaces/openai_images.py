@@ -15,7 +15,7 @@ import orjson
 from modelway.core.types import GeneratedImage, ImageRequest
 from modelway.errors import GatewayError, Reason
 from modelway.surfaces.openai import OPENAI
-from modelway.surfaces.openai_request import _check_bounds, _check_range, _invalid_value, _missing, _typed
+from modelway.surfaces.openai_request import check_bounds, check_range, invalid_value, missing_parameter, typed_field
 
 __all__ = [
     "MAX_IMAGES",
@@ -45,11 +45,11 @@ def _listed(values: tuple[str, ...]) -> str:
 
 
 def _choice(data: Mapping[str, Any], name: str, allowed: tuple[str, ...], default: str) -> str:
-    value = _typed(data, name, str)
+    value = typed_field(data, name, str)
     if value is None:
         return default
     if value not in allowed:
-        raise _invalid_value(name, value, _listed(allowed))
+        raise invalid_value(name, value, _listed(allowed))
     return str(value)
 
 
@@ -62,10 +62,10 @@ def parse_images_request(data: Any) -> ImageRequest:
         raise GatewayError(
             Reason.INVALID_BODY, "We could not parse the JSON body of your request: expected a JSON object."
         )
-    _check_bounds(data)
-    prompt = _typed(data, "prompt", str)
+    check_bounds(data)
+    prompt = typed_field(data, "prompt", str)
     if prompt is None:
-        raise _missing("prompt")
+        raise missing_parameter("prompt")
     if not prompt.strip():
         raise GatewayError(Reason.INVALID_VALUE, "Invalid 'prompt': the prompt must not be empty.", param="prompt")
     if len(prompt) > MAX_PROMPT_CHARS:
@@ -75,20 +75,20 @@ def parse_images_request(data: Any) -> ImageRequest:
             f"a string with length {len(prompt)} instead.",
             param="prompt",
         )
-    n = _typed(data, "n", int)
-    _check_range("n", n, 1, MAX_IMAGES)
+    n = typed_field(data, "n", int)
+    check_range("n", n, 1, MAX_IMAGES)
     response_format: Literal["url", "b64_json"] = (
         "b64_json" if _choice(data, "response_format", _FORMATS, "url") == "b64_json" else "url"
     )
     return ImageRequest(
-        model=_typed(data, "model", str) or "",
+        model=typed_field(data, "model", str) or "",
         prompt=prompt,
         n=1 if n is None else n,
         size=_choice(data, "size", SIZES, "1024x1024"),
         quality=_choice(data, "quality", QUALITIES, "standard"),
         response_format=response_format,
         style=_choice(data, "style", _STYLES, ""),
-        user=_typed(data, "user", str) or "",
+        user=typed_field(data, "user", str) or "",
         extra={name: value for name, value in data.items() if name not in _INTERPRETED},
     )
 

@@ -77,17 +77,17 @@ def _invalid_type(param: str, expected: str, value: Any) -> GatewayError:
     )
 
 
-def _invalid_value(param: str, value: object, allowed: str) -> GatewayError:
+def invalid_value(param: str, value: object, allowed: str) -> GatewayError:
     return GatewayError(
         Reason.INVALID_VALUE, f"Invalid value: {clip(value)!r}. Supported values are: {allowed}.", param=param
     )
 
 
-def _missing(param: str) -> GatewayError:
+def missing_parameter(param: str) -> GatewayError:
     return GatewayError(Reason.MISSING_REQUIRED_PARAMETER, f"Missing required parameter: '{clip(param)}'.", param=param)
 
 
-def _typed(data: Mapping[str, Any], name: str, kind: type, param: str = "") -> Any:
+def typed_field(data: Mapping[str, Any], name: str, kind: type, param: str = "") -> Any:
     """data[name] when present and not null, checked to be of `kind`; None otherwise."""
     value = data.get(name)
     if value is None:
@@ -107,7 +107,7 @@ def _typed(data: Mapping[str, Any], name: str, kind: type, param: str = "") -> A
     return value
 
 
-def _check_range(param: str, value: float | None, low: float, high: float) -> None:
+def check_range(param: str, value: float | None, low: float, high: float) -> None:
     if value is None or low <= value <= high:
         return
     kind = "integer" if isinstance(value, int) else "decimal"
@@ -134,20 +134,20 @@ def _content(raw: Any, param: str, role: str) -> tuple[ContentPart, ...]:
             raise _invalid_type(where, "an object", part)
         kind = part.get("type")
         if kind == "text":
-            text = _typed(part, "text", str, f"{where}.text")
+            text = typed_field(part, "text", str, f"{where}.text")
             if text is None:
-                raise _missing(f"{where}.text")
+                raise missing_parameter(f"{where}.text")
             parts.append(TextPart(text))
         elif kind == "image_url" and role == "user":
-            image = _typed(part, "image_url", dict, f"{where}.image_url") or {}
-            url = _typed(image, "url", str, f"{where}.image_url.url")
+            image = typed_field(part, "image_url", dict, f"{where}.image_url") or {}
+            url = typed_field(image, "url", str, f"{where}.image_url.url")
             if not url:
-                raise _missing(f"{where}.image_url.url")
-            detail = _typed(image, "detail", str, f"{where}.image_url.detail") or "auto"
+                raise missing_parameter(f"{where}.image_url.url")
+            detail = typed_field(image, "detail", str, f"{where}.image_url.detail") or "auto"
             parts.append(ImagePart(url=url, detail=detail))
         else:
             allowed = "'text', 'image_url'" if role == "user" else "'text'"
-            raise _invalid_value(f"{where}.type", kind, allowed)
+            raise invalid_value(f"{where}.type", kind, allowed)
     return tuple(parts)
 
 
@@ -161,12 +161,12 @@ def _tool_calls(raw: Any, param: str) -> tuple[ToolCall, ...]:
         where = f"{param}[{index}]"
         if not isinstance(call, dict):
             raise _invalid_type(where, "an object", call)
-        function = _typed(call, "function", dict, f"{where}.function") or {}
+        function = typed_field(call, "function", dict, f"{where}.function") or {}
         calls.append(
             ToolCall(
-                id=_typed(call, "id", str, f"{where}.id") or "",
-                name=_typed(function, "name", str, f"{where}.function.name") or "",
-                arguments=_typed(function, "arguments", str, f"{where}.function.arguments") or "",
+                id=typed_field(call, "id", str, f"{where}.id") or "",
+                name=typed_field(function, "name", str, f"{where}.function.name") or "",
+                arguments=typed_field(function, "arguments", str, f"{where}.function.arguments") or "",
             )
         )
     return tuple(calls)
@@ -176,35 +176,35 @@ def _message(message: Any, index: int) -> Message:
     param = f"messages[{index}]"
     if not isinstance(message, dict):
         raise _invalid_type(param, "an object", message)
-    role = _typed(message, "role", str, f"{param}.role")
+    role = typed_field(message, "role", str, f"{param}.role")
     if not role:
-        raise _missing(f"{param}.role")
+        raise missing_parameter(f"{param}.role")
     if role not in _ROLES:
-        raise _invalid_value(f"{param}.role", role, ", ".join(f"'{r}'" for r in _ROLES))
+        raise invalid_value(f"{param}.role", role, ", ".join(f"'{r}'" for r in _ROLES))
     content = _content(message.get("content"), f"{param}.content", role)
     calls = _tool_calls(message.get("tool_calls"), f"{param}.tool_calls")
-    function_call = _typed(message, "function_call", dict, f"{param}.function_call")
+    function_call = typed_field(message, "function_call", dict, f"{param}.function_call")
     if function_call is not None:
         calls += (
             ToolCall(
                 id="",
-                name=_typed(function_call, "name", str, f"{param}.function_call.name") or "",
-                arguments=_typed(function_call, "arguments", str, f"{param}.function_call.arguments") or "",
+                name=typed_field(function_call, "name", str, f"{param}.function_call.name") or "",
+                arguments=typed_field(function_call, "arguments", str, f"{param}.function_call.arguments") or "",
             ),
         )
-    tool_call_id = _typed(message, "tool_call_id", str, f"{param}.tool_call_id") or ""
+    tool_call_id = typed_field(message, "tool_call_id", str, f"{param}.tool_call_id") or ""
     if role == "tool" and not tool_call_id:
-        raise _missing(f"{param}.tool_call_id")
+        raise missing_parameter(f"{param}.tool_call_id")
     if not content and not calls and role != "assistant":
-        raise _missing(f"{param}.content")
-    name = _typed(message, "name", str, f"{param}.name") or ""
+        raise missing_parameter(f"{param}.content")
+    name = typed_field(message, "name", str, f"{param}.name") or ""
     return Message(role=cast(Role, role), content=content, name=name, tool_calls=calls, tool_call_id=tool_call_id)
 
 
 def _function(function: Any, param: str) -> FunctionTool:
     if not isinstance(function, dict):
         raise _invalid_type(param, "an object", function)
-    name = _typed(function, "name", str, f"{param}.name") or ""
+    name = typed_field(function, "name", str, f"{param}.name") or ""
     if not _FUNCTION_NAME.match(name):
         raise GatewayError(
             Reason.INVALID_VALUE,
@@ -214,22 +214,22 @@ def _function(function: Any, param: str) -> FunctionTool:
         )
     return FunctionTool(
         name=name,
-        description=_typed(function, "description", str, f"{param}.description") or "",
-        parameters=_typed(function, "parameters", dict, f"{param}.parameters") or {},
-        strict=bool(_typed(function, "strict", bool, f"{param}.strict")),
+        description=typed_field(function, "description", str, f"{param}.description") or "",
+        parameters=typed_field(function, "parameters", dict, f"{param}.parameters") or {},
+        strict=bool(typed_field(function, "strict", bool, f"{param}.strict")),
     )
 
 
 def _tools(data: Mapping[str, Any]) -> tuple[FunctionTool, ...]:
     tools: list[FunctionTool] = []
-    for index, tool in enumerate(_typed(data, "tools", list) or ()):
+    for index, tool in enumerate(typed_field(data, "tools", list) or ()):
         where = f"tools[{index}]"
         if not isinstance(tool, dict):
             raise _invalid_type(where, "an object", tool)
         if tool.get("type") != "function":
-            raise _invalid_value(f"{where}.type", tool.get("type"), "'function'")
+            raise invalid_value(f"{where}.type", tool.get("type"), "'function'")
         tools.append(_function(tool.get("function"), f"{where}.function"))
-    for index, function in enumerate(_typed(data, "functions", list) or ()):
+    for index, function in enumerate(typed_field(data, "functions", list) or ()):
         tools.append(_function(function, f"functions[{index}]"))
     return tuple(tools)
 
@@ -252,7 +252,7 @@ def _tool_choice(data: Mapping[str, Any], tools: tuple[FunctionTool, ...]) -> To
         function = raw.get("function")
         name = function.get("name") if isinstance(function, dict) else None
         if not isinstance(name, str) or not name:
-            raise _missing(f"{param}.function.name")
+            raise missing_parameter(f"{param}.function.name")
         if name not in {tool.name for tool in tools}:
             raise GatewayError(
                 Reason.INVALID_VALUE,
@@ -260,7 +260,7 @@ def _tool_choice(data: Mapping[str, Any], tools: tuple[FunctionTool, ...]) -> To
                 param=param,
             )
         return ToolChoice("function", name)
-    raise _invalid_value(param, raw, "'none', 'auto', 'required', or an object naming a function")
+    raise invalid_value(param, raw, "'none', 'auto', 'required', or an object naming a function")
 
 
 def _stop(raw: Any) -> tuple[str, ...]:
@@ -277,40 +277,40 @@ def _stop(raw: Any) -> tuple[str, ...]:
 
 
 def _response_format(data: Mapping[str, Any]) -> ResponseFormat:
-    raw = _typed(data, "response_format", dict)
+    raw = typed_field(data, "response_format", dict)
     if raw is None:
         return ResponseFormat()
     kind = raw.get("type")
     if kind in ("text", "json_object"):
         return ResponseFormat(type=kind)
     if kind == "json_schema":
-        schema = _typed(raw, "json_schema", dict, "response_format.json_schema") or {}
-        name = _typed(schema, "name", str, "response_format.json_schema.name")
+        schema = typed_field(raw, "json_schema", dict, "response_format.json_schema") or {}
+        name = typed_field(schema, "name", str, "response_format.json_schema.name")
         if not name:
-            raise _missing("response_format.json_schema.name")
+            raise missing_parameter("response_format.json_schema.name")
         return ResponseFormat(
             type="json_schema",
             name=name,
-            schema=_typed(schema, "schema", dict, "response_format.json_schema.schema") or {},
-            strict=bool(_typed(schema, "strict", bool, "response_format.json_schema.strict")),
+            schema=typed_field(schema, "schema", dict, "response_format.json_schema.schema") or {},
+            strict=bool(typed_field(schema, "strict", bool, "response_format.json_schema.strict")),
         )
     if kind is None:
-        raise _missing("response_format.type")
-    raise _invalid_value("response_format.type", kind, "'text', 'json_object', 'json_schema'")
+        raise missing_parameter("response_format.type")
+    raise invalid_value("response_format.type", kind, "'text', 'json_object', 'json_schema'")
 
 
 def _max_tokens(data: Mapping[str, Any]) -> int | None:
     caps = []
     for name in ("max_tokens", "max_completion_tokens"):
-        value = _typed(data, name, int)
+        value = typed_field(data, name, int)
         if value is not None:
-            _check_range(name, value, 1, 2**31 - 1)
+            check_range(name, value, 1, 2**31 - 1)
             caps.append(value)
     return min(caps) if caps else None
 
 
 def _logit_bias(data: Mapping[str, Any]) -> dict[str, float]:
-    bias = _typed(data, "logit_bias", dict) or {}
+    bias = typed_field(data, "logit_bias", dict) or {}
     for token in bias:
         if not _TOKEN_ID.fullmatch(token):
             raise GatewayError(
@@ -318,33 +318,33 @@ def _logit_bias(data: Mapping[str, Any]) -> dict[str, float]:
                 f"Invalid key in 'logit_bias': {clip(token)!r} is not a token id.",
                 param="logit_bias",
             )
-        weight = _typed(bias, token, float, f"logit_bias.{token}")
-        _check_range(f"logit_bias.{token}", weight, -100, 100)
+        weight = typed_field(bias, token, float, f"logit_bias.{token}")
+        check_range(f"logit_bias.{token}", weight, -100, 100)
     return {token: float(weight) for token, weight in bias.items()}
 
 
 def _metadata(data: Mapping[str, Any]) -> dict[str, str]:
-    metadata = _typed(data, "metadata", dict) or {}
+    metadata = typed_field(data, "metadata", dict) or {}
     for key in metadata:
-        _typed(metadata, key, str, f"metadata.{key}")
+        typed_field(metadata, key, str, f"metadata.{key}")
     return dict(metadata)
 
 
 def _strings(data: Mapping[str, Any], name: str, param: str) -> tuple[str, ...]:
-    values = _typed(data, name, list, param) or []
+    values = typed_field(data, name, list, param) or []
     if not all(isinstance(value, str) for value in values):
         raise _invalid_type(param, "an array of strings", values)
     return tuple(values)
 
 
 def _routing(data: Mapping[str, Any]) -> RoutingPreferences:
-    raw = _typed(data, "provider", dict)
+    raw = typed_field(data, "provider", dict)
     if raw is None:
         return RoutingPreferences()
-    sort = _typed(raw, "sort", str, "provider.sort") or ""
+    sort = typed_field(raw, "sort", str, "provider.sort") or ""
     if sort not in _SORTS:
-        raise _invalid_value("provider.sort", sort, "'price', 'latency', 'throughput'")
-    allow = _typed(raw, "allow_fallbacks", bool, "provider.allow_fallbacks")
+        raise invalid_value("provider.sort", sort, "'price', 'latency', 'throughput'")
+    allow = typed_field(raw, "allow_fallbacks", bool, "provider.allow_fallbacks")
     return RoutingPreferences(
         order=_strings(raw, "order", "provider.order"),
         allow_fallbacks=allow is not False,
@@ -354,7 +354,7 @@ def _routing(data: Mapping[str, Any]) -> RoutingPreferences:
     )
 
 
-def _depth_over(value: Any, limit: int) -> bool:
+def depth_over(value: Any, limit: int) -> bool:
     """Whether `value` nests arrays/objects more than `limit` deep (iterative: no recursion limit to hit)."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
@@ -368,7 +368,7 @@ def _depth_over(value: Any, limit: int) -> bool:
     return False
 
 
-def _check_bounds(data: dict[str, Any]) -> None:
+def check_bounds(data: dict[str, Any]) -> None:
     """The limits on the work one body may cause, checked before anything is built from it."""
     messages = data.get("messages")
     if isinstance(messages, list) and len(messages) > MAX_MESSAGES:
@@ -379,7 +379,7 @@ def _check_bounds(data: dict[str, Any]) -> None:
             param="messages",
         )
     for name, value in data.items():
-        if isinstance(value, (dict, list)) and _depth_over(value, MAX_DEPTH):
+        if isinstance(value, (dict, list)) and depth_over(value, MAX_DEPTH):
             raise GatewayError(
                 Reason.NESTED_TOO_DEEPLY,
                 f"Invalid '{clip(name)}': nested too deeply. Arrays and objects may nest at most {MAX_DEPTH} levels.",
@@ -405,38 +405,38 @@ def parse_chat_request(data: Any) -> ChatRequest:
         raise GatewayError(
             Reason.INVALID_BODY, "We could not parse the JSON body of your request: expected a JSON object."
         )
-    _check_bounds(data)
-    model = _typed(data, "model", str)
+    check_bounds(data)
+    model = typed_field(data, "model", str)
     if not model:
         raise GatewayError(Reason.MISSING_REQUIRED_PARAMETER, "You must provide a model parameter.", param="model")
-    temperature = _typed(data, "temperature", float)
-    top_p = _typed(data, "top_p", float)
-    n = _typed(data, "n", int)
-    _check_range("temperature", temperature, 0, 2)
-    _check_range("top_p", top_p, 0, 1)
-    _check_range("n", n, 1, 128)
-    presence = _typed(data, "presence_penalty", float)
-    frequency = _typed(data, "frequency_penalty", float)
-    _check_range("presence_penalty", presence, -2, 2)
-    _check_range("frequency_penalty", frequency, -2, 2)
-    logprobs = bool(_typed(data, "logprobs", bool))
-    top_logprobs = _typed(data, "top_logprobs", int)
-    _check_range("top_logprobs", top_logprobs, 0, 20)
+    temperature = typed_field(data, "temperature", float)
+    top_p = typed_field(data, "top_p", float)
+    n = typed_field(data, "n", int)
+    check_range("temperature", temperature, 0, 2)
+    check_range("top_p", top_p, 0, 1)
+    check_range("n", n, 1, 128)
+    presence = typed_field(data, "presence_penalty", float)
+    frequency = typed_field(data, "frequency_penalty", float)
+    check_range("presence_penalty", presence, -2, 2)
+    check_range("frequency_penalty", frequency, -2, 2)
+    logprobs = bool(typed_field(data, "logprobs", bool))
+    top_logprobs = typed_field(data, "top_logprobs", int)
+    check_range("top_logprobs", top_logprobs, 0, 20)
     if top_logprobs is not None and not logprobs:
         raise GatewayError(Reason.INVALID_VALUE, "'top_logprobs' requires 'logprobs' to be true.", param="top_logprobs")
     tools = _tools(data)
-    stream = bool(_typed(data, "stream", bool))
-    stream_options = _typed(data, "stream_options", dict)
+    stream = bool(typed_field(data, "stream", bool))
+    stream_options = typed_field(data, "stream_options", dict)
     if stream_options is not None and not stream:
         raise GatewayError(
             Reason.INVALID_VALUE,
             "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
             param="stream_options",
         )
-    include_usage = bool(_typed(stream_options or {}, "include_usage", bool, "stream_options.include_usage"))
-    raw_messages = _typed(data, "messages", list)
+    include_usage = bool(typed_field(stream_options or {}, "include_usage", bool, "stream_options.include_usage"))
+    raw_messages = typed_field(data, "messages", list)
     if raw_messages is None:
-        raise _missing("messages")
+        raise missing_parameter("messages")
     if not raw_messages:
         raise GatewayError(
             Reason.EMPTY_ARRAY,
@@ -454,17 +454,17 @@ def parse_chat_request(data: Any) -> ChatRequest:
         stop=_stop(data.get("stop")),
         tools=tools,
         tool_choice=_tool_choice(data, tools),
-        parallel_tool_calls=_typed(data, "parallel_tool_calls", bool) is not False,
+        parallel_tool_calls=typed_field(data, "parallel_tool_calls", bool) is not False,
         response_format=_response_format(data),
-        seed=_typed(data, "seed", int),
+        seed=typed_field(data, "seed", int),
         presence_penalty=presence,
         frequency_penalty=frequency,
         logit_bias=_logit_bias(data),
         logprobs=logprobs,
         top_logprobs=top_logprobs,
-        user=_typed(data, "user", str) or "",
+        user=typed_field(data, "user", str) or "",
         metadata=_metadata(data),
-        reasoning_effort=_typed(data, "reasoning_effort", str) or "",
+        reasoning_effort=typed_field(data, "reasoning_effort", str) or "",
         stream=stream,
         include_usage=include_usage,
         routing=_routing(data),
