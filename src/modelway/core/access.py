@@ -12,7 +12,7 @@ from modelway.core.limits import LimitRule
 from modelway.core.state import KeyDirectory, RateLimits
 from modelway.errors import GatewayError, Reason
 
-__all__ = ["Gate", "credential"]
+__all__ = ["Bucket", "Gate", "credential"]
 
 Bucket = Literal["chat", "images"]
 

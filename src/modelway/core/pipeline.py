@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from modelway.config import ModelConfig
-from modelway.core.access import Gate
+from modelway.core.access import Bucket, Gate
 from modelway.core.clock import Clock
+from modelway.core.directory import Caller
 from modelway.core.memory import release_memory
 from modelway.core.metering import CallMeter, Metering
 from modelway.core.router import Router
@@ -329,13 +330,10 @@ class Pipeline:
         return len(running)
 
     @asynccontextmanager
-    async def chat(self, call: CallInfo, surface: Surface, parse: Callable[[], ChatRequest]) -> AsyncIterator[ChatRun]:
-        """Admits the call (raising GatewayError at once when it may not run) and yields it running.
-
-        The request is parsed after the key is checked and counted: a caller
-        learns nothing before authenticating, and a malformed request is
-        recorded against its account like any other failure.
-        """
+    async def _admitted(
+        self, call: CallInfo, surface: Surface, permission: str, limit: Bucket
+    ) -> AsyncIterator[tuple[CallMeter, Caller]]:
+        """A metered call whose key is checked, permitted and counted against the `limit` rate."""
         meter = self._metering.open(
             request_id=call.request_id,
             client_request_id=call.client_request_id,
@@ -345,8 +343,19 @@ class Pipeline:
         async with meter:
             caller = await self._gate.authenticate(call.metadata)
             meter.attribute(caller)
-            self._gate.require(caller, "chat.completions")
-            call.headers.extend(await self._gate.admit(caller, "chat"))
+            self._gate.require(caller, permission)
+            call.headers.extend(await self._gate.admit(caller, limit))
+            yield meter, caller
+
+    @asynccontextmanager
+    async def chat(self, call: CallInfo, surface: Surface, parse: Callable[[], ChatRequest]) -> AsyncIterator[ChatRun]:
+        """Admits the call (raising GatewayError at once when it may not run) and yields it running.
+
+        The request is parsed after the key is checked and counted: a caller
+        learns nothing before authenticating, and a malformed request is
+        recorded against its account like any other failure.
+        """
+        async with self._admitted(call, surface, "chat.completions", "chat") as (meter, caller):
             if call.size > OFFLOAD_BYTES:
                 # Decoding, validating and counting a large body takes long enough to stall every other
                 # call on the loop; in a thread the loop keeps its turns (the GIL is handed over every 5 ms).
@@ -389,17 +398,7 @@ class Pipeline:
         """An image call: the same key check, permission (images.generations), the plan's image rate
         limit, credit hold and usage row as a chat call. The worst case held is every image at the
         dearest candidate's price (credits_per_image, plus its per-call and prompt prices)."""
-        meter = self._metering.open(
-            request_id=call.request_id,
-            client_request_id=call.client_request_id,
-            surface=surface.name,
-            status_of=surface.status,
-        )
-        async with meter:
-            caller = await self._gate.authenticate(call.metadata)
-            meter.attribute(caller)
-            self._gate.require(caller, "images.generations")
-            call.headers.extend(await self._gate.admit(caller, "images"))
+        async with self._admitted(call, surface, "images.generations", "images") as (meter, caller):
             try:
                 request = parse()
             except GatewayError as error:
