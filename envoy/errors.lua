@@ -24,6 +24,8 @@
 --    on those paths use it (see "Gateway-native" below), and a server that
 --    does not answer is its documented 503 SERVICE_UNAVAILABLE with
 --    Retry-After: 60.
+-- 7. The catalog and chat/send routes answer in their envelope, {"success":false,"message":"..."}
+--    (see "Catalog and chat/send" below).
 
 local MAX_URL_BYTES = 8192
 local MAX_HEADER_VALUE_BYTES = 8192
@@ -42,6 +44,9 @@ local ROUTE_QUERY = {
   ["PATCH /api/v1/api-keys"] = {id = true},
   -- Gemini's model list pages (the SDK sends camelCase; snake_case is accepted too).
   ["GET /api/v1beta/models"] = {pageSize = true, pageToken = true, page_size = true, page_token = true},
+  -- The public catalog's search and pages, and the chat/send conversation list's pages.
+  ["GET /api/models"] = {q = true, category = true, type = true, page = true},
+  ["GET /api/v1/chat/conversations"] = {page = true},
 }
 -- Kept on every route: a Gemini-style ?key= and ?alt= (the transcoder ignores both).
 local ANY_ROUTE_QUERY = {key = true, alt = true}
@@ -109,6 +114,27 @@ local function native_code(status, details)
   return NATIVE_CODES[status] or "VALIDATION_ERROR"
 end
 
+-- Catalog and chat/send (/api/models, /api/categories, /api/v1/chat/send, /api/v1/chat/conversations):
+-- their envelope, {"success": false, "message": "..."}, apart from the shapes above. Whatever is wrong
+-- with a key, the API says "Invalid API key".
+local ENVELOPE_PATHS = {"/api/models", "/api/categories", "/api/v1/chat/send", "/api/v1/chat/conversations"}
+
+local function is_envelope_path(path)
+  for _, prefix in ipairs(ENVELOPE_PATHS) do
+    if path == prefix or string.sub(path, 1, #prefix + 1) == prefix .. "/" then
+      return true
+    end
+  end
+  return false
+end
+
+local function envelope_error_json(status, message)
+  if status == "401" then
+    message = "Invalid API key"
+  end
+  return '{"success":false,"message":' .. json_string(message) .. '}'
+end
+
 -- Header names as people write them (Authorization, X-Api-Key), for messages.
 local function display_name(name)
   return CREDENTIAL_HEADERS[name] or string.gsub(name, "%f[%w]%l", string.upper)
@@ -129,6 +155,9 @@ local function refuse(handle, status, grpc_status, message, kind, code)
   elseif metadata(handle)["native"] == true then
     handle:respond({[":status"] = status, ["content-type"] = "application/json",
       ["x-request-id"] = headers:get("x-request-id")}, native_error_json(native_code(status, ""), message))
+  elseif metadata(handle)["envelope"] == true then
+    handle:respond({[":status"] = status, ["content-type"] = "application/json",
+      ["x-request-id"] = headers:get("x-request-id")}, envelope_error_json(status, message))
   else
     local body = metadata(handle)["gemini"] == true and gemini_error_json(status, message)
       or error_json(message, kind, nil, code)
@@ -211,6 +240,7 @@ function envoy_on_request(handle)
   info:set("modelway", "gemini", is_gemini_path(headers:get(":method") or "", path))
   info:set("modelway", "health", HEALTH_PATHS[path] == true)
   info:set("modelway", "native", string.sub(path, 1, #NATIVE_PREFIX) == NATIVE_PREFIX)
+  info:set("modelway", "envelope", is_envelope_path(path))
   info:set("modelway", "request_id", headers:get("x-request-id") or "")
   local problem = check_headers(handle)
   if problem ~= nil then
@@ -354,6 +384,10 @@ local function refine_local_reply(handle)
   end
   if info["native"] == true then
     native_local_reply(handle, status, details, info, original)
+    return
+  end
+  if info["envelope"] == true then
+    body:setBytes(envelope_error_json(status, local_reply_message(status, details, info["request"] or "", original)))
     return
   end
   local kind = tonumber(status) >= 500 and "api_error" or "invalid_request_error"

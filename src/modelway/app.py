@@ -38,7 +38,9 @@ from modelway.ops import OpsServer, Readiness, Telemetry
 from modelway.providers.http import Transport
 from modelway.providers.registry import ProviderRegistry
 from modelway.services._rpc import DecodeGuard
+from modelway.services.catalog import CatalogRestServicer, CatalogServicer
 from modelway.services.chat import ChatRestServicer, ChatServicer
+from modelway.services.conversations import ChatSend, ConversationsRestServicer, ConversationsServicer
 from modelway.services.gemini import GeminiRestServicer, GeminiServicer
 from modelway.services.images import Gallery, ImagesRestServicer, ImagesServicer
 from modelway.services.keys import KeysRestServicer, KeysServicer
@@ -48,8 +50,12 @@ from modelway.services.reflection import enable_reflection
 from modelway.services.usage import UsageServicer
 from modelway.store import SqliteStore
 from modelway.v1 import (
+    catalog_pb2,
+    catalog_pb2_grpc,
     chat_pb2,
     chat_pb2_grpc,
+    conversations_pb2,
+    conversations_pb2_grpc,
     gemini_pb2,
     gemini_pb2_grpc,
     generate_pb2,
@@ -65,8 +71,12 @@ from modelway.v1 import (
 )
 from modelway.v1.rest import ai_pb2 as ai_rest_pb2
 from modelway.v1.rest import ai_pb2_grpc as ai_rest_pb2_grpc
+from modelway.v1.rest import catalog_pb2 as catalog_rest_pb2
+from modelway.v1.rest import catalog_pb2_grpc as catalog_rest_pb2_grpc
 from modelway.v1.rest import chat_pb2 as chat_rest_pb2
 from modelway.v1.rest import chat_pb2_grpc as chat_rest_pb2_grpc
+from modelway.v1.rest import conversations_pb2 as conversations_rest_pb2
+from modelway.v1.rest import conversations_pb2_grpc as conversations_rest_pb2_grpc
 from modelway.v1.rest import gemini_pb2 as gemini_rest_pb2
 from modelway.v1.rest import gemini_pb2_grpc as gemini_rest_pb2_grpc
 from modelway.v1.rest import images_pb2 as images_rest_pb2
@@ -91,6 +101,10 @@ _SERVICES = (
     ai_rest_pb2.DESCRIPTOR.services_by_name["AiRestService"].full_name,
     images_pb2.DESCRIPTOR.services_by_name["ImagesService"].full_name,
     images_rest_pb2.DESCRIPTOR.services_by_name["ImagesRestService"].full_name,
+    catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
+    catalog_rest_pb2.DESCRIPTOR.services_by_name["CatalogRestService"].full_name,
+    conversations_pb2.DESCRIPTOR.services_by_name["ConversationsService"].full_name,
+    conversations_rest_pb2.DESCRIPTOR.services_by_name["ConversationsRestService"].full_name,
 )
 
 
@@ -252,6 +266,13 @@ class Gateway:
         )
         generate_pb2_grpc.add_GenerateServiceServicer_to_server(GenerateServicer(self.pipeline), self.server)
         ai_rest_pb2_grpc.add_AiRestServiceServicer_to_server(AiRestServicer(self.pipeline, self.gate), self.server)
+        catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(self.catalog), self.server)
+        catalog_rest_pb2_grpc.add_CatalogRestServiceServicer_to_server(CatalogRestServicer(self.catalog), self.server)
+        chat_send = ChatSend(self.pipeline, self.gate, self.catalog, self.store, self.clock)
+        conversations_pb2_grpc.add_ConversationsServiceServicer_to_server(ConversationsServicer(chat_send), self.server)
+        conversations_rest_pb2_grpc.add_ConversationsRestServiceServicer_to_server(
+            ConversationsRestServicer(chat_send), self.server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         enable_reflection((*_SERVICES, health.SERVICE_NAME), self.server)
 

@@ -18,6 +18,7 @@ from typing import Any
 
 __all__ = [
     "ALL_PERMISSIONS",
+    "CAPABILITIES",
     "MODEL_TYPES",
     "Config",
     "ConfigError",
@@ -35,8 +36,10 @@ __all__ = [
 ALL_PERMISSIONS = ("chat.completions", "images.generations", "models.list", "keys.manage", "usage.read")
 DEFAULT_PERMISSIONS = ("chat.completions", "images.generations", "models.list")
 MICRO = 1_000_000  # credits are kept as integer micro-credits: no rounding drift
-# What a [[models]] entry makes.
-MODEL_TYPES = ("chat", "image")
+# What a [[models]] entry makes ("embedding" models are listed in the catalog; no route serves them yet).
+MODEL_TYPES = ("chat", "image", "embedding")
+# What the public catalog (GET /api/models) may say a model can do.
+CAPABILITIES = ("vision", "tools", "reasoning", "json_mode", "streaming")
 
 # Environment variable -> (section attribute, field, parser). Ports and paths
 # change per machine and per test run; everything else lives in the file.
@@ -271,6 +274,16 @@ class ModelConfig:
     context_length: int | None = None
     # What the model makes: "chat" (text) or "image" (POST /images/generations serves only these).
     type: str = "chat"
+    # The public catalog (GET /api/models, no key): a numeric id (0: the entry's place in [[models]],
+    # counted from 1), a slug (default: the id), a display name (default: the id), a description, a
+    # category, what it can do, and whether its prices stay private (then the catalog shows none).
+    number: int = 0
+    slug: str = ""
+    name: str = ""
+    description: str = ""
+    category: str = ""
+    capabilities: tuple[str, ...] = ()
+    private_prices: bool = False
 
     def __post_init__(self) -> None:
         if not self.id:
@@ -287,6 +300,16 @@ class ModelConfig:
                 raise ConfigError(f"model {self.id}: {name} must not be negative")
         if self.type not in MODEL_TYPES:
             raise ConfigError(f"model {self.id}: type must be one of {', '.join(MODEL_TYPES)}, got {self.type!r}")
+        if not isinstance(self.capabilities, (list, tuple)) or not all(c in CAPABILITIES for c in self.capabilities):
+            raise ConfigError(f"model {self.id}: capabilities must be a list of {', '.join(CAPABILITIES)}")
+        object.__setattr__(self, "capabilities", tuple(self.capabilities))
+        if self.number < 0:
+            raise ConfigError(f"model {self.id}: number must be positive (or 0 for its place in [[models]])")
+        object.__setattr__(self, "slug", self.slug or self.id)
+        object.__setattr__(self, "name", self.name or self.id)
+        # A slug of digits would read as a numeric id in GET /api/models/{id_or_slug}.
+        if self.slug.isdigit():
+            raise ConfigError(f"model {self.id}: slug {self.slug!r} must not be all digits (it would read as a number)")
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> int:
         """Micro-credits for one call, rounded up to a whole micro-credit."""
@@ -342,6 +365,16 @@ class Config:
             raise ConfigError("limits.global_requests_per_minute must be positive")
         if len(set(ids)) != len(ids):
             raise ConfigError("model ids must be unique")
+        # Numeric catalog ids: given, or the entry's place in [[models]].
+        numbered = tuple(
+            model if model.number else replace(model, number=place) for place, model in enumerate(self.models, 1)
+        )
+        object.__setattr__(self, "models", numbered)
+        for attribute in ("number", "slug"):
+            values = [getattr(m, attribute) for m in numbered]
+            for value in values:
+                if values.count(value) > 1:
+                    raise ConfigError(f"two models have the catalog {attribute} {value!r}; each needs its own")
         for model in self.models:
             if model.provider not in names:
                 raise ConfigError(f"model {model.id}: unknown provider {model.provider!r}")

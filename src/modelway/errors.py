@@ -12,7 +12,7 @@ services/_rpc.py is the one place that turns an error into a gRPC status.
                            ARRAY_TOO_LONG NESTED_TOO_DEEPLY
                            INTEGER_BELOW_MIN INTEGER_ABOVE_MAX DECIMAL_BELOW_MIN DECIMAL_ABOVE_MAX
                            INPUT_TOO_LARGE CONTEXT_LENGTH_EXCEEDED INVALID_DATE_RANGE UPSTREAM_REJECTED
-                           STRING_ABOVE_MAX_LENGTH
+                           STRING_ABOVE_MAX_LENGTH EMPTY_MESSAGE
     401 who are you        MISSING_API_KEY INVALID_API_KEY API_KEY_DISABLED API_KEY_EXPIRED
     402 pay first          INSUFFICIENT_CREDITS
     403 not for you        PERMISSION_DENIED MODEL_NOT_ALLOWED KEY_LIMIT_REACHED
@@ -89,6 +89,8 @@ class Reason(enum.StrEnum):
     DEADLINE_EXCEEDED = "deadline_exceeded"
     # A string parameter longer than the API allows (an image prompt over 4,000 characters).
     STRING_ABOVE_MAX_LENGTH = "string_above_max_length"
+    # A message with no text where the API needs some (chat/send's "Message cannot be empty").
+    EMPTY_MESSAGE = "empty_message"
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +132,7 @@ _STATUS: dict[int, tuple[Reason, ...]] = {
         Reason.INVALID_DATE_RANGE,
         Reason.UPSTREAM_REJECTED,
         Reason.STRING_ABOVE_MAX_LENGTH,
+        Reason.EMPTY_MESSAGE,
     ),
     401: (Reason.MISSING_API_KEY, Reason.INVALID_API_KEY, Reason.API_KEY_DISABLED, Reason.API_KEY_EXPIRED),
     402: (Reason.INSUFFICIENT_CREDITS,),

@@ -24,9 +24,21 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelway.v1 import chat_pb2, gemini_pb2, generate_pb2, images_pb2, keys_pb2, models_pb2, usage_pb2
+from modelway.v1 import (
+    catalog_pb2,
+    chat_pb2,
+    conversations_pb2,
+    gemini_pb2,
+    generate_pb2,
+    images_pb2,
+    keys_pb2,
+    models_pb2,
+    usage_pb2,
+)
 from modelway.v1.rest import ai_pb2 as ai_rest_pb2
+from modelway.v1.rest import catalog_pb2 as catalog_rest_pb2
 from modelway.v1.rest import chat_pb2 as chat_rest_pb2
+from modelway.v1.rest import conversations_pb2 as conversations_rest_pb2
 from modelway.v1.rest import gemini_pb2 as gemini_rest_pb2
 from modelway.v1.rest import images_pb2 as images_rest_pb2
 from modelway.v1.rest import keys_pb2 as keys_rest_pb2
@@ -306,6 +318,51 @@ def test_native_api(stack: Stack, scale: int) -> None:
     run(80 * scale, st.tuples(paths, st.one_of(native_api_bodies, st.binary(max_size=64))), check)
 
 
+def check_envelope_reply(status: int, body: bytes, echoed: tuple[str, ...]) -> None:
+    """A success in the envelope, or a 4xx {"success": false, "message"} in our words."""
+    assert status < 500, (status, body[:400])
+    reply = json.loads(body)
+    assert reply["success"] is (status < 400), reply
+    if status >= 400:
+        assert list(reply) == ["success", "message"], reply
+        message = reply["message"]
+        for value in echoed:
+            message = message.replace(value, "")
+        assert message and not INTERNALS.search(message), reply
+
+
+chat_send_bodies = st.one_of(
+    st.fixed_dictionaries(
+        {"model_id": st.sampled_from(["echo-1", 1, 2, "nope", 0])},
+        optional={"message": st.one_of(st.text(max_size=30), json_values), "conversation_id": json_values},
+    ),
+    st.dictionaries(st.sampled_from(["model_id", "message", "conversation_id"]), json_values, max_size=3),
+    json_values,
+)
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_catalog_and_chat_send(stack: Stack, scale: int) -> None:
+    headers = {"X-API-Key": stack.api_key}
+
+    def check(case: tuple[Any, dict[str, str], str]) -> None:
+        body, query, conversation = case
+        raw = json.dumps(body).encode() if not isinstance(body, bytes) else body
+        reply = request(stack.http_port, "POST", "/api/v1/chat/send", raw, headers)
+        check_envelope_reply(reply.status, reply.body, _strings(body))
+        path = "/api/models?" + urllib.parse.urlencode(query)
+        reply = request(stack.http_port, "GET", path)
+        check_envelope_reply(reply.status, reply.body, tuple(query.values()))
+        path = "/api/v1/chat/conversations/" + urllib.parse.quote(conversation, safe="")
+        reply = request(stack.http_port, "GET", path, headers=headers)
+        check_envelope_reply(reply.status, reply.body, (conversation,))
+
+    query = st.fixed_dictionaries(
+        {}, optional={name: st.text(max_size=20) for name in ("q", "category", "type", "page")}
+    )
+    run(40 * scale, st.tuples(st.one_of(chat_send_bodies, st.binary(max_size=64)), query, st.text(max_size=20)), check)
+
+
 def native_methods() -> list[tuple[str, bool, Any]]:
     found = []
     for module in (
@@ -321,6 +378,10 @@ def native_methods() -> list[tuple[str, bool, Any]]:
         gemini_rest_pb2,
         images_pb2,
         images_rest_pb2,
+        catalog_pb2,
+        catalog_rest_pb2,
+        conversations_pb2,
+        conversations_rest_pb2,
     ):
         for service in module.DESCRIPTOR.services_by_name.values():
             for method in service.methods:

@@ -515,9 +515,11 @@ def test_store_intervals_must_be_positive_seconds(tmp_path: Path, field: str, va
         load_config(write(tmp_path, BASE + f"\n[store]\n{field} = {value}\n"), {})
 
 
-def test_model_type_is_chat_or_image(tmp_path: Path) -> None:
+def test_model_type_is_chat_image_or_embedding(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, BASE + 'type = "image"\ncredits_per_image = 2\n'), {}).models[0].image_cost(
         3
     ) == (6_000_000)
-    with pytest.raises(ConfigError, match=re.escape("model echo-1: type must be one of chat, image, got 'video'")):
+    with pytest.raises(
+        ConfigError, match=re.escape("model echo-1: type must be one of chat, image, embedding, got 'video'")
+    ):
         load_config(write(tmp_path, BASE + 'type = "video"\n'), {})

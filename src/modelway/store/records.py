@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["AccountRecord", "DailyUsage", "KeyRecord", "UsageRecord"]
+__all__ = ["AccountRecord", "ChatMessageRecord", "ConversationRecord", "DailyUsage", "KeyRecord", "UsageRecord"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,3 +68,29 @@ class DailyUsage:
     input_tokens: int
     output_tokens: int
     cost: int  # micro-credits
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationRecord:
+    """A chat/send conversation; it belongs to one account and is seen by that account's keys only."""
+
+    id: int
+    account_id: str
+    title: str  # the start of its first message
+    model: str  # catalog id of the model that answered last
+    created_at: float
+    updated_at: float
+    message_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessageRecord:
+    """One message of a conversation: the caller's ("user") or the model's ("assistant")."""
+
+    id: int
+    conversation_id: int
+    role: str
+    content: str
+    model: str
+    tokens: int  # the call's total tokens on an assistant message; 0 on the caller's
+    created_at: float

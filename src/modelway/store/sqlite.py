@@ -13,7 +13,14 @@ from typing import Any, TypeVar
 
 import sqlite_utils
 
-from modelway.store.records import AccountRecord, DailyUsage, KeyRecord, UsageRecord
+from modelway.store.records import (
+    AccountRecord,
+    ChatMessageRecord,
+    ConversationRecord,
+    DailyUsage,
+    KeyRecord,
+    UsageRecord,
+)
 
 __all__ = ["SqliteStore"]
 
@@ -156,6 +163,31 @@ class SqliteStore:
             db.conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS usage_request_id ON usage (request_id)")
         db.table("usage").create_index(["account_id", "created_at"], if_not_exists=True)
         db.table("usage").create_index(["key_id", "created_at"], if_not_exists=True)
+        # chat/send conversations, apart from every other surface's calls (which keep no text).
+        db.table("conversations").create(
+            {"id": int, "account_id": str, "title": str, "model": str, "created_at": float, "updated_at": float},
+            pk="id",
+            not_null={"account_id", "title", "model", "created_at", "updated_at"},
+            foreign_keys=[("account_id", "accounts", "id")],
+            if_not_exists=True,
+        )
+        db.table("conversations").create_index(["account_id", "updated_at"], if_not_exists=True)
+        db.table("conversation_messages").create(
+            {
+                "id": int,
+                "conversation_id": int,
+                "role": str,
+                "content": str,
+                "model": str,
+                "tokens": int,
+                "created_at": float,
+            },
+            pk="id",
+            not_null={"conversation_id", "role", "content", "model", "tokens", "created_at"},
+            foreign_keys=[("conversation_id", "conversations", "id")],
+            if_not_exists=True,
+        )
+        db.table("conversation_messages").create_index(["conversation_id", "id"], if_not_exists=True)
 
     async def close(self) -> None:
         def _close() -> None:
@@ -258,3 +290,94 @@ class SqliteStore:
             return [DailyUsage(*row) for row in rows]
 
         return await self._run(_query)
+
+    # chat/send conversations. Every read names the account: another account's conversation is none.
+
+    async def conversation(self, account_id: str, conversation_id: int) -> ConversationRecord | None:
+        def _get(db: sqlite_utils.Database) -> ConversationRecord | None:
+            row = db.execute(_CONVERSATION + " WHERE c.id = ? AND c.account_id = ?", [conversation_id, account_id])
+            found = row.fetchone()
+            return None if found is None else ConversationRecord(*found)
+
+        return await self._run(_get)
+
+    async def conversations(self, account_id: str, offset: int, limit: int) -> tuple[list[ConversationRecord], int]:
+        """One page of an account's conversations, the latest first, and how many it has in all."""
+
+        def _list(db: sqlite_utils.Database) -> tuple[list[ConversationRecord], int]:
+            rows = db.execute(
+                _CONVERSATION + " WHERE c.account_id = ? ORDER BY c.updated_at DESC, c.id DESC LIMIT ? OFFSET ?",
+                [account_id, limit, offset],
+            ).fetchall()
+            total = db.execute("SELECT COUNT(*) FROM conversations WHERE account_id = ?", [account_id]).fetchone()
+            return [ConversationRecord(*row) for row in rows], int(total[0])
+
+        return await self._run(_list)
+
+    async def conversation_messages(self, conversation_id: int) -> list[ChatMessageRecord]:
+        """A conversation's messages, oldest first."""
+        return await self._run(
+            lambda db: [
+                ChatMessageRecord(*row)
+                for row in db.execute(
+                    "SELECT id, conversation_id, role, content, model, tokens, created_at FROM conversation_messages"
+                    " WHERE conversation_id = ? ORDER BY id",
+                    [conversation_id],
+                ).fetchall()
+            ]
+        )
+
+    async def save_exchange(
+        self,
+        account_id: str,
+        conversation_id: int | None,
+        model: str,
+        question: str,
+        answer: str,
+        tokens: int,
+        at: float,
+    ) -> tuple[int, int] | None:
+        """Adds a question and its answer to a conversation (a new one when `conversation_id` is None)
+        in one transaction; (conversation id, answer's message id), or None when the conversation is
+        not the account's (any more)."""
+
+        def _save(db: sqlite_utils.Database) -> tuple[int, int] | None:
+            with db.conn:
+                db.conn.execute("BEGIN IMMEDIATE")
+                if conversation_id is None:
+                    cursor = db.conn.execute(
+                        "INSERT INTO conversations (account_id, title, model, created_at, updated_at)"
+                        " VALUES (?, ?, ?, ?, ?)",
+                        [account_id, _title(question), model, at, at],
+                    )
+                    target = int(cursor.lastrowid or 0)
+                else:
+                    cursor = db.conn.execute(
+                        "UPDATE conversations SET model = ?, updated_at = ? WHERE id = ? AND account_id = ?",
+                        [model, at, conversation_id, account_id],
+                    )
+                    if cursor.rowcount == 0:
+                        return None
+                    target = conversation_id
+                insert = (
+                    "INSERT INTO conversation_messages (conversation_id, role, content, model, tokens, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)"
+                )
+                db.conn.execute(insert, [target, "user", question, model, 0, at])
+                reply = db.conn.execute(insert, [target, "assistant", answer, model, tokens, at])
+                return target, int(reply.lastrowid or 0)
+
+        return await self._run(_save)
+
+
+_CONVERSATION = (
+    "SELECT c.id, c.account_id, c.title, c.model, c.created_at, c.updated_at,"
+    " (SELECT COUNT(*) FROM conversation_messages m WHERE m.conversation_id = c.id) FROM conversations c"
+)
+# A conversation's title: the start of its first message, on one line.
+_TITLE_CHARS = 80
+
+
+def _title(question: str) -> str:
+    line = " ".join(question.split())
+    return line if len(line) <= _TITLE_CHARS else line[: _TITLE_CHARS - 1] + "\u2026"

@@ -1,0 +1,285 @@
+"""ConversationsRestService (POST /api/v1/chat/send, GET /api/v1/chat/conversations[/{id}]) and
+ConversationsService, its typed gRPC twin: parse -> history -> pipeline -> store the exchange -> render.
+
+A follow-up sends the conversation's stored messages upstream before the new
+one. The history is read before the pipeline admits the call (the store is
+async, the pipeline's parse is not), for the account of the key presented;
+the pipeline then checks that key again, counts the call and records its
+usage row, so a bad key, an unknown model or another account's conversation
+is refused there like any other failure.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.api import httpbody_pb2
+
+from modelway.config import MICRO
+from modelway.core.access import Gate
+from modelway.core.catalog import PAGE_SIZE, Catalog, Page
+from modelway.core.clock import Clock
+from modelway.core.directory import Caller
+from modelway.core.pipeline import Pipeline
+from modelway.core.types import ChatRequest, Message, TextPart
+from modelway.errors import GatewayError, Reason, clip
+from modelway.services._rpc import RpcCall, unary
+from modelway.services.catalog import page_proto
+from modelway.services.chat import _complete, _deliver
+from modelway.store.records import ChatMessageRecord, ConversationRecord
+from modelway.store.sqlite import SqliteStore
+from modelway.surfaces.catalog import (
+    CHAT_SEND,
+    SendRequest,
+    conversation_id_of,
+    conversation_json,
+    envelope,
+    message_json,
+    page_json,
+    page_of,
+    parse_send_body,
+    parse_send_request,
+    unknown_conversation,
+    unknown_model,
+)
+from modelway.v1 import conversations_pb2, conversations_pb2_grpc
+from modelway.v1.rest import conversations_pb2 as conversations_rest_pb2
+from modelway.v1.rest import conversations_pb2_grpc as conversations_rest_pb2_grpc
+
+__all__ = ["ChatSend", "ConversationsRestServicer", "ConversationsServicer", "Sent"]
+
+Context = grpc.aio.ServicerContext[Any, Any]
+_JSON = "application/json"
+_PERMISSION = "chat.completions"
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """One chat/send exchange, stored."""
+
+    conversation_id: int
+    assistant_message_id: int
+    response: str
+    message: str
+    tokens: int
+    latency_ms: int
+    cost: int  # micro-credits charged
+
+
+class ChatSend:
+    """The flow both twins share, and the account-scoped reads of stored conversations."""
+
+    def __init__(self, pipeline: Pipeline, gate: Gate, catalog: Catalog, store: SqliteStore, clock: Clock) -> None:
+        self._pipeline = pipeline
+        self._gate = gate
+        self._catalog = catalog
+        self._store = store
+        self._clock = clock
+
+    async def send(self, call: RpcCall, parse: Callable[[], SendRequest]) -> Sent:
+        started = time.monotonic()
+        try:
+            parsed: SendRequest | GatewayError = parse()
+        except GatewayError as error:
+            parsed = error
+        caller = await self._caller(call)
+        history: tuple[ChatMessageRecord, ...] | None = ()
+        if caller is not None and isinstance(parsed, SendRequest) and parsed.conversation_id is not None:
+            found = await self._store.conversation(caller.account.id, parsed.conversation_id)
+            history = None if found is None else tuple(await self._store.conversation_messages(found.id))
+
+        def request() -> ChatRequest:
+            if isinstance(parsed, GatewayError):
+                raise parsed
+            if caller is None:
+                # The key was refused a moment before the pipeline took it (a cache reload between).
+                raise GatewayError(Reason.INVALID_API_KEY, "Invalid API key")
+            model = self._catalog.find(parsed.model)
+            if model is None:
+                raise unknown_model()
+            if model.type != "chat":
+                raise GatewayError(
+                    Reason.INVALID_VALUE,
+                    f"The model {clip(parsed.model)!r} is an {model.type} model; chat/send needs a chat model",
+                    param="model_id",
+                )
+            if history is None:
+                raise unknown_conversation()
+            earlier = tuple(
+                Message(role="assistant" if m.role == "assistant" else "user", content=(TextPart(m.content),))
+                for m in history
+            )
+            return ChatRequest(
+                model=model.id, messages=(*earlier, Message(role="user", content=(TextPart(parsed.message),)))
+            )
+
+        async with self._pipeline.chat(call, CHAT_SEND, request) as run:
+            completion = await _complete(call, run)
+            latency_ms = round((time.monotonic() - started) * 1000)
+            if isinstance(parsed, GatewayError) or caller is None:  # request() refused these already
+                raise GatewayError(Reason.INTERNAL, "The server had an error while processing your request.")
+            answer = (completion.choices[0].content or "") if completion.choices else ""
+            saved = await self._store.save_exchange(
+                caller.account.id,
+                parsed.conversation_id,
+                self._catalog.resolve(run.model).slug,
+                parsed.message,
+                answer,
+                completion.usage.total_tokens,
+                self._clock.now(),
+            )
+            if saved is None:
+                # Not delivered, so not charged.
+                gone = unknown_conversation()
+                run.undelivered(gone)
+                raise gone
+            await _deliver(call, run)
+            return Sent(
+                conversation_id=saved[0],
+                assistant_message_id=saved[1],
+                response=answer,
+                message=parsed.message,
+                tokens=completion.usage.total_tokens,
+                latency_ms=latency_ms,
+                cost=run.credits_used,
+            )
+
+    async def _caller(self, call: RpcCall) -> Caller | None:
+        try:
+            return await self._gate.authenticate(call.metadata)
+        except GatewayError:
+            return None  # refused again, and recorded, by the pipeline
+
+    async def conversations(self, call: RpcCall, page: int) -> tuple[list[ConversationRecord], Page]:
+        caller = await self._gate.authorize(call.metadata, _PERMISSION)
+        where = Page(page, PAGE_SIZE, 0)
+        found, total = await self._store.conversations(caller.account.id, where.offset, PAGE_SIZE)
+        return found, Page(page, PAGE_SIZE, total)
+
+    async def conversation(
+        self, call: RpcCall, conversation_id: int
+    ) -> tuple[ConversationRecord, list[ChatMessageRecord]]:
+        caller = await self._gate.authorize(call.metadata, _PERMISSION)
+        found = await self._store.conversation(caller.account.id, conversation_id)
+        if found is None:
+            raise unknown_conversation()
+        return found, await self._store.conversation_messages(found.id)
+
+
+def _credits(micro: int) -> float:
+    return round(micro / MICRO, 6)
+
+
+def _body(data: Any) -> httpbody_pb2.HttpBody:
+    return httpbody_pb2.HttpBody(content_type=_JSON, data=envelope(data))
+
+
+class ConversationsRestServicer(conversations_rest_pb2_grpc.ConversationsRestServiceServicer):
+    def __init__(self, chat: ChatSend) -> None:
+        self._chat = chat
+
+    @unary(CHAT_SEND.error_response)
+    async def SendMessage(
+        self, request: httpbody_pb2.HttpBody, context: Context, call: RpcCall
+    ) -> httpbody_pb2.HttpBody:
+        sent = await self._chat.send(call, lambda: parse_send_body(request.data))
+        return _body(
+            {
+                "conversation_id": sent.conversation_id,
+                "assistant_message_id": sent.assistant_message_id,
+                "response": sent.response,
+                "message": sent.message,
+                "usage": {"tokens": sent.tokens, "latency_ms": sent.latency_ms, "cost": _credits(sent.cost)},
+            }
+        )
+
+    @unary(CHAT_SEND.error_response)
+    async def ListConversations(
+        self, request: conversations_rest_pb2.ListConversationsQuery, context: Context, call: RpcCall
+    ) -> httpbody_pb2.HttpBody:
+        page = page_of(request.page)
+        found, where = await self._chat.conversations(call, page)
+        return _body({"conversations": [conversation_json(c) for c in found], "pagination": page_json(where)})
+
+    @unary(CHAT_SEND.error_response)
+    async def GetConversation(
+        self, request: conversations_rest_pb2.GetConversationQuery, context: Context, call: RpcCall
+    ) -> httpbody_pb2.HttpBody:
+        found, messages = await self._chat.conversation(call, conversation_id_of(request.id))
+        return _body({**conversation_json(found), "messages": [message_json(m) for m in messages]})
+
+
+def _conversation_proto(conversation: ConversationRecord) -> conversations_pb2.Conversation:
+    return conversations_pb2.Conversation(
+        id=conversation.id,
+        title=conversation.title,
+        model=conversation.model,
+        message_count=conversation.message_count,
+        created_at=int(conversation.created_at),
+        updated_at=int(conversation.updated_at),
+    )
+
+
+def _send_request(request: conversations_pb2.SendMessageRequest) -> SendRequest:
+    return parse_send_request(
+        {
+            "model_id": request.model_id,
+            "message": request.message,
+            "conversation_id": request.conversation_id or None,
+        }
+    )
+
+
+class ConversationsServicer(conversations_pb2_grpc.ConversationsServiceServicer):
+    def __init__(self, chat: ChatSend) -> None:
+        self._chat = chat
+
+    @unary(CHAT_SEND.error_response)
+    async def SendMessage(
+        self, request: conversations_pb2.SendMessageRequest, context: Context, call: RpcCall
+    ) -> conversations_pb2.SendMessageResponse:
+        sent = await self._chat.send(call, lambda: _send_request(request))
+        return conversations_pb2.SendMessageResponse(
+            conversation_id=sent.conversation_id,
+            assistant_message_id=sent.assistant_message_id,
+            response=sent.response,
+            message=sent.message,
+            usage=conversations_pb2.ChatSendUsage(
+                tokens=sent.tokens, latency_ms=sent.latency_ms, cost=_credits(sent.cost)
+            ),
+        )
+
+    @unary(CHAT_SEND.error_response)
+    async def ListConversations(
+        self, request: conversations_pb2.ListConversationsRequest, context: Context, call: RpcCall
+    ) -> conversations_pb2.ListConversationsResponse:
+        found, where = await self._chat.conversations(call, page_of(str(request.page or 1)))
+        return conversations_pb2.ListConversationsResponse(
+            conversations=[_conversation_proto(c) for c in found], page=page_proto(where)
+        )
+
+    @unary(CHAT_SEND.error_response)
+    async def GetConversation(
+        self, request: conversations_pb2.GetConversationRequest, context: Context, call: RpcCall
+    ) -> conversations_pb2.GetConversationResponse:
+        if request.id < 1:
+            raise unknown_conversation()
+        found, messages = await self._chat.conversation(call, request.id)
+        return conversations_pb2.GetConversationResponse(
+            conversation=_conversation_proto(found),
+            messages=[
+                conversations_pb2.ConversationMessage(
+                    id=m.id,
+                    role=m.role,
+                    content=m.content,
+                    model=m.model,
+                    tokens=m.tokens,
+                    created_at=int(m.created_at),
+                )
+                for m in messages
+            ],
+        )
