@@ -29,7 +29,7 @@ from modelway.core.types import ChatRequest, Message, TextPart
 from modelway.errors import GatewayError, Reason, clip
 from modelway.services._rpc import RpcCall, unary
 from modelway.services.catalog import page_proto
-from modelway.services.chat import _complete, _deliver
+from modelway.services.delivery import complete_in_time, deliver
 from modelway.store.records import ChatMessageRecord, ConversationRecord
 from modelway.store.sqlite import SqliteStore
 from modelway.surfaces.catalog import (
@@ -118,7 +118,7 @@ class ChatSend:
             )
 
         async with self._pipeline.chat(call, CHAT_SEND, request) as run:
-            completion = await _complete(call, run)
+            completion = await complete_in_time(call, run)
             latency_ms = round((time.monotonic() - started) * 1000)
             if isinstance(parsed, GatewayError) or caller is None:  # request() refused these already
                 raise GatewayError(Reason.INTERNAL, "The server had an error while processing your request.")
@@ -137,7 +137,7 @@ class ChatSend:
                 gone = unknown_conversation()
                 run.undelivered(gone)
                 raise gone
-            await _deliver(call, run)
+            await deliver(call, run)
             return Sent(
                 conversation_id=saved[0],
                 assistant_message_id=saved[1],
