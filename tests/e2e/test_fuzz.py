@@ -490,10 +490,12 @@ def test_gemini_models(stack: Stack, scale: int) -> None:
     def check(case: tuple[str, dict[str, str]]) -> None:
         name, query = case
         raw = urllib.parse.quote(name.encode("utf-8", "surrogatepass"), safe="")
-        got = request(stack.http_port, "GET", f"/api/v1beta/models/{raw}", None, headers)
-        check_gemini_reply(got.status, got.body, (name, raw), success="name")
-        listed = request(stack.http_port, "GET", "/api/v1beta/models?" + urllib.parse.urlencode(query), None, headers)
-        check_gemini_reply(listed.status, listed.body, tuple(query.values()), success="models")
+        # /api/v1/models too: a Gemini key there reads Gemini's models (the SDK's default api_version).
+        for prefix in ("/api/v1beta/models", "/api/v1/models"):
+            got = request(stack.http_port, "GET", f"{prefix}/{raw}", None, headers)
+            check_gemini_reply(got.status, got.body, (name, raw), success="name")
+            listed = request(stack.http_port, "GET", f"{prefix}?" + urllib.parse.urlencode(query), None, headers)
+            check_gemini_reply(listed.status, listed.body, tuple(query.values()), success="models")
 
     page = st.one_of(st.integers(-5, 2**40).map(str), st.text(max_size=12))
     queries = st.fixed_dictionaries({}, optional={"pageSize": page, "pageToken": page, "page_size": page})
