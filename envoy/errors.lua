@@ -352,10 +352,24 @@ local function field_error(original)
     return field, "Invalid type for '" .. field .. "': expected an array, but got " .. sent_kind(value)
       .. " instead.", "invalid_type"
   end
-  field = string.match(original, "^: invalid value Starting an object on a scalar field for type ([%w_]+)$")
+  -- A prefix names the array the object was an item of (allowed_models: [{}]).
+  local within
+  within, field = string.match(original,
+    "^([%w_%.%[%]]*): invalid value Starting an object on a scalar field for type ([%w_]+)$")
   if field ~= nil then
-    return field, "Invalid type for '" .. field .. "': expected a single value, but got an object instead.",
+    local which = within == "" and "'" .. field .. "'" or "an item of '" .. field .. "'"
+    return field, "Invalid type for " .. which .. ": expected a single value, but got an object instead.",
       "invalid_type"
+  end
+  -- An array for a single-valued field; the transcoder often leaves the field's name out ("" then).
+  field = string.match(original, "^([%w_%.%[%]]*): Proto field is not repeating, cannot start list%.?$")
+  if field ~= nil then
+    local which = field ~= "" and "'" .. field .. "'" or "a field of the body"
+    return field, "Invalid type for " .. which .. ": expected a single value, but got an array instead.",
+      "invalid_type"
+  end
+  if string.match(original, "^[%w_%.%[%]]*: Proto fields must have a name%.?$") ~= nil then
+    return "", "The request body has a field with an empty name (\"\").", "invalid_value"
   end
   return nil
 end
@@ -391,7 +405,7 @@ local function refine_local_reply(handle)
   local kind = tonumber(status) >= 500 and "api_error" or "invalid_request_error"
   local field, message, code = field_error(original)
   if field ~= nil then
-    body:setBytes(error_json(message, kind, field, code))
+    body:setBytes(error_json(message, kind, field ~= "" and field or nil, code))
     return
   end
   local message, code = local_reply_message(status, details, info["request"] or "", original)
