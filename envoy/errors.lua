@@ -9,6 +9,9 @@
 -- 2. gRPC over HTTP/1 -> 415; grpc-* headers are dropped from REST calls (a
 --    REST client's grpc-timeout must not become a gRPC deadline), and so are
 --    the query parameters a REST route does not read.
+--    A GET /api/v1/models[/{model}] that carries its key Gemini's way and no
+--    Authorization header (the google-genai SDK's default v1) is sent to
+--    Gemini's model list, /api/v1beta/models[/{model}].
 -- On the way out:
 -- 3. A gRPC error that carries x-http-status / x-error-json (set by the
 --    modelway server before the first message) becomes that exact HTTP
@@ -84,6 +87,35 @@ local GEMINI_STATUS = {["400"] = "INVALID_ARGUMENT", ["401"] = "UNAUTHENTICATED"
 local function is_gemini_path(method, path)
   return path == "/api/v1beta" or string.sub(path, 1, 12) == "/api/v1beta/"
     or (method == "POST" and string.sub(path, 1, 15) == "/api/v1/models/")
+end
+
+-- The google-genai SDK lists and gets models at GET /api/v1/models[/{model}] by default (api_version
+-- v1), which are OpenAI's paths. OpenAI's API takes keys only as `Authorization: Bearer`; a call there
+-- that carries its key Gemini's way (x-goog-api-key, or ?key=) and no Authorization header is a Gemini
+-- caller, and reads Gemini's model list: its path becomes /api/v1beta/models[/{model}] (query kept).
+local OPENAI_MODELS = "/api/v1/models"
+local GEMINI_MODELS = "/api/v1beta/models"
+
+local function unescape(text)
+  return (string.gsub(text, "%%(%x%x)", function(hex)
+    return string.char(tonumber(hex, 16))
+  end))
+end
+
+local function has_query_key(query)
+  for pair in string.gmatch(query or "", "[^&]+") do
+    if unescape(string.match(pair, "^[^=]*")) == "key" then
+      return true
+    end
+  end
+  return false
+end
+
+local function is_gemini_models_call(headers, method, path, query)
+  if method ~= "GET" or (path ~= OPENAI_MODELS and string.sub(path, 1, #OPENAI_MODELS + 1) ~= OPENAI_MODELS .. "/") then
+    return false
+  end
+  return headers:get("authorization") == nil and (headers:get("x-goog-api-key") ~= nil or has_query_key(query))
 end
 
 local function gemini_error_json(status, message)
@@ -199,12 +231,6 @@ local function check_headers(handle)
   return nil
 end
 
-local function unescape(text)
-  return (string.gsub(text, "%%(%x%x)", function(hex)
-    return string.char(tonumber(hex, 16))
-  end))
-end
-
 -- Drops the query parameters the route does not read (see ROUTE_QUERY); names are compared decoded,
 -- so ?i%64=B is ?id=B.
 local function keep_route_query(headers)
@@ -234,10 +260,12 @@ function envoy_on_request(handle)
   -- unary error still says content-type application/grpc on the way back.
   local content_type = headers:get("content-type") or ""
   local is_grpc = string.find(content_type, "application/grpc", 1, true) == 1
-  local path = string.sub(string.match(headers:get(":path") or "", "^[^?]*"), 1, 200)
+  local full_path, query = string.match(headers:get(":path") or "", "^([^?]*)%??(.*)$")
+  local path = string.sub(full_path, 1, 200)
+  local gemini_models = not is_grpc and is_gemini_models_call(headers, headers:get(":method") or "", full_path, query)
   info:set("modelway", "grpc", is_grpc)
   info:set("modelway", "request", (headers:get(":method") or "") .. " " .. path)
-  info:set("modelway", "gemini", is_gemini_path(headers:get(":method") or "", path))
+  info:set("modelway", "gemini", gemini_models or is_gemini_path(headers:get(":method") or "", path))
   info:set("modelway", "health", HEALTH_PATHS[path] == true)
   info:set("modelway", "native", string.sub(path, 1, #NATIVE_PREFIX) == NATIVE_PREFIX)
   info:set("modelway", "envelope", is_envelope_path(path))
@@ -254,6 +282,10 @@ function envoy_on_request(handle)
         "invalid_request_error")
     end
     return
+  end
+  if gemini_models then
+    -- (The access log then shows the Gemini path the call was served by.)
+    headers:replace(":path", GEMINI_MODELS .. string.sub(headers:get(":path"), #OPENAI_MODELS + 1))
   end
   keep_route_query(headers)
   local plumbing = {}
@@ -350,10 +382,24 @@ local function field_error(original)
     return field, "Invalid type for '" .. field .. "': expected an array, but got " .. sent_kind(value)
       .. " instead.", "invalid_type"
   end
-  field = string.match(original, "^: invalid value Starting an object on a scalar field for type ([%w_]+)$")
+  -- A prefix names the array the object was an item of (allowed_models: [{}]).
+  local within
+  within, field = string.match(original,
+    "^([%w_%.%[%]]*): invalid value Starting an object on a scalar field for type ([%w_]+)$")
   if field ~= nil then
-    return field, "Invalid type for '" .. field .. "': expected a single value, but got an object instead.",
+    local which = within == "" and "'" .. field .. "'" or "an item of '" .. field .. "'"
+    return field, "Invalid type for " .. which .. ": expected a single value, but got an object instead.",
       "invalid_type"
+  end
+  -- An array for a single-valued field; the transcoder often leaves the field's name out ("" then).
+  field = string.match(original, "^([%w_%.%[%]]*): Proto field is not repeating, cannot start list%.?$")
+  if field ~= nil then
+    local which = field ~= "" and "'" .. field .. "'" or "a field of the body"
+    return field, "Invalid type for " .. which .. ": expected a single value, but got an array instead.",
+      "invalid_type"
+  end
+  if string.match(original, "^[%w_%.%[%]]*: Proto fields must have a name%.?$") ~= nil then
+    return "", "The request body has a field with an empty name (\"\").", "invalid_value"
   end
   return nil
 end
@@ -393,7 +439,7 @@ local function refine_local_reply(handle)
   local kind = tonumber(status) >= 500 and "api_error" or "invalid_request_error"
   local field, message, code = field_error(original)
   if field ~= nil then
-    body:setBytes(error_json(message, kind, field, code))
+    body:setBytes(error_json(message, kind, field ~= "" and field or nil, code))
     return
   end
   local message, code = local_reply_message(status, details, info["request"] or "", original)

@@ -1,11 +1,14 @@
 """Crash safety: kill -9 the server under load; every call a client received completely is in the usage table.
 
-Clients call through Envoy (JSON and SSE, several at once) while the server
-process is killed with SIGKILL, then restarted on the same database, three
-times. After each kill the store must open cleanly and hold exactly one row
-for every call whose answer arrived whole (a parsed JSON 200, an SSE stream
-ending in `data: [DONE]`), matched by the answer's X-Request-Id; and the
-balance must have dropped by exactly the sum of the rows' costs. The flush
+Clients call through Envoy (JSON and SSE, several at once, on the OpenAI,
+Gemini and gateway-native surfaces) while the server process is killed with
+SIGKILL, then restarted on the same database, three times. After each kill
+the store must open cleanly and hold exactly one row, with its surface's
+name, for every call whose answer arrived whole (a parsed JSON 200; an
+OpenAI or native SSE stream ending in `data: [DONE]`; a Gemini stream whose
+last event carries usageMetadata and a finishReason), matched by the
+answer's X-Request-Id; and the balance must have dropped by exactly the sum
+of the rows' costs. The flush
 timer is set to a minute, so nothing but the commit before the answer can
 have saved those rows. A stream the kill cuts is billed for what it had
 delivered as far as its last checkpoint.
@@ -16,8 +19,10 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import pytest
@@ -26,15 +31,42 @@ from modelway.core.tokens import count_tokens
 from tests.conftest import TEST_CONFIG, Stack, running_stack
 
 CHAT = "/api/v1/chat/completions"
+NATIVE_CHAT = "/api/v1/ai/chat"
 KILLS = 3
 LOAD_SECONDS = 1.5
 CREDITS = 1_000_000
 
 
+@dataclass(frozen=True)
+class Kind:
+    """One kind of call: its surface (the usage row's name) and whether it streams."""
+
+    surface: str
+    stream: bool
+
+    @property
+    def label(self) -> str:
+        return f"{self.surface} {'SSE' if self.stream else 'JSON'}"
+
+
+OPENAI_JSON, OPENAI_SSE = Kind("openai", False), Kind("openai", True)
+GEMINI_JSON, GEMINI_SSE = Kind("gemini", False), Kind("gemini", True)
+NATIVE_JSON, NATIVE_SSE = Kind("native", False), Kind("native", True)
+# 15 clients at once: JSON calls are quick, streams (echo-slow, 20 ms a token) are long.
+CLIENTS = (
+    (OPENAI_JSON,) * 3
+    + (OPENAI_SSE,) * 2
+    + (GEMINI_JSON,) * 3
+    + (GEMINI_SSE,) * 2
+    + (NATIVE_JSON,) * 3
+    + (NATIVE_SSE,) * 2
+)
+
+
 @dataclass
 class Tally:
     calls: int = 0
-    answered: dict[str, str] = field(default_factory=dict)  # X-Request-Id -> "json" | "sse"
+    answered: dict[str, Kind] = field(default_factory=dict)  # X-Request-Id -> the kind of call
 
 
 @pytest.fixture(scope="module")
@@ -44,18 +76,39 @@ def crashing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield stack
 
 
-async def client(session: aiohttp.ClientSession, stack: Stack, key: str, stream: bool, tally: Tally) -> None:
-    body = {
-        "model": "echo-slow" if stream else "echo-1",
-        "stream": stream,
-        "messages": [{"role": "user", "content": "one two three four five six"}],
-    }
+def call_of(kind: Kind, key: str) -> tuple[str, dict[str, Any], dict[str, str]]:
+    """The path, body and headers of one call of this kind."""
+    model = "echo-slow" if kind.stream else "echo-1"
+    text = "one two three four five six"
+    if kind.surface == "gemini":
+        method = "streamGenerateContent?alt=sse" if kind.stream else "generateContent"
+        body: dict[str, Any] = {"contents": [{"role": "user", "parts": [{"text": text}]}]}
+        return f"/api/v1beta/models/{model}:{method}", body, {"x-goog-api-key": key}
+    messages = [{"role": "user", "content": text}]
+    path = CHAT if kind.surface == "openai" else NATIVE_CHAT
+    return path, {"model": model, "stream": kind.stream, "messages": messages}, {"Authorization": f"Bearer {key}"}
+
+
+def complete(kind: Kind, data: bytes) -> bool:
+    """Whether the whole answer arrived, as its surface ends one."""
+    if not kind.stream:
+        answer = json.loads(data)
+        return bool({"openai": "choices", "gemini": "candidates", "native": "content"}[kind.surface] in answer)
+    if kind.surface != "gemini":
+        return data.endswith(b"data: [DONE]\n\n") and b'"error"' not in data
+    # Gemini streams have no terminator: the last event carries the usage and the finish reason.
+    if not data.endswith(b"\r\n\r\n") or b'"error"' in data:
+        return False
+    last = json.loads(data[:-4].rsplit(b"\r\n\r\n", 1)[-1].removeprefix(b"data: "))
+    return "usageMetadata" in last and bool(last["candidates"][0].get("finishReason"))
+
+
+async def client(session: aiohttp.ClientSession, stack: Stack, key: str, kind: Kind, tally: Tally) -> None:
+    path, body, headers = call_of(kind, key)
     while True:
         tally.calls += 1
         try:
-            async with session.post(
-                stack.http_base + CHAT, json=body, headers={"Authorization": f"Bearer {key}"}
-            ) as response:
+            async with session.post(stack.http_base + path, json=body, headers=headers) as response:
                 data = await response.read()
                 request_id = response.headers.get("x-request-id", "")
         except (aiohttp.ClientError, ConnectionError):
@@ -64,20 +117,16 @@ async def client(session: aiohttp.ClientSession, stack: Stack, key: str, stream:
         if response.status != 200:
             await asyncio.sleep(0.01)
             continue
-        if stream:
-            complete = data.endswith(b"data: [DONE]\n\n") and b'"error"' not in data
-        else:
-            complete = "choices" in json.loads(data)
-        if complete:
+        if complete(kind, data):
             assert request_id and request_id not in tally.answered
-            tally.answered[request_id] = "sse" if stream else "json"
+            tally.answered[request_id] = kind
 
 
 async def load_then_kill(stack: Stack, key: str, tally: Tally) -> None:
-    """Runs 12 clients (8 JSON, 4 SSE) for LOAD_SECONDS, then kills the server with SIGKILL mid-load."""
+    """Runs the CLIENTS for LOAD_SECONDS, then kills the server with SIGKILL mid-load."""
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=10)) as session:
-        clients = [asyncio.create_task(client(session, stack, key, n >= 8, tally)) for n in range(12)]
+        clients = [asyncio.create_task(client(session, stack, key, kind, tally)) for kind in CLIENTS]
         await asyncio.sleep(LOAD_SECONDS)
         assert stack.server is not None
         stack.server.kill()
@@ -101,25 +150,34 @@ def test_every_completely_answered_call_survives_kill_9(crashing: Stack) -> None
         # The store as the crash left it (sqlite3 replays the WAL on open).
         with sqlite3.connect(stack.db_path) as db:
             assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-            rows = dict(
-                db.execute(
-                    "SELECT request_id, COUNT(*) FROM usage WHERE account_id = ? GROUP BY request_id", [account]
+            rows = {
+                request_id: (count, surface)
+                for request_id, count, surface in db.execute(
+                    "SELECT request_id, COUNT(*), MAX(surface) FROM usage WHERE account_id = ? GROUP BY request_id",
+                    [account],
                 ).fetchall()
-            )
+            }
             costs, statuses = db.execute(
                 "SELECT COALESCE(SUM(cost), 0), COUNT(*) FROM usage WHERE account_id = ?", [account]
             ).fetchone()
             credits = db.execute("SELECT credits FROM accounts WHERE id = ?", [account]).fetchone()[0]
         missing = [request_id for request_id in tally.answered if request_id not in rows]
         assert not missing, f"kill {kill}: {len(missing)} answered calls have no usage row"
-        assert all(count == 1 for count in rows.values()), "a call has more than one row"
+        assert all(count == 1 for count, _ in rows.values()), "a call has more than one row"
+        wrong = {
+            rid: (kind.surface, rows[rid][1]) for rid, kind in tally.answered.items() if rows[rid][1] != kind.surface
+        }
+        assert not wrong, f"rows under another surface's name: {wrong}"
         assert CREDITS * 1_000_000 - credits == costs, "the balance dropped by other than the rows' costs"
+        answered = Counter(kind.label for kind in tally.answered.values())
         print(
-            f"kill {kill}: {tally.calls} calls made, {len(tally.answered)} answered completely "
-            f"({sum(kind == 'sse' for kind in tally.answered.values())} SSE), {statuses} rows, all answered found"
+            f"kill {kill}: {tally.calls} calls made, {len(tally.answered)} answered completely {dict(answered)}, "
+            f"{statuses} rows, all answered found"
         )
         stack.start_server()  # the same database opens and serves again
 
+    # Every kind of call was answered completely, and so had its row checked, at least once.
+    assert set(CLIENTS) <= set(tally.answered.values()), Counter(kind.label for kind in tally.answered.values())
     reply_ok = asyncio.run(one_call(stack, key))
     assert reply_ok
 

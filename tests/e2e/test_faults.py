@@ -1,7 +1,9 @@
 """Fault injection under load: 500 concurrent mixed calls against upstreams that fail in every way.
 
-Calls go through Envoy (OpenAI REST, JSON and SSE) and native gRPC (unary and
-stream), to OpenAI, Anthropic and Gemini fakes. Each call names its fault in
+Calls go through Envoy on every REST surface (OpenAI chat JSON and SSE,
+Gemini generateContent and streamGenerateContent, the gateway-native
+ai/chat and ai/generate, JSON and SSE, and OpenAI images) and native gRPC
+(unary and stream), to OpenAI, Anthropic and Gemini fakes. Each call names its fault in
 its prompt and the fake upstream acts it out: 500/503/429 (with
 Retry-After), a connection dropped or reset before any answer or in the
 middle of a stream, no first byte, a slow trickle, malformed JSON, malformed
@@ -57,8 +59,32 @@ FAULTS = (
     "malformed",
     "wrong_content_type",
 )
-SURFACES = ("rest_json", "rest_sse", "grpc_unary", "grpc_stream")
+SURFACES = (
+    "rest_json",
+    "rest_sse",
+    "grpc_unary",
+    "grpc_stream",
+    "gemini_json",
+    "gemini_sse",
+    "native_json",
+    "native_sse",
+    "images",
+)
+# The usage row's surface name for each kind of call.
+ROW_SURFACE = {
+    "rest_json": "openai",
+    "rest_sse": "openai",
+    "grpc_unary": "grpc",
+    "grpc_stream": "grpc",
+    "gemini_json": "gemini",
+    "gemini_sse": "gemini",
+    "native_json": "native",
+    "native_sse": "native",
+    "images": "openai-images",
+}
+STREAMING = ("rest_sse", "grpc_stream", "gemini_sse", "native_sse")
 MODELS = ("gpt", "claude", "gemini")
+IMAGE_MODEL = "img"  # an images call always asks the OpenAI fake, whatever model its chat neighbours use
 
 PROVIDERS = """
 [routing]
@@ -107,6 +133,13 @@ provider = "gem"
 upstream_model = "gemini-2.5-flash"
 input_credits_per_1k = 1
 output_credits_per_1k = 1
+
+[[models]]
+id = "img"
+provider = "oai"
+upstream_model = "dall-e-3"
+type = "image"
+credits_per_image = 0.02
 """
 
 _FAULT = re.compile(rb"fault=(\w+)")
@@ -199,14 +232,45 @@ class Call:
 class Outcome:
     call: Call
     kind: str  # "answer", "error", "left" (the client went away), or "bad: ..." for a broken promise
+    mid_stream: bool = False  # the error came inside a 200 stream, after its first frame
 
 
 def is_error_json(body: bytes) -> bool:
+    """OpenAI's shape: {"error": {"message", "type", "param", "code"}}."""
     try:
         error = json.loads(body)["error"]
     except (ValueError, KeyError, TypeError):
         return False
     return set(error) == {"message", "type", "param", "code"} and bool(error["message"])
+
+
+def is_gemini_error(value: Any, status: int | None = None) -> bool:
+    """Google's shape: {"error": {"code": <the HTTP status>, "message", "status", "details"?}}."""
+    error = value.get("error") if isinstance(value, dict) else None
+    if not isinstance(error, dict) or not {"code", "message", "status"} <= set(error):
+        return False
+    if not set(error) <= {"code", "message", "status", "details"} or not error["message"]:
+        return False
+    code = error["code"]
+    return isinstance(code, int) and code >= 400 and (status is None or code == status) and error["status"].isupper()
+
+
+def is_native_error(value: Any) -> bool:
+    """The gateway-native shape: {"error": {"code": "RATE_LIMITED", "message": "..."}}."""
+    error = value.get("error") if isinstance(value, dict) else None
+    return (
+        isinstance(error, dict)
+        and list(error) == ["code", "message"]
+        and str(error["code"]).isupper()
+        and bool(error["message"])
+    )
+
+
+def parsed(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
 
 
 def body_of(call: Call) -> dict[str, Any]:
@@ -245,8 +309,119 @@ async def rest(session: aiohttp.ClientSession, stack: Stack, call: Call) -> Outc
         if any("error" in payload for payload in payloads):
             last = payloads[-1]
             shaped = "error" in last and is_error_json(json.dumps(last).encode())
-            return Outcome(call, "error" if shaped else f"bad: error frame {last}")
+            return Outcome(call, "error", mid_stream=True) if shaped else Outcome(call, f"bad: error frame {last}")
         return Outcome(call, "answer")
+
+
+async def gemini(session: aiohttp.ClientSession, stack: Stack, call: Call) -> Outcome:
+    """generateContent: the JSON answer, or a google.rpc error whose code is the HTTP status;
+    streamGenerateContent: `data: {json}\\r\\n\\r\\n` events, the last one carrying usageMetadata and a
+    finishReason, or an error event (no [DONE] on this surface)."""
+    method = "streamGenerateContent?alt=sse" if call.surface == "gemini_sse" else "generateContent"
+    body = {
+        "contents": [{"role": "user", "parts": [{"text": call.text}]}],
+        "generationConfig": {"maxOutputTokens": 32},
+    }
+    async with session.post(
+        f"{stack.http_base}/api/v1beta/models/{call.model}:{method}", json=body, headers={"x-goog-api-key": call.key}
+    ) as response:
+        if call.surface == "gemini_json" or response.status != 200:
+            raw = await response.read()
+            value = parsed(raw)
+            if response.status == 200:
+                ok = isinstance(value, dict) and value.get("candidates") and value.get("usageMetadata")
+                return Outcome(call, "answer" if ok else f"bad: 200 body {raw[:200]!r}")
+            if is_gemini_error(value, response.status):
+                return Outcome(call, "error")
+            return Outcome(call, f"bad: {response.status} body {raw[:200]!r}")
+        if call.leave_early:
+            await response.content.readuntil(b"\r\n\r\n")
+            response.close()
+            return Outcome(call, "left")
+        raw = await response.read()
+        if not raw.endswith(b"\r\n\r\n") or b"[DONE]" in raw:
+            return Outcome(call, f"bad: stream not ended by an event: {raw[-200:]!r}")
+        frames = raw[: -len(b"\r\n\r\n")].split(b"\r\n\r\n")
+        if not all(frame.startswith(b"data: ") for frame in frames):
+            return Outcome(call, f"bad: stream framing {raw[-200:]!r}")
+        events = [parsed(frame.removeprefix(b"data: ")) for frame in frames]
+        last = events[-1]
+        if any(isinstance(event, dict) and "error" in event for event in events[:-1]):
+            return Outcome(call, f"bad: an error event before the end: {raw[-300:]!r}")
+        if isinstance(last, dict) and "error" in last:
+            if is_gemini_error(last):
+                return Outcome(call, "error", mid_stream=True)
+            return Outcome(call, f"bad: error event {last}")
+        done = (
+            isinstance(last, dict)
+            and last.get("usageMetadata")
+            and all(candidate.get("finishReason") for candidate in last.get("candidates") or [{}])
+        )
+        return Outcome(call, "answer" if done else f"bad: last event {raw[-300:]!r}")
+
+
+async def native_api(session: aiohttp.ClientSession, stack: Stack, call: Call) -> Outcome:
+    """ai/chat (even calls) or ai/generate (odd): {content, model, usage, finishReason}, or
+    {"error": {"code", "message"}}; streamed, `data: {"text"}`... then usage or `data: {"error": "..."}`,
+    and always `data: [DONE]`."""
+    streaming = call.surface == "native_sse"
+    options: dict[str, Any] = {"model": call.model, "stream": streaming, "max_tokens": 32}
+    if call.index % 2:
+        path, body = "/api/v1/ai/generate", {**options, "prompt": call.text}
+    else:
+        path, body = "/api/v1/ai/chat", {**options, "messages": [{"role": "user", "content": call.text}]}
+    async with session.post(
+        stack.http_base + path, json=body, headers={"Authorization": f"Bearer {call.key}"}
+    ) as response:
+        if not streaming or response.status != 200:
+            raw = await response.read()
+            value = parsed(raw)
+            if response.status == 200:
+                ok = isinstance(value, dict) and "content" in value and value.get("usage") and value.get("finishReason")
+                return Outcome(call, "answer" if ok else f"bad: 200 body {raw[:200]!r}")
+            if is_native_error(value):
+                return Outcome(call, "error")
+            return Outcome(call, f"bad: {response.status} body {raw[:200]!r}")
+        if call.leave_early:
+            await response.content.readuntil(b"\n\n")
+            response.close()
+            return Outcome(call, "left")
+        raw = await response.read()
+        frames = [frame for frame in raw.split(b"\n\n") if frame]
+        if not frames or frames[-1] != b"data: [DONE]":
+            return Outcome(call, f"bad: stream without [DONE]: {raw[-200:]!r}")
+        payloads = [parsed(frame.removeprefix(b"data: ")) for frame in frames[:-1]]
+        if not payloads or not all(isinstance(payload, dict) for payload in payloads):
+            return Outcome(call, f"bad: stream frames {raw[-300:]!r}")
+        last = payloads[-1]
+        if any("error" in payload for payload in payloads[:-1]):
+            return Outcome(call, f"bad: an error frame before the end: {raw[-300:]!r}")
+        if "error" in last:
+            shaped = list(last) == ["error"] and isinstance(last["error"], str) and bool(last["error"])
+            return Outcome(call, "error", mid_stream=True) if shaped else Outcome(call, f"bad: error frame {last}")
+        done = list(last) == ["usage", "finishReason"] and all(list(p) == ["text"] for p in payloads[:-1])
+        return Outcome(call, "answer" if done else f"bad: stream frames {raw[-300:]!r}")
+
+
+async def images(session: aiohttp.ClientSession, stack: Stack, call: Call) -> Outcome:
+    """OpenAI's Images API: {created, data: [...]} with one item per image asked, or an OpenAI error."""
+    body = {
+        "model": IMAGE_MODEL,
+        "prompt": call.text,
+        "n": 1 + call.index % 2,
+        "response_format": "b64_json" if call.index % 3 else "url",
+    }
+    async with session.post(
+        stack.http_base + "/api/v1/images/generations", json=body, headers={"Authorization": f"Bearer {call.key}"}
+    ) as response:
+        raw = await response.read()
+        if response.status == 200:
+            value = parsed(raw)
+            ok = isinstance(value, dict) and value.get("created") and len(value.get("data") or []) == body["n"]
+            return Outcome(call, "answer" if ok else f"bad: 200 body {raw[:200]!r}")
+        if is_error_json(raw):
+            return Outcome(call, "error")
+        return Outcome(call, f"bad: {response.status} body {raw[:200]!r}")
 
 
 def grpc_error(call: Call, exc: grpc.aio.AioRpcError) -> Outcome:
@@ -293,6 +468,12 @@ async def run_all(stack: Stack, calls: list[Call]) -> list[Outcome]:
                 async with asyncio.timeout(CLIENT_TIMEOUT):
                     if call.surface.startswith("rest"):
                         return await rest(session, stack, call)
+                    if call.surface.startswith("gemini"):
+                        return await gemini(session, stack, call)
+                    if call.surface.startswith("native"):
+                        return await native_api(session, stack, call)
+                    if call.surface == "images":
+                        return await images(session, stack, call)
                     return await native(via_envoy if call.index % 2 else direct, call)
             except TimeoutError:
                 return Outcome(call, "bad: no answer within the client timeout")
@@ -307,14 +488,18 @@ async def run_all(stack: Stack, calls: list[Call]) -> list[Outcome]:
 
 def plan(key: str, small_key: str) -> list[Call]:
     calls = []
+    round_size = len(FAULTS) * len(SURFACES)
     for index in range(CALLS):
         fault = FAULTS[index % len(FAULTS)]
         surface = SURFACES[(index // len(FAULTS)) % len(SURFACES)]
-        model = MODELS[(index // (len(FAULTS) * len(SURFACES))) % len(MODELS)]
-        leave = fault == "trickle" and surface in ("rest_sse", "grpc_stream") and index % 3 == 0
+        model = IMAGE_MODEL if surface == "images" else MODELS[(index // round_size) % len(MODELS)]
+        # Every other round, each stream's trickle call leaves after its first frame.
+        leave = fault == "trickle" and surface in STREAMING and (index // round_size) % 2 == 0
         calls.append(Call(index, surface, model, fault, key, leave_early=leave))
     for index in range(CALLS, CALLS + SMALL_CALLS):
-        calls.append(Call(index, SURFACES[index % 4], MODELS[index % 3], "ok", small_key))
+        surface = SURFACES[index % len(SURFACES)]
+        model = IMAGE_MODEL if surface == "images" else MODELS[index % len(MODELS)]
+        calls.append(Call(index, surface, model, "ok", small_key))
     return calls
 
 
@@ -351,7 +536,15 @@ def test_every_call_ends_well_and_leaves_one_row_whatever_the_upstream_does(fake
         if fault not in ("ok", "trickle"):
             assert by_fault[(fault, "error")] > 0, fault
     assert by_fault[("ok", "answer")] > 0 and by_fault[("trickle", "answer")] > 0
-    assert kinds["left"] > 0
+    # ... on every surface: each answered some calls and refused others in its own shape, and on each
+    # streaming surface some clients left mid-stream.
+    by_surface = Counter((o.call.surface, o.kind) for o in outcomes)
+    for surface in SURFACES:
+        assert by_surface[(surface, "answer")] > 0 and by_surface[(surface, "error")] > 0, surface
+        assert (by_surface[(surface, "left")] > 0) == (surface in STREAMING), surface
+    # REST streams that failed after their first frame ended with their surface's error frame.
+    mid_stream = Counter(o.call.surface for o in outcomes if o.mid_stream)
+    assert all(mid_stream[surface] > 0 for surface in ("rest_sse", "gemini_sse", "native_sse")), mid_stream
     small_outcomes = Counter(o.kind for o in outcomes if o.call.key == small_key)
     assert small_outcomes["error"] > 0, "the small account never ran out: no race to zero"
 
@@ -372,7 +565,15 @@ def test_every_call_ends_well_and_leaves_one_row_whatever_the_upstream_does(fake
                 "SELECT status FROM usage WHERE account_id IN (?, ?)", [account, small]
             ).fetchall()
         )
+        row_surfaces = Counter(
+            surface
+            for (surface,) in db.execute(
+                "SELECT surface FROM usage WHERE account_id IN (?, ?)", [account, small]
+            ).fetchall()
+        )
     assert duplicates == []
+    # Each row carries its surface's name.
+    assert row_surfaces == Counter(ROW_SURFACE[call.surface] for call in calls)
     # A client that left is recorded 499, or 200 when its whole answer had already gone out before it left.
     assert 0 < statuses[499] <= kinds["left"]
     assert statuses[200] == kinds["answer"] + kinds["left"] - statuses[499]
@@ -388,8 +589,15 @@ def test_every_call_ends_well_and_leaves_one_row_whatever_the_upstream_does(fake
     assert {name: fake.active for name, fake in fakes.upstreams.items()} == dict.fromkeys(fakes.upstreams, 0)
 
     requests = sum(len(fake.requests) for fake in fakes.upstreams.values())
+    per_surface = {
+        surface: {
+            kind: by_surface[(surface, kind)] for kind in ("answer", "error", "left") if by_surface[(surface, kind)]
+        }
+        for surface in SURFACES
+    }
     print(
-        f"\n{len(calls)} calls in {elapsed:.1f}s: {dict(kinds)}; upstream requests {requests}; "
+        f"\n{len(calls)} calls in {elapsed:.1f}s: {dict(kinds)}; per surface {per_surface}; "
+        f"errors inside a stream {dict(mid_stream)}; upstream requests {requests}; "
         f"faults {dict(Counter(c.fault for c in calls))}; small account {dict(small_outcomes)}; "
         f"rows {dict(statuses)}; open upstream connections after "
         f"{ {name: fake.open_connections for name, fake in fakes.upstreams.items()} }"

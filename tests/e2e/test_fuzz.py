@@ -21,6 +21,7 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc_reflection.v1alpha import reflection_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -363,6 +364,201 @@ def test_catalog_and_chat_send(stack: Stack, scale: int) -> None:
     run(40 * scale, st.tuples(st.one_of(chat_send_bodies, st.binary(max_size=64)), query, st.text(max_size=20)), check)
 
 
+def _snake(camel: str) -> str:
+    return re.sub(r"(?<!^)([A-Z])", r"_\1", camel).lower()
+
+
+def spelled(fields: dict[str, st.SearchStrategy[Any]]) -> st.SearchStrategy[dict[str, Any]]:
+    """An object whose fields may each come in camelCase, snake_case or both (the SDK mixes them)."""
+    return st.fixed_dictionaries(
+        {}, optional={name: value for camel, value in fields.items() for name in {camel, _snake(camel)}}
+    )
+
+
+gemini_parts = st.lists(
+    st.one_of(
+        spelled(
+            {
+                "text": st.one_of(st.text(max_size=30), json_values),
+                "inlineData": st.one_of(
+                    spelled(
+                        {
+                            "mimeType": st.sampled_from(["image/png", "text/plain", ""]) | json_values,
+                            "data": st.sampled_from(["iVBORw0KGgo=", "!!", ""]) | json_values,
+                        }
+                    ),
+                    json_values,
+                ),
+                "functionCall": st.one_of(spelled({"name": json_values, "args": json_values, "id": json_values})),
+                "functionResponse": spelled({"name": json_values, "response": json_values}),
+                "fileData": json_values,
+                "thought": json_values,
+                "executableCode": json_values,
+            }
+        ),
+        json_values,
+    ),
+    max_size=3,
+)
+gemini_contents = st.lists(
+    st.one_of(
+        st.fixed_dictionaries(
+            {"parts": gemini_parts}, optional={"role": st.sampled_from(["user", "model", "function", "system", ""])}
+        ),
+        spelled({"role": json_values, "parts": json_values}),
+    ),
+    max_size=3,
+)
+gemini_config = spelled(
+    {
+        "temperature": json_values,
+        "topP": json_values,
+        "topK": json_values,
+        "maxOutputTokens": st.integers(-5, 2**40) | json_values,
+        "stopSequences": st.lists(st.text(max_size=8), max_size=7) | json_values,
+        "candidateCount": st.integers(-2, 12) | json_values,
+        "responseMimeType": st.sampled_from(["application/json", "text/plain", "text/x.enum"]) | json_values,
+        "responseSchema": json_values,
+        "responseJsonSchema": json_values,
+        "seed": json_values,
+        "thinkingConfig": json_values,
+    }
+)
+gemini_tools = st.lists(
+    spelled(
+        {
+            "functionDeclarations": st.lists(
+                spelled(
+                    {
+                        "name": st.sampled_from(["get_weather", "9bad", ""]) | json_values,
+                        "description": json_values,
+                        "parameters": json_values,
+                        "parametersJsonSchema": json_values,
+                    }
+                ),
+                max_size=2,
+            )
+            | json_values,
+            "googleSearch": json_values,
+            "codeExecution": json_values,
+        }
+    )
+    | json_values,
+    max_size=2,
+)
+# Contents that parse (a user turn of text), so the checks past them are reached.
+plain_contents = st.lists(
+    st.fixed_dictionaries(
+        {"parts": st.lists(st.fixed_dictionaries({"text": st.text(min_size=1, max_size=20)}), min_size=1, max_size=2)},
+        optional={"role": st.just("user")},
+    ),
+    min_size=1,
+    max_size=2,
+)
+gemini_bodies = st.one_of(
+    st.fixed_dictionaries({"contents": gemini_contents}),
+    # Mostly: contents that parse, every other field hostile, in either spelling.
+    st.fixed_dictionaries(
+        {"contents": plain_contents | plain_contents | gemini_contents},
+        optional={
+            "generationConfig": gemini_config | json_values,
+            "generation_config": gemini_config,
+            "systemInstruction": st.one_of(st.text(max_size=20), spelled({"parts": gemini_parts}), json_values),
+            "system_instruction": spelled({"parts": gemini_parts, "role": json_values}),
+            "tools": gemini_tools,
+            "toolConfig": spelled(
+                {"functionCallingConfig": spelled({"mode": json_values, "allowedFunctionNames": json_values})}
+            )
+            | json_values,
+            "tool_config": json_values,
+            "safetySettings": json_values,
+            "safety_settings": st.lists(spelled({"category": json_values, "threshold": json_values}), max_size=2),
+            "cachedContent": json_values,
+            "labels": json_values,
+        },
+    ),
+    json_values,
+)
+gemini_models = st.one_of(
+    st.sampled_from(["echo-1", "echo-mini", "nope", "models/echo-1", "ech%6F-1"]),
+    path_text.map(lambda name: urllib.parse.quote(name.encode("utf-8", "surrogatepass"), safe="")),
+)
+
+
+def check_gemini_error(status: int, value: Any, echoed: tuple[str, ...]) -> None:
+    """Google's shape, {"error": {"code": <the HTTP status>, "message", "status", "details"?}}, in our words."""
+    error = value["error"]
+    assert {"code", "message", "status"} <= set(error) <= {"code", "message", "status", "details"}, error
+    assert error["code"] == status and re.fullmatch(r"[A-Z_]+", error["status"]), error
+    message = error["message"]
+    assert message, error
+    for text in sorted(echoed, key=len, reverse=True):
+        message = message.replace(text, "")
+    assert not INTERNALS.search(message), error
+
+
+def check_gemini_reply(status: int, body: bytes, echoed: tuple[str, ...], success: str = "candidates") -> None:
+    """A success (JSON with `success`, or `data: {json}\\r\\n\\r\\n` events ending in the usage or an error
+    event), or a 4xx in Google's shape."""
+    assert status < 500, (status, body[:400])
+    if status >= 400:
+        check_gemini_error(status, json.loads(body), echoed)
+    elif body.startswith(b"data: "):
+        assert body.endswith(b"\r\n\r\n") and b"[DONE]" not in body, body[-200:]
+        events = [json.loads(frame[6:]) for frame in body[:-4].split(b"\r\n\r\n")]
+        assert all("error" not in event for event in events[:-1]), body[-400:]
+        if "error" in events[-1]:
+            check_gemini_error(events[-1]["error"]["code"], events[-1], echoed)
+            assert events[-1]["error"]["code"] < 500, events[-1]
+        else:
+            assert "usageMetadata" in events[-1], body[-400:]
+    else:
+        assert success in json.loads(body), body[:400]
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_gemini_generate_content(stack: Stack, scale: int) -> None:
+    def check(case: tuple[str, str, bool, bool, Any]) -> None:
+        version, model, streaming, key_in_query, body = case
+        method = "streamGenerateContent?alt=sse" if streaming else "generateContent"
+        path = f"/api/{version}/models/{model}:{method}"
+        headers = {} if key_in_query else {"x-goog-api-key": stack.api_key}
+        if key_in_query:
+            path += ("&" if "?" in path else "?") + "key=" + stack.api_key
+        raw = json.dumps(body).encode() if not isinstance(body, bytes) else body
+        reply = request(stack.http_port, "POST", path, raw, headers)
+        names = (model, urllib.parse.unquote(model, errors="surrogatepass"))
+        check_gemini_reply(reply.status, reply.body, (*names, *_strings(body)))
+
+    cases = st.tuples(
+        st.sampled_from(["v1beta", "v1"]),
+        gemini_models,
+        st.booleans(),
+        st.booleans(),
+        st.one_of(gemini_bodies, st.binary(max_size=64)),
+    )
+    run(100 * scale, cases, check)
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_gemini_models(stack: Stack, scale: int) -> None:
+    headers = {"x-goog-api-key": stack.api_key}
+
+    def check(case: tuple[str, dict[str, str]]) -> None:
+        name, query = case
+        raw = urllib.parse.quote(name.encode("utf-8", "surrogatepass"), safe="")
+        # /api/v1/models too: a Gemini key there reads Gemini's models (the SDK's default api_version).
+        for prefix in ("/api/v1beta/models", "/api/v1/models"):
+            got = request(stack.http_port, "GET", f"{prefix}/{raw}", None, headers)
+            check_gemini_reply(got.status, got.body, (name, raw), success="name")
+            listed = request(stack.http_port, "GET", f"{prefix}?" + urllib.parse.urlencode(query), None, headers)
+            check_gemini_reply(listed.status, listed.body, tuple(query.values()), success="models")
+
+    page = st.one_of(st.integers(-5, 2**40).map(str), st.text(max_size=12))
+    queries = st.fixed_dictionaries({}, optional={"pageSize": page, "pageToken": page, "page_size": page})
+    run(40 * scale, st.tuples(path_text.filter(bool), queries), check)
+
+
 def native_methods() -> list[tuple[str, bool, Any]]:
     found = []
     for module in (
@@ -387,6 +583,20 @@ def native_methods() -> list[tuple[str, bool, Any]]:
             for method in service.methods:
                 found.append((f"/{service.full_name}/{method.name}", method.server_streaming, method.input_type))
     return found
+
+
+def test_the_native_methods_cover_every_service_the_server_offers(stack: Stack) -> None:
+    """A service added to the server joins the gRPC properties below: the list is checked against reflection."""
+    with grpc.insecure_channel(stack.grpc_target) as channel:
+        info = channel.stream_stream(
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        [reply] = list(info(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10))
+    served = {service.name for service in reply.list_services_response.service if service.name.startswith("modelway.")}
+    fuzzed = {method.split("/")[1] for method, _, _ in native_methods()}
+    assert served == fuzzed
 
 
 def native_outcome(stack: Stack, method: str, streaming: bool, payload: bytes) -> tuple[grpc.StatusCode, str]:

@@ -212,14 +212,51 @@ def test_sdk_json_output_with_a_schema(client: genai.Client) -> None:
     assert set(json.loads(response.text or "")) == {"answer", "score"}
 
 
-def test_sdk_models_list_and_get_on_v1beta(stack: Stack) -> None:
-    with sdk(stack, "v1beta") as client:
-        models = list(client.models.list(config={"page_size": 2}))
-        assert [model.name for model in models] == ["models/echo-1", "models/echo-mini", "models/echo-slow"]
-        model = client.models.get(model="echo-1")
+def test_sdk_models_list_and_get(client: genai.Client) -> None:
+    # On its default v1 the SDK asks GET /api/v1/models, OpenAI's path: its x-goog-api-key marks it as Gemini's.
+    models = list(client.models.list(config={"page_size": 2}))
+    assert [model.name for model in models] == ["models/echo-1", "models/echo-mini", "models/echo-slow"]
+    model = client.models.get(model="echo-1")
     assert model.name == "models/echo-1"
     assert model.output_token_limit == 4096
     assert model.supported_actions == ["generateContent", "streamGenerateContent"]
+    assert client.models.get(model="models/echo-mini").name == "models/echo-mini"
+    with pytest.raises(genai_errors.ClientError) as caught:
+        client.models.get(model="nope")
+    assert (caught.value.code, caught.value.status) == (404, "NOT_FOUND")
+
+
+async def test_sdk_async_models_list(client: genai.Client) -> None:
+    pager = await client.aio.models.list()
+    assert [model.name async for model in pager] == ["models/echo-1", "models/echo-mini", "models/echo-slow"]
+
+
+def test_models_on_v1_are_gemini_s_for_a_gemini_key_and_openai_s_for_a_bearer_key(stack: Stack) -> None:
+    """OpenAI's API takes keys only as `Authorization: Bearer`; x-goog-api-key or ?key= alone is a Gemini caller."""
+    goog = {"x-goog-api-key": stack.api_key}
+    listed = request(stack.http_port, "GET", "/api/v1/models?pageSize=2&junk=1", None, goog)
+    assert listed.status == 200 and listed.headers["content-type"] == "application/json"
+    assert [m["name"] for m in listed.json()["models"]] == ["models/echo-1", "models/echo-mini"]
+    token = listed.json()["nextPageToken"]
+    second = request(stack.http_port, "GET", f"/api/v1/models?pageSize=2&pageToken={token}", None, goog)
+    assert [m["name"] for m in second.json()["models"]] == ["models/echo-slow"]
+    by_query = request(stack.http_port, "GET", f"/api/v1/models/echo%2D1?key={stack.api_key}", None, {})
+    assert by_query.json()["name"] == "models/echo-1"
+    # Gemini's errors too: the server's and Envoy's own.
+    assert_gemini_error(request(stack.http_port, "GET", "/api/v1/models/nope", None, goog), 404, "NOT_FOUND")
+    wrong = request(stack.http_port, "GET", "/api/v1/models", None, {"x-goog-api-key": "mwt-nope"})
+    assert_gemini_error(wrong, 401, "UNAUTHENTICATED")
+    bad_page = request(stack.http_port, "GET", "/api/v1/models?pageSize=many", None, goog)
+    assert_gemini_error(bad_page, 400, "INVALID_ARGUMENT")
+    # A Bearer key (every OpenAI client), alone or beside a Google one, and X-API-Key keep OpenAI's list.
+    bearer = {"Authorization": f"Bearer {stack.api_key}"}
+    for headers in (bearer, {**bearer, **goog}, {"X-API-Key": stack.api_key}):
+        openai_list = request(stack.http_port, "GET", "/api/v1/models", None, headers).json()
+        assert openai_list["object"] == "list" and openai_list["data"][0]["object"] == "model", headers
+        one = request(stack.http_port, "GET", "/api/v1/models/echo-1", None, headers).json()
+        assert one == {**one, "id": "echo-1", "object": "model"}
+    openai_404 = request(stack.http_port, "GET", "/api/v1/models/nope", None, bearer)
+    assert set(openai_404.json()["error"]) == {"message", "type", "param", "code"}
 
 
 def test_sdk_rate_limit_raises_client_error_429(stack: Stack) -> None:
