@@ -378,3 +378,44 @@ def test_native_rpc_direct_and_through_envoy(images: ImageStack) -> None:
                 )
             assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert "Expected a value <= 4" in (raised.value.details() or "")
+
+
+# --- image models are not chat models --------------------------------------------
+
+
+def test_chat_calls_to_an_image_model_are_refused_in_each_surface(images: ImageStack) -> None:
+    stack = images.stack
+    bearer = {"Authorization": f"Bearer {stack.api_key}"}
+    hint = "is an image model, not a chat model: send it to POST /api/v1/images/generations"
+    for model in ("dall-e-3", "echo-image"):
+        chat = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+        reply = request(stack.http_port, "POST", "/api/v1/chat/completions", chat, bearer)
+        assert reply.status == 400, reply.body
+        error = reply.json()["error"]
+        assert (error["param"], error["code"]) == ("model", "invalid_value") and hint in error["message"]
+        row = usage_row(images, reply.headers["x-request-id"])
+        assert (row["status"], row["cost"]) == (400, 0)
+        gemini = {"contents": [{"parts": [{"text": "hi"}]}]}
+        for path in (
+            f"/api/v1beta/models/{model}:generateContent",
+            f"/api/v1/models/{model}:streamGenerateContent?alt=sse",
+        ):
+            reply = request(stack.http_port, "POST", path, gemini, {"x-goog-api-key": stack.api_key})
+            assert reply.status == 400, reply.body
+            assert reply.json()["error"]["status"] == "INVALID_ARGUMENT" and hint in reply.json()["error"]["message"]
+        reply = request(
+            stack.http_port, "POST", "/api/v1/ai/chat", {"model": model, "messages": chat["messages"]}, bearer
+        )
+        assert reply.status == 400 and hint in reply.json()["error"]["message"], reply.body
+    assert not images.upstream.requests or all("chat" not in sent.path for sent in images.upstream.requests)
+
+
+def test_gemini_lists_only_chat_models_and_openai_lists_all(images: ImageStack) -> None:
+    stack = images.stack
+    reply = request(stack.http_port, "GET", "/api/v1beta/models?pageSize=1000", None, {"x-goog-api-key": stack.api_key})
+    names = [model["name"] for model in reply.json()["models"]]
+    assert "models/echo-1" in names and "models/echo-image" not in names and "models/dall-e-3" not in names
+    reply = request(stack.http_port, "GET", "/api/v1beta/models/dall-e-3", None, {"x-goog-api-key": stack.api_key})
+    assert reply.status == 404 and reply.json()["error"]["status"] == "NOT_FOUND"
+    reply = request(stack.http_port, "GET", "/api/v1/models", None, {"Authorization": f"Bearer {stack.api_key}"})
+    assert {"dall-e-3", "echo-image"} <= {model["id"] for model in reply.json()["data"]}
