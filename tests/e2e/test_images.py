@@ -19,7 +19,7 @@ from modelway.v1 import images_pb2, images_pb2_grpc
 from tests.e2e.http import Reply, request
 from tests.e2e.image_stack import UPSTREAM_SECRET, ImageStack, image_stack
 from tests.fakes import openai as fake_openai
-from tests.fakes.server import Json
+from tests.fakes.server import Json, Sse
 from tests.openai_schema import validate
 
 MICRO = 1_000_000
@@ -324,9 +324,6 @@ def test_upstream_images_pass_through_in_both_formats(client: openai.OpenAI, ima
         "model": "dall-e-3",
         "prompt": "a castle",
         "n": 2,
-        "size": "1024x1024",
-        "quality": "standard",
-        "response_format": "url",
         "style": "natural",
     }
     answer = client.images.generate(model="dall-e-3", prompt="a castle", response_format="b64_json")
@@ -419,3 +416,61 @@ def test_gemini_lists_only_chat_models_and_openai_lists_all(images: ImageStack) 
     assert reply.status == 404 and reply.json()["error"]["status"] == "NOT_FOUND"
     reply = request(stack.http_port, "GET", "/api/v1/models", None, {"Authorization": f"Bearer {stack.api_key}"})
     assert {"dall-e-3", "echo-image"} <= {model["id"] for model in reply.json()["data"]}
+
+
+# --- what goes upstream, and what an upstream's answer may cost ----------------
+
+
+def test_only_the_options_the_caller_set_go_upstream(images: ImageStack) -> None:
+    upstream = images.upstream
+    upstream.reset()
+    # As gpt-image-1 answers: base64 always, and no response_format or quality "standard" accepted.
+    upstream.script(Json(fake_openai.images_json("a fox", response_format="b64_json")))
+    reply = generate(images, {"model": "dall-e-3", "prompt": "a fox"})
+    assert reply.status == 200, reply.body
+    [sent] = upstream.requests
+    assert sent.json == {"model": "dall-e-3", "prompt": "a fox", "n": 1}
+    # The caller asked for nothing, so it gets OpenAI's default: a URL, to the PNG the upstream sent.
+    [image] = reply.json()["data"]
+    assert fetch(image["url"])[2] == base64.b64decode(fake_openai.PNG_B64)
+    upstream.reset()
+    reply = generate(images, {"model": "dall-e-3", "prompt": "a fox", "size": "1792x1024", "quality": "hd"})
+    assert reply.status == 200, reply.body
+    assert upstream.requests[0].json == {
+        "model": "dall-e-3",
+        "prompt": "a fox",
+        "n": 1,
+        "size": "1792x1024",
+        "quality": "hd",
+    }
+
+
+@pytest.mark.parametrize("field", [{"stream": True}, {"partial_images": 2}])
+def test_streamed_generation_is_refused(images: ImageStack, field: dict[str, Any]) -> None:
+    images.upstream.reset()
+    [(name, _)] = field.items()
+    reply = generate(images, {"model": "dall-e-3", "prompt": "a fox", **field})
+    assert reply.status == 400, reply.body
+    error = reply.json()["error"]
+    assert (error["param"], error["code"]) == (name, "invalid_value")
+    assert error["message"] == f"Invalid '{name}': streamed image generation is not supported; leave '{name}' out."
+    assert images.upstream.requests == []
+    # stream: false asks for what every call gets; it is not passed on.
+    reply = generate(images, {"model": "dall-e-3", "prompt": "a fox", "stream": False})
+    assert reply.status == 200 and "stream" not in images.upstream.requests[0].json
+
+
+def test_a_malformed_answer_is_not_retried_and_does_not_trip_the_breaker(images: ImageStack) -> None:
+    upstream = images.upstream
+    upstream.reset()
+    # More malformed answers in a row than the breaker's threshold (5): an SSE stream where JSON belongs.
+    upstream.script(*[Sse(['{"type": "image_generation.completed"}']) for _ in range(6)])
+    for _ in range(6):
+        reply = generate(images, {"model": "dall-e-3", "prompt": "a fox"})
+        assert reply.status == 502, reply.body
+        assert reply.json()["error"]["message"] == "The upstream provider sent a malformed answer (not JSON)."
+        assert usage_row(images, reply.headers["x-request-id"])["cost"] == 0
+    # One upstream request per call (no retry, no new images paid for), and the provider is still up.
+    assert len(upstream.requests) == 6
+    reply = generate(images, {"model": "dall-e-3", "prompt": "a fox"})
+    assert reply.status == 200, reply.body

@@ -54,7 +54,7 @@ class Gallery:
 
     async def deliverable(self, run: ImagesRun, call: RpcCall) -> tuple[GeneratedImage, ...]:
         images = await run.generate()
-        if run.request.response_format != "url":
+        if not run.request.wants_url:
             return images
         inline = [index for index, image in enumerate(images) if image.b64_json and not image.url]
         if not inline:
