@@ -474,3 +474,46 @@ def test_a_malformed_answer_is_not_retried_and_does_not_trip_the_breaker(images:
     assert len(upstream.requests) == 6
     reply = generate(images, {"model": "dall-e-3", "prompt": "a fox"})
     assert reply.status == 200, reply.body
+
+
+def test_native_images_past_their_deadline_are_never_charged(images: ImageStack) -> None:
+    """Native calls whose deadlines race the drawing, the row's commit and the send: a call the client
+    saw fail is never charged, one it received always is."""
+    stack = images.stack
+    tag = f"img-deadline-{time.monotonic_ns()}"
+    outcomes: dict[str, grpc.StatusCode] = {}
+    with grpc.insecure_channel(stack.grpc_target) as channel:
+        stub = images_pb2_grpc.ImagesServiceStub(channel)
+        futures = []
+        for index in range(120):
+            client_id = f"{tag}-{index}"
+            metadata = (("authorization", f"Bearer {stack.api_key}"), ("x-client-request-id", client_id))
+            generate_request = images_pb2.GenerateImagesRequest(
+                model="echo-image", prompt=f"race {index}", size="256x256", response_format="b64_json"
+            )
+            timeout = (0.005, 0.01, 0.02, 0.03, 0.045, 0.06, 0.08, 0.12)[index % 8]
+            futures.append(
+                (client_id, stub.GenerateImages.future(generate_request, metadata=metadata, timeout=timeout))
+            )
+        for client_id, future in futures:
+            try:
+                future.result()
+                outcomes[client_id] = grpc.StatusCode.OK
+            except grpc.RpcError as error:
+                outcomes[client_id] = error.code()
+    time.sleep(1)
+    with sqlite3.connect(stack.db_path) as db:
+        query = "SELECT client_request_id, status, cost FROM usage WHERE client_request_id LIKE ?"
+        rows = {client_id: (status, cost) for client_id, status, cost in db.execute(query, [f"{tag}-%"])}
+    failed = [client_id for client_id, code in outcomes.items() if code != grpc.StatusCode.OK]
+    assert failed and len(failed) < len(outcomes), outcomes
+    for client_id in failed:
+        if client_id in rows:
+            assert rows[client_id][0] != 200 and rows[client_id][1] == 0, (
+                client_id,
+                outcomes[client_id],
+                rows[client_id],
+            )
+    for client_id, code in outcomes.items():
+        if code == grpc.StatusCode.OK:
+            assert rows[client_id][0] == 200
