@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import sqlite3
 import time
@@ -293,6 +294,29 @@ def test_exact_sse_bytes(stack: Stack) -> None:
     assert b"[DONE]" not in reply.body
     row = usage_row(stack.db_path, reply.headers["x-request-id"])
     assert (row["surface"], row["status"], row["completion_tokens"]) == ("gemini", 200, 4)
+
+
+def test_stream_ends_only_after_its_usage_row_is_committed(stack: Stack) -> None:
+    """Gemini streams have no terminator: the frame with usageMetadata is the last, so the row must be
+    durable before it goes out (a client holding the whole answer has a row that survives a crash)."""
+    for _ in range(3):
+        connection = http.client.HTTPConnection("127.0.0.1", stack.http_port, timeout=30)
+        try:
+            body = json.dumps({"contents": [{"parts": [{"text": "a b c"}]}]})
+            headers = {"Content-Type": "application/json", "x-goog-api-key": stack.api_key}
+            connection.request("POST", STREAM, body=body, headers=headers)
+            response = connection.getresponse()
+            assert response.status == 200
+            request_id = response.headers["x-request-id"]
+            while b"usageMetadata" not in (line := response.readline()):
+                assert line, "the stream ended without usageMetadata"
+            # Read at once, no waiting: the row is there already.
+            with sqlite3.connect(stack.db_path) as db:
+                row = db.execute("SELECT status, completion_tokens FROM usage WHERE request_id = ?", [request_id])
+                assert row.fetchone() == (200, 5)
+            response.read()
+        finally:
+            connection.close()
 
 
 def test_camel_and_snake_case_give_the_same_answer(stack: Stack) -> None:
