@@ -81,10 +81,18 @@ local function is_gemini_path(method, path)
     or (method == "POST" and string.sub(path, 1, 15) == "/api/v1/models/")
 end
 
-local function gemini_error_json(status, message)
+-- Envoy's own 5xx (the server is not answering: starting, restarting, shutting down) tells the caller
+-- when to come back on every surface, as the server's own 503s do: 5 s, the server's default wait when
+-- no upstream can serve; the native API documents 60 s (NATIVE_RETRY_AFTER).
+local LOCAL_RETRY_AFTER = "5"
+
+-- `retry_after` (seconds, or nil): Google's RetryInfo detail, as the server's Gemini dialect adds it.
+local function gemini_error_json(status, message, retry_after)
   local name = GEMINI_STATUS[status] or (tonumber(status) >= 500 and "INTERNAL" or "INVALID_ARGUMENT")
+  local details = retry_after == nil and ""
+    or ',"details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"' .. retry_after .. 's"}]'
   return '{"error":{"code":' .. tonumber(status) .. ',"message":' .. json_string(message) .. ',"status":"'
-    .. name .. '"}}'
+    .. name .. '"' .. details .. '}}'
 end
 
 -- Gateway-native (/api/v1/ai/...): its error shape and codes, apart from the OpenAI shape above.
@@ -347,13 +355,19 @@ local function refine_local_reply(handle)
   -- Envoy's own words (the mapper's JSON, or the bare text when Lua sees
   -- the reply before the mapper formats it).
   local original = string.match(text, '"message":"(.-)","param"') or text
-  if info["gemini"] == true then
-    local message = local_reply_message(status, details, info["request"] or "", original)
-    body:setBytes(gemini_error_json(status, message))
-    return
-  end
   if info["native"] == true then
     native_local_reply(handle, status, details, info, original)
+    return
+  end
+  local retry_after = nil
+  if tonumber(status) >= 500 then
+    retry_after = LOCAL_RETRY_AFTER
+    -- Asked for again: the headers object taken before the body was read is out of scope now.
+    handle:headers():replace("retry-after", retry_after)
+  end
+  if info["gemini"] == true then
+    local message = local_reply_message(status, details, info["request"] or "", original)
+    body:setBytes(gemini_error_json(status, message, retry_after))
     return
   end
   local kind = tonumber(status) >= 500 and "api_error" or "invalid_request_error"

@@ -517,3 +517,41 @@ def test_native_images_past_their_deadline_are_never_charged(images: ImageStack)
     for client_id, code in outcomes.items():
         if code == grpc.StatusCode.OK:
             assert rows[client_id][0] == 200
+
+
+# --- last in this module: it stops the server ------------------------------------------
+
+
+def test_server_down_is_503_with_retry_after_on_every_surface(images: ImageStack) -> None:
+    stack = images.stack
+    bearer = {"Authorization": f"Bearer {stack.api_key}"}
+    stack.stop_server()
+    try:
+        chat = {"model": "echo-1", "messages": [{"role": "user", "content": "hi"}]}
+        for path, body in (("/api/v1/chat/completions", chat), (GENERATIONS, {"prompt": "p"})):
+            reply = request(stack.http_port, "POST", path, body, bearer)
+            assert reply.status == 503, reply.body
+            assert reply.headers["Retry-After"] == "5" and reply.headers["X-Request-Id"], (
+                path,
+                reply.headers.items(),
+                reply.body,
+            )
+            assert reply.json()["error"]["type"] == "api_error"
+            validate("ErrorResponse", reply.json())
+        gemini = {"contents": [{"parts": [{"text": "hi"}]}]}
+        reply = request(
+            stack.http_port,
+            "POST",
+            "/api/v1beta/models/echo-1:generateContent",
+            gemini,
+            {"x-goog-api-key": stack.api_key},
+        )
+        assert reply.status == 503 and reply.headers["Retry-After"] == "5", reply.body
+        error = reply.json()["error"]
+        assert (error["code"], error["status"]) == (503, "UNAVAILABLE")
+        assert error["details"] == [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "5s"}]
+        reply = request(stack.http_port, "POST", "/api/v1/ai/chat", {"prompt": "hi"}, bearer)
+        assert reply.status == 503 and reply.headers["Retry-After"] == "60"
+    finally:
+        stack.start_server()
+    assert generate(images, {"prompt": "back", "size": "256x256"}).status == 200
