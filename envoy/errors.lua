@@ -43,8 +43,9 @@ local ROUTE_QUERY = {
   -- Gemini's model list pages (the SDK sends camelCase; snake_case is accepted too).
   ["GET /api/v1beta/models"] = {pageSize = true, pageToken = true, page_size = true, page_token = true},
 }
--- Kept on every route: a Gemini-style ?key= and ?alt= (the transcoder ignores both).
-local ANY_ROUTE_QUERY = {key = true, alt = true}
+-- Kept on Gemini's routes only (is_gemini_path): its ?key= and ?alt= (the transcoder ignores both). A key
+-- in any other URL is dropped here, so it is no credential there (the server reads it on Gemini's only).
+local GEMINI_QUERY = {key = true, alt = true}
 -- The transcoder names proto types; callers think in JSON.
 local FIELD_TYPES = {TYPE_STRING = "a string", TYPE_BOOL = "a boolean", TYPE_DOUBLE = "a number",
   TYPE_FLOAT = "a number", TYPE_INT32 = "an integer", TYPE_INT64 = "an integer", TYPE_UINT32 = "an integer",
@@ -192,11 +193,13 @@ local function keep_route_query(headers)
   if query == nil then
     return
   end
-  local allowed = ROUTE_QUERY[(headers:get(":method") or "") .. " " .. path] or {}
+  local method = headers:get(":method") or ""
+  local allowed = ROUTE_QUERY[method .. " " .. path] or {}
+  local gemini = is_gemini_path(method, path)
   local kept = {}
   for pair in string.gmatch(query, "[^&]+") do
     local name = unescape(string.match(pair, "^[^=]*"))
-    if allowed[name] or ANY_ROUTE_QUERY[name] then
+    if allowed[name] or (gemini and GEMINI_QUERY[name]) then
       table.insert(kept, pair)
     end
   end

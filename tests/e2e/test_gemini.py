@@ -399,6 +399,31 @@ def test_key_in_query(stack: Stack) -> None:
     assert events(streamed.body)[-1]["candidates"][0]["finishReason"] == "STOP"
     wrong = post(stack, f"{GENERATE}?key=mwt-nope", {"contents": [{"parts": [{"text": "q"}]}]}, key="")
     assert_gemini_error(wrong, 401, "UNAUTHENTICATED", "INVALID_API_KEY")
+    v1 = post(
+        stack,
+        f"/api/v1/models/echo-1:generateContent?key={stack.api_key}",
+        {"contents": [{"parts": [{"text": "q"}]}]},
+        key="",
+    )
+    assert v1.status == 200
+    models = request(stack.http_port, "GET", f"/api/v1beta/models?key={stack.api_key}")
+    assert models.status == 200
+
+
+def test_key_in_query_is_gemini_only(stack: Stack) -> None:
+    """Anywhere else a key in the URL is no credential (URLs are logged): 401 as with no key at all."""
+    chat = {"model": "echo-1", "messages": [{"role": "user", "content": "hi"}]}
+    for method, path, body in (
+        ("POST", "/api/v1/chat/completions", chat),
+        ("GET", "/api/v1/api-keys", None),
+        ("GET", "/api/v1/models", None),
+        ("POST", "/api/v1/images/generations", {"prompt": "p"}),
+    ):
+        reply = request(stack.http_port, method, f"{path}?key={stack.api_key}", body)
+        assert reply.status == 401, (path, reply.body)
+        assert reply.json()["error"]["code"] == "missing_api_key", (path, reply.body)
+    reply = request(stack.http_port, "POST", f"/api/v1/ai/chat?key={stack.api_key}", {"prompt": "hi"})
+    assert reply.status == 401 and reply.json()["error"]["code"] == "UNAUTHORIZED"
 
 
 def test_percent_encoded_model_ids_and_models_prefix(stack: Stack) -> None:
