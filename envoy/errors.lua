@@ -51,8 +51,9 @@ local ROUTE_QUERY = {
   ["GET /api/models"] = {q = true, category = true, type = true, page = true},
   ["GET /api/v1/chat/conversations"] = {page = true},
 }
--- Kept on every route: a Gemini-style ?key= and ?alt= (the transcoder ignores both).
-local ANY_ROUTE_QUERY = {key = true, alt = true}
+-- Kept on Gemini's routes only (is_gemini_path): its ?key= and ?alt= (the transcoder ignores both). A key
+-- in any other URL is dropped here, so it is no credential there (the server reads it on Gemini's only).
+local GEMINI_QUERY = {key = true, alt = true}
 -- The transcoder names proto types; callers think in JSON.
 local FIELD_TYPES = {TYPE_STRING = "a string", TYPE_BOOL = "a boolean", TYPE_DOUBLE = "a number",
   TYPE_FLOAT = "a number", TYPE_INT32 = "an integer", TYPE_INT64 = "an integer", TYPE_UINT32 = "an integer",
@@ -118,10 +119,18 @@ local function is_gemini_models_call(headers, method, path, query)
   return headers:get("authorization") == nil and (headers:get("x-goog-api-key") ~= nil or has_query_key(query))
 end
 
-local function gemini_error_json(status, message)
+-- Envoy's own 5xx (the server is not answering: starting, restarting, shutting down) tells the caller
+-- when to come back on every surface, as the server's own 503s do: 5 s, the server's default wait when
+-- no upstream can serve; the native API documents 60 s (NATIVE_RETRY_AFTER).
+local LOCAL_RETRY_AFTER = "5"
+
+-- `retry_after` (seconds, or nil): Google's RetryInfo detail, as the server's Gemini dialect adds it.
+local function gemini_error_json(status, message, retry_after)
   local name = GEMINI_STATUS[status] or (tonumber(status) >= 500 and "INTERNAL" or "INVALID_ARGUMENT")
+  local details = retry_after == nil and ""
+    or ',"details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"' .. retry_after .. 's"}]'
   return '{"error":{"code":' .. tonumber(status) .. ',"message":' .. json_string(message) .. ',"status":"'
-    .. name .. '"}}'
+    .. name .. '"' .. details .. '}}'
 end
 
 -- Gateway-native (/api/v1/ai/...): its error shape and codes, apart from the OpenAI shape above.
@@ -239,11 +248,13 @@ local function keep_route_query(headers)
   if query == nil then
     return
   end
-  local allowed = ROUTE_QUERY[(headers:get(":method") or "") .. " " .. path] or {}
+  local method = headers:get(":method") or ""
+  local allowed = ROUTE_QUERY[method .. " " .. path] or {}
+  local gemini = is_gemini_path(method, path)
   local kept = {}
   for pair in string.gmatch(query, "[^&]+") do
     local name = unescape(string.match(pair, "^[^=]*"))
-    if allowed[name] or ANY_ROUTE_QUERY[name] then
+    if allowed[name] or (gemini and GEMINI_QUERY[name]) then
       table.insert(kept, pair)
     end
   end
@@ -423,13 +434,19 @@ local function refine_local_reply(handle)
   -- Envoy's own words (the mapper's JSON, or the bare text when Lua sees
   -- the reply before the mapper formats it).
   local original = string.match(text, '"message":"(.-)","param"') or text
-  if info["gemini"] == true then
-    local message = local_reply_message(status, details, info["request"] or "", original)
-    body:setBytes(gemini_error_json(status, message))
-    return
-  end
   if info["native"] == true then
     native_local_reply(handle, status, details, info, original)
+    return
+  end
+  local retry_after = nil
+  if tonumber(status) >= 500 then
+    retry_after = LOCAL_RETRY_AFTER
+    -- Asked for again: the headers object taken before the body was read is out of scope now.
+    handle:headers():replace("retry-after", retry_after)
+  end
+  if info["gemini"] == true then
+    local message = local_reply_message(status, details, info["request"] or "", original)
+    body:setBytes(gemini_error_json(status, message, retry_after))
     return
   end
   if info["envelope"] == true then

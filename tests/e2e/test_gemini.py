@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import sqlite3
 import time
@@ -332,6 +333,29 @@ def test_exact_sse_bytes(stack: Stack) -> None:
     assert (row["surface"], row["status"], row["completion_tokens"]) == ("gemini", 200, 4)
 
 
+def test_stream_ends_only_after_its_usage_row_is_committed(stack: Stack) -> None:
+    """Gemini streams have no terminator: the frame with usageMetadata is the last, so the row must be
+    durable before it goes out (a client holding the whole answer has a row that survives a crash)."""
+    for _ in range(3):
+        connection = http.client.HTTPConnection("127.0.0.1", stack.http_port, timeout=30)
+        try:
+            body = json.dumps({"contents": [{"parts": [{"text": "a b c"}]}]})
+            headers = {"Content-Type": "application/json", "x-goog-api-key": stack.api_key}
+            connection.request("POST", STREAM, body=body, headers=headers)
+            response = connection.getresponse()
+            assert response.status == 200
+            request_id = response.headers["x-request-id"]
+            while b"usageMetadata" not in (line := response.readline()):
+                assert line, "the stream ended without usageMetadata"
+            # Read at once, no waiting: the row is there already.
+            with sqlite3.connect(stack.db_path) as db:
+                row = db.execute("SELECT status, completion_tokens FROM usage WHERE request_id = ?", [request_id])
+                assert row.fetchone() == (200, 5)
+            response.read()
+        finally:
+            connection.close()
+
+
 def test_camel_and_snake_case_give_the_same_answer(stack: Stack) -> None:
     camel = {
         "contents": [
@@ -412,6 +436,31 @@ def test_key_in_query(stack: Stack) -> None:
     assert events(streamed.body)[-1]["candidates"][0]["finishReason"] == "STOP"
     wrong = post(stack, f"{GENERATE}?key=mwt-nope", {"contents": [{"parts": [{"text": "q"}]}]}, key="")
     assert_gemini_error(wrong, 401, "UNAUTHENTICATED", "INVALID_API_KEY")
+    v1 = post(
+        stack,
+        f"/api/v1/models/echo-1:generateContent?key={stack.api_key}",
+        {"contents": [{"parts": [{"text": "q"}]}]},
+        key="",
+    )
+    assert v1.status == 200
+    models = request(stack.http_port, "GET", f"/api/v1beta/models?key={stack.api_key}")
+    assert models.status == 200
+
+
+def test_key_in_query_is_gemini_only(stack: Stack) -> None:
+    """Anywhere else a key in the URL is no credential (URLs are logged): 401 as with no key at all."""
+    chat = {"model": "echo-1", "messages": [{"role": "user", "content": "hi"}]}
+    for method, path, body in (
+        ("POST", "/api/v1/chat/completions", chat),
+        ("GET", "/api/v1/api-keys", None),
+        ("GET", "/api/v1/models", None),
+        ("POST", "/api/v1/images/generations", {"prompt": "p"}),
+    ):
+        reply = request(stack.http_port, method, f"{path}?key={stack.api_key}", body)
+        assert reply.status == 401, (path, reply.body)
+        assert reply.json()["error"]["code"] == "missing_api_key", (path, reply.body)
+    reply = request(stack.http_port, "POST", f"/api/v1/ai/chat?key={stack.api_key}", {"prompt": "hi"})
+    assert reply.status == 401 and reply.json()["error"]["code"] == "UNAUTHORIZED"
 
 
 def test_percent_encoded_model_ids_and_models_prefix(stack: Stack) -> None:

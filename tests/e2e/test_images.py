@@ -19,7 +19,7 @@ from modelway.v1 import images_pb2, images_pb2_grpc
 from tests.e2e.http import Reply, request
 from tests.e2e.image_stack import UPSTREAM_SECRET, ImageStack, image_stack
 from tests.fakes import openai as fake_openai
-from tests.fakes.server import Json
+from tests.fakes.server import Json, Sse
 from tests.openai_schema import validate
 
 MICRO = 1_000_000
@@ -324,9 +324,6 @@ def test_upstream_images_pass_through_in_both_formats(client: openai.OpenAI, ima
         "model": "dall-e-3",
         "prompt": "a castle",
         "n": 2,
-        "size": "1024x1024",
-        "quality": "standard",
-        "response_format": "url",
         "style": "natural",
     }
     answer = client.images.generate(model="dall-e-3", prompt="a castle", response_format="b64_json")
@@ -378,3 +375,183 @@ def test_native_rpc_direct_and_through_envoy(images: ImageStack) -> None:
                 )
             assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert "Expected a value <= 4" in (raised.value.details() or "")
+
+
+# --- image models are not chat models --------------------------------------------
+
+
+def test_chat_calls_to_an_image_model_are_refused_in_each_surface(images: ImageStack) -> None:
+    stack = images.stack
+    bearer = {"Authorization": f"Bearer {stack.api_key}"}
+    hint = "is an image model, not a chat model: send it to POST /api/v1/images/generations"
+    for model in ("dall-e-3", "echo-image"):
+        chat = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+        reply = request(stack.http_port, "POST", "/api/v1/chat/completions", chat, bearer)
+        assert reply.status == 400, reply.body
+        error = reply.json()["error"]
+        assert (error["param"], error["code"]) == ("model", "invalid_value") and hint in error["message"]
+        row = usage_row(images, reply.headers["x-request-id"])
+        assert (row["status"], row["cost"]) == (400, 0)
+        gemini = {"contents": [{"parts": [{"text": "hi"}]}]}
+        for path in (
+            f"/api/v1beta/models/{model}:generateContent",
+            f"/api/v1/models/{model}:streamGenerateContent?alt=sse",
+        ):
+            reply = request(stack.http_port, "POST", path, gemini, {"x-goog-api-key": stack.api_key})
+            assert reply.status == 400, reply.body
+            assert reply.json()["error"]["status"] == "INVALID_ARGUMENT" and hint in reply.json()["error"]["message"]
+        reply = request(
+            stack.http_port, "POST", "/api/v1/ai/chat", {"model": model, "messages": chat["messages"]}, bearer
+        )
+        assert reply.status == 400 and hint in reply.json()["error"]["message"], reply.body
+    assert not images.upstream.requests or all("chat" not in sent.path for sent in images.upstream.requests)
+
+
+def test_gemini_lists_only_chat_models_and_openai_lists_all(images: ImageStack) -> None:
+    stack = images.stack
+    reply = request(stack.http_port, "GET", "/api/v1beta/models?pageSize=1000", None, {"x-goog-api-key": stack.api_key})
+    names = [model["name"] for model in reply.json()["models"]]
+    assert "models/echo-1" in names and "models/echo-image" not in names and "models/dall-e-3" not in names
+    reply = request(stack.http_port, "GET", "/api/v1beta/models/dall-e-3", None, {"x-goog-api-key": stack.api_key})
+    assert reply.status == 404 and reply.json()["error"]["status"] == "NOT_FOUND"
+    reply = request(stack.http_port, "GET", "/api/v1/models", None, {"Authorization": f"Bearer {stack.api_key}"})
+    assert {"dall-e-3", "echo-image"} <= {model["id"] for model in reply.json()["data"]}
+
+
+# --- what goes upstream, and what an upstream's answer may cost ----------------
+
+
+def test_only_the_options_the_caller_set_go_upstream(images: ImageStack) -> None:
+    upstream = images.upstream
+    upstream.reset()
+    # As gpt-image-1 answers: base64 always, and no response_format or quality "standard" accepted.
+    upstream.script(Json(fake_openai.images_json("a fox", response_format="b64_json")))
+    reply = generate(images, {"model": "dall-e-3", "prompt": "a fox"})
+    assert reply.status == 200, reply.body
+    [sent] = upstream.requests
+    assert sent.json == {"model": "dall-e-3", "prompt": "a fox", "n": 1}
+    # The caller asked for nothing, so it gets OpenAI's default: a URL, to the PNG the upstream sent.
+    [image] = reply.json()["data"]
+    assert fetch(image["url"])[2] == base64.b64decode(fake_openai.PNG_B64)
+    upstream.reset()
+    reply = generate(images, {"model": "dall-e-3", "prompt": "a fox", "size": "1792x1024", "quality": "hd"})
+    assert reply.status == 200, reply.body
+    assert upstream.requests[0].json == {
+        "model": "dall-e-3",
+        "prompt": "a fox",
+        "n": 1,
+        "size": "1792x1024",
+        "quality": "hd",
+    }
+
+
+@pytest.mark.parametrize("field", [{"stream": True}, {"partial_images": 2}])
+def test_streamed_generation_is_refused(images: ImageStack, field: dict[str, Any]) -> None:
+    images.upstream.reset()
+    [(name, _)] = field.items()
+    reply = generate(images, {"model": "dall-e-3", "prompt": "a fox", **field})
+    assert reply.status == 400, reply.body
+    error = reply.json()["error"]
+    assert (error["param"], error["code"]) == (name, "invalid_value")
+    assert error["message"] == f"Invalid '{name}': streamed image generation is not supported; leave '{name}' out."
+    assert images.upstream.requests == []
+    # stream: false asks for what every call gets; it is not passed on.
+    reply = generate(images, {"model": "dall-e-3", "prompt": "a fox", "stream": False})
+    assert reply.status == 200 and "stream" not in images.upstream.requests[0].json
+
+
+def test_a_malformed_answer_is_not_retried_and_does_not_trip_the_breaker(images: ImageStack) -> None:
+    upstream = images.upstream
+    upstream.reset()
+    # More malformed answers in a row than the breaker's threshold (5): an SSE stream where JSON belongs.
+    upstream.script(*[Sse(['{"type": "image_generation.completed"}']) for _ in range(6)])
+    for _ in range(6):
+        reply = generate(images, {"model": "dall-e-3", "prompt": "a fox"})
+        assert reply.status == 502, reply.body
+        assert reply.json()["error"]["message"] == "The upstream provider sent a malformed answer (not JSON)."
+        assert usage_row(images, reply.headers["x-request-id"])["cost"] == 0
+    # One upstream request per call (no retry, no new images paid for), and the provider is still up.
+    assert len(upstream.requests) == 6
+    reply = generate(images, {"model": "dall-e-3", "prompt": "a fox"})
+    assert reply.status == 200, reply.body
+
+
+def test_native_images_past_their_deadline_are_never_charged(images: ImageStack) -> None:
+    """Native calls whose deadlines race the drawing, the row's commit and the send: a call the client
+    saw fail is never charged, one it received always is."""
+    stack = images.stack
+    tag = f"img-deadline-{time.monotonic_ns()}"
+    outcomes: dict[str, grpc.StatusCode] = {}
+    with grpc.insecure_channel(stack.grpc_target) as channel:
+        stub = images_pb2_grpc.ImagesServiceStub(channel)
+        futures = []
+        for index in range(120):
+            client_id = f"{tag}-{index}"
+            metadata = (("authorization", f"Bearer {stack.api_key}"), ("x-client-request-id", client_id))
+            generate_request = images_pb2.GenerateImagesRequest(
+                model="echo-image", prompt=f"race {index}", size="256x256", response_format="b64_json"
+            )
+            timeout = (0.005, 0.01, 0.02, 0.03, 0.045, 0.06, 0.08, 0.12, 0.3, 2.0)[index % 10]
+            futures.append(
+                (client_id, stub.GenerateImages.future(generate_request, metadata=metadata, timeout=timeout))
+            )
+        for client_id, future in futures:
+            try:
+                future.result()
+                outcomes[client_id] = grpc.StatusCode.OK
+            except grpc.RpcError as error:
+                outcomes[client_id] = error.code()
+    time.sleep(1)
+    with sqlite3.connect(stack.db_path) as db:
+        query = "SELECT client_request_id, status, cost FROM usage WHERE client_request_id LIKE ?"
+        rows = {client_id: (status, cost) for client_id, status, cost in db.execute(query, [f"{tag}-%"])}
+    failed = [client_id for client_id, code in outcomes.items() if code != grpc.StatusCode.OK]
+    assert failed and len(failed) < len(outcomes), outcomes
+    for client_id in failed:
+        if client_id in rows:
+            assert rows[client_id][0] != 200 and rows[client_id][1] == 0, (
+                client_id,
+                outcomes[client_id],
+                rows[client_id],
+            )
+    for client_id, code in outcomes.items():
+        if code == grpc.StatusCode.OK:
+            assert rows[client_id][0] == 200
+
+
+# --- last in this module: it stops the server ------------------------------------------
+
+
+def test_server_down_is_503_with_retry_after_on_every_surface(images: ImageStack) -> None:
+    stack = images.stack
+    bearer = {"Authorization": f"Bearer {stack.api_key}"}
+    stack.stop_server()
+    try:
+        chat = {"model": "echo-1", "messages": [{"role": "user", "content": "hi"}]}
+        for path, body in (("/api/v1/chat/completions", chat), (GENERATIONS, {"prompt": "p"})):
+            reply = request(stack.http_port, "POST", path, body, bearer)
+            assert reply.status == 503, reply.body
+            assert reply.headers["Retry-After"] == "5" and reply.headers["X-Request-Id"], (
+                path,
+                reply.headers.items(),
+                reply.body,
+            )
+            assert reply.json()["error"]["type"] == "api_error"
+            validate("ErrorResponse", reply.json())
+        gemini = {"contents": [{"parts": [{"text": "hi"}]}]}
+        reply = request(
+            stack.http_port,
+            "POST",
+            "/api/v1beta/models/echo-1:generateContent",
+            gemini,
+            {"x-goog-api-key": stack.api_key},
+        )
+        assert reply.status == 503 and reply.headers["Retry-After"] == "5", reply.body
+        error = reply.json()["error"]
+        assert (error["code"], error["status"]) == (503, "UNAVAILABLE")
+        assert error["details"] == [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "5s"}]
+        reply = request(stack.http_port, "POST", "/api/v1/ai/chat", {"prompt": "hi"}, bearer)
+        assert reply.status == 503 and reply.headers["Retry-After"] == "60"
+    finally:
+        stack.start_server()
+    assert generate(images, {"prompt": "back", "size": "256x256"}).status == 200

@@ -472,12 +472,11 @@ def styled(style: str, secret: str) -> tuple[str, dict[str, str]]:
     """The chat path and headers carrying `secret` in one credential style."""
     if style == "bearer":
         return CHAT, {"Authorization": f"Bearer {secret}"}
-    if style == "query":
-        return f"{CHAT}?key={quote(secret)}", {}
     return CHAT, {style: secret}
 
 
-@pytest.mark.parametrize("style", ["bearer", "x-api-key", "x-goog-api-key", "query"])
+# ?key= is a credential on Gemini's routes only (test_gemini.py: test_key_in_query_is_gemini_only).
+@pytest.mark.parametrize("style", ["bearer", "x-api-key", "x-goog-api-key"])
 def test_credential_styles(stack: Stack, admin: Admin, style: str) -> None:
     body = {"model": "echo-1", "messages": [{"role": "user", "content": "styles"}]}
     path, headers = styled(style, admin.secret)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Literal
 from urllib.parse import parse_qs, urlsplit
@@ -17,12 +18,19 @@ __all__ = ["Bucket", "Gate", "credential"]
 Bucket = Literal["chat", "images"]
 
 
+# The Gemini REST routes (errors.lua's is_gemini_path): the only surface documented to take `?key=`.
+_GEMINI_PATH = re.compile(r"/api/v1beta(/|$)|/api/v1/models/[^/?]+:")
+
+
 def credential(metadata: Mapping[str, str]) -> str:
     """The key a request carries, in the header styles the surfaces document.
 
     `Authorization: Bearer` (OpenAI), `X-API-Key` (catalog and chat/send),
     `x-goog-api-key` or `?key=` (Gemini). Envoy keeps the original path, query
-    included, in x-envoy-original-path after the transcoder drops `key`.
+    included, in x-envoy-original-path after the transcoder drops `key`; the
+    query is read on Gemini's routes only (a key in any other URL is no
+    credential: URLs end up in logs and browser histories, and Envoy drops it
+    there anyway). Native gRPC calls have no such path at all.
     """
     scheme, _, token = metadata.get("authorization", "").strip().partition(" ")
     if scheme.lower() == "bearer" and token.strip():
@@ -30,8 +38,10 @@ def credential(metadata: Mapping[str, str]) -> str:
     for header in ("x-api-key", "x-goog-api-key"):
         if metadata.get(header, "").strip():
             return metadata[header].strip()
-    query = urlsplit(metadata.get("x-envoy-original-path", "")).query
-    return parse_qs(query).get("key", [""])[0]
+    original = urlsplit(metadata.get("x-envoy-original-path", ""))
+    if not _GEMINI_PATH.match(original.path):
+        return ""
+    return parse_qs(original.query).get("key", [""])[0]
 
 
 class Gate:

@@ -46,6 +46,7 @@ __all__ = [
     "ChatRun",
     "CompletedChoice",
     "Completion",
+    "Deliverable",
     "ImagesRun",
     "Pipeline",
     "Surface",
@@ -85,6 +86,23 @@ class Surface(Protocol):
     def name(self) -> str: ...
 
     def status(self, error: GatewayError) -> int: ...
+
+
+class Deliverable(Protocol):
+    """A run whose whole answer goes out in one piece (ChatRun, ImagesRun): what delivering it needs
+    (services/delivery.py), so that an answer its caller never got is never charged."""
+
+    async def finish(self) -> None:
+        """Settles the call and commits its usage row; called before the answer goes out."""
+        ...
+
+    async def withdraw(self, error: GatewayError) -> None:
+        """The answer was settled but did not reach its caller: the row says `error`, the charge is refunded."""
+        ...
+
+    def undelivered(self, error: GatewayError) -> None:
+        """The answer was ready too late for its caller: recorded as `error`, not charged."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,6 +320,15 @@ class ImagesRun:
     async def finish(self) -> None:
         """Settles the call and waits (bounded) for its usage row to commit; call before the answer goes out."""
         await self._meter.finish()
+
+    async def withdraw(self, error: GatewayError) -> None:
+        """Images whose caller gave up while their row was committed: recorded as `error`, refunded."""
+        await self._meter.withdraw(error)
+
+    def undelivered(self, error: GatewayError) -> None:
+        """Images that were ready too late for their caller (its deadline passed): not charged."""
+        self._meter.images = 0
+        self._meter.fail(error)
 
 
 class Pipeline:

@@ -25,6 +25,7 @@ from modelway.core.routing import prepare
 from modelway.core.types import ChatRequest, GeneratedImage, ImageRequest, StreamEvent
 from modelway.errors import GatewayError, Reason
 from modelway.ops.metrics import Telemetry
+from modelway.providers.base import MalformedAnswer
 from modelway.providers.registry import ProviderRegistry
 
 __all__ = ["Router"]
@@ -172,6 +173,10 @@ class Router:
                     if error.reason in _CALLER_FAULTS:
                         breaker.released(probe)
                         raise
+                    if isinstance(error, MalformedAnswer):
+                        # Not the upstream's availability, and another attempt would pay for new images.
+                        breaker.released(probe)
+                        raise GatewayError(error.reason, error.message) from None
                     breaker.failed(probe)
                     failure = error
                     delay = self._backoff(attempt, error.retry_after)

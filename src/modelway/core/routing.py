@@ -70,6 +70,20 @@ def prepare(request: ChatRequest, model: ModelConfig) -> ChatRequest:
     return replace(request, messages=tuple(messages))
 
 
+# Where a model of each other type (config.MODEL_TYPES) is called instead.
+_ENDPOINTS = {"image": "POST /api/v1/images/generations (or the ImagesService GenerateImages RPC)"}
+
+
+def _not_a_chat_model(name: str, model: ModelConfig) -> GatewayError:
+    where = _ENDPOINTS.get(model.type, "")
+    return GatewayError(
+        Reason.INVALID_VALUE,
+        f"The model `{clip(name)}` is an {model.type} model, not a chat model"
+        + (f": send it to {where}." if where else "."),
+        param="model",
+    )
+
+
 class Resolver:
     def __init__(
         self, catalog: Catalog, aliases: Mapping[str, Sequence[str]], *, latency: Callable[[str], float]
@@ -89,6 +103,12 @@ class Resolver:
             models = self._expand(targets)
         else:
             models = self._expand([self._catalog.resolve(name).id])
+        # Only chat models answer chat calls: an image model reached by name is refused (it would
+        # otherwise answer as the echo does, for free); one reached through an alias or a fallback is skipped.
+        chat = [model for model in models if model.type == "chat"]
+        if not chat:
+            raise _not_a_chat_model(name, models[0])
+        models = chat
         # A key allowed an alias may use whatever the alias names.
         alias_allowed = name in self._aliases and caller.may_use_model(name)
         allowed = [model for model in models if alias_allowed or caller.may_use_model(model.id)]

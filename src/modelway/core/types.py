@@ -181,13 +181,20 @@ class ImageRequest:
     model: str
     prompt: str
     n: int = 1
-    size: str = "1024x1024"
-    quality: str = "standard"
-    response_format: Literal["url", "b64_json"] = "url"
+    # "" for each of these: the caller did not say, so an upstream is not told either (gpt-image-*
+    # refuses response_format and quality "standard"); the echo provider draws its own defaults.
+    size: str = ""
+    quality: str = ""
+    response_format: Literal["url", "b64_json", ""] = ""
     style: str = ""
     user: str = ""
     # As ChatRequest.extra: what an OpenAI-compatible upstream receives unchanged.
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def wants_url(self) -> bool:
+        """The caller gets URLs (OpenAI's default) unless it asked for b64_json."""
+        return self.response_format != "b64_json"
 
 
 @dataclass(frozen=True, slots=True)

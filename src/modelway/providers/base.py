@@ -31,6 +31,7 @@ __all__ = [
     "ImageProvider",
     "ImageTranslator",
     "ImageTranslatorFactory",
+    "MalformedAnswer",
     "SseEvent",
     "Translator",
     "TranslatorFactory",
@@ -134,10 +135,20 @@ def clip(text: str) -> str:
     return text if len(text) <= _MAX_UPSTREAM_TEXT else text[:_MAX_UPSTREAM_TEXT] + "..."
 
 
-def malformed(detail: str = "") -> GatewayError:
+class MalformedAnswer(GatewayError):
+    """A PROVIDER_ERROR for an upstream that answered, but not as its wire format promises.
+
+    A chat attempt retries it (a stream cut or garbled may do better next time). An image call does
+    not, and its breaker does not count it: the upstream was up, every attempt would make (and bill
+    the gateway for) the images again, and a caller could trip the breaker for everyone by asking
+    for something that comes back in another form.
+    """
+
+
+def malformed(detail: str = "") -> MalformedAnswer:
     """An upstream answer that is not what its wire format promises: another attempt may do better."""
     suffix = f" ({detail})" if detail else ""
-    return GatewayError(
+    return MalformedAnswer(
         Reason.PROVIDER_ERROR, f"The upstream provider sent a malformed answer{suffix}.", retryable=True
     )
 

@@ -29,6 +29,9 @@ from modelway.providers.json_schema import instance_of
 
 __all__ = ["EchoProvider"]
 
+# What the echo provider draws when the caller named no size (OpenAI's default).
+_IMAGE_SIZE = "1024x1024"
+
 # Arguments stream in slices this long, as real models send them in fragments.
 _ARGUMENT_CHUNK = 8
 # At most this many deltas per call over all choices: beyond it, pieces are
@@ -85,7 +88,10 @@ class EchoProvider:
         """Real PNGs of the requested size, drawn from the prompt (always base64: the gateway stores
         them when the caller asked for URLs). Drawn in a worker thread: a large PNG is real CPU work."""
         pngs = await asyncio.to_thread(
-            lambda: [render_png(request.prompt, request.size, request.quality, index) for index in range(request.n)]
+            lambda: [
+                render_png(request.prompt, request.size or _IMAGE_SIZE, request.quality or "standard", index)
+                for index in range(request.n)
+            ]
         )
         encoded = (base64.b64encode(png).decode("ascii") for png in pngs)
         return tuple(GeneratedImage(b64_json=data, revised_prompt=request.prompt) for data in encoded)

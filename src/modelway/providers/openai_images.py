@@ -16,15 +16,18 @@ __all__ = ["OpenAIImageTranslator", "image_request_to_openai", "openai_images_to
 
 
 def image_request_to_openai(request: ImageRequest, model: str) -> dict[str, Any]:
-    """The POST /images/generations body: what the gateway does not model first, then what it does."""
+    """The POST /images/generations body: what the gateway does not model first, then what it does, and
+    of the options only those the caller set (models differ in what they take: gpt-image-* refuses
+    response_format, dall-e-* the qualities of gpt-image-*)."""
     body: dict[str, Any] = {**request.extra, "model": model, "prompt": request.prompt, "n": request.n}
-    body["size"] = request.size
-    body["quality"] = request.quality
-    body["response_format"] = request.response_format
-    if request.style:
-        body["style"] = request.style
-    if request.user:
-        body["user"] = request.user
+    options = {
+        "size": request.size,
+        "quality": request.quality,
+        "response_format": request.response_format,
+        "style": request.style,
+        "user": request.user,
+    }
+    body.update({name: value for name, value in options.items() if value})
     return body
 
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
-from modelway.core.pipeline import ChatRun, Completion
-from modelway.core.types import ChatRequest
+from modelway.core.pipeline import ChatRun, Completion, Deliverable
 from modelway.errors import GatewayError, Reason
 from modelway.services._rpc import RpcCall
 
-__all__ = ["complete_in_time", "deadline_error", "deliver", "in_time"]
+Parsed = TypeVar("Parsed")
+Answer = TypeVar("Answer")
+
+__all__ = ["answer_in_time", "complete_in_time", "deadline_error", "deliver", "in_time"]
 
 # An answer with less time than this left before the caller's deadline is not sent: its usage
 # row must be committed first (a group commit waits a few ms for company), and sending it and
@@ -23,10 +26,10 @@ def deadline_error() -> GatewayError:
     return GatewayError(Reason.DEADLINE_EXCEEDED, "The call's deadline passed before its answer was ready.")
 
 
-def in_time(call: RpcCall, parse: Callable[[], ChatRequest]) -> Callable[[], ChatRequest]:
+def in_time(call: RpcCall, parse: Callable[[], Parsed]) -> Callable[[], Parsed]:
     """`parse`, refused when the caller's deadline has passed already (inside the pipeline: a 504 row, no charge)."""
 
-    def checked() -> ChatRequest:
+    def checked() -> Parsed:
         remaining = call.time_remaining()
         if remaining is not None and remaining <= 0:
             raise deadline_error()
@@ -35,14 +38,15 @@ def in_time(call: RpcCall, parse: Callable[[], ChatRequest]) -> Callable[[], Cha
     return checked
 
 
-async def complete_in_time(call: RpcCall, run: ChatRun) -> Completion:
-    """The whole answer, bounded by the caller's deadline; one ready too late is recorded as not delivered."""
+async def answer_in_time(call: RpcCall, run: Deliverable, answer: Awaitable[Answer]) -> Answer:
+    """`answer` (the run's whole answer being made), bounded by the caller's deadline; one ready too
+    late is recorded as not delivered."""
     remaining = call.time_remaining()
     if remaining is None:
-        return await run.complete()
+        return await answer
     try:
         async with asyncio.timeout(remaining - _DELIVERY_MARGIN):
-            completion = await run.complete()
+            made = await answer
     except TimeoutError:
         raise deadline_error() from None
     left = call.time_remaining()
@@ -50,10 +54,15 @@ async def complete_in_time(call: RpcCall, run: ChatRun) -> Completion:
         error = deadline_error()
         run.undelivered(error)
         raise error
-    return completion
+    return made
 
 
-async def deliver(call: RpcCall, run: ChatRun) -> None:
+async def complete_in_time(call: RpcCall, run: ChatRun) -> Completion:
+    """A chat call's whole answer, bounded by the caller's deadline (see `answer_in_time`)."""
+    return await answer_in_time(call, run, run.complete())
+
+
+async def deliver(call: RpcCall, run: Deliverable) -> None:
     """Commits the usage row before the answer goes out (so it survives a crash once sent); an answer
     whose caller's deadline passed meanwhile never reaches it, so its row is withdrawn and refunded."""
     try:

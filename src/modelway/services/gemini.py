@@ -145,7 +145,8 @@ class GeminiRestServicer(gemini_rest_pb2_grpc.GeminiRestServiceServicer):
             )
         size = min(request.page_size or _PAGE_SIZE, _MAX_PAGE_SIZE)
         start = _page_start(request.page_token)
-        models = [model for model in self._catalog.all() if visible_to(caller, model)]
+        # Only chat models: every model listed here advertises generateContent.
+        models = [model for model in self._catalog.all() if model.type == "chat" and visible_to(caller, model)]
         body: dict[str, Any] = {"models": [model_dict(model) for model in models[start : start + size]]}
         if start + size < len(models):
             body["nextPageToken"] = _page_token(start + size)
@@ -158,6 +159,7 @@ class GeminiRestServicer(gemini_rest_pb2_grpc.GeminiRestServiceServicer):
         caller = await self._gate.authorize(call.metadata, "models.list")
         name = model_from_path(request.model)
         model = self._catalog.resolve(name)
-        if not visible_to(caller, model):
+        if model.type != "chat" or not visible_to(caller, model):
+            # As in the list: an image model has no generateContent, so it is not a Gemini model.
             raise self._catalog.not_found(name)
         return httpbody_pb2.HttpBody(content_type=_JSON, data=orjson.dumps(model_dict(model)))

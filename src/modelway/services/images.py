@@ -19,6 +19,7 @@ from modelway.core.pipeline import ImagesRun, Pipeline
 from modelway.core.types import GeneratedImage
 from modelway.errors import GatewayError, Reason, clip
 from modelway.services._rpc import RpcCall, unary
+from modelway.services.delivery import answer_in_time, deliver, in_time
 from modelway.surfaces.dialect import MAX_ANSWER_BYTES
 from modelway.surfaces.openai import OPENAI
 from modelway.surfaces.openai_images import OPENAI_IMAGES, images_json, parse_images_body, parse_images_request
@@ -54,7 +55,7 @@ class Gallery:
 
     async def deliverable(self, run: ImagesRun, call: RpcCall) -> tuple[GeneratedImage, ...]:
         images = await run.generate()
-        if run.request.response_format != "url":
+        if not run.request.wants_url:
             return images
         inline = [index for index, image in enumerate(images) if image.b64_json and not image.url]
         if not inline:
@@ -94,10 +95,11 @@ class ImagesServicer(images_pb2_grpc.ImagesServiceServicer):
     async def GenerateImages(
         self, request: images_pb2.GenerateImagesRequest, context: Context, call: RpcCall
     ) -> images_pb2.GenerateImagesResponse:
-        parse = lambda: parse_images_request(_request_fields(request))  # noqa: E731
+        parse = in_time(call, lambda: parse_images_request(_request_fields(request)))
         async with self._pipeline.images(call, GRPC_IMAGES, parse) as run:
-            images = await self._gallery.deliverable(run, call)
-            await run.finish()
+            images = await answer_in_time(call, run, self._gallery.deliverable(run, call))
+            # The row commits before the answer goes out; one whose caller left meanwhile is refunded.
+            await deliver(call, run)
             return images_pb2.GenerateImagesResponse(
                 created=run.created,
                 data=[

@@ -9,7 +9,7 @@ from typing import Protocol
 from google.api import httpbody_pb2
 
 from modelway.core.pipeline import CallInfo, ChatRun, Completion, Pipeline
-from modelway.core.types import ChatRequest, StreamEvent
+from modelway.core.types import ChatRequest, StreamEvent, Usage
 from modelway.errors import GatewayError, Reason, as_gateway_error
 
 __all__ = ["MAX_ANSWER_BYTES", "Dialect", "StreamWriter", "respond", "stream_answer"]
@@ -27,7 +27,7 @@ class StreamWriter(Protocol):
         ...
 
     def end(self) -> bytes:
-        """The dialect's terminator (b"" when it has none); asked for once the call is settled."""
+        """The dialect's terminator (b"" when it has none)."""
         ...
 
 
@@ -94,17 +94,23 @@ async def respond(
 async def stream_answer(run: ChatRun, dialect: Dialect) -> AsyncIterator[httpbody_pb2.HttpBody]:
     """An admitted call's answer as the dialect's SSE frames (see `respond`).
 
-    The row is settled and committed before `writer.end()` is asked for the
-    terminator, so a terminator may carry the call's final figures (credits).
+    The row is settled and committed as the Usage event (always the last)
+    arrives, before its frame is asked for: a dialect without a terminator
+    (Gemini) ends with that frame, and any frame for it may carry the call's
+    final figures (credits). A stream that fails is settled after its error
+    frame, before the terminator.
     """
     async with aclosing(run.events()) as events:
         first = await anext(events)
         # Made after the first event: by then the router knows which model answers.
         writer = dialect.stream(run)
-        frame = writer.event(first)
-        yield httpbody_pb2.HttpBody(content_type=_SSE, data=frame)
+        if isinstance(first, Usage):
+            await run.finish()
+        yield httpbody_pb2.HttpBody(content_type=_SSE, data=writer.event(first))
         try:
             async for event in events:
+                if isinstance(event, Usage):
+                    await run.finish()
                 frame = writer.event(event)
                 if frame:
                     yield httpbody_pb2.HttpBody(content_type=_SSE, data=frame)

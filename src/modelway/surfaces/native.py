@@ -97,33 +97,28 @@ def _frame(value: Any) -> bytes:
 
 
 class NativeStreamWriter:
-    """One stream's frames: text pieces as they come, then usage (held until the call is settled) and [DONE]."""
+    """One stream's frames: text pieces as they come, then usage and [DONE].
+
+    The usage frame is asked for once the call is settled (stream_answer
+    commits the row as the Usage event arrives), so its credits are final.
+    """
 
     def __init__(self, run: ChatRun) -> None:
         self._run = run
-        self._usage: Usage | None = None
         self._finish: FinishReason | None = None
-        self._failed = False
 
     def event(self, event: StreamEvent) -> bytes:
         if isinstance(event, Usage):
-            # Shown by `end`, once the call is settled and its credits known.
-            self._usage = event
-            return b""
+            return _frame({"usage": usage_json(self._run, event), "finishReason": finish_reason(self._finish)})
         if event.finish_reason is not None:
             self._finish = event.finish_reason
         return _frame({"text": event.content}) if event.content else b""
 
     def error(self, error: GatewayError) -> bytes:
-        self._failed = True
         return _frame({"error": error.message})
 
     def end(self) -> bytes:
-        if self._failed or self._usage is None:
-            return _DONE
-        return _frame({"usage": usage_json(self._run, self._usage), "finishReason": finish_reason(self._finish)}) + (
-            _DONE
-        )
+        return _DONE
 
 
 def _completion_reason(completion: Completion) -> FinishReason:

@@ -36,7 +36,10 @@ QUALITIES = ("standard", "hd")
 _FORMATS = ("url", "b64_json")
 _STYLES = ("vivid", "natural")
 # Parameters the gateway reads itself; every other top-level field goes upstream as it came.
-_INTERPRETED = frozenset({"model", "prompt", "n", "size", "quality", "response_format", "style", "user"})
+_INTERPRETED = frozenset({"model", "prompt", "n", "size", "quality", "response_format", "style", "user", "stream"})
+# Streamed generation (gpt-image-*'s partial images over SSE): an upstream would answer with a stream
+# the gateway does not relay, so these are refused rather than passed on.
+_STREAMING = ("stream", "partial_images")
 
 
 def _listed(values: tuple[str, ...]) -> str:
@@ -44,10 +47,11 @@ def _listed(values: tuple[str, ...]) -> str:
     return ", ".join(quoted[:-1]) + f", and {quoted[-1]}" if len(quoted) > 2 else " and ".join(quoted)
 
 
-def _choice(data: Mapping[str, Any], name: str, allowed: tuple[str, ...], default: str) -> str:
+def _choice(data: Mapping[str, Any], name: str, allowed: tuple[str, ...]) -> str:
+    """The value the caller chose among `allowed`; "" when it set none."""
     value = typed_field(data, name, str)
     if value is None:
-        return default
+        return ""
     if value not in allowed:
         raise invalid_value(name, value, _listed(allowed))
     return str(value)
@@ -77,17 +81,25 @@ def parse_images_request(data: Any) -> ImageRequest:
         )
     n = typed_field(data, "n", int)
     check_range("n", n, 1, MAX_IMAGES)
-    response_format: Literal["url", "b64_json"] = (
-        "b64_json" if _choice(data, "response_format", _FORMATS, "url") == "b64_json" else "url"
+    for name in _STREAMING:
+        if data.get(name) not in (None, False, 0):
+            raise GatewayError(
+                Reason.INVALID_VALUE,
+                f"Invalid '{name}': streamed image generation is not supported; leave '{name}' out.",
+                param=name,
+            )
+    chosen = _choice(data, "response_format", _FORMATS)
+    response_format: Literal["url", "b64_json", ""] = (
+        "b64_json" if chosen == "b64_json" else "url" if chosen == "url" else ""
     )
     return ImageRequest(
         model=typed_field(data, "model", str) or "",
         prompt=prompt,
         n=1 if n is None else n,
-        size=_choice(data, "size", SIZES, "1024x1024"),
-        quality=_choice(data, "quality", QUALITIES, "standard"),
+        size=_choice(data, "size", SIZES),
+        quality=_choice(data, "quality", QUALITIES),
         response_format=response_format,
-        style=_choice(data, "style", _STYLES, ""),
+        style=_choice(data, "style", _STYLES),
         user=typed_field(data, "user", str) or "",
         extra={name: value for name, value in data.items() if name not in _INTERPRETED},
     )

@@ -19,6 +19,10 @@ from tests.unit.core.test_limits import FixedClock
         ({"x-api-key": "mw-2"}, "mw-2"),
         ({"x-goog-api-key": "mw-3"}, "mw-3"),
         ({"x-envoy-original-path": "/api/v1beta/models/m:generateContent?alt=sse&key=mw-4"}, "mw-4"),
+        ({"x-envoy-original-path": "/api/v1/models/m:streamGenerateContent?key=mw-4"}, "mw-4"),
+        # ?key= is Gemini's alone: on any other route it is no credential.
+        ({"x-envoy-original-path": "/api/v1/chat/completions?key=mw-4"}, ""),
+        ({"x-envoy-original-path": "/api/v1/api-keys?key=mw-4"}, ""),
         ({"authorization": "Basic abc", "x-api-key": "mw-5"}, "mw-5"),
         ({"authorization": "Bearer mw-6", "x-api-key": "other"}, "mw-6"),
         ({"authorization": "Bearer "}, ""),

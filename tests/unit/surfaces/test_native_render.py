@@ -88,16 +88,17 @@ def test_completion_json_exact_bytes() -> None:
     )
 
 
-def test_stream_frames_hold_the_usage_until_the_end() -> None:
+def test_stream_frames_then_usage_then_done() -> None:
+    # The usage frame is asked for once the call is settled (stream_answer commits the row first).
     writer = NativeStreamWriter(SettledRun(credits_used=1, balance=0))  # type: ignore[arg-type]
     assert writer.event(ChoiceDelta(index=0, content="")) == b""
     assert writer.event(ChoiceDelta(index=0, content='He said "hi"\n')) == b'data: {"text":"He said \\"hi\\"\\n"}\n\n'
     assert writer.event(ChoiceDelta(index=0, finish_reason="stop")) == b""
-    assert writer.event(Usage(3, 2)) == b""
-    assert writer.end() == (
+    assert writer.event(Usage(3, 2)) == (
         b'data: {"usage":{"input_tokens":3,"output_tokens":2,"total_tokens":5,"credits_used":1e-6,'
-        b'"credits_remaining":0.0},"finishReason":"end_turn"}\n\ndata: [DONE]\n\n'
+        b'"credits_remaining":0.0},"finishReason":"end_turn"}\n\n'
     )
+    assert writer.end() == b"data: [DONE]\n\n"
 
 
 def test_stream_failure_is_an_error_frame_then_done() -> None:

@@ -16,12 +16,11 @@ for _ in range(70):
     DEEP = [DEEP]
 
 
-def test_defaults_and_extras() -> None:
+def test_unset_options_stay_unset_and_extras() -> None:
+    # Nothing the caller left out is filled in: an upstream gets only what the caller set.
     request = parse_images_request({"prompt": "a fox", "moderation": "low"})
-    assert request == ImageRequest(
-        model="", prompt="a fox", n=1, size="1024x1024", quality="standard", response_format="url",
-        extra={"moderation": "low"},
-    )  # fmt: skip
+    assert request == ImageRequest(model="", prompt="a fox", n=1, extra={"moderation": "low"})
+    assert (request.size, request.quality, request.response_format, request.wants_url) == ("", "", "", True)
 
 
 def test_every_parameter() -> None:
