@@ -314,6 +314,8 @@ class ImagesRun:
 
     async def generate(self) -> tuple[GeneratedImage, ...]:
         images = await self._router.images(self.request, self._candidates, self._meter.attempting)
+        # The credit hold covers the `n` images asked for; extra ones an upstream sends are not passed on or charged.
+        images = images[: self.request.n]
         self._meter.images = len(images)
         return images
 
