@@ -328,9 +328,20 @@ def test_service_unavailable_is_503_with_retry_after(native: Native) -> None:
     assert int(reply.headers["Retry-After"]) >= 1
 
 
-def test_embed_is_not_implemented_after_authentication(native: Native) -> None:
-    assert "embedding" in error_of(native.post(EMBED, {"input": "x"}), 501, "NOT_IMPLEMENTED")
+def test_embed_is_not_implemented_after_admission_and_is_recorded(native: Native) -> None:
+    reply = native.post(EMBED, {"input": "x"})
+    assert "embedding" in error_of(reply, 501, "NOT_IMPLEMENTED")
+    row = usage_row(native.stack.db_path, reply.headers["X-Request-Id"])
+    assert (row["surface"], row["status"], row["cost"]) == ("native", 501, 0)
+    # The key is checked, permitted and counted like any model call's before the 501.
     error_of(native.post(EMBED, {"input": "x"}, key=""), 401, "UNAUTHORIZED")
+    error_of(native.post(EMBED, {"input": "x"}, key="mwt-wrong"), 401, "UNAUTHORIZED")
+    account = native.stack.create_account("native-embed-models-only", "tester", 10)
+    _, models_only = native.stack.create_key("models", account, "--permissions", "models.list")
+    error_of(native.post(EMBED, {"input": "x"}, models_only), 403, "FORBIDDEN")
+    limited = native.key(10, "tester", "--rate-limit", "1")
+    error_of(native.post(EMBED, {"input": "x"}, limited), 501, "NOT_IMPLEMENTED")
+    error_of(native.post(EMBED, {"input": "x"}, limited), 429, "RATE_LIMITED")
 
 
 def test_mid_stream_failure_ends_with_error_frame_and_done_and_bills_what_was_sent(native: Native) -> None:

@@ -9,7 +9,6 @@ from typing import Any
 import grpc
 from google.api import httpbody_pb2
 
-from modelway.core.access import Gate
 from modelway.core.pipeline import Pipeline
 from modelway.core.types import ChatRequest, FinishReason, Usage
 from modelway.errors import GatewayError, Reason
@@ -65,9 +64,8 @@ def _body(request: httpbody_pb2.HttpBody, kind: Kind) -> Callable[[], ChatReques
 
 
 class AiRestServicer(ai_pb2_grpc.AiRestServiceServicer):
-    def __init__(self, pipeline: Pipeline, gate: Gate) -> None:
+    def __init__(self, pipeline: Pipeline) -> None:
         self._pipeline = pipeline
-        self._gate = gate
 
     @stream(NATIVE.error_response)
     async def Chat(
@@ -85,11 +83,15 @@ class AiRestServicer(ai_pb2_grpc.AiRestServiceServicer):
 
     @unary(NATIVE.error_response)
     async def Embed(self, request: httpbody_pb2.HttpBody, context: Context, call: RpcCall) -> httpbody_pb2.HttpBody:
-        # Who asks is checked first (401s), as on every model route; no model of type embedding exists yet.
-        await self._gate.authenticate(call.metadata)
-        raise GatewayError(
-            Reason.NOT_IMPLEMENTED,
-            "Embeddings are not available yet: no embedding model is configured on this gateway.",
+        # Who asks is checked, permitted and counted first (401, 403, 429), as on every model route, and the
+        # refusal is recorded; no model of type embedding exists yet.
+        await self._pipeline.refuse(
+            call,
+            NATIVE,
+            GatewayError(
+                Reason.NOT_IMPLEMENTED,
+                "Embeddings are not available yet: no embedding model is configured on this gateway.",
+            ),
         )
 
 
