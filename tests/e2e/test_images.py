@@ -368,13 +368,14 @@ def test_native_rpc_direct_and_through_envoy(images: ImageStack) -> None:
     for target in (stack.grpc_target, stack.envoy_target):
         with grpc.insecure_channel(target) as channel:
             stub = images_pb2_grpc.ImagesServiceStub(channel)
-            reply = stub.GenerateImages(
+            reply, call = stub.GenerateImages.with_call(
                 images_pb2.GenerateImagesRequest(
                     model="echo-image", prompt="native", size="256x256", response_format="b64_json", n=2
                 ),
                 metadata=metadata,
                 timeout=30,
             )
+            assert usage_row(images, dict(call.initial_metadata())["x-request-id"])["surface"] == "grpc-images"
             assert len(reply.data) == 2 and reply.created > 0
             assert png_size(base64.b64decode(reply.data[1].b64_json)) == (256, 256)
             # URLs point at the REST file route; a direct caller gets the listener's address.

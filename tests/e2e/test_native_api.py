@@ -400,7 +400,8 @@ def test_typed_generate(native: Native, generate_stub: generate_pb2_grpc.Generat
     assert (usage.input_tokens, usage.output_tokens, usage.total_tokens) == (8, 4, 12)
     assert (usage.credits_used, usage.credits_remaining) == (0.016, 9.984)
     request_id = dict(call.initial_metadata())["x-request-id"]
-    assert usage_row(native.stack.db_path, request_id)["surface"] == "grpc"
+    # Its own name: apart from ChatService's "grpc" rows.
+    assert usage_row(native.stack.db_path, request_id)["surface"] == "grpc-generate"
 
 
 def test_typed_generate_with_messages_system_and_options(
@@ -421,11 +422,12 @@ def test_typed_generate_with_messages_system_and_options(
 
 def test_typed_stream_generate(native: Native, generate_stub: generate_pb2_grpc.GenerateServiceStub) -> None:
     key = native.key(credits=10)
-    replies = list(
-        generate_stub.StreamGenerate(
-            generate_pb2.GenerateRequest(model="echo-1", prompt="Hi you"), metadata=[("authorization", f"Bearer {key}")]
-        )
+    stream = generate_stub.StreamGenerate(
+        generate_pb2.GenerateRequest(model="echo-1", prompt="Hi you"), metadata=[("authorization", f"Bearer {key}")]
     )
+    replies = list(stream)
+    request_id = dict(stream.initial_metadata())["x-request-id"]
+    assert usage_row(native.stack.db_path, request_id)["surface"] == "grpc-generate"
     assert [r.text for r in replies[:-1]] == ["Echo", ":", " Hi", " you"]
     summary = replies[-1].summary
     assert (summary.model, summary.finish_reason) == ("echo-1", "end_turn")

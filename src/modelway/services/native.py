@@ -15,7 +15,7 @@ from modelway.errors import GatewayError, Reason
 from modelway.services._rpc import RpcCall, stream, unary
 from modelway.services.delivery import complete_in_time, deliver, in_time
 from modelway.surfaces.dialect import MAX_ANSWER_BYTES, stream_answer
-from modelway.surfaces.grpc import GRPC
+from modelway.surfaces.grpc import GRPC_GENERATE
 from modelway.surfaces.native import NATIVE, with_retry_after
 from modelway.surfaces.native_grpc import generate_request_from_proto, generate_response_proto, summary_proto
 from modelway.surfaces.native_request import Kind, parse_native_body
@@ -105,7 +105,7 @@ class GenerateServicer(generate_pb2_grpc.GenerateServiceServicer):
     ) -> generate_pb2.GenerateResponse:
         parse = in_time(call, lambda: generate_request_from_proto(request, stream=False))
         try:
-            async with self._pipeline.chat(call, GRPC, parse) as run:
+            async with self._pipeline.chat(call, GRPC_GENERATE, parse) as run:
                 completion = await complete_in_time(call, run)
                 await deliver(call, run)
                 return generate_response_proto(run, completion)
@@ -118,7 +118,7 @@ class GenerateServicer(generate_pb2_grpc.GenerateServiceServicer):
     ) -> AsyncIterator[generate_pb2.StreamGenerateResponse]:
         parse = in_time(call, lambda: generate_request_from_proto(request, stream=True))
         try:
-            async with self._pipeline.chat(call, GRPC, parse) as run:
+            async with self._pipeline.chat(call, GRPC_GENERATE, parse) as run:
                 reason: FinishReason | None = None
                 async with aclosing(run.events()) as events:
                     async for event in events:
