@@ -41,6 +41,17 @@ max_output_tokens = 64
 input_credits_per_1k = 1
 output_credits_per_1k = 2
 
+[[providers]]
+name = "oai-slow"
+kind = "openai"
+base_url = "{openai}/v1"
+first_byte_timeout_seconds = 0.3
+
+[[models]]
+id = "gpt-slow"
+provider = "oai-slow"
+upstream_model = "gpt"
+
 [aliases]
 auto = ["echo-mini", "echo-1"]
 """
@@ -319,6 +330,20 @@ def test_provider_error_is_502(native: Native) -> None:
     reply = native.post(GENERATE, {"model": "gpt", "prompt": "x"})
     assert "Incorrect" not in error_of(reply, 502, "PROVIDER_ERROR")
     assert usage_row(native.stack.db_path, reply.headers["X-Request-Id"])["cost"] == 0
+
+
+def test_an_upstream_timeout_is_recorded_as_502_provider_error(native: Native) -> None:
+    # The API documents no timeout code: an upstream that stalls is the provider's failure (502 PROVIDER_ERROR).
+    # A stream that stalls after its first piece (reads wait 0.3 s at most): an error frame, and a 502 row.
+    events = fake_openai.chat_stream(("one", " two"))
+    native.openai.script(Sse([fake_openai.sse_bytes(events[:2]), *events[2:]], gap=1.0))
+    reply = native.post(GENERATE, {"model": "gpt-slow", "prompt": "x", "stream": True})
+    assert reply.status == 200
+    frames = [frame for frame in reply.body.split(b"\n\n") if frame]
+    assert frames[-1] == b"data: [DONE]"
+    assert "timed out" in json.loads(frames[-2][6:])["error"]
+    row = usage_row(native.stack.db_path, reply.headers["X-Request-Id"])
+    assert (row["status"], row["error_code"]) == (502, "upstream_timeout")
 
 
 def test_service_unavailable_is_503_with_retry_after(native: Native) -> None:
