@@ -265,7 +265,7 @@ class Gateway:
             GeminiRestServicer(self.pipeline, self.catalog, self.gate), self.server
         )
         generate_pb2_grpc.add_GenerateServiceServicer_to_server(GenerateServicer(self.pipeline), self.server)
-        ai_rest_pb2_grpc.add_AiRestServiceServicer_to_server(AiRestServicer(self.pipeline, self.gate), self.server)
+        ai_rest_pb2_grpc.add_AiRestServiceServicer_to_server(AiRestServicer(self.pipeline), self.server)
         catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(self.catalog), self.server)
         catalog_rest_pb2_grpc.add_CatalogRestServiceServicer_to_server(CatalogRestServicer(self.catalog), self.server)
         chat_send = ChatSend(self.pipeline, self.gate, self.catalog, self.store, self.clock)

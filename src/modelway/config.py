@@ -375,9 +375,20 @@ class Config:
             for value in values:
                 if values.count(value) > 1:
                     raise ConfigError(f"two models have the catalog {attribute} {value!r}; each needs its own")
+        # The registry is where kinds are dispatched on; it imports this module, so it is imported here.
+        from modelway.providers.registry import IMAGE_KINDS, KINDS
+
+        kinds = {p.name: p.kind for p in self.providers}
         for model in self.models:
             if model.provider not in names:
                 raise ConfigError(f"model {model.id}: unknown provider {model.provider!r}")
+            kind = kinds[model.provider]
+            # An unknown kind is refused by the registry, in its own words.
+            if model.type == "image" and kind in KINDS and kind not in IMAGE_KINDS:
+                raise ConfigError(
+                    f'model {model.id}: type "image" needs a provider that makes images; provider {model.provider} '
+                    f"is of kind {kind}, which does not (kinds that do: {', '.join(IMAGE_KINDS)})"
+                )
             for fallback in model.fallbacks:
                 if fallback not in ids and fallback not in self.aliases:
                     raise ConfigError(f"model {model.id}: fallback {fallback!r} is neither a model nor an alias")

@@ -344,6 +344,21 @@ def test_upstream_failures_are_openai_errors_and_cost_nothing(images: ImageStack
     assert (row["status"], row["cost"], row["provider"]) == (400, 0, "oai-images")
 
 
+def test_an_upstream_sending_more_images_than_asked_is_cut_to_n(images: ImageStack) -> None:
+    """The credit hold covers `n` images: an upstream that sends more is neither passed on nor charged for them."""
+    stack, upstream = images.stack, images.upstream
+    account = stack.create_account("image-extra", credits=8)  # two images at 4 credits: exactly the hold
+    _, key = stack.create_key("extra", account)
+    upstream.reset()
+    upstream.script(Json(fake_openai.images_json("a fox", n=4, response_format="b64_json")))
+    reply = generate(images, {"model": "dall-e-3", "prompt": "a fox", "n": 2, "response_format": "b64_json"}, key)
+    assert reply.status == 200, reply.body
+    assert len(reply.json()["data"]) == 2
+    row = usage_row(images, reply.headers["x-request-id"])
+    assert (row["status"], row["cost"]) == (200, 2 * 4 * MICRO)
+    assert balance(images, account) == 0
+
+
 # --- native gRPC -------------------------------------------------------------------
 
 
@@ -353,13 +368,14 @@ def test_native_rpc_direct_and_through_envoy(images: ImageStack) -> None:
     for target in (stack.grpc_target, stack.envoy_target):
         with grpc.insecure_channel(target) as channel:
             stub = images_pb2_grpc.ImagesServiceStub(channel)
-            reply = stub.GenerateImages(
+            reply, call = stub.GenerateImages.with_call(
                 images_pb2.GenerateImagesRequest(
                     model="echo-image", prompt="native", size="256x256", response_format="b64_json", n=2
                 ),
                 metadata=metadata,
                 timeout=30,
             )
+            assert usage_row(images, dict(call.initial_metadata())["x-request-id"])["surface"] == "grpc-images"
             assert len(reply.data) == 2 and reply.created > 0
             assert png_size(base64.b64decode(reply.data[1].b64_json)) == (256, 256)
             # URLs point at the REST file route; a direct caller gets the listener's address.

@@ -41,6 +41,17 @@ max_output_tokens = 64
 input_credits_per_1k = 1
 output_credits_per_1k = 2
 
+[[providers]]
+name = "oai-slow"
+kind = "openai"
+base_url = "{openai}/v1"
+first_byte_timeout_seconds = 0.3
+
+[[models]]
+id = "gpt-slow"
+provider = "oai-slow"
+upstream_model = "gpt"
+
 [aliases]
 auto = ["echo-mini", "echo-1"]
 """
@@ -321,6 +332,20 @@ def test_provider_error_is_502(native: Native) -> None:
     assert usage_row(native.stack.db_path, reply.headers["X-Request-Id"])["cost"] == 0
 
 
+def test_an_upstream_timeout_is_recorded_as_502_provider_error(native: Native) -> None:
+    # The API documents no timeout code: an upstream that stalls is the provider's failure (502 PROVIDER_ERROR).
+    # A stream that stalls after its first piece (reads wait 0.3 s at most): an error frame, and a 502 row.
+    events = fake_openai.chat_stream(("one", " two"))
+    native.openai.script(Sse([fake_openai.sse_bytes(events[:2]), *events[2:]], gap=1.0))
+    reply = native.post(GENERATE, {"model": "gpt-slow", "prompt": "x", "stream": True})
+    assert reply.status == 200
+    frames = [frame for frame in reply.body.split(b"\n\n") if frame]
+    assert frames[-1] == b"data: [DONE]"
+    assert "timed out" in json.loads(frames[-2][6:])["error"]
+    row = usage_row(native.stack.db_path, reply.headers["X-Request-Id"])
+    assert (row["status"], row["error_code"]) == (502, "upstream_timeout")
+
+
 def test_service_unavailable_is_503_with_retry_after(native: Native) -> None:
     native.openai.script(Json(fake_openai.error_json("overloaded", "server_error"), status=503))
     reply = native.post(GENERATE, {"model": "gpt", "prompt": "x"})
@@ -328,9 +353,20 @@ def test_service_unavailable_is_503_with_retry_after(native: Native) -> None:
     assert int(reply.headers["Retry-After"]) >= 1
 
 
-def test_embed_is_not_implemented_after_authentication(native: Native) -> None:
-    assert "embedding" in error_of(native.post(EMBED, {"input": "x"}), 501, "NOT_IMPLEMENTED")
+def test_embed_is_not_implemented_after_admission_and_is_recorded(native: Native) -> None:
+    reply = native.post(EMBED, {"input": "x"})
+    assert "embedding" in error_of(reply, 501, "NOT_IMPLEMENTED")
+    row = usage_row(native.stack.db_path, reply.headers["X-Request-Id"])
+    assert (row["surface"], row["status"], row["cost"]) == ("native", 501, 0)
+    # The key is checked, permitted and counted like any model call's before the 501.
     error_of(native.post(EMBED, {"input": "x"}, key=""), 401, "UNAUTHORIZED")
+    error_of(native.post(EMBED, {"input": "x"}, key="mwt-wrong"), 401, "UNAUTHORIZED")
+    account = native.stack.create_account("native-embed-models-only", "tester", 10)
+    _, models_only = native.stack.create_key("models", account, "--permissions", "models.list")
+    error_of(native.post(EMBED, {"input": "x"}, models_only), 403, "FORBIDDEN")
+    limited = native.key(10, "tester", "--rate-limit", "1")
+    error_of(native.post(EMBED, {"input": "x"}, limited), 501, "NOT_IMPLEMENTED")
+    error_of(native.post(EMBED, {"input": "x"}, limited), 429, "RATE_LIMITED")
 
 
 def test_mid_stream_failure_ends_with_error_frame_and_done_and_bills_what_was_sent(native: Native) -> None:
@@ -389,7 +425,8 @@ def test_typed_generate(native: Native, generate_stub: generate_pb2_grpc.Generat
     assert (usage.input_tokens, usage.output_tokens, usage.total_tokens) == (8, 4, 12)
     assert (usage.credits_used, usage.credits_remaining) == (0.016, 9.984)
     request_id = dict(call.initial_metadata())["x-request-id"]
-    assert usage_row(native.stack.db_path, request_id)["surface"] == "grpc"
+    # Its own name: apart from ChatService's "grpc" rows.
+    assert usage_row(native.stack.db_path, request_id)["surface"] == "grpc-generate"
 
 
 def test_typed_generate_with_messages_system_and_options(
@@ -410,11 +447,12 @@ def test_typed_generate_with_messages_system_and_options(
 
 def test_typed_stream_generate(native: Native, generate_stub: generate_pb2_grpc.GenerateServiceStub) -> None:
     key = native.key(credits=10)
-    replies = list(
-        generate_stub.StreamGenerate(
-            generate_pb2.GenerateRequest(model="echo-1", prompt="Hi you"), metadata=[("authorization", f"Bearer {key}")]
-        )
+    stream = generate_stub.StreamGenerate(
+        generate_pb2.GenerateRequest(model="echo-1", prompt="Hi you"), metadata=[("authorization", f"Bearer {key}")]
     )
+    replies = list(stream)
+    request_id = dict(stream.initial_metadata())["x-request-id"]
+    assert usage_row(native.stack.db_path, request_id)["surface"] == "grpc-generate"
     assert [r.text for r in replies[:-1]] == ["Echo", ":", " Hi", " you"]
     summary = replies[-1].summary
     assert (summary.model, summary.finish_reason) == ("echo-1", "end_turn")

@@ -204,6 +204,23 @@ def test_model_with_unknown_provider(tmp_path: Path) -> None:
         load_config(write(tmp_path, text), {})
 
 
+@pytest.mark.parametrize("kind", ["anthropic", "gemini"])
+def test_an_image_model_needs_a_provider_that_makes_images(tmp_path: Path, kind: str) -> None:
+    provider = f'\n[[providers]]\nname = "up"\nkind = "{kind}"\nbase_url = "https://x.test"\n'
+    text = BASE + provider + '\n[[models]]\nid = "pix"\nprovider = "up"\ntype = "image"\n'
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text), {})
+    assert str(caught.value) == (
+        f'model pix: type "image" needs a provider that makes images; provider up is of kind {kind}, which does not '
+        "(kinds that do: echo, openai)"
+    )
+    # The same provider serves chat models, and an openai or echo provider serves image models.
+    chat = text.replace('type = "image"', 'type = "chat"')
+    assert load_config(write(tmp_path, chat), {}).models[-1].type == "chat"
+    openai = text.replace(f'kind = "{kind}"', 'kind = "openai"')
+    assert load_config(write(tmp_path, openai), {}).models[-1].type == "image"
+
+
 def test_duplicate_model_ids(tmp_path: Path) -> None:
     text = BASE + '\n[[models]]\nid = "echo-1"\nprovider = "echo"\nmax_output_tokens = 8\n'
     with pytest.raises(ConfigError, match="model ids must be unique"):

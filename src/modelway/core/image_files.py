@@ -4,7 +4,8 @@ Each PNG gets a random name of 192 bits (`<32 URL-safe characters>.png`):
 knowing a URL is what grants access to its image, as with OpenAI's own image
 URLs, so the file route needs no key. Files live in one directory beside the
 store (`<store dir>/images/`), shared by every server process using that
-store; they are kept until the operator removes them. File I/O runs in a
+store, readable by the server's user only (directory 0700, files 0600);
+they are kept until the operator removes them. File I/O runs in a
 worker thread, never on the event loop.
 """
 
@@ -35,12 +36,14 @@ class ImageFiles:
         self._directory = directory
 
     def _save(self, pngs: list[bytes]) -> list[str]:
-        self._directory.mkdir(parents=True, exist_ok=True)
+        # Only the server's user may list or read them: a listing would hand out every image's URL.
+        self._directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         names = []
         for png in pngs:
             name = secrets.token_urlsafe(24) + ".png"
             temporary = self._directory / f".{name}.tmp"
-            temporary.write_bytes(png)
+            with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as file:
+                file.write(png)
             # A reader never sees half a file: the name appears only once the bytes are all there.
             os.replace(temporary, self._directory / name)
             names.append(name)

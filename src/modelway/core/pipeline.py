@@ -16,7 +16,7 @@ import secrets
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 from modelway.config import ModelConfig
 from modelway.core.access import Bucket, Gate
@@ -314,6 +314,8 @@ class ImagesRun:
 
     async def generate(self) -> tuple[GeneratedImage, ...]:
         images = await self._router.images(self.request, self._candidates, self._meter.attempting)
+        # The credit hold covers the `n` images asked for; extra ones an upstream sends are not passed on or charged.
+        images = images[: self.request.n]
         self._meter.images = len(images)
         return images
 
@@ -373,6 +375,14 @@ class Pipeline:
             self._gate.require(caller, permission)
             call.headers.extend(await self._gate.admit(caller, limit))
             yield meter, caller
+
+    async def refuse(self, call: CallInfo, surface: Surface, error: GatewayError) -> NoReturn:
+        """A model call the gateway cannot serve (embeddings, while no embedding model exists): its key is
+        checked, permitted (chat.completions) and counted against the chat rate like any model call's, then
+        `error` is raised and recorded as its usage row (charged nothing)."""
+        async with self._admitted(call, surface, "chat.completions", "chat"):
+            raise error
+        raise error  # not reached: the meter records the error and lets it through
 
     @asynccontextmanager
     async def chat(self, call: CallInfo, surface: Surface, parse: Callable[[], ChatRequest]) -> AsyncIterator[ChatRun]:

@@ -14,7 +14,7 @@ from modelway.providers.http import HttpProvider, Transport
 from modelway.providers.openai import OpenAITranslator
 from modelway.providers.openai_images import OpenAIImageTranslator
 
-__all__ = ["KINDS", "ProviderRegistry"]
+__all__ = ["IMAGE_KINDS", "KINDS", "ProviderRegistry"]
 
 # Wire formats spoken over HTTP; "echo" is built in and needs no network.
 _TRANSLATORS: Mapping[str, TranslatorFactory] = MappingProxyType(
@@ -27,6 +27,8 @@ _TRANSLATORS: Mapping[str, TranslatorFactory] = MappingProxyType(
 # The kinds whose upstreams also generate images, in the OpenAI Images API.
 _IMAGE_TRANSLATORS: Mapping[str, ImageTranslatorFactory] = MappingProxyType({"openai": OpenAIImageTranslator})
 KINDS = ("echo", *sorted(_TRANSLATORS))
+# The kinds that can serve `type = "image"` models (the configuration refuses any other).
+IMAGE_KINDS = ("echo", *sorted(_IMAGE_TRANSLATORS))
 
 
 def check_kinds(configs: Iterable[ProviderConfig]) -> None:

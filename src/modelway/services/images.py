@@ -21,6 +21,7 @@ from modelway.errors import GatewayError, Reason, clip
 from modelway.services._rpc import RpcCall, unary
 from modelway.services.delivery import answer_in_time, deliver, in_time
 from modelway.surfaces.dialect import MAX_ANSWER_BYTES
+from modelway.surfaces.grpc import GRPC_IMAGES
 from modelway.surfaces.openai import OPENAI
 from modelway.surfaces.openai_images import OPENAI_IMAGES, images_json, parse_images_body, parse_images_request
 from modelway.v1 import images_pb2, images_pb2_grpc
@@ -32,18 +33,6 @@ __all__ = ["Gallery", "ImagesRestServicer", "ImagesServicer"]
 Context = grpc.aio.ServicerContext[Any, Any]
 # The files never change: a client or proxy may keep them as long as it likes.
 _CACHE_CONTROL = ("cache-control", "public, max-age=31536000, immutable")
-
-
-class GrpcImagesSurface:
-    """Native image calls: usage rows say "grpc-images"; the status recorded is the reason's own."""
-
-    name = "grpc-images"
-
-    def status(self, error: GatewayError) -> int:
-        return error.http_status
-
-
-GRPC_IMAGES = GrpcImagesSurface()
 
 
 class Gallery:

@@ -9,14 +9,13 @@ from typing import Any
 import grpc
 from google.api import httpbody_pb2
 
-from modelway.core.access import Gate
 from modelway.core.pipeline import Pipeline
 from modelway.core.types import ChatRequest, FinishReason, Usage
 from modelway.errors import GatewayError, Reason
 from modelway.services._rpc import RpcCall, stream, unary
 from modelway.services.delivery import complete_in_time, deliver, in_time
 from modelway.surfaces.dialect import MAX_ANSWER_BYTES, stream_answer
-from modelway.surfaces.grpc import GRPC
+from modelway.surfaces.grpc import GRPC_GENERATE
 from modelway.surfaces.native import NATIVE, with_retry_after
 from modelway.surfaces.native_grpc import generate_request_from_proto, generate_response_proto, summary_proto
 from modelway.surfaces.native_request import Kind, parse_native_body
@@ -65,9 +64,8 @@ def _body(request: httpbody_pb2.HttpBody, kind: Kind) -> Callable[[], ChatReques
 
 
 class AiRestServicer(ai_pb2_grpc.AiRestServiceServicer):
-    def __init__(self, pipeline: Pipeline, gate: Gate) -> None:
+    def __init__(self, pipeline: Pipeline) -> None:
         self._pipeline = pipeline
-        self._gate = gate
 
     @stream(NATIVE.error_response)
     async def Chat(
@@ -85,11 +83,15 @@ class AiRestServicer(ai_pb2_grpc.AiRestServiceServicer):
 
     @unary(NATIVE.error_response)
     async def Embed(self, request: httpbody_pb2.HttpBody, context: Context, call: RpcCall) -> httpbody_pb2.HttpBody:
-        # Who asks is checked first (401s), as on every model route; no model of type embedding exists yet.
-        await self._gate.authenticate(call.metadata)
-        raise GatewayError(
-            Reason.NOT_IMPLEMENTED,
-            "Embeddings are not available yet: no embedding model is configured on this gateway.",
+        # Who asks is checked, permitted and counted first (401, 403, 429), as on every model route, and the
+        # refusal is recorded; no model of type embedding exists yet.
+        await self._pipeline.refuse(
+            call,
+            NATIVE,
+            GatewayError(
+                Reason.NOT_IMPLEMENTED,
+                "Embeddings are not available yet: no embedding model is configured on this gateway.",
+            ),
         )
 
 
@@ -103,7 +105,7 @@ class GenerateServicer(generate_pb2_grpc.GenerateServiceServicer):
     ) -> generate_pb2.GenerateResponse:
         parse = in_time(call, lambda: generate_request_from_proto(request, stream=False))
         try:
-            async with self._pipeline.chat(call, GRPC, parse) as run:
+            async with self._pipeline.chat(call, GRPC_GENERATE, parse) as run:
                 completion = await complete_in_time(call, run)
                 await deliver(call, run)
                 return generate_response_proto(run, completion)
@@ -116,7 +118,7 @@ class GenerateServicer(generate_pb2_grpc.GenerateServiceServicer):
     ) -> AsyncIterator[generate_pb2.StreamGenerateResponse]:
         parse = in_time(call, lambda: generate_request_from_proto(request, stream=True))
         try:
-            async with self._pipeline.chat(call, GRPC, parse) as run:
+            async with self._pipeline.chat(call, GRPC_GENERATE, parse) as run:
                 reason: FinishReason | None = None
                 async with aclosing(run.events()) as events:
                     async for event in events:

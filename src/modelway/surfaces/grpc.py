@@ -1,7 +1,9 @@
-"""The native gRPC rendering: typed ChatCompletion and ChatCompletionChunk messages."""
+"""The native gRPC surfaces (each typed service's usage-row name) and the typed ChatCompletion and
+ChatCompletionChunk messages."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf import json_format
@@ -12,19 +14,32 @@ from modelway.errors import GatewayError, Reason
 from modelway.surfaces.openai_request import MAX_MESSAGES, parse_chat_request
 from modelway.v1 import chat_pb2, common_pb2
 
-__all__ = ["GRPC", "ChunkBuilder", "chat_request_from_proto", "completion_proto"]
+__all__ = [
+    "GRPC",
+    "GRPC_GENERATE",
+    "GRPC_IMAGES",
+    "ChunkBuilder",
+    "GrpcSurface",
+    "chat_request_from_proto",
+    "completion_proto",
+]
 
 
+@dataclass(frozen=True)
 class GrpcSurface:
-    """Native callers: usage rows say "grpc"; the status recorded is the reason's own HTTP status."""
+    """A typed native gRPC service: its usage rows carry its own name; the status recorded is the reason's own
+    HTTP status."""
 
-    name = "grpc"
+    name: str
 
     def status(self, error: GatewayError) -> int:
         return error.http_status
 
 
-GRPC = GrpcSurface()
+# ChatService, GenerateService and ImagesService: each service's rows apart from the others'.
+GRPC = GrpcSurface("grpc")
+GRPC_GENERATE = GrpcSurface("grpc-generate")
+GRPC_IMAGES = GrpcSurface("grpc-images")
 
 
 def _usage(usage: Usage) -> common_pb2.Usage:

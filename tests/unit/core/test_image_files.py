@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,19 @@ async def test_saved_images_read_back_by_name(tmp_path: Path) -> None:
     [name] = await files.save_base64([base64.b64encode(b"png-3").decode()])
     assert await files.read(name) == b"png-3"
     assert not list((tmp_path / "images").glob(".*.tmp"))
+
+
+async def test_only_the_server_user_can_list_or_read_the_files(tmp_path: Path) -> None:
+    # Whatever the umask lets through, a listing would hand out every URL: the directory is 0700, files 0600.
+    previous = os.umask(0o022)
+    try:
+        files = ImageFiles(tmp_path / "images")
+        names = await files.save([b"png-1"])
+        names += await files.save_base64([base64.b64encode(b"png-2").decode()])
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "images").stat().st_mode) == 0o700
+    assert [stat.S_IMODE((tmp_path / "images" / name).stat().st_mode) for name in names] == [0o600, 0o600]
 
 
 async def test_only_names_we_give_out_are_looked_up(tmp_path: Path) -> None:
