@@ -28,6 +28,7 @@ from modelway.config import CAPABILITIES, MICRO, MODEL_TYPES, ModelConfig
 from modelway.core.catalog import Category, Page
 from modelway.errors import REASONS, GatewayError, Reason, clip
 from modelway.store.records import ChatMessageRecord, ConversationRecord
+from modelway.surfaces.json_body import load_json
 
 __all__ = [
     "CHAT_SEND",
@@ -242,13 +243,7 @@ def _whole(value: Any) -> bool:
 
 
 def parse_send_body(body: bytes) -> SendRequest:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise GatewayError(
-            Reason.INVALID_BODY,
-            f"The request body is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}).",
-        ) from None
+    data = load_json(body, "The request body is not valid JSON ({problem}).")
     return parse_send_request(data)
 
 

@@ -30,6 +30,7 @@ from modelway.core.types import (
     ToolChoice,
 )
 from modelway.errors import GatewayError, Reason, clip
+from modelway.surfaces.json_body import json_type, load_json
 from modelway.surfaces.openai_request import MAX_DEPTH, MAX_MESSAGES, depth_over
 
 __all__ = ["MAX_CANDIDATES", "model_from_path", "parse_generate_content", "parse_generate_content_body"]
@@ -66,21 +67,12 @@ def _camel(name: str) -> str:
     return head + "".join(word[:1].upper() + word[1:] for word in rest)
 
 
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    for kind, name in ((bool, "a boolean"), (str, "a string"), (int, "an integer"), (float, "a number")):
-        if isinstance(value, kind):
-            return name
-    return "an object" if isinstance(value, dict) else "an array" if isinstance(value, list) else "a value"
-
-
 def _invalid(path: str, message: str, reason: Reason = Reason.INVALID_VALUE) -> GatewayError:
     return GatewayError(reason, f"Invalid value at '{clip(path)}': {message}", param=path)
 
 
 def _wrong_type(path: str, expected: str, value: Any) -> GatewayError:
-    return _invalid(path, f"expected {expected}, got {_json_type(value)}.", Reason.INVALID_TYPE)
+    return _invalid(path, f"expected {expected}, got {json_type(value)}.", Reason.INVALID_TYPE)
 
 
 def missing_parameter(path: str) -> GatewayError:
@@ -447,13 +439,7 @@ def check_bounds(data: dict[str, Any]) -> None:
 
 def parse_generate_content_body(model: str, body: bytes, *, stream: bool) -> ChatRequest:
     """A raw HTTP body (JSON first) for the model named in the path."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise GatewayError(
-            Reason.INVALID_BODY,
-            f"Invalid JSON payload received. {exc.msg} at line {exc.lineno} column {exc.colno}.",
-        ) from None
+    data = load_json(body, "Invalid JSON payload received. {problem}.")
     return parse_generate_content(model_from_path(model), data, stream=stream)
 
 

@@ -16,10 +16,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal, cast
 
-import orjson
-
 from modelway.core.types import ChatRequest, Message, Role, TextPart
 from modelway.errors import GatewayError, Reason, clip
+from modelway.surfaces.json_body import json_type, load_json
 from modelway.surfaces.openai_request import MAX_MESSAGES
 
 __all__ = ["DEFAULT_MODEL", "MAX_INPUT_CHARS", "Kind", "parse_native_body", "parse_native_request"]
@@ -34,18 +33,9 @@ Kind = Literal["chat", "generate"]
 _ROLES = ("system", "user", "assistant")
 
 
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    for kind, name in ((bool, "a boolean"), (str, "a string"), (int, "an integer"), (float, "a number")):
-        if isinstance(value, kind):
-            return name
-    return "an object" if isinstance(value, dict) else "an array" if isinstance(value, list) else "a value"
-
-
 def _wrong_type(field: str, expected: str, value: Any) -> GatewayError:
     return GatewayError(
-        Reason.INVALID_TYPE, f"`{clip(field)}` must be {expected}, got {_json_type(value)}.", param=field
+        Reason.INVALID_TYPE, f"`{clip(field)}` must be {expected}, got {json_type(value)}.", param=field
     )
 
 
@@ -155,20 +145,14 @@ def _prompt(data: Mapping[str, Any], system: str | None) -> tuple[Message, ...]:
 
 def parse_native_body(body: bytes, kind: Kind) -> ChatRequest:
     """A raw HTTP body: JSON first (INVALID_BODY when it is not a JSON object), then every field."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise GatewayError(
-            Reason.INVALID_BODY,
-            f"The request body is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}).",
-        ) from None
+    data = load_json(body, "The request body is not valid JSON ({problem}).")
     return parse_native_request(data, kind)
 
 
 def parse_native_request(data: Any, kind: Kind) -> ChatRequest:
     """Checks every field the API defines; raises GatewayError naming the field."""
     if not isinstance(data, dict):
-        raise GatewayError(Reason.INVALID_BODY, f"The request body must be a JSON object, got {_json_type(data)}.")
+        raise GatewayError(Reason.INVALID_BODY, f"The request body must be a JSON object, got {json_type(data)}.")
     model = _string(data, "model")
     if model == "":
         raise GatewayError(Reason.INVALID_VALUE, "`model` must not be empty; leave it out for `auto`.", param="model")

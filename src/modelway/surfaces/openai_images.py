@@ -14,6 +14,7 @@ import orjson
 
 from modelway.core.types import GeneratedImage, ImageRequest
 from modelway.errors import GatewayError, Reason
+from modelway.surfaces.json_body import load_json
 from modelway.surfaces.openai import OPENAI
 from modelway.surfaces.openai_request import check_bounds, check_range, invalid_value, missing_parameter, typed_field
 
@@ -107,13 +108,7 @@ def parse_images_request(data: Any) -> ImageRequest:
 
 def parse_images_body(body: bytes) -> ImageRequest:
     """A raw HTTP body: JSON first, then every parameter."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise GatewayError(
-            Reason.INVALID_BODY,
-            f"We could not parse the JSON body of your request. ({exc.msg} at line {exc.lineno} column {exc.colno})",
-        ) from None
+    data = load_json(body, "We could not parse the JSON body of your request. ({problem})")
     return parse_images_request(data)
 
 

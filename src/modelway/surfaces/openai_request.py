@@ -14,8 +14,6 @@ import re
 from collections.abc import Mapping
 from typing import Any, cast
 
-import orjson
-
 from modelway.core.types import (
     ChatRequest,
     ContentPart,
@@ -30,6 +28,7 @@ from modelway.core.types import (
     ToolChoice,
 )
 from modelway.errors import GatewayError, Reason, clip
+from modelway.surfaces.json_body import json_type, load_json
 
 __all__ = ["MAX_DEPTH", "MAX_MESSAGES", "parse_chat_body", "parse_chat_request"]
 
@@ -60,19 +59,10 @@ _TYPE_NAMES = {
 }
 
 
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    for kind, name in ((bool, "a boolean"), (str, "a string"), (int, "an integer"), (float, "a number")):
-        if isinstance(value, kind):
-            return name
-    return "an object" if isinstance(value, dict) else "an array" if isinstance(value, list) else "a value"
-
-
 def _invalid_type(param: str, expected: str, value: Any) -> GatewayError:
     return GatewayError(
         Reason.INVALID_TYPE,
-        f"Invalid type for '{clip(param)}': expected {expected}, but got {_json_type(value)} instead.",
+        f"Invalid type for '{clip(param)}': expected {expected}, but got {json_type(value)} instead.",
         param=param,
     )
 
@@ -389,13 +379,7 @@ def check_bounds(data: dict[str, Any]) -> None:
 
 def parse_chat_body(body: bytes) -> ChatRequest:
     """A raw HTTP body: JSON first, then every parameter (INVALID_BODY when it is not a JSON object)."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise GatewayError(
-            Reason.INVALID_BODY,
-            f"We could not parse the JSON body of your request. ({exc.msg} at line {exc.lineno} column {exc.colno})",
-        ) from None
+    data = load_json(body, "We could not parse the JSON body of your request. ({problem})")
     return parse_chat_request(data)
 
 
