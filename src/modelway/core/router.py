@@ -65,6 +65,17 @@ class Router:
             delay = max(delay, retry_after)
         return delay
 
+    async def _waited_to_retry(self, error: GatewayError, attempt: int, deadline: float) -> bool:
+        """After a failed attempt: waits the backoff and says True when the same model may be tried
+        again; False when it may not (not retryable, retries spent, or the wait would pass the deadline)."""
+        if not error.retryable or attempt >= self._config.retries:
+            return False
+        delay = self._backoff(attempt, error.retry_after)
+        if delay is None or self._clock.monotonic() + delay >= deadline:
+            return False
+        await asyncio.sleep(delay)
+        return True
+
     async def stream(
         self,
         request: ChatRequest,
@@ -127,12 +138,8 @@ class Router:
                     raise error
                 breaker.failed(probe)
                 failure = error
-                if not error.retryable or attempt >= self._config.retries:
+                if not await self._waited_to_retry(error, attempt, deadline):
                     break
-                delay = self._backoff(attempt, error.retry_after)
-                if delay is None or self._clock.monotonic() + delay >= deadline:
-                    break
-                await asyncio.sleep(delay)
                 attempt += 1
             if self._clock.monotonic() >= deadline:
                 break
@@ -179,12 +186,8 @@ class Router:
                         raise GatewayError(error.reason, error.message) from None
                     breaker.failed(probe)
                     failure = error
-                    delay = self._backoff(attempt, error.retry_after)
-                    if not error.retryable or attempt >= self._config.retries or delay is None:
+                    if not await self._waited_to_retry(error, attempt, deadline):
                         break
-                    if self._clock.monotonic() + delay >= deadline:
-                        break
-                    await asyncio.sleep(delay)
                     attempt += 1
                     continue
                 except BaseException:
