@@ -35,6 +35,7 @@ from modelway.core.types import (
     ImageRequest,
     StreamEvent,
     ToolCall,
+    ToolCallAssembler,
     Usage,
 )
 from modelway.errors import GatewayError, Reason
@@ -125,23 +126,19 @@ class _ChoiceBuilder:
 
     def __init__(self) -> None:
         self.text: list[str] = []
-        self.calls: dict[int, list[str]] = {}  # index -> [id, name, arguments]
+        self.calls = ToolCallAssembler()
         self.logprobs: list[Mapping[str, object]] = []
         self.finish_reason: FinishReason = "stop"
 
     def add(self, delta: ChoiceDelta) -> None:
         self.text.append(delta.content)
         self.logprobs.extend(delta.logprobs)
-        for piece in delta.tool_calls:
-            call = self.calls.setdefault(piece.index, ["", "", ""])
-            call[0] = call[0] or piece.id
-            call[1] = call[1] or piece.name
-            call[2] += piece.arguments
+        self.calls.add(delta.tool_calls)
         if delta.finish_reason is not None:
             self.finish_reason = delta.finish_reason
 
     def build(self, index: int) -> CompletedChoice:
-        calls = tuple(ToolCall(id=i, name=n, arguments=a) for _, (i, n, a) in sorted(self.calls.items()))
+        calls = self.calls.calls()
         text = "".join(self.text)
         return CompletedChoice(
             index=index,

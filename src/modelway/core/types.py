@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -20,6 +20,7 @@ __all__ = [
     "StreamEvent",
     "TextPart",
     "ToolCall",
+    "ToolCallAssembler",
     "ToolCallDelta",
     "ToolChoice",
     "Usage",
@@ -146,6 +147,24 @@ class ToolCallDelta:
     id: str = ""
     name: str = ""
     arguments: str = ""
+
+
+class ToolCallAssembler:
+    """One choice's tool calls put back together from their stream pieces (id and name come once,
+    arguments in parts), in call order."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, list[str]] = {}  # index -> [id, name, arguments so far]
+
+    def add(self, pieces: Sequence[ToolCallDelta]) -> None:
+        for piece in pieces:
+            call = self._calls.setdefault(piece.index, ["", "", ""])
+            call[0] = call[0] or piece.id
+            call[1] = call[1] or piece.name
+            call[2] += piece.arguments
+
+    def calls(self) -> tuple[ToolCall, ...]:
+        return tuple(ToolCall(id=i, name=n, arguments=a) for _, (i, n, a) in sorted(self._calls.items()))
 
 
 @dataclass(frozen=True, slots=True)

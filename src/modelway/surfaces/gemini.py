@@ -17,7 +17,7 @@ import orjson
 
 from modelway.config import ModelConfig
 from modelway.core.pipeline import ChatRun, CompletedChoice, Completion
-from modelway.core.types import ChoiceDelta, FinishReason, StreamEvent, ToolCall, Usage
+from modelway.core.types import ChoiceDelta, FinishReason, StreamEvent, ToolCall, ToolCallAssembler, Usage
 from modelway.errors import REASONS, GatewayError, Reason
 from modelway.providers.gemini import FINISH_REASON_TO_GEMINI
 
@@ -145,8 +145,7 @@ class GeminiChunks:
 
     def __init__(self, run: ChatRun) -> None:
         self._run = run
-        # candidate -> call index -> [id, name, arguments so far]
-        self._calls: dict[int, dict[int, list[str]]] = {}
+        self._calls: dict[int, ToolCallAssembler] = {}  # by candidate
         self._finished: dict[int, FinishReason] = {}
 
     def _piece(self, candidates: list[dict[str, Any]], usage: Usage | None = None) -> dict[str, Any]:
@@ -164,12 +163,7 @@ class GeminiChunks:
         return self._delta(event)
 
     def _delta(self, event: ChoiceDelta) -> dict[str, Any] | None:
-        calls = self._calls.setdefault(event.index, {})
-        for piece in event.tool_calls:
-            call = calls.setdefault(piece.index, ["", "", ""])
-            call[0] = call[0] or piece.id
-            call[1] = call[1] or piece.name
-            call[2] += piece.arguments
+        self._calls.setdefault(event.index, ToolCallAssembler()).add(event.tool_calls)
         if event.finish_reason is not None:
             self._finished[event.index] = event.finish_reason
         if not event.content:
@@ -177,7 +171,8 @@ class GeminiChunks:
         return self._piece([_candidate(event.index, [{"text": event.content}], None)])
 
     def _last(self, index: int) -> dict[str, Any]:
-        calls = [ToolCall(id=i, name=n, arguments=a) for _, (i, n, a) in sorted(self._calls.get(index, {}).items())]
+        assembled = self._calls.get(index)
+        calls = assembled.calls() if assembled is not None else ()
         # Gemini's last piece of a text answer carries an empty text part beside the finish reason.
         parts = [_call_part(call) for call in calls] or [{"text": ""}]
         return _candidate(index, parts, self._finished[index])
