@@ -38,6 +38,7 @@ from modelway.core.types import (
     ToolCallAssembler,
     Usage,
 )
+from modelway.core.wording import Wording
 from modelway.errors import GatewayError, Reason
 
 __all__ = [
@@ -81,10 +82,14 @@ class CallInfo(Protocol):
 
 
 class Surface(Protocol):
-    """The API a call came through: its name in usage rows, and the status it shows for an error."""
+    """The API a call came through: its name in usage rows, the status it shows for an error, and the
+    words the core's own errors borrow from it (how to send a key, what to lower)."""
 
     @property
     def name(self) -> str: ...
+
+    @property
+    def wording(self) -> Wording: ...
 
     def status(self, error: GatewayError) -> int: ...
 
@@ -367,7 +372,7 @@ class Pipeline:
             status_of=surface.status,
         )
         async with meter:
-            caller = await self._gate.authenticate(call.metadata)
+            caller = await self._gate.authenticate(call.metadata, surface.wording)
             meter.attribute(caller)
             self._gate.require(caller, permission)
             call.headers.extend(await self._gate.admit(caller, limit))
@@ -415,7 +420,7 @@ class Pipeline:
                 completion = output_cap(request, model) * request.n
                 worst_tokens = max(worst_tokens, prompt + completion)
                 worst_cost = max(worst_cost, model.cost(prompt, completion))
-            await meter.admit(caller, candidates[0], prompt_tokens, worst_tokens, worst_cost)
+            await meter.admit(caller, candidates[0], prompt_tokens, worst_tokens, worst_cost, surface.wording)
             run = ChatRun(request, candidates, self._router, meter, int(self._clock.now()))
             if self._metering.shutting_down:
                 run.stop()
@@ -440,7 +445,7 @@ class Pipeline:
             candidates = self._resolver.image_candidates(request.model, caller)
             prompt_tokens = count_tokens(request.prompt)
             worst_cost = max(model.cost(prompt_tokens, 0) + model.image_cost(request.n) for model in candidates)
-            await meter.admit(caller, candidates[0], prompt_tokens, prompt_tokens, worst_cost)
+            await meter.admit(caller, candidates[0], prompt_tokens, prompt_tokens, worst_cost, surface.wording)
             if self._metering.shutting_down:
                 stopping = GatewayError(Reason.SERVICE_UNAVAILABLE, SHUTDOWN_MESSAGE, retry_after=1)
                 meter.stopped(stopping)

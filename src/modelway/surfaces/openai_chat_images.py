@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from modelway.core.types import GeneratedImage, ImageRequest
+from modelway.core.wording import IMAGES_WORDING
 from modelway.errors import GatewayError, Reason
 from modelway.surfaces.openai import OPENAI, sse_done, sse_event
 from modelway.surfaces.openai_images import MAX_PROMPT_CHARS
@@ -171,6 +172,7 @@ class OpenAIChatImagesSurface:
     """Image calls through chat completions: OpenAI's statuses and error bodies, their own usage-row name."""
 
     name = "openai-chat-images"
+    wording = IMAGES_WORDING
 
     def status(self, error: GatewayError) -> int:
         return OPENAI.status(error)
