@@ -494,7 +494,6 @@ def parse_generate_content(model: str, data: Any, *, stream: bool) -> ChatReques
     stop = config.strings("stopSequences")
     if len(stop) > _MAX_STOP:
         raise _invalid(config.where("stopSequences"), f"at most {_MAX_STOP} stop sequences are accepted.")
-    config.integer("topK", 1)  # checked; no canonical field carries it, so it is not forwarded
     candidates = config.integer("candidateCount", 1, MAX_CANDIDATES)
     seed: int | None = config.integer("seed", -(2**63), 2**63 - 1)
     return ChatRequest(
@@ -503,6 +502,7 @@ def parse_generate_content(model: str, data: Any, *, stream: bool) -> ChatReques
         max_tokens=config.integer("maxOutputTokens", 1),
         temperature=config.number("temperature", 0, 2),
         top_p=config.number("topP", 0, 1),
+        top_k=config.integer("topK", 1),
         n=candidates or 1,
         stop=tuple(s for s in stop if s),
         tools=tools,
