@@ -378,6 +378,16 @@ class Pipeline:
             call.headers.extend(await self._gate.admit(caller, limit))
             yield meter, caller
 
+    async def knows_key(self, call: CallInfo, surface: Surface) -> bool:
+        """Whether the call's key authenticates: a cheap header check for a servicer to make before it
+        reads a large body on its own. Nothing is counted or recorded; a call that fails it is refused
+        (and recorded) by `chat` or `images` as usual, before they parse anything."""
+        try:
+            await self._gate.authenticate(call.metadata, surface.wording)
+        except GatewayError:
+            return False
+        return True
+
     async def refuse(self, call: CallInfo, surface: Surface, error: GatewayError) -> NoReturn:
         """A model call the gateway cannot serve (embeddings, while no embedding model exists): its key is
         checked, permitted (chat.completions) and counted against the chat rate like any model call's, then

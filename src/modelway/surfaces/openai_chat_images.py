@@ -43,14 +43,19 @@ def _asks_for_image(data: Mapping[str, Any]) -> bool:
     return data.get("image_config") is not None
 
 
+def mentions_image_output(body: bytes) -> bool:
+    """Whether the body names `modalities` or `image_config` at all: the cheap test before any parsing."""
+    return any(marker in body for marker in _MARKERS)
+
+
 def image_output_body(body: bytes) -> dict[str, Any] | None:
     """The parsed body when it asks for image output; None for every other chat call.
 
-    Runs before the key is checked, so it must cost an ordinary chat call
-    nothing: a body naming neither field is not parsed here, and one that is
-    not a JSON object goes the chat way, which answers its error after
-    authenticating."""
-    if not any(marker in body for marker in _MARKERS):
+    Runs outside the pipeline, so it must cost an ordinary chat call nothing
+    (a body naming neither field is not parsed here), and only after the key
+    is checked: a caller without a key never makes the server parse its body.
+    One that is not a JSON object goes the chat way, which answers its error."""
+    if not mentions_image_output(body):
         return None
     try:
         data = orjson.loads(body)
