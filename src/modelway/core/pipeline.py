@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from typing import NoReturn, Protocol
@@ -397,14 +397,24 @@ class Pipeline:
         raise error  # not reached: the meter records the error and lets it through
 
     @asynccontextmanager
-    async def chat(self, call: CallInfo, surface: Surface, parse: Callable[[], ChatRequest]) -> AsyncIterator[ChatRun]:
+    async def chat(
+        self,
+        call: CallInfo,
+        surface: Surface,
+        parse: Callable[[], ChatRequest],
+        admitted: Callable[[Caller], Awaitable[None]] | None = None,
+    ) -> AsyncIterator[ChatRun]:
         """Admits the call (raising GatewayError at once when it may not run) and yields it running.
 
         The request is parsed after the key is checked and counted: a caller
         learns nothing before authenticating, and a malformed request is
-        recorded against its account like any other failure.
+        recorded against its account like any other failure. `admitted`, when
+        given, runs between the two with the caller (chat/send reads a
+        conversation's history there, for `parse` to send).
         """
         async with self._admitted(call, surface, "chat.completions", "chat") as (meter, caller):
+            if admitted is not None:
+                await admitted(caller)
             if call.size > OFFLOAD_BYTES:
                 # Decoding, validating and counting a large body takes long enough to stall every other
                 # call on the loop; in a thread the loop keeps its turns (the GIL is handed over every 5 ms).
