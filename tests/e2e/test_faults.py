@@ -2,7 +2,8 @@
 
 Calls go through Envoy on every REST surface (OpenAI chat JSON and SSE,
 Gemini generateContent and streamGenerateContent, the gateway-native
-ai/chat and ai/generate, JSON and SSE, and OpenAI images) and native gRPC
+ai/chat and ai/generate, JSON and SSE, OpenAI images, and chat/send; the
+public catalog is read alongside, keyless and rowless) and native gRPC
 (unary and stream), to OpenAI, Anthropic and Gemini fakes. Each call names its fault in
 its prompt and the fake upstream acts it out: 500/503/429 (with
 Retry-After), a connection dropped or reset before any answer or in the
@@ -69,7 +70,10 @@ SURFACES = (
     "native_json",
     "native_sse",
     "images",
+    "chat_send",
 )
+# Public catalog reads made during the burst: no key, no upstream, no row; each must still answer.
+CATALOG_READS = 40
 # The usage row's surface name for each kind of call.
 ROW_SURFACE = {
     "rest_json": "openai",
@@ -81,6 +85,7 @@ ROW_SURFACE = {
     "native_json": "native",
     "native_sse": "native",
     "images": "openai-images",
+    "chat_send": "chat-send",
 }
 STREAMING = ("rest_sse", "grpc_stream", "gemini_sse", "native_sse")
 MODELS = ("gpt", "claude", "gemini")
@@ -424,6 +429,50 @@ async def images(session: aiohttp.ClientSession, stack: Stack, call: Call) -> Ou
         return Outcome(call, f"bad: {response.status} body {raw[:200]!r}")
 
 
+def is_envelope_error(value: Any) -> bool:
+    """chat/send's shape: {"success": false, "message": "..."}."""
+    return (
+        isinstance(value, dict)
+        and set(value) == {"success", "message"}
+        and value["success"] is False
+        and isinstance(value["message"], str)
+        and bool(value["message"])
+    )
+
+
+async def chat_send(session: aiohttp.ClientSession, stack: Stack, call: Call) -> Outcome:
+    """POST /api/v1/chat/send: the envelope with {conversation_id, assistant_message_id, response, message,
+    usage}, or {"success": false, "message"}."""
+    body = {"model_id": call.model, "message": call.text}
+    async with session.post(
+        stack.http_base + "/api/v1/chat/send", json=body, headers={"X-API-Key": call.key}
+    ) as response:
+        raw = await response.read()
+        value = parsed(raw)
+        if response.status == 200:
+            data = value.get("data") if isinstance(value, dict) and value.get("success") is True else None
+            ok = isinstance(data, dict) and isinstance(data.get("conversation_id"), int) and "response" in data
+            return Outcome(call, "answer" if ok else f"bad: 200 body {raw[:200]!r}")
+        if is_envelope_error(value):
+            return Outcome(call, "error")
+        return Outcome(call, f"bad: {response.status} body {raw[:200]!r}")
+
+
+async def catalog_read(session: aiohttp.ClientSession, stack: Stack, index: int) -> str:
+    """One public catalog read; "" when it answered its envelope, else what was wrong."""
+    path = ("/api/models?page=1", "/api/models?q=gpt", "/api/categories", "/api/models/gpt")[index % 4]
+    async with session.get(stack.http_base + path) as response:
+        raw = await response.read()
+        value = parsed(raw)
+        good = (
+            response.status == 200
+            and isinstance(value, dict)
+            and value.get("success") is True
+            and value.get("data") is not None
+        )
+        return "" if good else f"{path}: {response.status} {raw[:200]!r}"
+
+
 def grpc_error(call: Call, exc: grpc.aio.AioRpcError) -> Outcome:
     details = exc.details() or ""
     if exc.code() in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.OK) or not details or "<class" in details:
@@ -474,15 +523,28 @@ async def run_all(stack: Stack, calls: list[Call]) -> list[Outcome]:
                         return await native_api(session, stack, call)
                     if call.surface == "images":
                         return await images(session, stack, call)
+                    if call.surface == "chat_send":
+                        return await chat_send(session, stack, call)
                     return await native(via_envoy if call.index % 2 else direct, call)
             except TimeoutError:
                 return Outcome(call, "bad: no answer within the client timeout")
             except (aiohttp.ClientError, ConnectionError) as exc:
                 return Outcome(call, f"bad: connection failed: {exc!r}")
 
+        async def read_catalog(index: int) -> str:
+            await start.wait()
+            try:
+                async with asyncio.timeout(CLIENT_TIMEOUT):
+                    return await catalog_read(session, stack, index)
+            except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
+                return f"catalog read failed: {exc!r}"
+
         tasks = [asyncio.create_task(one(call)) for call in calls]
+        reads = [asyncio.create_task(read_catalog(index)) for index in range(CATALOG_READS)]
         await asyncio.sleep(0.05)
         start.set()
+        failed_reads = [problem for problem in await asyncio.gather(*reads) if problem]
+        assert not failed_reads, failed_reads[:5]
         return await asyncio.gather(*tasks)
 
 
