@@ -1,7 +1,7 @@
 """Fault injection under load: 500 concurrent mixed calls against upstreams that fail in every way.
 
 Calls go through Envoy on every REST surface (OpenAI chat JSON and SSE,
-Gemini generateContent and streamGenerateContent, the gateway-native
+Gemini generateContent and streamGenerateContent (SSE and JSON array), the gateway-native
 ai/chat and ai/generate, JSON and SSE, OpenAI images, and chat/send; the
 public catalog is read alongside, keyless and rowless) and native gRPC
 (unary and stream), to OpenAI, Anthropic and Gemini fakes. Each call names its fault in
@@ -67,6 +67,7 @@ SURFACES = (
     "grpc_stream",
     "gemini_json",
     "gemini_sse",
+    "gemini_array",
     "native_json",
     "native_sse",
     "images",
@@ -82,12 +83,13 @@ ROW_SURFACE = {
     "grpc_stream": "grpc",
     "gemini_json": "gemini",
     "gemini_sse": "gemini",
+    "gemini_array": "gemini",
     "native_json": "native",
     "native_sse": "native",
     "images": "openai-images",
     "chat_send": "chat-send",
 }
-STREAMING = ("rest_sse", "grpc_stream", "gemini_sse", "native_sse")
+STREAMING = ("rest_sse", "grpc_stream", "gemini_sse", "gemini_array", "native_sse")
 MODELS = ("gpt", "claude", "gemini")
 IMAGE_MODEL = "img"  # an images call always asks the OpenAI fake, whatever model its chat neighbours use
 
@@ -322,7 +324,9 @@ async def gemini(session: aiohttp.ClientSession, stack: Stack, call: Call) -> Ou
     """generateContent: the JSON answer, or a google.rpc error whose code is the HTTP status;
     streamGenerateContent: `data: {json}\\r\\n\\r\\n` events, the last one carrying usageMetadata and a
     finishReason, or an error event (no [DONE] on this surface)."""
-    method = "streamGenerateContent?alt=sse" if call.surface == "gemini_sse" else "generateContent"
+    method = {"gemini_sse": "streamGenerateContent?alt=sse", "gemini_array": "streamGenerateContent"}.get(
+        call.surface, "generateContent"
+    )
     body = {
         "contents": [{"role": "user", "parts": [{"text": call.text}]}],
         "generationConfig": {"maxOutputTokens": 32},
@@ -340,10 +344,12 @@ async def gemini(session: aiohttp.ClientSession, stack: Stack, call: Call) -> Ou
                 return Outcome(call, "error")
             return Outcome(call, f"bad: {response.status} body {raw[:200]!r}")
         if call.leave_early:
-            await response.content.readuntil(b"\r\n\r\n")
+            await response.content.readany()
             response.close()
             return Outcome(call, "left")
         raw = await response.read()
+        if call.surface == "gemini_array":
+            return gemini_array(call, raw)
         if not raw.endswith(b"\r\n\r\n") or b"[DONE]" in raw:
             return Outcome(call, f"bad: stream not ended by an event: {raw[-200:]!r}")
         frames = raw[: -len(b"\r\n\r\n")].split(b"\r\n\r\n")
@@ -363,6 +369,23 @@ async def gemini(session: aiohttp.ClientSession, stack: Stack, call: Call) -> Ou
             and all(candidate.get("finishReason") for candidate in last.get("candidates") or [{}])
         )
         return Outcome(call, "answer" if done else f"bad: last event {raw[-300:]!r}")
+
+
+def gemini_array(call: Call, raw: bytes) -> Outcome:
+    """streamGenerateContent without alt=sse: one JSON array `[{...}\\r\\n,\\r\\n{...}\\r\\n]`, its last element
+    carrying usageMetadata and a finishReason, or a google.rpc error object (the array still closed)."""
+    elements = parsed(raw)
+    if not raw.startswith(b"[{") or not raw.endswith(b"}\r\n]") or not isinstance(elements, list):
+        return Outcome(call, f"bad: not a closed JSON array: {raw[-200:]!r}")
+    if not all(isinstance(element, dict) for element in elements):
+        return Outcome(call, f"bad: array elements {raw[-300:]!r}")
+    last = elements[-1]
+    if any("error" in element for element in elements[:-1]):
+        return Outcome(call, f"bad: an error element before the end: {raw[-300:]!r}")
+    if "error" in last:
+        return Outcome(call, "error", mid_stream=True) if is_gemini_error(last) else Outcome(call, f"bad: {last}")
+    done = last.get("usageMetadata") and all(c.get("finishReason") for c in last.get("candidates") or [{}])
+    return Outcome(call, "answer" if done else f"bad: last element {raw[-300:]!r}")
 
 
 async def native_api(session: aiohttp.ClientSession, stack: Stack, call: Call) -> Outcome:
@@ -606,7 +629,9 @@ def test_every_call_ends_well_and_leaves_one_row_whatever_the_upstream_does(fake
         assert (by_surface[(surface, "left")] > 0) == (surface in STREAMING), surface
     # REST streams that failed after their first frame ended with their surface's error frame.
     mid_stream = Counter(o.call.surface for o in outcomes if o.mid_stream)
-    assert all(mid_stream[surface] > 0 for surface in ("rest_sse", "gemini_sse", "native_sse")), mid_stream
+    assert all(mid_stream[surface] > 0 for surface in ("rest_sse", "gemini_sse", "gemini_array", "native_sse")), (
+        mid_stream
+    )
     small_outcomes = Counter(o.kind for o in outcomes if o.call.key == small_key)
     assert small_outcomes["error"] > 0, "the small account never ran out: no race to zero"
 
