@@ -190,7 +190,12 @@ class Gateway:
             self.clock,
         )
         # Generated images that callers fetch by URL, beside the store.
-        self.gallery = Gallery(ImageFiles(Path(config.store.path).parent / "images"), config.server)
+        self.gallery = Gallery(
+            ImageFiles(
+                Path(config.store.path).parent / "images", config.store.image_retention_hours * 3600, self.clock
+            ),
+            config.server,
+        )
         self.health = HealthServicer()
         self.server = grpc.aio.server(
             interceptors=[DecodeGuard()],
@@ -225,6 +230,8 @@ class Gateway:
             undo.push_async_callback(self.recorder.close)
             self._refresher = asyncio.create_task(self._follow_store(), name="store-follower")
             undo.push_async_callback(self._stop_refresher)
+            self.gallery.files.start_sweeping()
+            undo.push_async_callback(self.gallery.files.stop_sweeping)
             self._add_services()
             server = self.config.server
             try:
@@ -324,6 +331,7 @@ class Gateway:
             log.error("calls still unsettled after the server stopped; their usage rows may be missing")
         # Ended before the store closes, so no reload is left half-way.
         await self._stop_refresher()
+        await self.gallery.files.stop_sweeping()
         await self.recorder.close()
         await self.transport.close()
         await self.store.close()

@@ -117,8 +117,13 @@ class StoreConfig:
     usage_flush_seconds: float = 0.25
     # A stream's usage row is written (and what it delivered charged) this often while it runs.
     checkpoint_seconds: float = 2.0
+    # How long a generated image's file (and so its URL) lasts; then it is 404 and deleted.
+    image_retention_hours: float = 24.0
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.image_retention_hours) and self.image_retention_hours > 0):
+            hours = self.image_retention_hours
+            raise ConfigError(f"store.image_retention_hours must be a number of hours above 0, got {hours}")
         for name in ("refresh_seconds", "usage_flush_seconds", "checkpoint_seconds"):
             value = getattr(self, name)
             # 0 would mean a write per token (or a writer that never sleeps); nan, never.

@@ -204,3 +204,18 @@ def test_the_image_rate_limit_applies(images: ImageStack) -> None:
     assert (error["type"], error["code"]) == ("requests", "rate_limit_exceeded")
     # Chat counts apart: the same key still chats.
     assert chat(images, {"model": "echo-1", "messages": [{"role": "user", "content": "hi"}]}, key).status == 200
+
+
+def test_a_bad_key_with_a_huge_image_body_is_refused_unparsed(images: ImageStack) -> None:
+    """The image check reads the body only for a key that authenticates: a bad key with ~15 MiB naming
+    `modalities` is a 401 from the chat way (its row says "openai", not "openai-chat-images": the
+    image path, which parses the body, was never taken)."""
+    filler = "x" * (15 * 1024 * 1024)
+    body = json.dumps({**ask(filler), "messages": [{"role": "user", "content": filler}]})
+    for key in ("mwt-not-a-key", ""):
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        reply = request(images.stack.http_port, "POST", CHAT, body, headers)
+        assert reply.status == 401, reply.body[:300]
+        assert reply.json()["error"]["type"] == "authentication_error"
+        row = usage_row(images, reply.headers["x-request-id"])
+        assert (row["surface"], row["status"], row["account_id"]) == ("openai", 401, "")

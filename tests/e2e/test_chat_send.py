@@ -5,6 +5,7 @@ An OpenAI fake upstream (model slug "gpt-fake") shows what history a follow-up s
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import sqlite3
 import time
@@ -121,6 +122,35 @@ def test_model_by_numeric_id_and_follow_up_sends_the_history(chat: Chat) -> None
         {"role": "user", "content": "Question two"},
     ]
     assert chat.openai.requests[1].json["model"] == "gpt-4o-mini"
+
+
+def test_concurrent_follow_ups_run_one_at_a_time_and_each_sees_the_ones_before(chat: Chat) -> None:
+    """Three follow-ups sent together on one conversation (the upstream takes 0.3 s each): each is sent
+    upstream with the history including the exchanges that finished before it, and the conversation
+    stores them in that order, question then answer."""
+    _, key = chat.account()
+    chat.openai.script(Json(fake_openai.chat_json("A0")))
+    conversation = data_of(chat.send(key, {"model_id": "gpt-fake", "message": "Q0"}))["conversation_id"]
+    chat.openai.script(*(Json(fake_openai.chat_json(f"A{n}"), delay=0.3) for n in (1, 2, 3)))
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        replies = list(
+            pool.map(
+                lambda n: chat.send(key, {"model_id": "gpt-fake", "message": f"Q{n}", "conversation_id": conversation}),
+                ("x", "y", "z"),
+            )
+        )
+    assert all(reply.status == 200 for reply in replies), [reply.body for reply in replies]
+    sent = [[m["content"] for m in r.json["messages"]] for r in chat.openai.requests[1:]]
+    # The upstream answered A1, A2, A3 in the order the follow-ups reached it.
+    order = [history[-1] for history in sent]
+    assert sorted(order) == ["Qx", "Qy", "Qz"]
+    assert sent == [
+        ["Q0", "A0", order[0]],
+        ["Q0", "A0", order[0], "A1", order[1]],
+        ["Q0", "A0", order[0], "A1", order[1], "A2", order[2]],
+    ]
+    stored = data_of(chat.get(key, f"{LIST}/{conversation}"))
+    assert [m["content"] for m in stored["messages"]] == ["Q0", "A0", order[0], "A1", order[1], "A2", order[2], "A3"]
 
 
 def test_echo_follow_up_carries_more_tokens(chat: Chat) -> None:

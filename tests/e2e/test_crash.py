@@ -1,14 +1,16 @@
 """Crash safety: kill -9 the server under load; every call a client received completely is in the usage table.
 
 Clients call through Envoy (JSON and SSE, several at once, on the OpenAI,
-Gemini and gateway-native surfaces) while the server process is killed with
+Gemini and gateway-native surfaces, and chat/send; the public catalog is
+read beside them, keyless and rowless) while the server process is killed with
 SIGKILL, then restarted on the same database, three times. After each kill
 the store must open cleanly and hold exactly one row, with its surface's
 name, for every call whose answer arrived whole (a parsed JSON 200; an
 OpenAI or native SSE stream ending in `data: [DONE]`; a Gemini stream whose
 last event carries usageMetadata and a finishReason), matched by the
-answer's X-Request-Id; and the balance must have dropped by exactly the sum
-of the rows' costs. The flush
+answer's X-Request-Id; a chat/send answer's exchange must be stored under
+the conversation and message ids it gave; and the balance must have dropped
+by exactly the sum of the rows' costs. The flush
 timer is set to a minute, so nothing but the commit before the answer can
 have saved those rows. A stream the kill cuts is billed for what it had
 delivered as far as its last checkpoint.
@@ -52,7 +54,9 @@ class Kind:
 OPENAI_JSON, OPENAI_SSE = Kind("openai", False), Kind("openai", True)
 GEMINI_JSON, GEMINI_SSE = Kind("gemini", False), Kind("gemini", True)
 NATIVE_JSON, NATIVE_SSE = Kind("native", False), Kind("native", True)
-# 15 clients at once: JSON calls are quick, streams (echo-slow, 20 ms a token) are long.
+CHAT_SEND = Kind("chat-send", False)
+CATALOG = Kind("catalog", False)  # public reads: no key, no row
+# 18 clients at once: JSON calls are quick, streams (echo-slow, 20 ms a token) are long.
 CLIENTS = (
     (OPENAI_JSON,) * 3
     + (OPENAI_SSE,) * 2
@@ -60,6 +64,8 @@ CLIENTS = (
     + (GEMINI_SSE,) * 2
     + (NATIVE_JSON,) * 3
     + (NATIVE_SSE,) * 2
+    + (CHAT_SEND,) * 2
+    + (CATALOG,)
 )
 
 
@@ -67,6 +73,9 @@ CLIENTS = (
 class Tally:
     calls: int = 0
     answered: dict[str, Kind] = field(default_factory=dict)  # X-Request-Id -> the kind of call
+    # chat/send answers: X-Request-Id -> the (conversation id, assistant message id) they gave.
+    exchanges: dict[str, tuple[int, int]] = field(default_factory=dict)
+    catalog_reads: int = 0
 
 
 @pytest.fixture(scope="module")
@@ -76,10 +85,14 @@ def crashing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield stack
 
 
-def call_of(kind: Kind, key: str) -> tuple[str, dict[str, Any], dict[str, str]]:
-    """The path, body and headers of one call of this kind."""
+def call_of(kind: Kind, key: str) -> tuple[str, dict[str, Any] | None, dict[str, str]]:
+    """The path, body (None: a GET) and headers of one call of this kind."""
     model = "echo-slow" if kind.stream else "echo-1"
     text = "one two three four five six"
+    if kind is CATALOG:
+        return "/api/models?q=echo", None, {}
+    if kind is CHAT_SEND:
+        return "/api/v1/chat/send", {"model_id": model, "message": text}, {"X-API-Key": key}
     if kind.surface == "gemini":
         method = "streamGenerateContent?alt=sse" if kind.stream else "generateContent"
         body: dict[str, Any] = {"contents": [{"role": "user", "parts": [{"text": text}]}]}
@@ -91,6 +104,9 @@ def call_of(kind: Kind, key: str) -> tuple[str, dict[str, Any], dict[str, str]]:
 
 def complete(kind: Kind, data: bytes) -> bool:
     """Whether the whole answer arrived, as its surface ends one."""
+    if kind in (CHAT_SEND, CATALOG):
+        envelope = json.loads(data)
+        return envelope["success"] is True and envelope["data"] is not None
     if not kind.stream:
         answer = json.loads(data)
         return bool({"openai": "choices", "gemini": "candidates", "native": "content"}[kind.surface] in answer)
@@ -108,7 +124,8 @@ async def client(session: aiohttp.ClientSession, stack: Stack, key: str, kind: K
     while True:
         tally.calls += 1
         try:
-            async with session.post(stack.http_base + path, json=body, headers=headers) as response:
+            method = "GET" if body is None else "POST"
+            async with session.request(method, stack.http_base + path, json=body, headers=headers) as response:
                 data = await response.read()
                 request_id = response.headers.get("x-request-id", "")
         except (aiohttp.ClientError, ConnectionError):
@@ -118,8 +135,14 @@ async def client(session: aiohttp.ClientSession, stack: Stack, key: str, kind: K
             await asyncio.sleep(0.01)
             continue
         if complete(kind, data):
+            if kind is CATALOG:
+                tally.catalog_reads += 1
+                continue
             assert request_id and request_id not in tally.answered
             tally.answered[request_id] = kind
+            if kind is CHAT_SEND:
+                sent = json.loads(data)["data"]
+                tally.exchanges[request_id] = (sent["conversation_id"], sent["assistant_message_id"])
 
 
 async def load_then_kill(stack: Stack, key: str, tally: Tally) -> None:
@@ -161,6 +184,15 @@ def test_every_completely_answered_call_survives_kill_9(crashing: Stack) -> None
                 "SELECT COALESCE(SUM(cost), 0), COUNT(*) FROM usage WHERE account_id = ?", [account]
             ).fetchone()
             credits = db.execute("SELECT credits FROM accounts WHERE id = ?", [account]).fetchone()[0]
+            stored = set(
+                db.execute(
+                    "SELECT m.conversation_id, m.id FROM conversation_messages m JOIN conversations c"
+                    " ON c.id = m.conversation_id WHERE c.account_id = ? AND m.role = 'assistant'",
+                    [account],
+                ).fetchall()
+            )
+        lost = [ids for ids in tally.exchanges.values() if ids not in stored]
+        assert not lost, f"kill {kill}: chat/send answers whose exchange was not stored: {lost[:5]}"
         missing = [request_id for request_id in tally.answered if request_id not in rows]
         assert not missing, f"kill {kill}: {len(missing)} answered calls have no usage row"
         assert all(count == 1 for count, _ in rows.values()), "a call has more than one row"
@@ -172,12 +204,15 @@ def test_every_completely_answered_call_survives_kill_9(crashing: Stack) -> None
         answered = Counter(kind.label for kind in tally.answered.values())
         print(
             f"kill {kill}: {tally.calls} calls made, {len(tally.answered)} answered completely {dict(answered)}, "
-            f"{statuses} rows, all answered found"
+            f"{statuses} rows, all answered found; {tally.catalog_reads} catalog reads answered"
         )
         stack.start_server()  # the same database opens and serves again
 
     # Every kind of call was answered completely, and so had its row checked, at least once.
-    assert set(CLIENTS) <= set(tally.answered.values()), Counter(kind.label for kind in tally.answered.values())
+    assert set(CLIENTS) - {CATALOG} <= set(tally.answered.values()), Counter(
+        kind.label for kind in tally.answered.values()
+    )
+    assert tally.catalog_reads > 0
     reply_ok = asyncio.run(one_call(stack, key))
     assert reply_ok
 

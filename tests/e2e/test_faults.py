@@ -1,8 +1,9 @@
 """Fault injection under load: 500 concurrent mixed calls against upstreams that fail in every way.
 
 Calls go through Envoy on every REST surface (OpenAI chat JSON and SSE,
-Gemini generateContent and streamGenerateContent, the gateway-native
-ai/chat and ai/generate, JSON and SSE, and OpenAI images) and native gRPC
+Gemini generateContent and streamGenerateContent (SSE and JSON array), the gateway-native
+ai/chat and ai/generate, JSON and SSE, OpenAI images, and chat/send; the
+public catalog is read alongside, keyless and rowless) and native gRPC
 (unary and stream), to OpenAI, Anthropic and Gemini fakes. Each call names its fault in
 its prompt and the fake upstream acts it out: 500/503/429 (with
 Retry-After), a connection dropped or reset before any answer or in the
@@ -66,10 +67,14 @@ SURFACES = (
     "grpc_stream",
     "gemini_json",
     "gemini_sse",
+    "gemini_array",
     "native_json",
     "native_sse",
     "images",
+    "chat_send",
 )
+# Public catalog reads made during the burst: no key, no upstream, no row; each must still answer.
+CATALOG_READS = 40
 # The usage row's surface name for each kind of call.
 ROW_SURFACE = {
     "rest_json": "openai",
@@ -78,11 +83,13 @@ ROW_SURFACE = {
     "grpc_stream": "grpc",
     "gemini_json": "gemini",
     "gemini_sse": "gemini",
+    "gemini_array": "gemini",
     "native_json": "native",
     "native_sse": "native",
     "images": "openai-images",
+    "chat_send": "chat-send",
 }
-STREAMING = ("rest_sse", "grpc_stream", "gemini_sse", "native_sse")
+STREAMING = ("rest_sse", "grpc_stream", "gemini_sse", "gemini_array", "native_sse")
 MODELS = ("gpt", "claude", "gemini")
 IMAGE_MODEL = "img"  # an images call always asks the OpenAI fake, whatever model its chat neighbours use
 
@@ -317,7 +324,9 @@ async def gemini(session: aiohttp.ClientSession, stack: Stack, call: Call) -> Ou
     """generateContent: the JSON answer, or a google.rpc error whose code is the HTTP status;
     streamGenerateContent: `data: {json}\\r\\n\\r\\n` events, the last one carrying usageMetadata and a
     finishReason, or an error event (no [DONE] on this surface)."""
-    method = "streamGenerateContent?alt=sse" if call.surface == "gemini_sse" else "generateContent"
+    method = {"gemini_sse": "streamGenerateContent?alt=sse", "gemini_array": "streamGenerateContent"}.get(
+        call.surface, "generateContent"
+    )
     body = {
         "contents": [{"role": "user", "parts": [{"text": call.text}]}],
         "generationConfig": {"maxOutputTokens": 32},
@@ -335,10 +344,12 @@ async def gemini(session: aiohttp.ClientSession, stack: Stack, call: Call) -> Ou
                 return Outcome(call, "error")
             return Outcome(call, f"bad: {response.status} body {raw[:200]!r}")
         if call.leave_early:
-            await response.content.readuntil(b"\r\n\r\n")
+            await response.content.readany()
             response.close()
             return Outcome(call, "left")
         raw = await response.read()
+        if call.surface == "gemini_array":
+            return gemini_array(call, raw)
         if not raw.endswith(b"\r\n\r\n") or b"[DONE]" in raw:
             return Outcome(call, f"bad: stream not ended by an event: {raw[-200:]!r}")
         frames = raw[: -len(b"\r\n\r\n")].split(b"\r\n\r\n")
@@ -358,6 +369,23 @@ async def gemini(session: aiohttp.ClientSession, stack: Stack, call: Call) -> Ou
             and all(candidate.get("finishReason") for candidate in last.get("candidates") or [{}])
         )
         return Outcome(call, "answer" if done else f"bad: last event {raw[-300:]!r}")
+
+
+def gemini_array(call: Call, raw: bytes) -> Outcome:
+    """streamGenerateContent without alt=sse: one JSON array `[{...}\\r\\n,\\r\\n{...}\\r\\n]`, its last element
+    carrying usageMetadata and a finishReason, or a google.rpc error object (the array still closed)."""
+    elements = parsed(raw)
+    if not raw.startswith(b"[{") or not raw.endswith(b"}\r\n]") or not isinstance(elements, list):
+        return Outcome(call, f"bad: not a closed JSON array: {raw[-200:]!r}")
+    if not all(isinstance(element, dict) for element in elements):
+        return Outcome(call, f"bad: array elements {raw[-300:]!r}")
+    last = elements[-1]
+    if any("error" in element for element in elements[:-1]):
+        return Outcome(call, f"bad: an error element before the end: {raw[-300:]!r}")
+    if "error" in last:
+        return Outcome(call, "error", mid_stream=True) if is_gemini_error(last) else Outcome(call, f"bad: {last}")
+    done = last.get("usageMetadata") and all(c.get("finishReason") for c in last.get("candidates") or [{}])
+    return Outcome(call, "answer" if done else f"bad: last element {raw[-300:]!r}")
 
 
 async def native_api(session: aiohttp.ClientSession, stack: Stack, call: Call) -> Outcome:
@@ -424,6 +452,50 @@ async def images(session: aiohttp.ClientSession, stack: Stack, call: Call) -> Ou
         return Outcome(call, f"bad: {response.status} body {raw[:200]!r}")
 
 
+def is_envelope_error(value: Any) -> bool:
+    """chat/send's shape: {"success": false, "message": "..."}."""
+    return (
+        isinstance(value, dict)
+        and set(value) == {"success", "message"}
+        and value["success"] is False
+        and isinstance(value["message"], str)
+        and bool(value["message"])
+    )
+
+
+async def chat_send(session: aiohttp.ClientSession, stack: Stack, call: Call) -> Outcome:
+    """POST /api/v1/chat/send: the envelope with {conversation_id, assistant_message_id, response, message,
+    usage}, or {"success": false, "message"}."""
+    body = {"model_id": call.model, "message": call.text}
+    async with session.post(
+        stack.http_base + "/api/v1/chat/send", json=body, headers={"X-API-Key": call.key}
+    ) as response:
+        raw = await response.read()
+        value = parsed(raw)
+        if response.status == 200:
+            data = value.get("data") if isinstance(value, dict) and value.get("success") is True else None
+            ok = isinstance(data, dict) and isinstance(data.get("conversation_id"), int) and "response" in data
+            return Outcome(call, "answer" if ok else f"bad: 200 body {raw[:200]!r}")
+        if is_envelope_error(value):
+            return Outcome(call, "error")
+        return Outcome(call, f"bad: {response.status} body {raw[:200]!r}")
+
+
+async def catalog_read(session: aiohttp.ClientSession, stack: Stack, index: int) -> str:
+    """One public catalog read; "" when it answered its envelope, else what was wrong."""
+    path = ("/api/models?page=1", "/api/models?q=gpt", "/api/categories", "/api/models/gpt")[index % 4]
+    async with session.get(stack.http_base + path) as response:
+        raw = await response.read()
+        value = parsed(raw)
+        good = (
+            response.status == 200
+            and isinstance(value, dict)
+            and value.get("success") is True
+            and value.get("data") is not None
+        )
+        return "" if good else f"{path}: {response.status} {raw[:200]!r}"
+
+
 def grpc_error(call: Call, exc: grpc.aio.AioRpcError) -> Outcome:
     details = exc.details() or ""
     if exc.code() in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.OK) or not details or "<class" in details:
@@ -474,15 +546,28 @@ async def run_all(stack: Stack, calls: list[Call]) -> list[Outcome]:
                         return await native_api(session, stack, call)
                     if call.surface == "images":
                         return await images(session, stack, call)
+                    if call.surface == "chat_send":
+                        return await chat_send(session, stack, call)
                     return await native(via_envoy if call.index % 2 else direct, call)
             except TimeoutError:
                 return Outcome(call, "bad: no answer within the client timeout")
             except (aiohttp.ClientError, ConnectionError) as exc:
                 return Outcome(call, f"bad: connection failed: {exc!r}")
 
+        async def read_catalog(index: int) -> str:
+            await start.wait()
+            try:
+                async with asyncio.timeout(CLIENT_TIMEOUT):
+                    return await catalog_read(session, stack, index)
+            except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
+                return f"catalog read failed: {exc!r}"
+
         tasks = [asyncio.create_task(one(call)) for call in calls]
+        reads = [asyncio.create_task(read_catalog(index)) for index in range(CATALOG_READS)]
         await asyncio.sleep(0.05)
         start.set()
+        failed_reads = [problem for problem in await asyncio.gather(*reads) if problem]
+        assert not failed_reads, failed_reads[:5]
         return await asyncio.gather(*tasks)
 
 
@@ -544,16 +629,24 @@ def test_every_call_ends_well_and_leaves_one_row_whatever_the_upstream_does(fake
         assert (by_surface[(surface, "left")] > 0) == (surface in STREAMING), surface
     # REST streams that failed after their first frame ended with their surface's error frame.
     mid_stream = Counter(o.call.surface for o in outcomes if o.mid_stream)
-    assert all(mid_stream[surface] > 0 for surface in ("rest_sse", "gemini_sse", "native_sse")), mid_stream
+    assert all(mid_stream[surface] > 0 for surface in ("rest_sse", "gemini_sse", "gemini_array", "native_sse")), (
+        mid_stream
+    )
     small_outcomes = Counter(o.kind for o in outcomes if o.call.key == small_key)
     assert small_outcomes["error"] > 0, "the small account never ran out: no race to zero"
 
-    # One row per call (the rows of calls whose client left are written without anyone waiting: poll briefly).
+    # One row per call (the rows of calls whose client left are written without anyone waiting, and a
+    # stream's checkpoint row says "in progress" (status 0) until its final one replaces it: poll briefly).
     expected = {account: CALLS, small: SMALL_CALLS}
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 10
     while True:
         found = accounts_rows(stack, [account, small])
-        if all(found[a][0] == n for a, n in expected.items()) or time.monotonic() > deadline:
+        with sqlite3.connect(stack.db_path) as db:
+            (running,) = db.execute(
+                "SELECT COUNT(*) FROM usage WHERE account_id IN (?, ?) AND status = 0", [account, small]
+            ).fetchone()
+        settled = all(found[a][0] == n for a, n in expected.items()) and running == 0
+        if settled or time.monotonic() > deadline:
             break
         time.sleep(0.1)
     assert {a: found[a][0] for a in expected} == expected
@@ -576,7 +669,7 @@ def test_every_call_ends_well_and_leaves_one_row_whatever_the_upstream_does(fake
     assert row_surfaces == Counter(ROW_SURFACE[call.surface] for call in calls)
     # A client that left is recorded 499, or 200 when its whole answer had already gone out before it left.
     assert 0 < statuses[499] <= kinds["left"]
-    assert statuses[200] == kinds["answer"] + kinds["left"] - statuses[499]
+    assert statuses[200] == kinds["answer"] + kinds["left"] - statuses[499], (statuses, kinds)
     for account_id, credits in ((account, 1000), (small, SMALL_CREDITS)):
         _, costs, balance = found[account_id]
         assert balance >= 0

@@ -331,6 +331,26 @@ def test_upstream_images_pass_through_in_both_formats(client: openai.OpenAI, ima
     assert png_size(base64.b64decode(fake_openai.PNG_B64)) == (1, 1)
 
 
+def test_a_large_upstream_answer_passes_through_whole(images: ImageStack) -> None:
+    """Answers past 256 KiB are parsed off the event loop: what arrives is still exactly what the
+    upstream sent, in either format (url mode stores the decoded PNGs)."""
+    big = io.BytesIO()
+    Image.effect_noise((400, 400), 64).convert("RGB").save(big, format="PNG")
+    encoded = base64.b64encode(big.getvalue()).decode()
+    assert len(encoded) > 256 * 1024
+    upstream = images.upstream
+    upstream.reset()
+    answer = {"created": 1, "data": [{"b64_json": encoded}, {"b64_json": encoded}]}
+    upstream.script(Json(answer), Json(answer))
+    reply = generate(images, {"model": "dall-e-3", "prompt": "noise", "n": 2, "response_format": "b64_json"})
+    assert reply.status == 200, reply.body[:300]
+    assert [image["b64_json"] for image in reply.json()["data"]] == [encoded, encoded]
+    reply = generate(images, {"model": "dall-e-3", "prompt": "noise", "n": 2})
+    assert reply.status == 200, reply.body[:300]
+    urls = [image["url"] for image in reply.json()["data"]]
+    assert all(fetch(url)[2] == big.getvalue() for url in urls)
+
+
 def test_upstream_failures_are_openai_errors_and_cost_nothing(images: ImageStack) -> None:
     upstream = images.upstream
     upstream.reset()

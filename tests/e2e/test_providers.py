@@ -580,3 +580,25 @@ def test_native_grpc_upstream_rejection_is_invalid_argument_without_http_trailer
     assert "bad request upstream" in error.details()
     trailers = dict(error.trailing_metadata())
     assert "x-http-status" not in trailers and "x-error-json" not in trailers
+
+
+# --- Gemini's topK reaches the upstreams that take it --------------------------
+
+
+@pytest.mark.parametrize("model", KIND_MODELS)
+def test_gemini_top_k_reaches_the_upstreams_that_take_it(upstreams: Upstreams, model: str) -> None:
+    stack = upstreams.stack
+    body = {"contents": [{"parts": [{"text": "Hi"}]}], "generationConfig": {"topK": 7, "topP": 0.5}}
+    reply = request(
+        stack.http_port, "POST", f"/api/v1beta/models/{model}:generateContent", body, {"x-goog-api-key": stack.api_key}
+    )
+    assert reply.status == 200, reply.body
+    (sent,) = upstreams.for_model(model).requests
+    if model == "gemini":
+        config = sent.json["generationConfig"]
+        assert (config["topK"], config["topP"]) == (7, 0.5)
+    elif model == "claude":
+        assert (sent.json["top_k"], sent.json["top_p"]) == (7, 0.5)
+    else:
+        # Chat Completions has no top_k (OpenAI refuses one): left out, the rest of the config kept.
+        assert "top_k" not in sent.json and "topK" not in sent.json and sent.json["top_p"] == 0.5

@@ -11,6 +11,7 @@ from modelway.config import Config
 from modelway.core.directory import Caller
 from modelway.core.limits import LimitRule
 from modelway.core.state import KeyDirectory, RateLimits
+from modelway.core.wording import OPENAI_WORDING, Wording
 from modelway.errors import GatewayError, Reason
 
 __all__ = ["Bucket", "Gate", "credential"]
@@ -50,9 +51,13 @@ class Gate:
         self._limiter = limiter
         self._global_limit = config.limits.global_requests_per_minute
 
-    async def authenticate(self, metadata: Mapping[str, str]) -> Caller:
-        """The caller, or AuthenticationFailed (401) saying what is wrong with the key."""
-        return await self._directory.authenticate(credential(metadata))
+    async def authenticate(self, metadata: Mapping[str, str], wording: Wording = OPENAI_WORDING) -> Caller:
+        """The caller, or a 401 saying what is wrong with the key (and, when there is none, how the
+        surface's `wording` says to send one)."""
+        secret = credential(metadata)
+        if not secret:
+            raise GatewayError(Reason.MISSING_API_KEY, f"You didn't provide an API key. {wording.send_key}")
+        return await self._directory.authenticate(secret)
 
     @staticmethod
     def require(caller: Caller, permission: str) -> None:
@@ -62,9 +67,11 @@ class Gate:
                 f"You have insufficient permissions for this operation. Missing permission: {permission}.",
             )
 
-    async def authorize(self, metadata: Mapping[str, str], permission: str) -> Caller:
+    async def authorize(
+        self, metadata: Mapping[str, str], permission: str, wording: Wording = OPENAI_WORDING
+    ) -> Caller:
         """Authenticates (401s) and checks the key's permission (403)."""
-        caller = await self.authenticate(metadata)
+        caller = await self.authenticate(metadata, wording)
         self.require(caller, permission)
         return caller
 

@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from modelway.core.wording import OPENAI_WORDING
 from modelway.errors import GatewayError, Reason
 from modelway.store import SqliteStore
 
@@ -47,13 +48,13 @@ class Ledger:
     def available(self, account_id: str) -> int:
         return self._stored.get(account_id, 0) - self._unwritten[account_id] - self._reserved[account_id]
 
-    async def reserve(self, account_id: str, amount: int) -> Reservation:
+    async def reserve(self, account_id: str, amount: int, spend_less: str = OPENAI_WORDING.spend_less) -> Reservation:
         if amount > 0 and self.available(account_id) < amount:
             raise GatewayError(
                 Reason.INSUFFICIENT_CREDITS,
                 "You exceeded your current quota: this call may cost up to "
                 f"{amount / 1e6:g} credits and the account has {max(0, self.available(account_id)) / 1e6:g}. "
-                "Add credits or lower max_tokens.",
+                + spend_less,
             )
         self._reserved[account_id] += amount
         return Reservation(account_id, amount)

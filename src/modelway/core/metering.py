@@ -14,6 +14,7 @@ from modelway.core.clock import Clock
 from modelway.core.directory import Caller
 from modelway.core.ledger import Reservation
 from modelway.core.state import CreditLedger, TokenBudgetBook
+from modelway.core.wording import OPENAI_WORDING, Wording
 from modelway.errors import GatewayError
 from modelway.ops.metrics import Telemetry
 from modelway.store import UsageRecord
@@ -88,17 +89,23 @@ class CallMeter:
         self.caller = caller
 
     async def admit(
-        self, caller: Caller, model: ModelConfig, prompt_tokens: int, worst_tokens: int, worst_cost: int
+        self,
+        caller: Caller,
+        model: ModelConfig,
+        prompt_tokens: int,
+        worst_tokens: int,
+        worst_cost: int,
+        wording: Wording = OPENAI_WORDING,
     ) -> None:
         """Holds the call's worst case against the key's daily token budget (BUDGET_EXCEEDED)
-        and the account's credits (INSUFFICIENT_CREDITS) until the call settles. `model` is
-        the first candidate: the one the row names until another answers."""
+        and the account's credits (INSUFFICIENT_CREDITS, advising in the surface's `wording`) until
+        the call settles. `model` is the first candidate: the one the row names until another answers."""
         metering = self._metering
         self.caller, self.model, self.prompt_tokens = caller, model, prompt_tokens
         budget = caller.key.daily_token_budget or caller.plan.daily_token_budget
         hold = await metering.budgets.hold(caller.key.id, budget, worst_tokens)
         try:
-            self._reservation = await metering.ledger.reserve(caller.account.id, worst_cost)
+            self._reservation = await metering.ledger.reserve(caller.account.id, worst_cost, wording.spend_less)
         except BaseException:
             await metering.budgets.settle(hold, 0)
             raise

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from typing import NoReturn, Protocol
@@ -38,6 +38,7 @@ from modelway.core.types import (
     ToolCallAssembler,
     Usage,
 )
+from modelway.core.wording import Wording
 from modelway.errors import GatewayError, Reason
 
 __all__ = [
@@ -81,10 +82,14 @@ class CallInfo(Protocol):
 
 
 class Surface(Protocol):
-    """The API a call came through: its name in usage rows, and the status it shows for an error."""
+    """The API a call came through: its name in usage rows, the status it shows for an error, and the
+    words the core's own errors borrow from it (how to send a key, what to lower)."""
 
     @property
     def name(self) -> str: ...
+
+    @property
+    def wording(self) -> Wording: ...
 
     def status(self, error: GatewayError) -> int: ...
 
@@ -367,11 +372,21 @@ class Pipeline:
             status_of=surface.status,
         )
         async with meter:
-            caller = await self._gate.authenticate(call.metadata)
+            caller = await self._gate.authenticate(call.metadata, surface.wording)
             meter.attribute(caller)
             self._gate.require(caller, permission)
             call.headers.extend(await self._gate.admit(caller, limit))
             yield meter, caller
+
+    async def knows_key(self, call: CallInfo, surface: Surface) -> bool:
+        """Whether the call's key authenticates: a cheap header check for a servicer to make before it
+        reads a large body on its own. Nothing is counted or recorded; a call that fails it is refused
+        (and recorded) by `chat` or `images` as usual, before they parse anything."""
+        try:
+            await self._gate.authenticate(call.metadata, surface.wording)
+        except GatewayError:
+            return False
+        return True
 
     async def refuse(self, call: CallInfo, surface: Surface, error: GatewayError) -> NoReturn:
         """A model call the gateway cannot serve (embeddings, while no embedding model exists): its key is
@@ -382,14 +397,24 @@ class Pipeline:
         raise error  # not reached: the meter records the error and lets it through
 
     @asynccontextmanager
-    async def chat(self, call: CallInfo, surface: Surface, parse: Callable[[], ChatRequest]) -> AsyncIterator[ChatRun]:
+    async def chat(
+        self,
+        call: CallInfo,
+        surface: Surface,
+        parse: Callable[[], ChatRequest],
+        admitted: Callable[[Caller], Awaitable[None]] | None = None,
+    ) -> AsyncIterator[ChatRun]:
         """Admits the call (raising GatewayError at once when it may not run) and yields it running.
 
         The request is parsed after the key is checked and counted: a caller
         learns nothing before authenticating, and a malformed request is
-        recorded against its account like any other failure.
+        recorded against its account like any other failure. `admitted`, when
+        given, runs between the two with the caller (chat/send reads a
+        conversation's history there, for `parse` to send).
         """
         async with self._admitted(call, surface, "chat.completions", "chat") as (meter, caller):
+            if admitted is not None:
+                await admitted(caller)
             if call.size > OFFLOAD_BYTES:
                 # Decoding, validating and counting a large body takes long enough to stall every other
                 # call on the loop; in a thread the loop keeps its turns (the GIL is handed over every 5 ms).
@@ -415,7 +440,7 @@ class Pipeline:
                 completion = output_cap(request, model) * request.n
                 worst_tokens = max(worst_tokens, prompt + completion)
                 worst_cost = max(worst_cost, model.cost(prompt, completion))
-            await meter.admit(caller, candidates[0], prompt_tokens, worst_tokens, worst_cost)
+            await meter.admit(caller, candidates[0], prompt_tokens, worst_tokens, worst_cost, surface.wording)
             run = ChatRun(request, candidates, self._router, meter, int(self._clock.now()))
             if self._metering.shutting_down:
                 run.stop()
@@ -440,7 +465,7 @@ class Pipeline:
             candidates = self._resolver.image_candidates(request.model, caller)
             prompt_tokens = count_tokens(request.prompt)
             worst_cost = max(model.cost(prompt_tokens, 0) + model.image_cost(request.n) for model in candidates)
-            await meter.admit(caller, candidates[0], prompt_tokens, prompt_tokens, worst_cost)
+            await meter.admit(caller, candidates[0], prompt_tokens, prompt_tokens, worst_cost, surface.wording)
             if self._metering.shutting_down:
                 stopping = GatewayError(Reason.SERVICE_UNAVAILABLE, SHUTDOWN_MESSAGE, retry_after=1)
                 meter.stopped(stopping)

@@ -108,6 +108,9 @@ class ChatRequest:
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
+    # Sample from the k likeliest tokens only (Gemini's topK, Anthropic's top_k); OpenAI-compatible
+    # upstreams have no such parameter, and their translator leaves it out.
+    top_k: int | None = None
     n: int = 1
     stop: tuple[str, ...] = ()
     tools: tuple[FunctionTool, ...] = ()

@@ -87,6 +87,8 @@ def chat_request_to_anthropic(request: ChatRequest, model: str) -> dict[str, Any
         body["temperature"] = min(request.temperature, _MAX_TEMPERATURE)
     if request.top_p is not None:
         body["top_p"] = request.top_p
+    if request.top_k is not None:
+        body["top_k"] = request.top_k
     if request.stop:
         body["stop_sequences"] = list(request.stop)
     if request.stream:

@@ -87,13 +87,14 @@ class EchoProvider:
     ) -> tuple[GeneratedImage, ...]:
         """Real PNGs of the requested size, drawn from the prompt (always base64: the gateway stores
         them when the caller asked for URLs). Drawn in a worker thread: a large PNG is real CPU work."""
-        pngs = await asyncio.to_thread(
+        encoded = await asyncio.to_thread(
             lambda: [
-                render_png(request.prompt, request.size or _IMAGE_SIZE, request.quality or "standard", index)
+                base64.b64encode(
+                    render_png(request.prompt, request.size or _IMAGE_SIZE, request.quality or "standard", index)
+                ).decode("ascii")
                 for index in range(request.n)
             ]
         )
-        encoded = (base64.b64encode(png).decode("ascii") for png in pngs)
         return tuple(GeneratedImage(b64_json=data, revised_prompt=request.prompt) for data in encoded)
 
 

@@ -328,6 +328,8 @@ def _generation_config(request: ChatRequest) -> dict[str, Any]:
         config["temperature"] = request.temperature
     if request.top_p is not None:
         config["topP"] = request.top_p
+    if request.top_k is not None:
+        config["topK"] = request.top_k
     if request.max_tokens is not None:
         config["maxOutputTokens"] = request.max_tokens
     if request.stop:

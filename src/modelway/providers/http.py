@@ -10,6 +10,7 @@ connection, so the upstream stops generating at once.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 
@@ -22,6 +23,10 @@ from modelway.providers.base import HttpRequest, ImageTranslatorFactory, Transla
 from modelway.providers.sse import SseDecoder
 
 __all__ = ["HttpProvider", "Transport", "upstream_failures"]
+
+# Whole answers larger than this are parsed in a worker thread (the pipeline's OFFLOAD_BYTES rule for
+# requests; not imported from there, which would make core and providers import each other).
+_OFFLOAD_ANSWER_BYTES = 256 * 1024
 
 # An upstream error answer (status, headers, body) as ours: each translator's `error`.
 ErrorTranslator = Callable[[int, Mapping[str, str], bytes], GatewayError]
@@ -157,4 +162,7 @@ class HttpProvider:
         translator = self._images(request, self._upstream(upstream_model))
         async with self._post(translator.request(), translator.error, timeout) as response:
             body = await response.read()
+        if len(body) > _OFFLOAD_ANSWER_BYTES:
+            # Base64 images make answers of megabytes: parsed in a thread, the loop keeps its turns.
+            return await asyncio.to_thread(translator.json_body, body)
         return translator.json_body(body)

@@ -227,6 +227,7 @@ def chat_request_to_openai(request: ChatRequest, model: str) -> dict[str, Any]:
         body.pop("stream_options", None)
     # OpenAI's reasoning models refuse the deprecated max_tokens; other compatible servers know only it.
     cap_field = "max_completion_tokens" if _REASONING_MODEL.match(model) else "max_tokens"
+    # request.top_k is left out: Chat Completions has no top_k, and OpenAI refuses a request that sends one.
     optional: dict[str, Any] = {
         cap_field: request.max_tokens,
         "temperature": request.temperature,

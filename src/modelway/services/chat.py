@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from google.api import httpbody_pb2
@@ -24,6 +24,7 @@ from modelway.surfaces.openai_chat_images import (
     OPENAI_CHAT_IMAGES,
     ChatImageAnswer,
     image_output_body,
+    mentions_image_output,
     parse_chat_image,
 )
 from modelway.surfaces.openai_request import parse_chat_body
@@ -33,6 +34,7 @@ from modelway.v1.rest import chat_pb2_grpc as chat_rest_pb2_grpc
 __all__ = ["ChatRestServicer", "ChatServicer"]
 
 Context = grpc.aio.ServicerContext[Any, Any]
+T = TypeVar("T")
 
 
 class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
@@ -63,6 +65,11 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
                     yield chunk
 
 
+async def _off_loop_if_large(look: Callable[[bytes], T], data: bytes) -> T:
+    """`look(data)`; in a thread when the body is large, as the pipeline parses one: the loop keeps its turns."""
+    return await asyncio.to_thread(look, data) if len(data) > OFFLOAD_BYTES else look(data)
+
+
 class ChatRestServicer(chat_rest_pb2_grpc.ChatRestServiceServicer):
     def __init__(self, pipeline: Pipeline) -> None:
         self._pipeline = pipeline
@@ -71,11 +78,14 @@ class ChatRestServicer(chat_rest_pb2_grpc.ChatRestServiceServicer):
     async def CreateChatCompletion(
         self, request: httpbody_pb2.HttpBody, context: Context, call: RpcCall
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
-        # A large body is looked at in a thread, as the pipeline parses one: the loop keeps its turns.
-        if len(request.data) > OFFLOAD_BYTES:
-            image_body = await asyncio.to_thread(image_output_body, request.data)
-        else:
-            image_body = image_output_body(request.data)
+        data = request.data
+        image_body = None
+        if await _off_loop_if_large(mentions_image_output, data) and await self._pipeline.knows_key(
+            call, OPENAI_CHAT_IMAGES
+        ):
+            # Parsed only for a key that authenticates: a caller without one goes the chat way, which
+            # refuses it (and records the call) before reading the body.
+            image_body = await _off_loop_if_large(image_output_body, data)
         if image_body is not None:
             yield await self._image(image_body, call)
             return

@@ -2,17 +2,21 @@
 ConversationsService, its typed gRPC twin: parse -> history -> pipeline -> store the exchange -> render.
 
 A follow-up sends the conversation's stored messages upstream before the new
-one. The history is read before the pipeline admits the call (the store is
-async, the pipeline's parse is not), for the account of the key presented;
-the pipeline then checks that key again, counts the call and records its
-usage row, so a bad key, an unknown model or another account's conversation
-is refused there like any other failure.
+one. The history is read once the pipeline has admitted the call (key,
+permission, rate limit), for that key's account, so a bad key, an unknown
+model or another account's conversation is refused and recorded like any
+other failure. Exchanges on one conversation run one at a time, from reading
+its history to storing the answer: concurrent follow-ups each see the ones
+before them. The lock is per process: several server processes sharing a
+store can still interleave follow-ups on one conversation.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,7 +54,7 @@ from modelway.v1 import conversations_pb2, conversations_pb2_grpc
 from modelway.v1.rest import conversations_pb2 as conversations_rest_pb2
 from modelway.v1.rest import conversations_pb2_grpc as conversations_rest_pb2_grpc
 
-__all__ = ["ChatSend", "ConversationsRestServicer", "ConversationsServicer", "Sent"]
+__all__ = ["ChatSend", "ConversationsRestServicer", "ConversationsServicer", "Sent", "Turns"]
 
 Context = grpc.aio.ServicerContext[Any, Any]
 _JSON = "application/json"
@@ -70,6 +74,28 @@ class Sent:
     cost: int  # micro-credits charged
 
 
+class Turns:
+    """One asyncio.Lock per key while anyone holds or waits for it (forgotten after, so idle
+    conversations cost nothing)."""
+
+    def __init__(self) -> None:
+        self._locks: dict[tuple[str, int], tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: tuple[str, int]) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
 class ChatSend:
     """The flow both twins share, and the account-scoped reads of stored conversations."""
 
@@ -79,6 +105,7 @@ class ChatSend:
         self._catalog = catalog
         self._store = store
         self._clock = clock
+        self._turns = Turns()
 
     async def send(self, call: RpcCall, parse: Callable[[], SendRequest]) -> Sent:
         started = time.monotonic()
@@ -86,73 +113,76 @@ class ChatSend:
             parsed: SendRequest | GatewayError = parse()
         except GatewayError as error:
             parsed = error
-        caller = await self._caller(call)
+        # Set once the pipeline has admitted the call: whose it is, and the conversation so far.
+        caller: Caller | None = None
         history: tuple[ChatMessageRecord, ...] | None = ()
-        if caller is not None and isinstance(parsed, SendRequest) and parsed.conversation_id is not None:
-            found = await self._store.conversation(caller.account.id, parsed.conversation_id)
-            history = None if found is None else tuple(await self._store.conversation_messages(found.id))
 
-        def request() -> ChatRequest:
-            if isinstance(parsed, GatewayError):
-                raise parsed
-            if caller is None:
-                # The key was refused a moment before the pipeline took it (a cache reload between).
-                raise GatewayError(Reason.INVALID_API_KEY, "Invalid API key")
-            model = self._catalog.find(parsed.model)
-            if model is None:
-                raise unknown_model()
-            if model.type != "chat":
-                raise GatewayError(
-                    Reason.INVALID_VALUE,
-                    f"The model {clip(parsed.model)!r} is an {model.type} model; chat/send needs a chat model",
-                    param="model_id",
+        async with contextlib.AsyncExitStack() as held:
+
+            async def admitted(admitted_caller: Caller) -> None:
+                nonlocal caller, history
+                caller = admitted_caller
+                if not isinstance(parsed, SendRequest) or parsed.conversation_id is None:
+                    return
+                # One exchange at a time per conversation, from reading its history to storing the answer:
+                # a follow-up sent while another runs waits for it, and then sees it.
+                await held.enter_async_context(self._turns.hold((caller.account.id, parsed.conversation_id)))
+                found = await self._store.conversation(caller.account.id, parsed.conversation_id)
+                history = None if found is None else tuple(await self._store.conversation_messages(found.id))
+
+            def request() -> ChatRequest:
+                if isinstance(parsed, GatewayError):
+                    raise parsed
+                model = self._catalog.find(parsed.model)
+                if model is None:
+                    raise unknown_model()
+                if model.type != "chat":
+                    raise GatewayError(
+                        Reason.INVALID_VALUE,
+                        f"The model {clip(parsed.model)!r} is an {model.type} model; chat/send needs a chat model",
+                        param="model_id",
+                    )
+                if history is None:
+                    raise unknown_conversation()
+                earlier = tuple(
+                    Message(role="assistant" if m.role == "assistant" else "user", content=(TextPart(m.content),))
+                    for m in history
                 )
-            if history is None:
-                raise unknown_conversation()
-            earlier = tuple(
-                Message(role="assistant" if m.role == "assistant" else "user", content=(TextPart(m.content),))
-                for m in history
-            )
-            return ChatRequest(
-                model=model.id, messages=(*earlier, Message(role="user", content=(TextPart(parsed.message),)))
-            )
+                return ChatRequest(
+                    model=model.id, messages=(*earlier, Message(role="user", content=(TextPart(parsed.message),)))
+                )
 
-        async with self._pipeline.chat(call, CHAT_SEND, request) as run:
-            completion = await complete_in_time(call, run)
-            latency_ms = round((time.monotonic() - started) * 1000)
-            if isinstance(parsed, GatewayError) or caller is None:  # request() refused these already
-                raise GatewayError(Reason.INTERNAL, "The server had an error while processing your request.")
-            answer = (completion.choices[0].content or "") if completion.choices else ""
-            saved = await self._store.save_exchange(
-                caller.account.id,
-                parsed.conversation_id,
-                self._catalog.resolve(run.model).slug,
-                parsed.message,
-                answer,
-                completion.usage.total_tokens,
-                self._clock.now(),
-            )
-            if saved is None:
-                # Not delivered, so not charged.
-                gone = unknown_conversation()
-                run.undelivered(gone)
-                raise gone
-            await deliver(call, run)
-            return Sent(
-                conversation_id=saved[0],
-                assistant_message_id=saved[1],
-                response=answer,
-                message=parsed.message,
-                tokens=completion.usage.total_tokens,
-                latency_ms=latency_ms,
-                cost=run.credits_used,
-            )
-
-    async def _caller(self, call: RpcCall) -> Caller | None:
-        try:
-            return await self._gate.authenticate(call.metadata)
-        except GatewayError:
-            return None  # refused again, and recorded, by the pipeline
+            async with self._pipeline.chat(call, CHAT_SEND, request, admitted) as run:
+                completion = await complete_in_time(call, run)
+                latency_ms = round((time.monotonic() - started) * 1000)
+                if isinstance(parsed, GatewayError) or caller is None:  # request() refused these already
+                    raise GatewayError(Reason.INTERNAL, "The server had an error while processing your request.")
+                answer = (completion.choices[0].content or "") if completion.choices else ""
+                saved = await self._store.save_exchange(
+                    caller.account.id,
+                    parsed.conversation_id,
+                    self._catalog.resolve(run.model).slug,
+                    parsed.message,
+                    answer,
+                    completion.usage.total_tokens,
+                    self._clock.now(),
+                )
+                if saved is None:
+                    # Not delivered, so not charged.
+                    gone = unknown_conversation()
+                    run.undelivered(gone)
+                    raise gone
+                await deliver(call, run)
+                return Sent(
+                    conversation_id=saved[0],
+                    assistant_message_id=saved[1],
+                    response=answer,
+                    message=parsed.message,
+                    tokens=completion.usage.total_tokens,
+                    latency_ms=latency_ms,
+                    cost=run.credits_used,
+                )
+        raise AssertionError("not reached: the block returns or raises")  # for mypy
 
     async def conversations(self, call: RpcCall, page: int) -> tuple[list[ConversationRecord], Page]:
         caller = await self._gate.authorize(call.metadata, _PERMISSION)

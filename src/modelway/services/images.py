@@ -114,7 +114,7 @@ class ImagesRestServicer(images_rest_pb2_grpc.ImagesRestServiceServicer):
                 raise GatewayError(
                     Reason.INVALID_VALUE,
                     f"The answer is {len(body)} bytes, more than the {MAX_ANSWER_BYTES} a JSON answer may have. "
-                    "Ask for URLs (response_format: url) or fewer images (n).",
+                    f"{OPENAI_IMAGES.wording.answer_smaller}",
                     param="response_format",
                 )
             await run.finish()

@@ -49,7 +49,7 @@ async def _answer(
                 error = GatewayError(
                     Reason.INVALID_VALUE,
                     f"The answer is {len(body)} bytes, more than the {MAX_ANSWER_BYTES} a whole JSON answer may "
-                    "have. Stream it (stream: true) or lower max_tokens.",
+                    f"have. {NATIVE.wording.answer_smaller}",
                     param="stream",
                 )
                 await run.withdraw(error)

@@ -26,6 +26,7 @@ import orjson
 
 from modelway.config import CAPABILITIES, MICRO, MODEL_TYPES, ModelConfig
 from modelway.core.catalog import Category, Page
+from modelway.core.wording import CHAT_SEND_WORDING
 from modelway.errors import REASONS, GatewayError, Reason, clip
 from modelway.store.records import ChatMessageRecord, ConversationRecord
 from modelway.surfaces.json_body import load_json
@@ -81,6 +82,7 @@ class ChatSendDialect:
     """chat/send and the catalog: usage rows say "chat-send"."""
 
     name = "chat-send"
+    wording = CHAT_SEND_WORDING
 
     def status(self, error: GatewayError) -> int:
         return _TABLE[error.reason][0]

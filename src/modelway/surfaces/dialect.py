@@ -10,6 +10,7 @@ from google.api import httpbody_pb2
 
 from modelway.core.pipeline import CallInfo, ChatRun, Completion, Pipeline
 from modelway.core.types import ChatRequest, StreamEvent, Usage
+from modelway.core.wording import Wording
 from modelway.errors import GatewayError, Reason, as_gateway_error
 
 __all__ = ["MAX_ANSWER_BYTES", "Dialect", "StreamWriter", "respond", "stream_answer"]
@@ -32,10 +33,19 @@ class StreamWriter(Protocol):
 
 
 class Dialect(Protocol):
-    """A REST API's words: its name in usage rows, its statuses and bodies, its stream frames."""
+    """A REST API's words: its name in usage rows, its statuses and bodies, its stream frames and
+    their content type, and the advice the core's errors borrow from it."""
 
     @property
     def name(self) -> str: ...
+
+    @property
+    def wording(self) -> Wording: ...
+
+    @property
+    def stream_content_type(self) -> str:
+        """The content type of a streamed answer (text/event-stream, or Gemini's JSON array)."""
+        ...
 
     def status(self, error: GatewayError) -> int: ...
 
@@ -54,13 +64,12 @@ class Dialect(Protocol):
 MAX_ANSWER_BYTES = 16 * 1024 * 1024
 
 _JSON = "application/json"
-_SSE = "text/event-stream"
 
 
 async def respond(
     pipeline: Pipeline, call: CallInfo, dialect: Dialect, parse: Callable[[], ChatRequest]
 ) -> AsyncIterator[httpbody_pb2.HttpBody]:
-    """Runs one chat call and yields its HTTP body: one JSON message, or SSE frames.
+    """Runs one chat call and yields its HTTP body: one JSON message, or the dialect's stream frames.
 
     The first event is pulled before anything is answered, so a failure
     before any output is a real HTTP error (raised to the RPC wrapper). After
@@ -79,7 +88,7 @@ async def respond(
                 error = GatewayError(
                     Reason.INVALID_VALUE,
                     f"The answer is {len(body)} bytes, more than the {MAX_ANSWER_BYTES} a whole JSON answer may "
-                    "have. Stream it (stream: true), or ask for fewer choices (n) or fewer tokens.",
+                    f"have. {dialect.wording.answer_smaller}",
                     param="stream",
                 )
                 run.undelivered(error)
@@ -92,7 +101,7 @@ async def respond(
 
 
 async def stream_answer(run: ChatRun, dialect: Dialect) -> AsyncIterator[httpbody_pb2.HttpBody]:
-    """An admitted call's answer as the dialect's SSE frames (see `respond`).
+    """An admitted call's answer as the dialect's stream frames (see `respond`).
 
     The row is settled and committed as the Usage event (always the last)
     arrives, before its frame is asked for: a dialect without a terminator
@@ -100,25 +109,26 @@ async def stream_answer(run: ChatRun, dialect: Dialect) -> AsyncIterator[httpbod
     final figures (credits). A stream that fails is settled after its error
     frame, before the terminator.
     """
+    content_type = dialect.stream_content_type
     async with aclosing(run.events()) as events:
         first = await anext(events)
         # Made after the first event: by then the router knows which model answers.
         writer = dialect.stream(run)
         if isinstance(first, Usage):
             await run.finish()
-        yield httpbody_pb2.HttpBody(content_type=_SSE, data=writer.event(first))
+        yield httpbody_pb2.HttpBody(content_type=content_type, data=writer.event(first))
         try:
             async for event in events:
                 if isinstance(event, Usage):
                     await run.finish()
                 frame = writer.event(event)
                 if frame:
-                    yield httpbody_pb2.HttpBody(content_type=_SSE, data=frame)
+                    yield httpbody_pb2.HttpBody(content_type=content_type, data=frame)
         except Exception as exc:
             error = as_gateway_error(exc)
             run.fail(error)
-            yield httpbody_pb2.HttpBody(content_type=_SSE, data=writer.error(error))
+            yield httpbody_pb2.HttpBody(content_type=content_type, data=writer.error(error))
     await run.finish()
     terminator = writer.end()
     if terminator:
-        yield httpbody_pb2.HttpBody(content_type=_SSE, data=terminator)
+        yield httpbody_pb2.HttpBody(content_type=content_type, data=terminator)

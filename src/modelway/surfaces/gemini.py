@@ -18,11 +18,14 @@ import orjson
 from modelway.config import ModelConfig
 from modelway.core.pipeline import ChatRun, CompletedChoice, Completion
 from modelway.core.types import ChoiceDelta, FinishReason, StreamEvent, ToolCall, ToolCallAssembler, Usage
+from modelway.core.wording import GEMINI_WORDING
 from modelway.errors import REASONS, GatewayError, Reason
 from modelway.providers.gemini import FINISH_REASON_TO_GEMINI
 
 __all__ = [
     "GEMINI",
+    "GEMINI_ARRAY",
+    "GeminiArrayWriter",
     "GeminiChunks",
     "GeminiDialect",
     "GeminiStreamWriter",
@@ -183,6 +186,43 @@ def _sse(value: dict[str, Any]) -> bytes:
     return b"data: " + _dumps(value) + b"\r\n\r\n"
 
 
+class GeminiArrayWriter:
+    """streamGenerateContent without `alt=sse`: one JSON array, written as it grows.
+
+    Google's own framing: `[` before the first response, `\r\n,\r\n`
+    between responses, `\r\n]` at the end, with Content-Type
+    application/json; the whole body is one valid JSON document. A failure
+    after the array began is its last element, an `{"error": ...}` object,
+    and the array is still closed: a client reading the array whole, or
+    element by element, finds the error where the answer stopped.
+    """
+
+    def __init__(self, run: ChatRun) -> None:
+        self._chunks = GeminiChunks(run)
+        self._opened = False
+        self._elements = 0
+
+    def _element(self, value: dict[str, Any] | None) -> bytes:
+        head = b"" if self._opened else b"["
+        self._opened = True
+        if value is None:
+            # The array is opened at once even when the first event shows nothing (a held function
+            # call): the response's first message fixes its content type.
+            return head
+        head += b"\r\n,\r\n" if self._elements else b""
+        self._elements += 1
+        return head + _dumps(value)
+
+    def event(self, event: StreamEvent) -> bytes:
+        return self._element(self._chunks.chunk(event))
+
+    def error(self, error: GatewayError) -> bytes:
+        return self._element(error_dict(error))
+
+    def end(self) -> bytes:
+        return (b"" if self._opened else b"[") + (b"\r\n]" if self._elements else b"]")
+
+
 class GeminiStreamWriter:
     """streamGenerateContent?alt=sse frames; no terminator; a failure is an `{"error": ...}` event."""
 
@@ -212,9 +252,15 @@ def model_dict(model: ModelConfig) -> dict[str, Any]:
 
 
 class GeminiDialect:
-    """The Gemini API (https://ai.google.dev/api)."""
+    """The Gemini API (https://ai.google.dev/api). Streams are server-sent events (`?alt=sse`), or with
+    `array` one JSON array (streamGenerateContent without `alt=sse`, Google's default)."""
 
     name = "gemini"
+    wording = GEMINI_WORDING
+
+    def __init__(self, *, array: bool = False) -> None:
+        self._array = array
+        self.stream_content_type = "application/json" if array else "text/event-stream"
 
     def status(self, error: GatewayError) -> int:
         return _TABLE[error.reason][0]
@@ -225,8 +271,9 @@ class GeminiDialect:
     def completion(self, run: ChatRun, completion: Completion) -> bytes:
         return _dumps(completion_dict(run, completion))
 
-    def stream(self, run: ChatRun) -> GeminiStreamWriter:
-        return GeminiStreamWriter(run)
+    def stream(self, run: ChatRun) -> GeminiStreamWriter | GeminiArrayWriter:
+        return GeminiArrayWriter(run) if self._array else GeminiStreamWriter(run)
 
 
 GEMINI = GeminiDialect()
+GEMINI_ARRAY = GeminiDialect(array=True)

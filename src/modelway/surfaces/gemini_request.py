@@ -14,6 +14,7 @@ import base64
 import binascii
 import re
 import urllib.parse
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -33,7 +34,17 @@ from modelway.errors import GatewayError, Reason, clip
 from modelway.surfaces.json_body import json_type, load_json
 from modelway.surfaces.openai_request import MAX_DEPTH, MAX_MESSAGES, depth_over
 
-__all__ = ["MAX_CANDIDATES", "model_from_path", "parse_generate_content", "parse_generate_content_body"]
+__all__ = [
+    "MAX_CANDIDATES",
+    "check_stream_format",
+    "model_from_path",
+    "parse_generate_content",
+    "parse_generate_content_body",
+    "stream_format",
+]
+
+# streamGenerateContent's `alt`: "sse" for server-sent events; "json" (or none, Google's default) for one JSON array.
+_STREAM_FORMATS = ("", "json", "sse")
 
 # Gemini's own limits.
 MAX_CANDIDATES = 8
@@ -157,6 +168,22 @@ class _Fields:
 def model_from_path(raw: str) -> str:
     """The model a path names: percent-decoded, without the resource's "models/" prefix."""
     return urllib.parse.unquote(raw).removeprefix("models/")
+
+
+def stream_format(metadata: Mapping[str, str]) -> str:
+    """The `alt` query parameter of a REST call (Envoy keeps the query in x-envoy-original-path); "" without one."""
+    query = urllib.parse.urlsplit(metadata.get("x-envoy-original-path", "")).query
+    return urllib.parse.parse_qs(query).get("alt", [""])[-1]
+
+
+def check_stream_format(alt: str) -> None:
+    if alt not in _STREAM_FORMATS:
+        raise GatewayError(
+            Reason.INVALID_VALUE,
+            f"Invalid value at 'alt' ({clip(alt)!r}): streamGenerateContent answers alt=sse (server-sent events) "
+            "or alt=json (one JSON array, the default).",
+            param="alt",
+        )
 
 
 def schema_to_json_schema(raw: Any, path: str) -> dict[str, Any]:
@@ -467,7 +494,6 @@ def parse_generate_content(model: str, data: Any, *, stream: bool) -> ChatReques
     stop = config.strings("stopSequences")
     if len(stop) > _MAX_STOP:
         raise _invalid(config.where("stopSequences"), f"at most {_MAX_STOP} stop sequences are accepted.")
-    config.integer("topK", 1)  # checked; no canonical field carries it, so it is not forwarded
     candidates = config.integer("candidateCount", 1, MAX_CANDIDATES)
     seed: int | None = config.integer("seed", -(2**63), 2**63 - 1)
     return ChatRequest(
@@ -476,6 +502,7 @@ def parse_generate_content(model: str, data: Any, *, stream: bool) -> ChatReques
         max_tokens=config.integer("maxOutputTokens", 1),
         temperature=config.number("temperature", 0, 2),
         top_p=config.number("topP", 0, 1),
+        top_k=config.integer("topK", 1),
         n=candidates or 1,
         stop=tuple(s for s in stop if s),
         tools=tools,

@@ -10,6 +10,7 @@ from google.protobuf import json_format
 
 from modelway.core.pipeline import ChatRun, Completion
 from modelway.core.types import ChatRequest, ChoiceDelta, StreamEvent, Usage
+from modelway.core.wording import GRPC_WORDING, IMAGES_WORDING, Wording
 from modelway.errors import GatewayError, Reason
 from modelway.surfaces.openai_request import MAX_MESSAGES, parse_chat_request
 from modelway.v1 import chat_pb2, common_pb2
@@ -31,6 +32,7 @@ class GrpcSurface:
     HTTP status."""
 
     name: str
+    wording: Wording = GRPC_WORDING
 
     def status(self, error: GatewayError) -> int:
         return error.http_status
@@ -39,7 +41,7 @@ class GrpcSurface:
 # ChatService, GenerateService and ImagesService: each service's rows apart from the others'.
 GRPC = GrpcSurface("grpc")
 GRPC_GENERATE = GrpcSurface("grpc-generate")
-GRPC_IMAGES = GrpcSurface("grpc-images")
+GRPC_IMAGES = GrpcSurface("grpc-images", IMAGES_WORDING)
 
 
 def _usage(usage: Usage) -> common_pb2.Usage:

@@ -22,6 +22,7 @@ import orjson
 from modelway.config import MICRO
 from modelway.core.pipeline import ChatRun, Completion
 from modelway.core.types import FinishReason, StreamEvent, Usage
+from modelway.core.wording import NATIVE_WORDING
 from modelway.errors import REASONS, GatewayError, Reason
 
 __all__ = [
@@ -130,6 +131,8 @@ class NativeDialect:
     """The gateway-native API: usage rows say "native"."""
 
     name = "native"
+    wording = NATIVE_WORDING
+    stream_content_type = "text/event-stream"
 
     def status(self, error: GatewayError) -> int:
         return _TABLE[error.reason][0]

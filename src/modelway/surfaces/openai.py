@@ -10,6 +10,7 @@ import orjson
 
 from modelway.core.pipeline import ChatRun, CompletedChoice, Completion
 from modelway.core.types import ChoiceDelta, StreamEvent, ToolCall, Usage
+from modelway.core.wording import OPENAI_WORDING
 from modelway.errors import REASONS, GatewayError, Reason
 
 __all__ = ["OPENAI", "ChunkWriter", "OpenAIDialect", "completion_json", "error_json", "sse_done", "sse_event"]
@@ -179,6 +180,8 @@ class OpenAIDialect:
     """OpenAI Chat Completions (https://platform.openai.com/docs/api-reference/chat)."""
 
     name = "openai"
+    wording = OPENAI_WORDING
+    stream_content_type = "text/event-stream"
 
     def status(self, error: GatewayError) -> int:
         return _TABLE[error.reason][0]

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from modelway.core.types import GeneratedImage, ImageRequest
+from modelway.core.wording import IMAGES_WORDING
 from modelway.errors import GatewayError, Reason
 from modelway.surfaces.openai import OPENAI, sse_done, sse_event
 from modelway.surfaces.openai_images import MAX_PROMPT_CHARS
@@ -42,14 +43,19 @@ def _asks_for_image(data: Mapping[str, Any]) -> bool:
     return data.get("image_config") is not None
 
 
+def mentions_image_output(body: bytes) -> bool:
+    """Whether the body names `modalities` or `image_config` at all: the cheap test before any parsing."""
+    return any(marker in body for marker in _MARKERS)
+
+
 def image_output_body(body: bytes) -> dict[str, Any] | None:
     """The parsed body when it asks for image output; None for every other chat call.
 
-    Runs before the key is checked, so it must cost an ordinary chat call
-    nothing: a body naming neither field is not parsed here, and one that is
-    not a JSON object goes the chat way, which answers its error after
-    authenticating."""
-    if not any(marker in body for marker in _MARKERS):
+    Runs outside the pipeline, so it must cost an ordinary chat call nothing
+    (a body naming neither field is not parsed here), and only after the key
+    is checked: a caller without a key never makes the server parse its body.
+    One that is not a JSON object goes the chat way, which answers its error."""
+    if not mentions_image_output(body):
         return None
     try:
         data = orjson.loads(body)
@@ -171,6 +177,7 @@ class OpenAIChatImagesSurface:
     """Image calls through chat completions: OpenAI's statuses and error bodies, their own usage-row name."""
 
     name = "openai-chat-images"
+    wording = IMAGES_WORDING
 
     def status(self, error: GatewayError) -> int:
         return OPENAI.status(error)

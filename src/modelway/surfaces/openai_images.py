@@ -13,6 +13,7 @@ from typing import Any, Literal
 import orjson
 
 from modelway.core.types import GeneratedImage, ImageRequest
+from modelway.core.wording import IMAGES_WORDING
 from modelway.errors import GatewayError, Reason
 from modelway.surfaces.json_body import load_json
 from modelway.surfaces.openai import OPENAI
@@ -128,6 +129,7 @@ class OpenAIImagesSurface:
     """Image calls through the OpenAI REST API: OpenAI's statuses and error bodies."""
 
     name = "openai-images"
+    wording = IMAGES_WORDING
 
     def status(self, error: GatewayError) -> int:
         return OPENAI.status(error)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
 
 from modelway.config import ConfigError, ServerConfig
 from modelway.core.image_files import ImageFiles, public_base_url
+from tests.conftest import OffsetClock
 
 
 async def test_saved_images_read_back_by_name(tmp_path: Path) -> None:
@@ -66,3 +68,27 @@ def test_base_url_from_config_then_forwarded_host_then_listener() -> None:
 def test_public_url_must_be_http() -> None:
     with pytest.raises(ConfigError, match="public_url"):
         ServerConfig(public_url="ftp://x")
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [("0.0.0.0", "http://127.0.0.1:8080"), ("::", "http://[::1]:8080"), ("10.1.2.3", "http://10.1.2.3:8080")],
+)
+def test_a_direct_native_call_never_gets_a_wildcard_address(host: str, expected: str) -> None:
+    server = ServerConfig(http_host=host, http_port=8080)
+    assert public_base_url(server, {}) == expected
+    assert public_base_url(server, {"x-forwarded-host": "ai.example.com"}) == "http://ai.example.com"
+
+
+async def test_sweep_deletes_only_expired_files(tmp_path: Path) -> None:
+    clock = OffsetClock()
+    files = ImageFiles(tmp_path / "images", retention_seconds=60, clock=clock)
+    old, new = await files.save([b"old", b"new"])
+    aged = time.time() - 120
+    os.utime(tmp_path / "images" / old, (aged, aged))
+    assert await files.read(old) is None  # expired before any sweep
+    assert await files.read(new) == b"new"
+    assert files.sweep() == 1
+    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == [new]
+    clock.set(time.time() + 61)
+    assert files.sweep() == 1 and not list((tmp_path / "images").iterdir())
