@@ -23,6 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from modelway.app import Gateway
 from modelway.config import ALL_PERMISSIONS, load_config
 from modelway.edge import EdgeFiles, Envoy, admin_call
+from tests.real.postgres import PgDatabase, PostgresServer, postgres_bin
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,6 +88,43 @@ output_credits_per_1k = 2
 """
 
 
+# Which store the stacks use: "sqlite" (a file per stack) or "postgres" (a database per stack on one
+# PostgreSQL server the session starts). `make test` runs the suite once with each.
+TEST_STORE = os.environ.get("MODELWAY_TEST_STORE", "sqlite")
+if TEST_STORE not in ("sqlite", "postgres"):
+    raise pytest.UsageError(f'MODELWAY_TEST_STORE must be "sqlite" or "postgres", got {TEST_STORE!r}')
+sqlite_only = pytest.mark.skipif(TEST_STORE != "sqlite", reason="reads the SQLite file itself")
+
+
+class SessionPostgres:
+    """The session's PostgreSQL server, started on first use, so a run that needs none starts none."""
+
+    server: PostgresServer | None = None
+
+    @classmethod
+    def get(cls) -> PostgresServer:
+        if cls.server is None:
+            bin_dir = postgres_bin()
+            if bin_dir is None:
+                pytest.skip("PostgreSQL is not installed (no initdb/pg_ctl; apt-get install postgresql)")
+            cls.server = PostgresServer.create(bin_dir)
+        return cls.server
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _postgres_session() -> Iterator[None]:
+    yield
+    if SessionPostgres.server is not None:
+        SessionPostgres.server.destroy()
+        SessionPostgres.server = None
+
+
+@pytest.fixture(scope="session")
+def postgres() -> PostgresServer:
+    """The real PostgreSQL server of this session (skipped only when it is not installed)."""
+    return SessionPostgres.get()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -120,7 +158,10 @@ class Stack:
         return f"127.0.0.1:{self.http_port}"
 
     @property
-    def db_path(self) -> Path:
+    def db_path(self) -> Any:
+        """The stack's store: a SQLite file's Path, or a PgDatabase; tests open it with connect_db."""
+        if "MODELWAY_STORE_URL" in self.env:
+            return PgDatabase(self.env["MODELWAY_STORE_URL"], SessionPostgres.get())
         return Path(self.env["MODELWAY_DB"])
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -195,14 +236,20 @@ def _wait_for(ready: object, what: str, stack: Stack, timeout: float = 30) -> No
 
 
 def _stack_env(workdir: Path) -> dict[str, str]:
-    """Free ports and a database of its own."""
-    return {
+    """Free ports and a database of its own (a SQLite file, or a fresh PostgreSQL database)."""
+    env = {
         **os.environ,
         "MODELWAY_GRPC_PORT": str(free_port()),
         "MODELWAY_HTTP_PORT": str(free_port()),
         "MODELWAY_OPS_PORT": str(free_port()),
-        "MODELWAY_DB": str(workdir / "modelway.db"),
     }
+    if TEST_STORE == "postgres":
+        env.pop("MODELWAY_DB", None)
+        env["MODELWAY_STORE_URL"] = SessionPostgres.get().database().url
+        env["MODELWAY_DATA_DIR"] = str(workdir)
+    else:
+        env["MODELWAY_DB"] = str(workdir / "modelway.db")
+    return env
 
 
 def _new_stack(workdir: Path, config_path: Path, *, with_account: bool = True) -> Stack:

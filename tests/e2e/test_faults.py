@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -40,6 +39,7 @@ from tests.fakes import anthropic as fake_anthropic
 from tests.fakes import gemini as fake_gemini
 from tests.fakes import openai as fake_openai
 from tests.fakes.server import Cut, FakeUpstream, Hang, Json, Received, Reply, Reset, Sse, Trickle
+from tests.real.postgres import connect_db
 
 CALLS = 450
 SMALL_CALLS = 50  # the small-credit account's, in the same burst: 500 in all
@@ -505,7 +505,7 @@ def plan(key: str, small_key: str) -> list[Call]:
 
 def accounts_rows(stack: Stack, accounts: list[str]) -> dict[str, tuple[int, int, int]]:
     """Per account: rows, the sum of their costs, and the balance (micro-credits)."""
-    with sqlite3.connect(stack.db_path) as db:
+    with connect_db(stack.db_path) as db:
         found = {}
         for account in accounts:
             rows, costs = db.execute(
@@ -557,7 +557,7 @@ def test_every_call_ends_well_and_leaves_one_row_whatever_the_upstream_does(fake
             break
         time.sleep(0.1)
     assert {a: found[a][0] for a in expected} == expected
-    with sqlite3.connect(stack.db_path) as db:
+    with connect_db(stack.db_path) as db:
         duplicates = db.execute("SELECT request_id FROM usage GROUP BY request_id HAVING COUNT(*) > 1").fetchall()
         statuses = Counter(
             status

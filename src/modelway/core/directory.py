@@ -11,7 +11,7 @@ from modelway.core.clock import Clock
 from modelway.core.keys import hash_secret
 from modelway.core.writes import await_write
 from modelway.errors import GatewayError, Reason
-from modelway.store import AccountRecord, KeyRecord, SqliteStore
+from modelway.store import AccountRecord, KeyRecord, Store
 
 __all__ = ["Caller", "Directory"]
 
@@ -48,7 +48,7 @@ class Directory:
 
     def __init__(
         self,
-        store: SqliteStore,
+        store: Store,
         config: Config,
         clock: Clock,
         on_reload: Callable[[], Awaitable[None]] | None = None,
