@@ -161,7 +161,7 @@ class Stack:
     def db_path(self) -> Any:
         """The stack's store: a SQLite file's Path, or a PgDatabase; tests open it with connect_db."""
         if "MODELWAY_STORE_URL" in self.env:
-            return PgDatabase(self.env["MODELWAY_STORE_URL"], SessionPostgres.get())
+            return PgDatabase(self.env["MODELWAY_STORE_URL"])
         return Path(self.env["MODELWAY_DB"])
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -235,26 +235,31 @@ def _wait_for(ready: object, what: str, stack: Stack, timeout: float = 30) -> No
     raise RuntimeError(f"{what} did not become ready within {timeout}s\n{logs}")
 
 
-def _stack_env(workdir: Path) -> dict[str, str]:
-    """Free ports and a database of its own (a SQLite file, or a fresh PostgreSQL database)."""
+def _stack_env(workdir: Path, postgres: PostgresServer | None = None) -> dict[str, str]:
+    """Free ports and a database of its own (a SQLite file, or a fresh database on `postgres`,
+    by default the session's when the run is on PostgreSQL)."""
     env = {
         **os.environ,
         "MODELWAY_GRPC_PORT": str(free_port()),
         "MODELWAY_HTTP_PORT": str(free_port()),
         "MODELWAY_OPS_PORT": str(free_port()),
     }
-    if TEST_STORE == "postgres":
+    if postgres is None and TEST_STORE == "postgres":
+        postgres = SessionPostgres.get()
+    if postgres is not None:
         env.pop("MODELWAY_DB", None)
-        env["MODELWAY_STORE_URL"] = SessionPostgres.get().database().url
+        env["MODELWAY_STORE_URL"] = postgres.database().url
         env["MODELWAY_DATA_DIR"] = str(workdir)
     else:
         env["MODELWAY_DB"] = str(workdir / "modelway.db")
     return env
 
 
-def _new_stack(workdir: Path, config_path: Path, *, with_account: bool = True) -> Stack:
+def _new_stack(
+    workdir: Path, config_path: Path, *, with_account: bool = True, postgres: PostgresServer | None = None
+) -> Stack:
     """Ports, database and (unless told) a first account with a key that may do everything."""
-    env = _stack_env(workdir)
+    env = _stack_env(workdir, postgres)
     stack = Stack(
         workdir=workdir,
         config_path=config_path,
@@ -276,11 +281,11 @@ def _stop_envoy(stack: Stack) -> None:
 
 
 @contextlib.contextmanager
-def running_stack(workdir: Path, config: str) -> Iterator[Stack]:
-    """A server process and Envoy for `config`; stopped (SIGTERM) on exit."""
+def running_stack(workdir: Path, config: str, postgres: PostgresServer | None = None) -> Iterator[Stack]:
+    """A server process and Envoy for `config` (its store on `postgres` if given); stopped (SIGTERM) on exit."""
     config_path = workdir / "modelway.toml"
     config_path.write_text(config)
-    stack = _new_stack(workdir, config_path)
+    stack = _new_stack(workdir, config_path, postgres=postgres)
     stack.start_server()
     try:
         stack.start_envoy()

@@ -146,7 +146,7 @@ class PostgresServer:
         self._created += 1
         name = f"{prefix}_{os.getpid()}_{self._created}"
         run_query(self.admin_url(), f'CREATE DATABASE "{name}" OWNER {APP_ROLE}')
-        return PgDatabase(self.url(name), self)
+        return PgDatabase(self.url(name))
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,6 @@ class PgDatabase:
     """One database of the test server: where a stack keeps its store, in place of a SQLite file."""
 
     url: str
-    server: PostgresServer
 
     def __str__(self) -> str:
         return self.url
