@@ -22,7 +22,7 @@ from modelway.core.keys import IssuedKey, issue_key
 from modelway.edge import EdgeError, EdgeFiles, Envoy, check_workdir, render_envoy_config
 from modelway.errors import GatewayError
 from modelway.ops import configure_logging
-from modelway.store import AccountRecord, KeyRecord, open_store
+from modelway.store import AccountRecord, KeyRecord, StoreUnavailable, open_store
 
 __all__ = ["main"]
 
@@ -288,6 +288,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.config)
         configure_logging(config)
         return _run(args, config)
-    except (ConfigError, CliError, StartupError, EdgeError) as exc:
+    except (ConfigError, CliError, StartupError, EdgeError, StoreUnavailable) as exc:
         print(f"modelway: {exc}", file=sys.stderr)
         return 2

@@ -126,11 +126,12 @@ def test_the_password_is_never_shown(tmp_path: Path, postgres: PostgresServer) -
     assert "***" in wrong_scheme.stderr and password not in wrong_scheme.stdout + wrong_scheme.stderr
     # Nothing listening there.
     unreachable = cli(f"postgresql://modelway:{password}@127.0.0.1:1/x")
-    assert unreachable.returncode != 0 and "cannot reach PostgreSQL" in unreachable.stderr
+    assert unreachable.returncode == 2 and unreachable.stderr.startswith("modelway: cannot reach PostgreSQL")
+    assert "Traceback" not in unreachable.stderr and "modelway:***@" in unreachable.stderr
     assert password not in unreachable.stdout + unreachable.stderr
     # A wrong password: PostgreSQL's own words, and neither password.
     refused = cli(f"postgresql://modelway:not-{password}@127.0.0.1:{postgres.port}/postgres")
-    assert refused.returncode != 0 and "password authentication failed" in refused.stderr
+    assert refused.returncode == 2 and "password authentication failed" in refused.stderr
     assert password not in refused.stdout + refused.stderr
     # Both stores named: one clear line.
     both = subprocess.run(

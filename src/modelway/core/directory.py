@@ -40,10 +40,11 @@ class Directory:
     """Every account and key, in memory.
 
     Another process (the CLI, another replica) may change them: a cheap
-    `PRAGMA data_version` poll reloads when the file changed, and an unknown
+    `data_version` poll (SQLite's PRAGMA data_version, PostgreSQL's revision
+    counter) reloads when the store changed, and an unknown
     secret triggers the same check before it is refused. Changes made through
-    this process are applied to memory at once (this process's own commits
-    do not move its data_version).
+    this process are applied to memory at once (on SQLite its own commits do
+    not move its data_version; on PostgreSQL they do, costing one reload).
     """
 
     def __init__(
