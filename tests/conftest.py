@@ -93,7 +93,6 @@ output_credits_per_1k = 2
 TEST_STORE = os.environ.get("MODELWAY_TEST_STORE", "sqlite")
 if TEST_STORE not in ("sqlite", "postgres"):
     raise pytest.UsageError(f'MODELWAY_TEST_STORE must be "sqlite" or "postgres", got {TEST_STORE!r}')
-sqlite_only = pytest.mark.skipif(TEST_STORE != "sqlite", reason="reads the SQLite file itself")
 
 
 class SessionPostgres:
