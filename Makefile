@@ -10,13 +10,20 @@ GOOGLEAPIS := build/googleapis
 DESCRIPTOR := build/modelway.pb
 STAMP := $(VENV)/.installed
 
-.PHONY: run test soak proto lint check install clean
+.PHONY: run test test-postgres soak proto lint check install clean
 
 run: proto
 	$(PY) -m modelway up
 
+# The whole suite on SQLite, then the end-to-end suite again with every stack on PostgreSQL
+# (test_postgres.py starts servers of its own and ran already).
 test: proto
 	$(PY) -m pytest
+	MODELWAY_TEST_STORE=postgres $(PY) -m pytest tests/e2e --deselect tests/e2e/test_postgres.py
+
+# The end-to-end suite on PostgreSQL alone.
+test-postgres: proto
+	MODELWAY_TEST_STORE=postgres $(PY) -m pytest tests/e2e
 
 # Mixed load for SOAK_SECONDS (default 120) against a real stack; fails when server RSS grows > 10%.
 soak: proto

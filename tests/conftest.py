@@ -23,6 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from modelway.app import Gateway
 from modelway.config import ALL_PERMISSIONS, load_config
 from modelway.edge import EdgeFiles, Envoy, admin_call
+from tests.real.postgres import PgDatabase, PostgresServer, postgres_bin
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,6 +88,42 @@ output_credits_per_1k = 2
 """
 
 
+# Which store the stacks use: "sqlite" (a file per stack) or "postgres" (a database per stack on one
+# PostgreSQL server the session starts). `make test` runs the suite once with each.
+TEST_STORE = os.environ.get("MODELWAY_TEST_STORE", "sqlite")
+if TEST_STORE not in ("sqlite", "postgres"):
+    raise pytest.UsageError(f'MODELWAY_TEST_STORE must be "sqlite" or "postgres", got {TEST_STORE!r}')
+
+
+class SessionPostgres:
+    """The session's PostgreSQL server, started on first use, so a run that needs none starts none."""
+
+    server: PostgresServer | None = None
+
+    @classmethod
+    def get(cls) -> PostgresServer:
+        if cls.server is None:
+            bin_dir = postgres_bin()
+            if bin_dir is None:
+                pytest.skip("PostgreSQL is not installed (no initdb/pg_ctl; apt-get install postgresql)")
+            cls.server = PostgresServer.create(bin_dir)
+        return cls.server
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _postgres_session() -> Iterator[None]:
+    yield
+    if SessionPostgres.server is not None:
+        SessionPostgres.server.destroy()
+        SessionPostgres.server = None
+
+
+@pytest.fixture(scope="session")
+def postgres() -> PostgresServer:
+    """The real PostgreSQL server of this session (skipped only when it is not installed)."""
+    return SessionPostgres.get()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -120,7 +157,10 @@ class Stack:
         return f"127.0.0.1:{self.http_port}"
 
     @property
-    def db_path(self) -> Path:
+    def db_path(self) -> Any:
+        """The stack's store: a SQLite file's Path, or a PgDatabase; tests open it with connect_db."""
+        if "MODELWAY_STORE_URL" in self.env:
+            return PgDatabase(self.env["MODELWAY_STORE_URL"])
         return Path(self.env["MODELWAY_DB"])
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -194,20 +234,31 @@ def _wait_for(ready: object, what: str, stack: Stack, timeout: float = 30) -> No
     raise RuntimeError(f"{what} did not become ready within {timeout}s\n{logs}")
 
 
-def _stack_env(workdir: Path) -> dict[str, str]:
-    """Free ports and a database of its own."""
-    return {
+def _stack_env(workdir: Path, postgres: PostgresServer | None = None) -> dict[str, str]:
+    """Free ports and a database of its own (a SQLite file, or a fresh database on `postgres`,
+    by default the session's when the run is on PostgreSQL)."""
+    env = {
         **os.environ,
         "MODELWAY_GRPC_PORT": str(free_port()),
         "MODELWAY_HTTP_PORT": str(free_port()),
         "MODELWAY_OPS_PORT": str(free_port()),
-        "MODELWAY_DB": str(workdir / "modelway.db"),
     }
+    if postgres is None and TEST_STORE == "postgres":
+        postgres = SessionPostgres.get()
+    if postgres is not None:
+        env.pop("MODELWAY_DB", None)
+        env["MODELWAY_STORE_URL"] = postgres.database().url
+        env["MODELWAY_DATA_DIR"] = str(workdir)
+    else:
+        env["MODELWAY_DB"] = str(workdir / "modelway.db")
+    return env
 
 
-def _new_stack(workdir: Path, config_path: Path, *, with_account: bool = True) -> Stack:
+def _new_stack(
+    workdir: Path, config_path: Path, *, with_account: bool = True, postgres: PostgresServer | None = None
+) -> Stack:
     """Ports, database and (unless told) a first account with a key that may do everything."""
-    env = _stack_env(workdir)
+    env = _stack_env(workdir, postgres)
     stack = Stack(
         workdir=workdir,
         config_path=config_path,
@@ -229,11 +280,11 @@ def _stop_envoy(stack: Stack) -> None:
 
 
 @contextlib.contextmanager
-def running_stack(workdir: Path, config: str) -> Iterator[Stack]:
-    """A server process and Envoy for `config`; stopped (SIGTERM) on exit."""
+def running_stack(workdir: Path, config: str, postgres: PostgresServer | None = None) -> Iterator[Stack]:
+    """A server process and Envoy for `config` (its store on `postgres` if given); stopped (SIGTERM) on exit."""
     config_path = workdir / "modelway.toml"
     config_path.write_text(config)
-    stack = _new_stack(workdir, config_path)
+    stack = _new_stack(workdir, config_path, postgres=postgres)
     stack.start_server()
     try:
         stack.start_envoy()

@@ -16,7 +16,6 @@ import asyncio
 import collections
 import json
 import os
-import sqlite3
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from modelway.v1 import chat_pb2, chat_pb2_grpc
 from tests.conftest import TEST_CONFIG, Stack, running_stack
 from tests.fakes.server import FakeUpstream, Json
+from tests.real.postgres import connect_db
 
 DOWN = """
 [routing]
@@ -152,7 +152,7 @@ def requests_in_metrics(stack: Stack) -> float:
 
 
 def usage_rows(stack: Stack) -> int:
-    with sqlite3.connect(stack.db_path) as connection:
+    with connect_db(stack.db_path) as connection:
         (count,) = connection.execute("SELECT COUNT(*) FROM usage").fetchone()
     return int(count)
 

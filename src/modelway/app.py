@@ -10,7 +10,6 @@ import os
 import signal
 import socket
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -48,7 +47,7 @@ from modelway.services.models import ModelsServicer
 from modelway.services.native import AiRestServicer, GenerateServicer
 from modelway.services.reflection import enable_reflection
 from modelway.services.usage import UsageServicer
-from modelway.store import SqliteStore
+from modelway.store import StoreUnavailable, open_store
 from modelway.v1 import (
     catalog_pb2,
     catalog_pb2_grpc,
@@ -145,7 +144,7 @@ class Gateway:
         self.telemetry = Telemetry(models=(m.id for m in config.models), providers=(p.name for p in config.providers))
         self.readiness = Readiness()
         self.ops = OpsServer(self.telemetry.registry, self.readiness, config.server.ops_port)
-        self.store = SqliteStore(config.store.path)
+        self.store = open_store(config.store)
         self.ledger = Ledger(self.store)
         self.directory = Directory(self.store, config, self.clock, on_reload=self.ledger.reload)
         self.budgets = TokenBudgets(self.clock)
@@ -154,6 +153,7 @@ class Gateway:
             self.directory,
             self.ledger,
             flush_seconds=config.store.usage_flush_seconds,
+            max_queued=config.store.max_queued_rows,
             telemetry=self.telemetry,
         )
         self.catalog = Catalog(config.models)
@@ -191,9 +191,7 @@ class Gateway:
         )
         # Generated images that callers fetch by URL, beside the store.
         self.gallery = Gallery(
-            ImageFiles(
-                Path(config.store.path).parent / "images", config.store.image_retention_hours * 3600, self.clock
-            ),
+            ImageFiles(config.store.files_dir / "images", config.store.image_retention_hours * 3600, self.clock),
             config.server,
         )
         self.health = HealthServicer()
@@ -296,6 +294,9 @@ class Gateway:
             await asyncio.sleep(self.config.store.refresh_seconds)
             try:
                 await self.directory.refresh()
+            except StoreUnavailable as exc:
+                # Every second while it lasts: one line each, no traceback.
+                log.warning("store refresh failed: %s", exc.message)
             except Exception:
                 log.exception("store refresh failed")
 

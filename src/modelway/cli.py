@@ -22,7 +22,7 @@ from modelway.core.keys import IssuedKey, issue_key
 from modelway.edge import EdgeError, EdgeFiles, Envoy, check_workdir, render_envoy_config
 from modelway.errors import GatewayError
 from modelway.ops import configure_logging
-from modelway.store import AccountRecord, KeyRecord, SqliteStore
+from modelway.store import AccountRecord, KeyRecord, StoreUnavailable, open_store
 
 __all__ = ["main"]
 
@@ -45,7 +45,7 @@ class KeyOptions:
 async def create_account(config: Config, name: str, plan: str, credits: float) -> AccountRecord:
     config.plan(plan)  # ConfigError for an unknown plan
     account = AccountRecord(id="acct_" + secrets.token_hex(12), name=name, plan=plan, created_at=int(time.time()))
-    async with SqliteStore(config.store.path) as store:
+    async with open_store(config.store) as store:
         await store.insert_account(account, round(credits * MICRO))
     return account
 
@@ -56,7 +56,7 @@ async def create_key(config: Config, options: KeyOptions) -> IssuedKey:
     if unknown:
         raise CliError(f"unknown permission(s) {', '.join(unknown)}; known: {', '.join(ALL_PERMISSIONS)}")
     now = int(time.time())
-    async with SqliteStore(config.store.path) as store:
+    async with open_store(config.store) as store:
         account = next((a for a in await store.list_accounts() if a.id == options.account_id), None)
         if account is None:
             raise CliError(f"no account {options.account_id}")
@@ -82,13 +82,13 @@ async def create_key(config: Config, options: KeyOptions) -> IssuedKey:
 
 
 async def _accounts(config: Config) -> list[tuple[AccountRecord, int]]:
-    async with SqliteStore(config.store.path) as store:
+    async with open_store(config.store) as store:
         balances = await store.balances()
         return [(account, balances.get(account.id, 0)) for account in await store.list_accounts()]
 
 
 async def _add_credits(config: Config, account_id: str, credits: float) -> int:
-    async with SqliteStore(config.store.path) as store:
+    async with open_store(config.store) as store:
         balance = await store.add_credits(account_id, round(credits * MICRO))
     if balance is None:
         raise CliError(f"no account {account_id}")
@@ -96,12 +96,12 @@ async def _add_credits(config: Config, account_id: str, credits: float) -> int:
 
 
 async def _keys(config: Config) -> list[KeyRecord]:
-    async with SqliteStore(config.store.path) as store:
+    async with open_store(config.store) as store:
         return await store.list_keys()
 
 
 async def _delete_key(config: Config, key_id: str) -> bool:
-    async with SqliteStore(config.store.path) as store:
+    async with open_store(config.store) as store:
         return await store.delete_key(key_id)
 
 
@@ -288,6 +288,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.config)
         configure_logging(config)
         return _run(args, config)
-    except (ConfigError, CliError, StartupError, EdgeError) as exc:
+    except (ConfigError, CliError, StartupError, EdgeError, StoreUnavailable) as exc:
         print(f"modelway: {exc}", file=sys.stderr)
         return 2

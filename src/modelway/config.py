@@ -11,6 +11,7 @@ import os
 import tomllib
 import types
 import typing
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,13 +30,16 @@ __all__ = [
     "ProviderConfig",
     "RoutingConfig",
     "ServerConfig",
+    "StoreConfig",
     "load_config",
+    "redact_url",
 ]
 
 # What a key may be allowed to do. New keys get DEFAULT_PERMISSIONS.
 ALL_PERMISSIONS = ("chat.completions", "images.generations", "models.list", "keys.manage", "usage.read")
 DEFAULT_PERMISSIONS = ("chat.completions", "images.generations", "models.list")
-MICRO = 1_000_000  # credits are kept as integer micro-credits: no rounding drift
+MICRO = 1_000_000
+DEFAULT_SQLITE_PATH = ".data/modelway.db"  # credits are kept as integer micro-credits: no rounding drift
 # What a [[models]] entry makes ("embedding" models are listed in the catalog; no route serves them yet).
 MODEL_TYPES = ("chat", "image", "embedding")
 # What the public catalog (GET /api/models) may say a model can do.
@@ -48,6 +52,8 @@ _ENV_OVERRIDES: tuple[tuple[str, str, str], ...] = (
     ("MODELWAY_HTTP_PORT", "server", "http_port"),
     ("MODELWAY_OPS_PORT", "server", "ops_port"),
     ("MODELWAY_DB", "store", "path"),
+    ("MODELWAY_STORE_URL", "store", "url"),
+    ("MODELWAY_DATA_DIR", "store", "data_dir"),
 )
 
 
@@ -111,14 +117,23 @@ class ServerConfig:
 
 @dataclass(frozen=True, slots=True)
 class StoreConfig:
-    path: str = ".data/modelway.db"
-    # How often the key cache asks SQLite whether another process changed it.
+    """Where accounts, keys and usage live: a SQLite file (`path`, the default) or PostgreSQL (`url`)."""
+
+    path: str = DEFAULT_SQLITE_PATH
+    # postgresql://user:password@host:port/database; set: PostgreSQL instead of the SQLite file.
+    # It holds a password: never shown (see `url_shown`).
+    url: str = field(default="", repr=False)
+    # Files kept beside the store (generated images). Empty: the SQLite file's folder, or .data with PostgreSQL.
+    data_dir: str = ""
+    # How often the key cache asks the store whether another process changed it.
     refresh_seconds: float = 1.0
     usage_flush_seconds: float = 0.25
     # A stream's usage row is written (and what it delivered charged) this often while it runs.
     checkpoint_seconds: float = 2.0
     # How long a generated image's file (and so its URL) lasts; then it is 404 and deleted.
     image_retention_hours: float = 24.0
+    # Usage rows kept in memory while the store is unreachable; past this, new calls get 503.
+    max_queued_rows: int = 10_000
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.image_retention_hours) and self.image_retention_hours > 0):
@@ -129,6 +144,42 @@ class StoreConfig:
             # 0 would mean a write per token (or a writer that never sleeps); nan, never.
             if not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"store.{name} must be a number of seconds above 0, got {value}")
+        if self.max_queued_rows < 1:
+            raise ConfigError(f"store.max_queued_rows must be at least 1, got {self.max_queued_rows}")
+        if self.url:
+            if not self.url.startswith(("postgresql://", "postgres://")):
+                raise ConfigError(f"store.url must be a postgresql:// URL, got {self.url_shown!r}")
+            if not urllib.parse.urlsplit(self.url).hostname and "host=" not in self.url:
+                raise ConfigError(f"store.url names no host: {self.url_shown!r}")
+
+    @property
+    def url_shown(self) -> str:
+        """The URL as logs and errors may show it: the password replaced by ***."""
+        return redact_url(self.url)
+
+    @property
+    def files_dir(self) -> Path:
+        if self.data_dir:
+            return Path(self.data_dir)
+        return Path(".data") if self.url else Path(self.path).parent
+
+
+def redact_url(url: str) -> str:
+    """`url` with any password (user:password@, or ?password=) replaced by ***."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        credentials, _, host = netloc.rpartition("@")
+        user, colon, _ = credentials.partition(":")
+        netloc = f"{user}:***@{host}" if colon else f"{user}@{host}"
+    query = "&".join(
+        f"{name}=***" if name.lower() == "password" else f"{name}={value}" if sep else name
+        for name, sep, value in (pair.partition("=") for pair in parts.query.split("&") if pair)
+    )
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 @dataclass(frozen=True, slots=True)
@@ -507,6 +558,7 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] = os.en
         "limits": _section(LimitsConfig, data.get("limits", {}), "[limits]", file),
     }
     bootstrap = data.get("bootstrap", {})
+    sections["store"] = _store_choice(data.get("store", {}), sections["store"], environ, file)
     for variable, section, name in _ENV_OVERRIDES:
         if variable in environ:
             raw = environ[variable]
@@ -533,6 +585,20 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] = os.en
         logging=_section(LoggingConfig, data.get("logging", {}), "[logging]", file),
         **sections,
     )
+
+
+def _store_choice(data: dict[str, Any], store: StoreConfig, environ: Mapping[str, str], file: str) -> StoreConfig:
+    """SQLite (`path`) or PostgreSQL (`url`), never both: the environment's choice replaces the file's."""
+    both = "set either [store] path (SQLite) or [store] url (PostgreSQL), not both"
+    if "MODELWAY_DB" in environ and "MODELWAY_STORE_URL" in environ:
+        raise ConfigError(f"MODELWAY_DB and MODELWAY_STORE_URL are both set: {both}")
+    if "path" in data and "url" in data:
+        raise ConfigError(f"{file}: {both}")
+    if "MODELWAY_STORE_URL" in environ:
+        return replace(store, path=DEFAULT_SQLITE_PATH)
+    if "MODELWAY_DB" in environ:
+        return replace(store, url="")
+    return store
 
 
 def _aliases(data: Any) -> dict[str, tuple[str, ...]]:

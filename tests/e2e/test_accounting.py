@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import http.client
 import json
-import sqlite3
 import time
 import uuid
 
 from tests.conftest import Stack
+from tests.real.postgres import connect_db
 
 
 def usage_row(stack: Stack, request_id: str, timeout: float = 5) -> tuple[int, str, int, int, int]:
     """The row of the call whose answer carried X-Request-Id `request_id` (the gateway's own id)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with sqlite3.connect(stack.db_path) as db:
+        with connect_db(stack.db_path) as db:
             row = db.execute(
                 "SELECT status, error_code, prompt_tokens, completion_tokens, cost FROM usage WHERE request_id = ?",
                 [request_id],
@@ -74,7 +74,7 @@ def test_each_streamed_call_leaves_exactly_one_row(stack: Stack) -> None:
         connection.close()
     for request_id in ids:
         assert usage_row(stack, request_id)[:2] == (200, "")
-    with sqlite3.connect(stack.db_path) as db:
+    with connect_db(stack.db_path) as db:
         counts = db.execute(
             f"SELECT COUNT(*) FROM usage WHERE request_id IN ({','.join('?' * len(ids))})", ids
         ).fetchone()

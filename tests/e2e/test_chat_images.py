@@ -17,6 +17,7 @@ from PIL import Image
 from tests.e2e.http import Reply, request
 from tests.e2e.image_stack import ImageStack, image_stack
 from tests.openai_schema import validate
+from tests.real.postgres import connect_db
 
 MICRO = 1_000_000
 CHAT = "/api/v1/chat/completions"
@@ -47,7 +48,7 @@ def ask(prompt: str = "a red fox", **fields: Any) -> dict[str, Any]:
 def usage_row(images: ImageStack, request_id: str, timeout: float = 5) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with sqlite3.connect(images.stack.db_path) as db:
+        with connect_db(images.stack.db_path) as db:
             db.row_factory = sqlite3.Row
             row = db.execute("SELECT * FROM usage WHERE request_id = ?", [request_id]).fetchone()
         if row is not None:
@@ -89,7 +90,7 @@ def test_raw_http_answers_a_chat_completion_carrying_the_png(images: ImageStack)
     )
     assert row["cost"] == 2.5 * MICRO  # credits_per_image = 2.5
     assert body["usage"]["prompt_tokens"] == row["prompt_tokens"] > 0
-    with sqlite3.connect(stack.db_path) as db:
+    with connect_db(stack.db_path) as db:
         credits = db.execute("SELECT credits FROM accounts WHERE id = ?", [account]).fetchone()[0]
     assert credits == 100 * MICRO - row["cost"]
 

@@ -22,6 +22,7 @@ from tests.e2e.catalog_config import catalog_config, data_of, error_of
 from tests.e2e.http import Reply, request
 from tests.fakes import openai as fake_openai
 from tests.fakes.server import FakeUpstream, Json
+from tests.real.postgres import connect_db
 
 SEND = "/api/v1/chat/send"
 LIST = "/api/v1/chat/conversations"
@@ -66,7 +67,7 @@ def fresh(chat: Chat) -> None:
 def usage_row(chat: Chat, request_id: str) -> dict[str, Any]:
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        with sqlite3.connect(chat.stack.db_path) as connection:
+        with connect_db(chat.stack.db_path) as connection:
             connection.row_factory = sqlite3.Row
             row = connection.execute("SELECT * FROM usage WHERE request_id = ?", [request_id]).fetchone()
         if row is not None and row["status"] != 0:
@@ -76,7 +77,7 @@ def usage_row(chat: Chat, request_id: str) -> dict[str, Any]:
 
 
 def balance(chat: Chat, account: str) -> int:
-    with sqlite3.connect(chat.stack.db_path) as connection:
+    with connect_db(chat.stack.db_path) as connection:
         return int(connection.execute("SELECT credits FROM accounts WHERE id = ?", [account]).fetchone()[0])
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ import pytest
 
 from modelway.core.tokens import count_tokens
 from tests.conftest import TEST_CONFIG, Stack, running_stack
+from tests.real.postgres import PgDatabase, connect_db
 
 CHAT = "/api/v1/chat/completions"
 NATIVE_CHAT = "/api/v1/ai/chat"
@@ -171,8 +171,9 @@ def test_every_completely_answered_call_survives_kill_9(crashing: Stack) -> None
         assert len(tally.answered) - before > 20, "too little load reached the server before the kill"
 
         # The store as the crash left it (sqlite3 replays the WAL on open).
-        with sqlite3.connect(stack.db_path) as db:
-            assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        with connect_db(stack.db_path) as db:
+            if not isinstance(stack.db_path, PgDatabase):
+                assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
             rows = {
                 request_id: (count, surface)
                 for request_id, count, surface in db.execute(
@@ -263,7 +264,7 @@ def test_a_stream_cut_by_kill_9_is_billed_for_what_it_delivered(crashing: Stack)
     key = stack.create_key("cut", account)[1]
     request_id, received = asyncio.run(cut_stream(stack, key))
     try:
-        with sqlite3.connect(stack.db_path) as db:
+        with connect_db(stack.db_path) as db:
             row = db.execute(
                 "SELECT status, error_code, completion_tokens, cost FROM usage WHERE request_id = ?", [request_id]
             ).fetchone()

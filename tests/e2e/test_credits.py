@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections import Counter
 
@@ -12,12 +11,13 @@ import pytest
 from tests.conftest import Stack
 from tests.e2e.burst import burst
 from tests.e2e.http import request
+from tests.real.postgres import connect_db
 
 MICRO = 1_000_000
 
 
 def balance(stack: Stack, account: str) -> int:
-    with sqlite3.connect(stack.db_path) as db:
+    with connect_db(stack.db_path) as db:
         return int(db.execute("SELECT credits FROM accounts WHERE id = ?", [account]).fetchone()[0])
 
 
@@ -25,7 +25,7 @@ def rows(stack: Stack, account: str, expected: int, timeout: float = 10) -> list
     """(status, cost, prompt, completion) of the account's usage rows, once all `expected` are written."""
     deadline = time.monotonic() + timeout
     while True:
-        with sqlite3.connect(stack.db_path) as db:
+        with connect_db(stack.db_path) as db:
             found = db.execute(
                 "SELECT status, cost, prompt_tokens, completion_tokens FROM usage WHERE account_id = ?", [account]
             ).fetchall()

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import socket
-import sqlite3
 import stat
 import threading
 import time
@@ -23,6 +22,7 @@ from modelway.edge import MAX_BODY_BYTES, EdgeFiles, Envoy
 from modelway.v1 import chat_pb2, chat_pb2_grpc
 from tests.conftest import ROOT, Stack, free_port
 from tests.e2e.http import Reply, request
+from tests.real.postgres import connect_db
 
 CHAT = "/api/v1/chat/completions"
 HELLO = {"model": "echo-1", "messages": [{"role": "user", "content": "hello"}]}
@@ -423,7 +423,7 @@ def test_a_native_callers_request_id_is_kept_beside_ours(
         )
     ours = dict(call.initial_metadata())["x-request-id"]
     assert ours.startswith("req_")
-    with sqlite3.connect(stack.db_path) as db:  # committed before the answer went out
+    with connect_db(stack.db_path) as db:  # committed before the answer went out
         rows = db.execute("SELECT client_request_id FROM usage WHERE request_id = ?", (ours,)).fetchall()
     assert rows == [(kept,)]
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -41,6 +40,7 @@ from tests.fakes import anthropic as fake_anthropic
 from tests.fakes import gemini as fake_gemini
 from tests.fakes import openai as fake_openai
 from tests.fakes.server import Cut, FakeUpstream, Hang, Json, Received, Reply, Reset, Sse, Trickle
+from tests.real.postgres import connect_db
 
 CALLS = 450
 SMALL_CALLS = 50  # the small-credit account's, in the same burst: 500 in all
@@ -590,7 +590,7 @@ def plan(key: str, small_key: str) -> list[Call]:
 
 def accounts_rows(stack: Stack, accounts: list[str]) -> dict[str, tuple[int, int, int]]:
     """Per account: rows, the sum of their costs, and the balance (micro-credits)."""
-    with sqlite3.connect(stack.db_path) as db:
+    with connect_db(stack.db_path) as db:
         found = {}
         for account in accounts:
             rows, costs = db.execute(
@@ -641,7 +641,7 @@ def test_every_call_ends_well_and_leaves_one_row_whatever_the_upstream_does(fake
     deadline = time.monotonic() + 10
     while True:
         found = accounts_rows(stack, [account, small])
-        with sqlite3.connect(stack.db_path) as db:
+        with connect_db(stack.db_path) as db:
             (running,) = db.execute(
                 "SELECT COUNT(*) FROM usage WHERE account_id IN (?, ?) AND status = 0", [account, small]
             ).fetchone()
@@ -650,7 +650,7 @@ def test_every_call_ends_well_and_leaves_one_row_whatever_the_upstream_does(fake
             break
         time.sleep(0.1)
     assert {a: found[a][0] for a in expected} == expected
-    with sqlite3.connect(stack.db_path) as db:
+    with connect_db(stack.db_path) as db:
         duplicates = db.execute("SELECT request_id FROM usage GROUP BY request_id HAVING COUNT(*) > 1").fetchall()
         statuses = Counter(
             status

@@ -24,6 +24,7 @@ from tests.conftest import TEST_CONFIG, Stack, running_stack
 from tests.e2e.http import Reply, request
 from tests.fakes import openai as fake_openai
 from tests.fakes.server import FakeUpstream, Json, Sse
+from tests.real.postgres import connect_db
 
 # google-genai's async client subclasses aiohttp.ClientSession, which aiohttp warns about (warnings fail tests).
 pytestmark = pytest.mark.filterwarnings("ignore:Inheritance class AiohttpClientSession:DeprecationWarning")
@@ -62,7 +63,7 @@ def client(request: pytest.FixtureRequest, stack: Stack) -> Iterator[genai.Clien
 def usage_row(db: Path, request_id: str, timeout: float = 5) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with sqlite3.connect(db) as connection:
+        with connect_db(db) as connection:
             connection.row_factory = sqlite3.Row
             row = connection.execute("SELECT * FROM usage WHERE request_id = ?", [request_id]).fetchone()
         if row is not None:
@@ -348,7 +349,7 @@ def test_stream_ends_only_after_its_usage_row_is_committed(stack: Stack) -> None
             while b"usageMetadata" not in (line := response.readline()):
                 assert line, "the stream ended without usageMetadata"
             # Read at once, no waiting: the row is there already.
-            with sqlite3.connect(stack.db_path) as db:
+            with connect_db(stack.db_path) as db:
                 row = db.execute("SELECT status, completion_tokens FROM usage WHERE request_id = ?", [request_id])
                 assert row.fetchone() == (200, 5)
             response.read()

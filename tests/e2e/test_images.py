@@ -21,6 +21,7 @@ from tests.e2e.image_stack import UPSTREAM_SECRET, ImageStack, image_stack
 from tests.fakes import openai as fake_openai
 from tests.fakes.server import Json, Sse
 from tests.openai_schema import validate
+from tests.real.postgres import connect_db
 
 MICRO = 1_000_000
 GENERATIONS = "/api/v1/images/generations"
@@ -50,7 +51,7 @@ def generate(images: ImageStack, body: dict[str, Any] | bytes, key: str = "") ->
 def usage_row(images: ImageStack, request_id: str, timeout: float = 5) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with sqlite3.connect(images.stack.db_path) as db:
+        with connect_db(images.stack.db_path) as db:
             db.row_factory = sqlite3.Row
             row = db.execute("SELECT * FROM usage WHERE request_id = ?", [request_id]).fetchone()
         if row is not None:
@@ -60,7 +61,7 @@ def usage_row(images: ImageStack, request_id: str, timeout: float = 5) -> dict[s
 
 
 def balance(images: ImageStack, account: str) -> int:
-    with sqlite3.connect(images.stack.db_path) as db:
+    with connect_db(images.stack.db_path) as db:
         return int(db.execute("SELECT credits FROM accounts WHERE id = ?", [account]).fetchone()[0])
 
 
@@ -538,7 +539,7 @@ def test_native_images_past_their_deadline_are_never_charged(images: ImageStack)
             except grpc.RpcError as error:
                 outcomes[client_id] = error.code()
     time.sleep(1)
-    with sqlite3.connect(stack.db_path) as db:
+    with connect_db(stack.db_path) as db:
         query = "SELECT client_request_id, status, cost FROM usage WHERE client_request_id LIKE ?"
         rows = {client_id: (status, cost) for client_id, status, cost in db.execute(query, [f"{tag}-%"])}
     failed = [client_id for client_id, code in outcomes.items() if code != grpc.StatusCode.OK]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 
 from tests.conftest import Stack
 from tests.e2e.http import request
+from tests.real.postgres import connect_db, store_files
 
 
 def chat_status(stack: Stack, secret: str) -> int:
@@ -29,7 +29,7 @@ def test_key_lifecycle_and_secret_never_stored(stack: Stack) -> None:
     # Created by another process while the server runs: usable at once.
     assert chat_status(stack, secret) == 200
 
-    stored = b"".join(path.read_bytes() for path in stack.db_path.parent.glob(stack.db_path.name + "*"))
+    stored = b"".join(data for _, data in store_files(stack.db_path, stack.workdir))
     assert secret.encode() not in stored
     assert secret[4:].encode() not in stored
     listing = stack.cli("keys", "list").stdout
@@ -45,7 +45,7 @@ def test_usage_row_per_call(stack: Stack) -> None:
     assert chat_status(stack, secret + "x") == 401
 
     def rows() -> list[tuple[str, str, int, int, int]]:
-        with sqlite3.connect(stack.db_path) as db:
+        with connect_db(stack.db_path) as db:
             return db.execute(
                 "SELECT key_id, model, prompt_tokens, completion_tokens, status FROM usage WHERE key_id = ?", [key_id]
             ).fetchall()

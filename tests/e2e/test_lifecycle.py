@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -19,6 +18,7 @@ from modelway.app import Gateway, StartupError
 from modelway.config import load_config
 from tests.conftest import ROOT, TEST_CONFIG, Up, free_port, running_up, start_up
 from tests.e2e.http import read_slow_stream, request
+from tests.real.postgres import connect_db
 
 CHAT = "/api/v1/chat/completions"
 HELLO = {"model": "echo-1", "messages": [{"role": "user", "content": "hello"}]}
@@ -68,7 +68,7 @@ def test_make_run_checks_then_prints_a_working_key_and_ctrl_c_drains_streams(tmp
         second = run_cli(up, "--config", str(up.stack.config_path), "up", env=env)
         assert (second.returncode, second.stdout) == (2, "")
         assert second.stderr == f"modelway: port {up.stack.grpc_port} (server.grpc_port) is already in use\n"
-        with sqlite3.connect(up.stack.db_path) as db:
+        with connect_db(up.stack.db_path) as db:
             assert db.execute("SELECT COUNT(*) FROM accounts").fetchone() == (1,)
 
         # Ctrl-C (SIGINT to the terminal's process group) while a stream runs through Envoy.
@@ -83,7 +83,7 @@ def test_make_run_checks_then_prints_a_working_key_and_ctrl_c_drains_streams(tmp
         assert received[0].count(b"data: ") > 100
         assert up.wait() == 0
         assert refused(port)  # Envoy was stopped after the drain
-        with sqlite3.connect(up.stack.db_path) as db:
+        with connect_db(up.stack.db_path) as db:
             assert db.execute("SELECT status FROM usage WHERE model = 'echo-slow'").fetchall() == [(200,)]
 
         # Again on the same store: no new key, and a curl line a shell runs as printed.
@@ -175,7 +175,7 @@ def test_config_is_accepted_after_any_subcommand(tmp_path: Path) -> None:
 
 
 def accounts(up: Up) -> int:
-    with sqlite3.connect(up.stack.db_path) as db:
+    with connect_db(up.stack.db_path) as db:
         (count,) = db.execute("SELECT COUNT(*) FROM accounts").fetchone()
     return int(count)
 

@@ -27,6 +27,7 @@ from modelway.v1.rest import images_pb2 as images_rest_pb2
 from modelway.v1.rest import keys_pb2 as keys_rest_pb2
 from tests.conftest import Stack
 from tests.e2e.http import Reply, request
+from tests.real.postgres import connect_db
 
 CHAT = "/api/v1/chat/completions"
 # What must never reach a caller.
@@ -229,7 +230,7 @@ def test_a_whole_answer_too_large_to_send_is_a_400_and_costs_nothing(stack: Stac
     message = assert_openai_error(reply, 400, "stream")
     assert "stream: true" in message
     time.sleep(0.3)
-    with sqlite3.connect(stack.db_path) as db:
+    with connect_db(stack.db_path) as db:
         row = db.execute("SELECT status, cost FROM usage WHERE client_request_id = ?", [client_id]).fetchone()
     assert row == (400, 0)
 
@@ -371,7 +372,7 @@ def test_too_many_native_messages_is_invalid_argument(stack: Stack) -> None:
 def usage_rows(stack: Stack, client_id: str, count: int, timeout: float = 5) -> list[sqlite3.Row]:
     deadline = time.monotonic() + timeout
     while True:
-        with sqlite3.connect(stack.db_path) as db:
+        with connect_db(stack.db_path) as db:
             db.row_factory = sqlite3.Row
             rows = db.execute("SELECT * FROM usage WHERE client_request_id = ?", [client_id]).fetchall()
         if len(rows) >= count or time.monotonic() > deadline:
@@ -421,7 +422,7 @@ def test_a_long_client_id_is_clipped(stack: Stack) -> None:
         chat_pb2_grpc.ChatServiceStub(channel).CreateChatCompletion(hello, metadata=metadata(stack, extra), timeout=10)
     deadline = time.monotonic() + 5
     while True:
-        with sqlite3.connect(stack.db_path) as db:
+        with connect_db(stack.db_path) as db:
             query = "SELECT client_request_id FROM usage WHERE client_request_id LIKE ?"
             row = db.execute(query, [marker + "%"]).fetchone()
         if row or time.monotonic() > deadline:
@@ -464,7 +465,7 @@ def test_calls_past_their_deadline_are_never_charged_as_delivered(stack: Stack) 
             except grpc.RpcError as error:
                 outcomes[client_id] = error.code()
     time.sleep(1)
-    with sqlite3.connect(stack.db_path) as db:
+    with connect_db(stack.db_path) as db:
         rows = {
             client_id: (status, cost)
             for client_id, status, cost in db.execute(

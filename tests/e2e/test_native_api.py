@@ -23,6 +23,7 @@ from tests.conftest import TEST_CONFIG, Stack, running_stack
 from tests.e2e.http import Reply, request
 from tests.fakes import openai as fake_openai
 from tests.fakes.server import FakeUpstream, Json, Sse
+from tests.real.postgres import connect_db
 
 NATIVE = """
 [routing]
@@ -100,7 +101,7 @@ def fresh(native: Native) -> None:
 def usage_row(db: Path, request_id: str, timeout: float = 5) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with sqlite3.connect(db) as connection:
+        with connect_db(db) as connection:
             connection.row_factory = sqlite3.Row
             row = connection.execute("SELECT * FROM usage WHERE request_id = ?", [request_id]).fetchone()
         if row is not None and row["status"] != 0:

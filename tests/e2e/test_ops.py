@@ -26,6 +26,7 @@ from tests.conftest import TEST_CONFIG, Stack, running_stack
 from tests.e2e.http import Reply, request
 from tests.fakes import openai as fake_openai
 from tests.fakes.server import FakeUpstream, Json
+from tests.real.postgres import connect_db
 
 CHAT = "/api/v1/chat/completions"
 
@@ -118,7 +119,7 @@ def rows(db: Path, request_ids: list[str]) -> list[dict[str, Any]]:
     """The usage rows of these calls, once all are committed."""
     deadline = time.monotonic() + 5
     while True:
-        with sqlite3.connect(db) as connection:
+        with connect_db(db) as connection:
             connection.row_factory = sqlite3.Row
             marks = ",".join("?" * len(request_ids))
             found = connection.execute(f"SELECT * FROM usage WHERE request_id IN ({marks})", request_ids).fetchall()

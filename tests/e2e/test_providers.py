@@ -23,6 +23,7 @@ from tests.fakes import anthropic as fake_anthropic
 from tests.fakes import gemini as fake_gemini
 from tests.fakes import openai as fake_openai
 from tests.fakes.server import Cut, FakeUpstream, Hang, Json, Sse
+from tests.real.postgres import connect_db
 
 SECRETS = {
     "FAKE_OPENAI_KEY": "sk-upstream-openai",
@@ -188,7 +189,7 @@ def client(upstreams: Upstreams) -> Iterator[openai.OpenAI]:
 def usage_row(db: Path, request_id: str, timeout: float = 5) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with sqlite3.connect(db) as connection:
+        with connect_db(db) as connection:
             connection.row_factory = sqlite3.Row
             # The answer's X-Request-Id: the gateway's own id.
             row = connection.execute("SELECT * FROM usage WHERE request_id = ?", [request_id]).fetchone()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-import sqlite3
 import struct
 import time
 import uuid
@@ -23,6 +22,7 @@ from tests.conftest import TEST_CONFIG, Stack, running_stack
 from tests.e2e.http import Reply, request
 from tests.fakes.server import FakeUpstream, Json, Received
 from tests.fakes.server import Reply as FakeReply
+from tests.real.postgres import PgDatabase, connect_db, store_files
 
 CHAT = "/api/v1/chat/completions"
 KEYS = "/api/v1/api-keys"
@@ -165,7 +165,7 @@ def committed(stack: Stack, request_ids: list[str]) -> None:
     """Waits until these calls' usage rows are in the table."""
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        with sqlite3.connect(stack.db_path) as connection:
+        with connect_db(stack.db_path) as connection:
             marks = ",".join("?" * len(request_ids))
             (count,) = connection.execute(
                 f"SELECT COUNT(*) FROM usage WHERE request_id IN ({marks})", request_ids
@@ -219,20 +219,16 @@ def test_no_key_in_clear_in_the_store_or_any_log(stack: Stack) -> None:
     committed(stack, ids)
     time.sleep(0.3)  # lets the server and Envoy write what they log of these calls
 
-    files = [stack.db_path, stack.db_path.with_name(stack.db_path.name + "-wal")]
-    files += [stack.db_path.with_name(stack.db_path.name + "-shm")]
-    files += [stack.workdir / "server.log", stack.workdir / "envoy.log"]
+    files = [stack.workdir / "server.log", stack.workdir / "envoy.log"]
     files += [path for path in stack.workdir.glob("*.log") if path not in files]  # any access log too
-    searched = 0
-    for path in files:
-        if not path.exists():
-            continue
-        searched += 1
-        data = path.read_bytes()
+    searched = store_files(stack.db_path, stack.workdir)
+    searched += [(path.name, path.read_bytes()) for path in files if path.exists()]
+    for name, data in searched:
         for secret in secrets:
-            assert secret.encode() not in data, f"{secret[:8]}... found in {path.name}"
-            assert secret[4:].encode() not in data, f"{secret[:8]}... (without prefix) found in {path.name}"
-    assert searched >= 4  # the database, its WAL and both logs at least
+            assert secret.encode() not in data, f"{secret[:8]}... found in {name}"
+            assert secret[4:].encode() not in data, f"{secret[:8]}... (without prefix) found in {name}"
+    # The database (with SQLite: its file and WAL) and both logs at least.
+    assert len(searched) >= (3 if isinstance(stack.db_path, PgDatabase) else 4)
 
 
 def test_a_key_with_a_stray_byte_on_the_native_port_never_reaches_the_log(stack: Stack) -> None:

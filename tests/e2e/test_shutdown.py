@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import json
 import signal
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ import pytest
 
 from tests.conftest import TEST_CONFIG, Stack, running_stack, running_up
 from tests.e2e.http import read_slow_stream, request
+from tests.real.postgres import connect_db
 
 CHAT = "/api/v1/chat/completions"
 
@@ -28,7 +28,7 @@ def durable(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 def query(stack: Stack, sql: str, *args: object) -> list[tuple[object, ...]]:
-    with sqlite3.connect(stack.db_path) as db:
+    with connect_db(stack.db_path) as db:
         return db.execute(sql, args).fetchall()
 
 
@@ -110,6 +110,6 @@ def test_sigterm_through_envoy_ends_a_stream_past_the_grace_period_with_an_error
         assert frames[-1] == b"data: [DONE]"
         error = json.loads(frames[-2][6:])["error"]
         assert "shutting down" in error["message"]
-        with sqlite3.connect(up.stack.db_path) as db:
+        with connect_db(up.stack.db_path) as db:
             rows = db.execute("SELECT status, error_code FROM usage WHERE model = 'echo-slow' ORDER BY id").fetchall()
         assert sorted(rows) == [(200, ""), (503, "server_shutdown")]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import sqlite3
 import threading
 import time
 from typing import Any
@@ -19,6 +18,7 @@ import grpc
 
 from modelway.v1 import chat_pb2, chat_pb2_grpc
 from tests.conftest import ClockedStack
+from tests.real.postgres import connect_db
 
 CHAT = "/api/v1/chat/completions"
 LONG = " ".join(f"w{i}" for i in range(400))  # 400 tokens at 20 ms each: 8 s unless stopped
@@ -26,7 +26,7 @@ SHUTTING_DOWN = "The server is shutting down; retry shortly"
 
 
 def row(clocked: ClockedStack, request_id: str) -> tuple[Any, ...]:
-    with sqlite3.connect(clocked.stack.db_path) as db:
+    with connect_db(clocked.stack.db_path) as db:
         found = db.execute(
             "SELECT status, error_code, completion_tokens, cost FROM usage WHERE request_id = ?", [request_id]
         ).fetchall()

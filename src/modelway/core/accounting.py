@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from modelway.core.directory import Directory
 from modelway.core.ledger import Ledger
 from modelway.core.writes import await_write
+from modelway.errors import Reason
 from modelway.ops.metrics import Telemetry
-from modelway.store import SqliteStore, UsageRecord
+from modelway.store import Store, UsageRecord
 
 __all__ = ["UsageRecorder"]
 
@@ -56,13 +57,14 @@ class UsageRecorder:
 
     def __init__(
         self,
-        store: SqliteStore,
+        store: Store,
         directory: Directory,
         ledger: Ledger,
         *,
         flush_seconds: float,
         commit_wait: float = 5.0,
         commit_window: float = 0.005,
+        max_queued: int = 10_000,
         telemetry: Telemetry | None = None,
     ) -> None:
         self._telemetry = telemetry or Telemetry()
@@ -74,6 +76,10 @@ class UsageRecorder:
         self._commit_window = commit_window
         self._last_write = 0.0
         self._pending: list[_Queued] = []
+        # Rows taken by the write under way; back in `_pending` if it fails.
+        self._writing = 0
+        self._max_queued = max_queued
+        self._refused_unrecorded = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -84,13 +90,26 @@ class UsageRecorder:
     @property
     def queue_depth(self) -> int:
         """Rows recorded and not yet committed (a gauge read at scrape time)."""
-        return len(self._pending)
+        return len(self._pending) + self._writing
+
+    @property
+    def full(self) -> bool:
+        """As many rows wait for the store (it is unreachable) as memory may hold: admit no new call."""
+        return self.queue_depth >= self._max_queued
 
     def record(self, row: UsageRecord, *, charge: int | None = None) -> asyncio.Future[None]:
         """Queues a row (a new one, or a newer state of a row already written under its request id)
         and the charge it adds (default: its whole cost); the future resolves once it is committed.
         Never awaits."""
         committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.full and row.error_code == Reason.STORE_UNAVAILABLE.value and not row.cost and not charge:
+            # A call refused because the queue is full used and cost nothing; queueing its row
+            # would grow the queue past its bound with every refusal. It is counted in the log instead.
+            self._refused_unrecorded += 1
+            if self._refused_unrecorded in (1, 10, 100) or self._refused_unrecorded % 1000 == 0:
+                log.warning("usage queue full: %d refused calls left without a usage row", self._refused_unrecorded)
+            committed.set_result(None)
+            return committed
         self._pending.append(_Queued(row, row.cost if charge is None else charge, committed))
         self._wake.set()
         return committed
@@ -143,7 +162,10 @@ class UsageRecorder:
                 if queued.charge:
                     charges[queued.row.account_id] += queued.charge
 
+            self._writing = len(batch)
+
             def settled(error: BaseException | None) -> None:
+                self._writing = 0
                 if error is None:
                     self._ledger.charges_written(charges)
                     for queued in batch:

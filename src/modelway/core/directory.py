@@ -11,7 +11,7 @@ from modelway.core.clock import Clock
 from modelway.core.keys import hash_secret
 from modelway.core.writes import await_write
 from modelway.errors import GatewayError, Reason
-from modelway.store import AccountRecord, KeyRecord, SqliteStore
+from modelway.store import AccountRecord, KeyRecord, Store
 
 __all__ = ["Caller", "Directory"]
 
@@ -40,15 +40,16 @@ class Directory:
     """Every account and key, in memory.
 
     Another process (the CLI, another replica) may change them: a cheap
-    `PRAGMA data_version` poll reloads when the file changed, and an unknown
+    `data_version` poll (SQLite's PRAGMA data_version, PostgreSQL's revision
+    counter) reloads when the store changed, and an unknown
     secret triggers the same check before it is refused. Changes made through
-    this process are applied to memory at once (this process's own commits
-    do not move its data_version).
+    this process are applied to memory at once (on SQLite its own commits do
+    not move its data_version; on PostgreSQL they do, costing one reload).
     """
 
     def __init__(
         self,
-        store: SqliteStore,
+        store: Store,
         config: Config,
         clock: Clock,
         on_reload: Callable[[], Awaitable[None]] | None = None,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from modelway.core.wording import OPENAI_WORDING
 from modelway.errors import GatewayError, Reason
-from modelway.store import SqliteStore
+from modelway.store import Store
 
 __all__ = ["Ledger", "Reservation"]
 
@@ -32,7 +32,7 @@ class Ledger:
     without its row, nor twice. `reload` picks up credits another process added.
     """
 
-    def __init__(self, store: SqliteStore) -> None:
+    def __init__(self, store: Store) -> None:
         self._store = store
         self._stored: dict[str, int] = {}
         self._unwritten: Counter[str] = Counter()

@@ -15,9 +15,9 @@ from modelway.core.directory import Caller
 from modelway.core.ledger import Reservation
 from modelway.core.state import CreditLedger, TokenBudgetBook
 from modelway.core.wording import OPENAI_WORDING, Wording
-from modelway.errors import GatewayError
+from modelway.errors import GatewayError, Reason
 from modelway.ops.metrics import Telemetry
-from modelway.store import UsageRecord
+from modelway.store import STORE_RETRY_AFTER, UsageRecord
 
 __all__ = ["CLIENT_CLOSED", "IN_PROGRESS", "SERVER_SHUTDOWN", "SHUTDOWN_STATUS", "CallMeter", "Metering"]
 
@@ -102,6 +102,13 @@ class CallMeter:
         the call settles. `model` is the first candidate: the one the row names until another answers."""
         metering = self._metering
         self.caller, self.model, self.prompt_tokens = caller, model, prompt_tokens
+        if metering.recorder.full:
+            # Serving it would leave a call unrecorded: refused until the store takes the queue.
+            raise GatewayError(
+                Reason.STORE_UNAVAILABLE,
+                "Usage cannot be recorded right now (the store is unreachable); try again shortly.",
+                retry_after=STORE_RETRY_AFTER,
+            )
         budget = caller.key.daily_token_budget or caller.plan.daily_token_budget
         hold = await metering.budgets.hold(caller.key.id, budget, worst_tokens)
         try:

@@ -11,7 +11,7 @@ from modelway.core.accounting import UsageRecorder
 from modelway.core.clock import Clock
 from modelway.core.directory import Caller
 from modelway.errors import GatewayError, Reason, clip
-from modelway.store import DailyUsage, SqliteStore
+from modelway.store import DailyUsage, Store
 
 __all__ = ["UsageReport", "UsageReports"]
 
@@ -51,7 +51,7 @@ def _epoch(day: dt.date) -> float:
 
 
 class UsageReports:
-    def __init__(self, store: SqliteStore, recorder: UsageRecorder, clock: Clock) -> None:
+    def __init__(self, store: Store, recorder: UsageRecorder, clock: Clock) -> None:
         self._store = store
         self._recorder = recorder
         self._clock = clock

@@ -34,8 +34,8 @@ from modelway.errors import GatewayError, Reason, clip
 from modelway.services._rpc import RpcCall, unary
 from modelway.services.catalog import page_proto
 from modelway.services.delivery import complete_in_time, deliver
+from modelway.store import Store
 from modelway.store.records import ChatMessageRecord, ConversationRecord
-from modelway.store.sqlite import SqliteStore
 from modelway.surfaces.catalog import (
     CHAT_SEND,
     SendRequest,
@@ -99,7 +99,7 @@ class Turns:
 class ChatSend:
     """The flow both twins share, and the account-scoped reads of stored conversations."""
 
-    def __init__(self, pipeline: Pipeline, gate: Gate, catalog: Catalog, store: SqliteStore, clock: Clock) -> None:
+    def __init__(self, pipeline: Pipeline, gate: Gate, catalog: Catalog, store: Store, clock: Clock) -> None:
         self._pipeline = pipeline
         self._gate = gate
         self._catalog = catalog

@@ -1,6 +1,28 @@
-"""Persistent storage; SQLite through sqlite-utils is the embedded default."""
+"""Persistent storage: SQLite through sqlite-utils (the embedded default) or PostgreSQL through asyncpg."""
 
+from modelway.config import StoreConfig
+from modelway.store.base import STORE_RETRY_AFTER, Store, StoreUnavailable
 from modelway.store.records import AccountRecord, DailyUsage, KeyRecord, UsageRecord
 from modelway.store.sqlite import SqliteStore
 
-__all__ = ["AccountRecord", "DailyUsage", "KeyRecord", "SqliteStore", "UsageRecord"]
+__all__ = [
+    "STORE_RETRY_AFTER",
+    "AccountRecord",
+    "DailyUsage",
+    "KeyRecord",
+    "SqliteStore",
+    "Store",
+    "StoreUnavailable",
+    "UsageRecord",
+    "open_store",
+]
+
+
+def open_store(config: StoreConfig) -> Store:
+    """The store the configuration names (not yet opened): PostgreSQL when `url` is set, else the SQLite file."""
+    if config.url:
+        # Imported here: asyncpg is loaded only by deployments that use it.
+        from modelway.store.postgres import PostgresStore
+
+        return PostgresStore(config.url)
+    return SqliteStore(config.path)

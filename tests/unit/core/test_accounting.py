@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,7 +13,9 @@ from modelway.config import Config
 from modelway.core.accounting import UsageRecorder
 from modelway.core.directory import Directory
 from modelway.core.ledger import Ledger
-from modelway.store import AccountRecord, SqliteStore, UsageRecord
+from modelway.store import AccountRecord, SqliteStore, Store, UsageRecord
+from modelway.store.postgres import PostgresStore
+from tests.real.postgres import connect_db
 from tests.unit.core.test_limits import FixedClock
 
 
@@ -21,24 +23,30 @@ def row(request_id: str, cost: int) -> UsageRecord:
     return UsageRecord(request_id, "acct", "", "openai", "m", "p", 1, 1, cost, 1, 200, "", 0.0)
 
 
-Parts = tuple[SqliteStore, Ledger, UsageRecorder]
+# The store, the ledger and recorder over it, and where a test reads the store (a path or a database).
+Parts = tuple[Store, Ledger, UsageRecorder, Any]
 
 
-@pytest.fixture
-async def parts(tmp_path: Path) -> AsyncIterator[Parts]:
-    store = SqliteStore(tmp_path / "usage.db")
+@pytest.fixture(params=["sqlite", "postgres"])
+async def parts(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Parts]:
+    """The same tests on each store; on PostgreSQL a fresh database of the session's server."""
+    where: Any = tmp_path / "usage.db"
+    store: Store = SqliteStore(where)
+    if request.param == "postgres":
+        where = request.getfixturevalue("postgres").database("accounting")
+        store = PostgresStore(where.url)
     await store.open()
     await store.insert_account(AccountRecord("acct", "a", "free", 0), credits=1000)
     ledger = Ledger(store)
     await ledger.reload()
     # A flush timer far away: anything committed below was committed because a row asked for it.
     recorder = UsageRecorder(store, Directory(store, Config(), FixedClock(0)), ledger, flush_seconds=60, commit_wait=1)
-    yield store, ledger, recorder
+    yield store, ledger, recorder, where
     await store.close()
 
 
-def stored(path: Path) -> tuple[int, int]:
-    with sqlite3.connect(path) as db:
+def stored(where: Any) -> tuple[int, int]:
+    with connect_db(where) as db:
         rows = db.execute("SELECT COUNT(*) FROM usage").fetchone()[0]
         credits = db.execute("SELECT credits FROM accounts").fetchone()[0]
     return rows, credits
@@ -49,32 +57,29 @@ async def charge(ledger: Ledger, request_id: str, cost: int) -> UsageRecord:
     return row(request_id, cost)
 
 
-async def test_a_recorded_row_is_committed_with_its_charge_when_its_future_resolves(
-    parts: Parts, tmp_path: Path
-) -> None:
-    _, ledger, recorder = parts
+async def test_a_recorded_row_is_committed_with_its_charge_when_its_future_resolves(parts: Parts) -> None:
+    _, ledger, recorder, where = parts
     recorder.start()
     committed = recorder.record(await charge(ledger, "r1", 100))
     assert not committed.done()
     assert await recorder.committed(committed)
-    assert stored(tmp_path / "usage.db") == (1, 900)
+    assert stored(where) == (1, 900)
     await recorder.close()
 
 
-async def test_rows_recorded_together_share_commits_and_each_is_committed_once(parts: Parts, tmp_path: Path) -> None:
-    _, ledger, recorder = parts
+async def test_rows_recorded_together_share_commits_and_each_is_committed_once(parts: Parts) -> None:
+    _, ledger, recorder, where = parts
     recorder.start()
     futures = [recorder.record(await charge(ledger, f"r{n}", 1)) for n in range(200)]
     assert all(await asyncio.gather(*(recorder.committed(f) for f in futures)))
-    assert stored(tmp_path / "usage.db") == (200, 800)
+    assert stored(where) == (200, 800)
     await recorder.close()
-    assert stored(tmp_path / "usage.db") == (200, 800)
+    assert stored(where) == (200, 800)
 
 
-async def test_a_failed_commit_keeps_the_row_and_retries_it_once(parts: Parts, tmp_path: Path) -> None:
-    _, ledger, recorder = parts
-    path = tmp_path / "usage.db"
-    with sqlite3.connect(path) as db:
+async def test_a_failed_commit_keeps_the_row_and_retries_it_once(parts: Parts) -> None:
+    _, ledger, recorder, where = parts
+    with connect_db(where) as db:
         db.execute("ALTER TABLE usage RENAME TO usage_away")  # every write now fails
     recorder.start()
     committed = recorder.record(await charge(ledger, "r1", 100))
@@ -82,20 +87,20 @@ async def test_a_failed_commit_keeps_the_row_and_retries_it_once(parts: Parts, t
     assert not await recorder.committed(committed)
     assert recorder.queue_depth == 1
     assert ledger.available("acct") == 900
-    with sqlite3.connect(path) as db:
+    with connect_db(where) as db:
         assert db.execute("SELECT credits FROM accounts").fetchone() == (1000,)  # no charge without its row
         db.execute("ALTER TABLE usage_away RENAME TO usage")
     await asyncio.wait_for(committed, 5)  # the writer's retry
-    assert stored(path) == (1, 900)
+    assert stored(where) == (1, 900)
     assert recorder.queue_depth == 0
     await recorder.close()
-    assert stored(path) == (1, 900)
+    assert stored(where) == (1, 900)
     await ledger.reload()
     assert ledger.available("acct") == 900
 
 
-async def test_a_flush_cancelled_mid_write_is_not_written_twice(parts: Parts, tmp_path: Path) -> None:
-    _, ledger, recorder = parts
+async def test_a_flush_cancelled_mid_write_is_not_written_twice(parts: Parts) -> None:
+    _, ledger, recorder, where = parts
     committed = recorder.record(await charge(ledger, "r1", 100))
     flushing = asyncio.create_task(recorder.flush())
     await asyncio.sleep(0)  # the write is now on the store thread
@@ -104,39 +109,39 @@ async def test_a_flush_cancelled_mid_write_is_not_written_twice(parts: Parts, tm
         await flushing
     assert committed.done()
     await recorder.flush()  # must find nothing left to write
-    assert stored(tmp_path / "usage.db") == (1, 900)
+    assert stored(where) == (1, 900)
     await ledger.reload()
     assert ledger.available("acct") == 900
 
 
-async def test_close_writes_what_is_pending(parts: Parts, tmp_path: Path) -> None:
-    _, ledger, recorder = parts
+async def test_close_writes_what_is_pending(parts: Parts) -> None:
+    _, ledger, recorder, where = parts
     recorder.start()
     for n in range(3):
         recorder.record(await charge(ledger, f"r{n}", 10))
     await recorder.close()
-    assert stored(tmp_path / "usage.db") == (3, 970)
+    assert stored(where) == (3, 970)
 
 
-async def test_a_checkpointed_call_is_one_row_charged_once_in_parts(parts: Parts, tmp_path: Path) -> None:
-    _, ledger, recorder = parts
+async def test_a_checkpointed_call_is_one_row_charged_once_in_parts(parts: Parts) -> None:
+    _, ledger, recorder, where = parts
     recorder.start()
     reservation = await ledger.reserve("acct", 500)
     reservation, drawn = await ledger.draw(reservation, 120)
     assert (reservation.amount, drawn) == (380, 120)
     assert await recorder.committed(recorder.record(row("stream", 120), charge=120))
-    assert stored(tmp_path / "usage.db") == (1, 880)
+    assert stored(where) == (1, 880)
     final = await ledger.settle(reservation, 300 - 120)
     assert await recorder.committed(recorder.record(row("stream", 120 + final), charge=final))
-    with sqlite3.connect(tmp_path / "usage.db") as db:
+    with connect_db(where) as db:
         assert db.execute("SELECT request_id, cost FROM usage").fetchall() == [("stream", 300)]
-    assert stored(tmp_path / "usage.db") == (1, 700)
+    assert stored(where) == (1, 700)
     assert ledger.available("acct") == 700
     await recorder.close()
 
 
 async def test_a_draw_never_takes_more_than_was_reserved(parts: Parts) -> None:
-    _, ledger, _ = parts
+    _, ledger, _, _ = parts
     reservation, drawn = await ledger.draw(await ledger.reserve("acct", 50), 80)
     assert (reservation.amount, drawn) == (0, 50)
     assert ledger.available("acct") == 950

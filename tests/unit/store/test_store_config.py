@@ -1,0 +1,58 @@
+"""[store]: SQLite (path) or PostgreSQL (url), the environment's choice, and a password never shown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from modelway.config import ConfigError, load_config, redact_url
+from modelway.store import SqliteStore, open_store
+from modelway.store.postgres import PostgresStore
+
+SHIPPED = Path(__file__).resolve().parents[3] / "modelway.toml"
+URL = "postgresql://modelway:hunter2-secret@db.internal:5432/modelway"
+
+
+def test_the_shipped_file_is_sqlite_and_the_environment_switches_to_postgresql() -> None:
+    assert isinstance(open_store(load_config(SHIPPED, {}).store), SqliteStore)
+    store = load_config(SHIPPED, {"MODELWAY_STORE_URL": URL}).store
+    assert store.url == URL and isinstance(open_store(store), PostgresStore)
+    assert store.files_dir == Path(".data")
+    # MODELWAY_DB picks SQLite back over a file's url.
+    assert load_config(SHIPPED, {"MODELWAY_DB": "/tmp/x.db"}).store.url == ""
+
+
+def test_url_in_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "m.toml"
+    path.write_text(f'[store]\nurl = "{URL}"\nmax_queued_rows = 50\ndata_dir = "/srv/mw"\n')
+    store = load_config(path, {}).store
+    assert (store.url, store.max_queued_rows, store.files_dir) == (URL, 50, Path("/srv/mw"))
+
+
+@pytest.mark.parametrize(
+    ("text", "environ", "words"),
+    [
+        (f'[store]\npath = "x.db"\nurl = "{URL}"\n', {}, "not both"),
+        ("", {"MODELWAY_DB": "x.db", "MODELWAY_STORE_URL": URL}, "not both"),
+        ('[store]\nurl = "mysql://modelway:hunter2-secret@h/db"\n', {}, "must be a postgresql:// URL"),
+        ("", {"MODELWAY_STORE_URL": "postgres://modelway:hunter2-secret@/db"}, "names no host"),
+        ("[store]\nmax_queued_rows = 0\n", {}, "max_queued_rows must be at least 1"),
+    ],
+)
+def test_a_bad_store_is_one_clear_error_without_the_password(
+    tmp_path: Path, text: str, environ: dict[str, str], words: str
+) -> None:
+    path = tmp_path / "m.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=words) as raised:
+        load_config(path, environ)
+    assert "hunter2" not in str(raised.value)
+
+
+def test_the_password_is_masked_wherever_the_url_is_shown() -> None:
+    assert redact_url(URL) == "postgresql://modelway:***@db.internal:5432/modelway"
+    assert redact_url("postgresql://h/db?user=u&password=hunter2") == "postgresql://h/db?user=u&password=***"
+    store = load_config(SHIPPED, {"MODELWAY_STORE_URL": URL}).store
+    assert "hunter2" not in repr(store) and "hunter2" not in store.url_shown
+    assert "hunter2" not in repr(PostgresStore(URL))
