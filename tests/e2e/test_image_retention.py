@@ -38,7 +38,7 @@ def test_an_expired_image_url_is_404_and_its_file_is_deleted(stack: Stack) -> No
     assert reply.status == 200, reply.body
     made = time.monotonic()
     paths = [image["url"].removeprefix(stack.http_base) for image in reply.json()["data"]]
-    files = stack.db_path.parent / "images"
+    files = stack.workdir / "images"
     names = {path.rsplit("/", 1)[1] for path in paths}
     assert names <= {entry.name for entry in files.iterdir()}
     assert all(request(stack.http_port, "GET", path).status == 200 for path in paths)
