@@ -23,7 +23,7 @@ soak: proto
 	$(PY) -m tests.soak
 
 # modelway against its floor and LiteLLM on one mock upstream; prints a table, writes build/bench/results.json.
-# About 40 minutes; BENCH_QUICK=1 is a 3 s / 1 repeat smoke run. BENCH_SECONDS, BENCH_REPEATS,
+# About 30 minutes; BENCH_QUICK=1 is a 3 s / 1 repeat smoke run (about 4). BENCH_SECONDS, BENCH_REPEATS,
 # BENCH_SYSTEMS (mock,floor,modelway,litellm,workers) and BENCH_WORKERS override the defaults.
 LITELLM_VERSION := 1.106.2
 LITELLM_VENV := build/bench/litellm-venv

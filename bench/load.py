@@ -15,7 +15,17 @@ import grpc
 
 from modelway.v1 import chat_pb2, chat_pb2_grpc
 
-__all__ = ["LoadResult", "Target", "grpc_load", "parse_wrk", "percentile", "run_wrk", "wrk_threads"]
+__all__ = [
+    "MARKS",
+    "LoadResult",
+    "Target",
+    "grpc_load",
+    "median_result",
+    "parse_wrk",
+    "percentile",
+    "run_wrk",
+    "wrk_threads",
+]
 
 LUA_SCRIPT = Path(__file__).resolve().parent / "chat.lua"
 # The mark of a complete answer: a stream ends in [DONE], a JSON completion carries usage.

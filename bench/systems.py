@@ -29,7 +29,19 @@ from bench.procs import ProcessTree
 from modelway.config import ServerConfig
 from modelway.edge import EdgeFiles, Envoy, admin_call
 
-__all__ = ["MODELS", "GrpcTarget", "System", "start_floor", "start_litellm", "start_mock", "start_modelway"]
+__all__ = [
+    "MODELS",
+    "GrpcTarget",
+    "System",
+    "free_port",
+    "litellm_config",
+    "modelway_config",
+    "start_floor",
+    "start_litellm",
+    "start_mock",
+    "start_modelway",
+    "wait_first_answer",
+]
 
 # The model each system is asked for, per mock behaviour; each points at the mock path of that behaviour.
 MODELS = {mode: f"bench-{mode}" for mode in PATHS}
