@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -75,8 +76,8 @@ def _measure(system: System, via: str, load: Load, settings: Settings) -> list[R
             mode=mode,
             concurrency=concurrency,
             load=median_result(results),
-            server_cpu_ms=sorted(server_ms)[len(server_ms) // 2],
-            envoy_cpu_ms=sorted(envoy_ms)[len(envoy_ms) // 2],
+            server_cpu_ms=statistics.median(server_ms),
+            envoy_cpu_ms=statistics.median(envoy_ms),
             server_rss_mb=server_rss / _MB,
             envoy_rss_mb=envoy_rss / _MB,
         )
