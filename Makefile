@@ -10,7 +10,7 @@ GOOGLEAPIS := build/googleapis
 DESCRIPTOR := build/modelway.pb
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-postgres soak proto lint check install clean
+.PHONY: run test test-postgres soak bench proto lint check install clean
 
 run: proto
 	$(PY) -m modelway up
@@ -28,6 +28,25 @@ test-postgres: proto
 # Mixed load for SOAK_SECONDS (default 120) against a real stack; fails when server RSS grows > 10%.
 soak: proto
 	$(PY) -m tests.soak
+
+# modelway against its floor and LiteLLM on one mock upstream; prints a table, writes build/bench/results.json.
+# About 30 minutes; BENCH_QUICK=1 is a 3 s / 1 repeat smoke run (about 4). BENCH_SECONDS, BENCH_REPEATS,
+# BENCH_SYSTEMS (mock,floor,modelway,litellm,workers) and BENCH_WORKERS override the defaults.
+LITELLM_VERSION := 1.106.2
+LITELLM_VENV := build/bench/litellm-venv
+BENCH_ARGS = $(if $(BENCH_QUICK),--quick) $(if $(BENCH_SECONDS),--seconds $(BENCH_SECONDS)) \
+	$(if $(BENCH_REPEATS),--repeats $(BENCH_REPEATS)) $(if $(BENCH_SYSTEMS),--systems $(BENCH_SYSTEMS)) \
+	$(if $(BENCH_WORKERS),--workers $(BENCH_WORKERS))
+
+bench: proto $(LITELLM_VENV)/.installed-$(LITELLM_VERSION)
+	@command -v wrk >/dev/null || { apt-get update && apt-get install -y wrk; }
+	$(PY) -m bench $(BENCH_ARGS)
+
+# LiteLLM in a virtualenv of its own: its dependencies never meet ours.
+$(LITELLM_VENV)/.installed-$(LITELLM_VERSION):
+	$(PYTHON) -m venv $(LITELLM_VENV)
+	$(LITELLM_VENV)/bin/pip install --quiet 'litellm[proxy]==$(LITELLM_VERSION)'
+	touch $@
 
 install: $(STAMP)
 
@@ -58,8 +77,8 @@ $(BUF):
 	npm install --silent --no-audit --no-fund --prefix build/node @bufbuild/buf@$(BUF_VERSION)
 
 lint: $(STAMP) $(GOOGLEAPIS)/.copied $(BUF)
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy
 	$(BUF) lint
 

@@ -1,0 +1,159 @@
+"""The `make bench` harness's pieces: the mock Envoy, the wrk script's error count, parsing, /proc figures, targets."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+from bench.floor import split_events
+from bench.load import LoadResult, Target, parse_wrk, percentile, run_wrk
+from bench.mock import CHUNKS, MockUpstream
+from bench.procs import ProcessTree, cpu_seconds, descendants
+from bench.report import FLOOR, LITELLM, MOCK, MODELWAY, REST, Report, Row, checks, render
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def mock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MockUpstream]:
+    upstream = MockUpstream.start(_free_port(), tmp_path_factory.mktemp("mock"))
+    try:
+        yield upstream
+    finally:
+        upstream.stop()
+
+
+def _post(url: str) -> tuple[int, str, bytes, float]:
+    started = time.monotonic()
+    request = urllib.request.Request(url + "/chat/completions", data=b'{"model":"m"}', method="POST")
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return response.status, response.headers["Content-Type"], response.read(), time.monotonic() - started
+
+
+def test_mock_answers_a_chat_completion_with_usage(mock: MockUpstream) -> None:
+    status, content_type, body, _ = _post(mock.url("json"))
+    assert (status, content_type) == (200, "application/json")
+    answer = json.loads(body)
+    assert answer["object"] == "chat.completion"
+    assert answer["usage"] == {"prompt_tokens": 12, "completion_tokens": 10, "total_tokens": 22}
+
+
+def test_mock_streams_twenty_chunks_with_usage_then_done(mock: MockUpstream) -> None:
+    status, content_type, body, _ = _post(mock.url("sse"))
+    assert (status, content_type) == (200, "text/event-stream")
+    events = body.decode().split("\n\n")
+    assert events[-2:] == ["data: [DONE]", ""]
+    chunks = [json.loads(event.removeprefix("data: ")) for event in events[:-2]]
+    assert len(chunks) == CHUNKS
+    assert {chunk["object"] for chunk in chunks} == {"chat.completion.chunk"}
+    assert chunks[-1]["usage"]["completion_tokens"] == CHUNKS
+    assert all("usage" not in chunk for chunk in chunks[:-1])
+
+
+def test_mock_slow_path_waits_fifty_ms(mock: MockUpstream) -> None:
+    _, _, _, fast = _post(mock.url("json"))
+    status, _, body, slow = _post(mock.url("slow"))
+    assert status == 200 and b'"usage"' in body
+    assert slow >= 0.05 > fast
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (make bench installs it)")
+def test_wrk_script_counts_incomplete_answers_as_errors(mock: MockUpstream) -> None:
+    base = f"http://127.0.0.1:{mock.port}"
+    target = Target(base, "/{mode}/v1/chat/completions", "", {"json": "m", "sse": "m", "slow": "m"})
+    good = run_wrk(target, "sse", 2, 1)
+    assert good.requests > 10 and good.errors == 0
+    # The JSON path never ends in [DONE]: posted as a stream, every answer is an error.
+    wrong = run_wrk(Target(base, "/json/v1/chat/completions", "", target.models), "sse", 2, 1)
+    assert wrong.requests > 10 and wrong.errors == wrong.requests
+    # A 404 is an error, whatever its body says.
+    missing = run_wrk(Target(base, "/nowhere", "", target.models), "json", 1, 1)
+    assert missing.requests > 0 and missing.errors == missing.requests
+
+
+def test_parse_wrk_adds_socket_errors_and_timeouts_to_bad_answers() -> None:
+    stdout = (
+        "Running 15s test @ http://127.0.0.1:1\n"
+        'BENCH_RESULT {"requests":1000,"duration_us":2000000,"good":990,"bad":4,"connect":1,"read":2,'
+        '"write":0,"status":4,"timeout":3,"p50_us":1500,"p90_us":2000,"p99_us":4250,"max_us":9000}\n'
+    )
+    result = parse_wrk(stdout)
+    assert result == LoadResult(requests=1000, errors=10, seconds=2.0, p50_ms=1.5, p99_ms=4.25)
+    assert result.rps == 500
+    with pytest.raises(RuntimeError, match="no result line"):
+        parse_wrk("wrk: connection refused\n")
+
+
+def test_split_events_keeps_an_unfinished_event_for_the_next_read() -> None:
+    events, rest = split_events(b"data: 1\n\ndata: 2\n\ndata: [DO")
+    assert events == [b"data: 1\n\n", b"data: 2\n\n"]
+    events, rest = split_events(rest + b"NE]\n\n")
+    assert (events, rest) == ([b"data: [DONE]\n\n"], b"")
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert (percentile(values, 0.5), percentile(values, 0.99), percentile([], 0.5)) == (50.0, 99.0, 0.0)
+
+
+def test_process_tree_counts_a_busy_child_cpu_and_memory_and_tells_envoy_apart(mock: MockUpstream) -> None:
+    busy = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass\ntime.sleep(30)"
+    child = subprocess.Popen([sys.executable, "-c", busy])
+    try:
+        assert {child.pid, mock.process.pid} <= set(descendants(os.getpid()))
+        deadline = time.monotonic() + 10
+        while cpu_seconds(child.pid) < 0.3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert cpu_seconds(child.pid) >= 0.29
+        everything = ProcessTree((os.getpid(),)).cpu()
+        assert everything.server >= cpu_seconds(os.getpid()) + 0.29
+        assert everything.envoy == cpu_seconds(mock.process.pid) > 0
+        python = ProcessTree((child.pid,))
+        assert python.cpu().envoy == 0 and python.rss()[1] == 0
+        assert python.rss()[0] > 4 * 1024 * 1024
+        envoy = ProcessTree((mock.process.pid,))
+        assert envoy.cpu().server == 0 and envoy.rss()[0] == 0 and envoy.rss()[1] > 4 * 1024 * 1024
+    finally:
+        child.kill()
+        child.wait()
+
+
+def _row(system: str, server_cpu: float, p50: float, mode: str = "json", concurrency: int = 1, errors: int = 0) -> Row:
+    load = LoadResult(requests=1000, errors=errors, seconds=10, p50_ms=p50, p99_ms=p50 * 2)
+    return Row(system, REST, mode, concurrency, load, server_cpu, 0.3, 60, 40)
+
+
+def test_targets_compare_modelway_with_the_floor_litellm_and_the_mock() -> None:
+    rows = (
+        _row(MOCK, 0, 0.2),
+        _row(FLOOR, 1.0, 1.0),
+        _row(MODELWAY, 1.2, 1.5),
+        _row(LITELLM, 30.0, 20.0),
+        _row(MOCK, 0, 2.0, concurrency=64),
+        _row(MODELWAY, 1.1, 5.0, concurrency=64, errors=3),
+    )
+    report = Report({}, "make bench", {}, rows, {MODELWAY: 1.2}, {"modelway --workers 2": "needs scale-out"})
+    results = {check.target: (check.measured, check.passed) for check in checks(report)}
+    assert results["modelway server CPU/request <= 1.3x the floor's (REST, json and sse)"] == ("1.20x", True)
+    assert results["LiteLLM CPU/request >= 15x modelway's (server + Envoy)"] == ("20.20x", True)
+    assert results["added p50 at c1, non-stream, through Envoy < 1.5 ms"] == ("1.30 ms", True)
+    assert results["no errors at c64 (modelway, REST and gRPC)"] == ("3", False)
+    assert results["50 ms upstream at c64: added p99 < 10 ms"] == ("n/a", None)
+    assert results["start to ready < 2 s"] == ("1.20 s", True)
+    assert results["stretch: beat the floor (server CPU/request < 1.0x)"] == ("1.20x", False)
+    text = render(Report({"nproc": "2"}, "make bench", {"seconds": 15, "repeats": 3, "warmup_seconds": 3}, rows, {}))
+    assert "modelway / floor, server CPU per request: json c1 1.20x" in text
+    assert "[FAIL] no errors at c64" in text
