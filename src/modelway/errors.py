@@ -21,7 +21,7 @@ services/_rpc.py is the one place that turns an error into a gRPC status.
     500 our bug            INTERNAL
     501 not here yet       NOT_IMPLEMENTED
     502 upstream failed    PROVIDER_ERROR
-    503 try again later    SERVICE_UNAVAILABLE UPSTREAM_OVERLOADED
+    503 try again later    SERVICE_UNAVAILABLE UPSTREAM_OVERLOADED SHARED_STATE_UNAVAILABLE
     504 too late           UPSTREAM_TIMEOUT DEADLINE_EXCEEDED
 
 Messages may quote what the caller sent, but only through `clip`: a quoted
@@ -91,6 +91,9 @@ class Reason(enum.StrEnum):
     STRING_ABOVE_MAX_LENGTH = "string_above_max_length"
     # A message with no text where the API needs some (chat/send's "Message cannot be empty").
     EMPTY_MESSAGE = "empty_message"
+    # The shared limits, budgets and balances (Redis) cannot be reached or are being rebuilt: the
+    # call is refused (fail closed) rather than admitted unmetered.
+    SHARED_STATE_UNAVAILABLE = "shared_state_unavailable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +145,7 @@ _STATUS: dict[int, tuple[Reason, ...]] = {
     500: (Reason.INTERNAL,),
     501: (Reason.NOT_IMPLEMENTED,),
     502: (Reason.PROVIDER_ERROR,),
-    503: (Reason.SERVICE_UNAVAILABLE, Reason.UPSTREAM_OVERLOADED),
+    503: (Reason.SERVICE_UNAVAILABLE, Reason.UPSTREAM_OVERLOADED, Reason.SHARED_STATE_UNAVAILABLE),
     504: (Reason.UPSTREAM_TIMEOUT, Reason.DEADLINE_EXCEEDED),
 }
 

@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from modelway.core.directory import Directory
-from modelway.core.ledger import Ledger
+from modelway.core.state import RecordedLedger
 from modelway.core.writes import await_write
 from modelway.ops.metrics import Telemetry
 from modelway.store import SqliteStore, UsageRecord
@@ -58,7 +58,7 @@ class UsageRecorder:
         self,
         store: SqliteStore,
         directory: Directory,
-        ledger: Ledger,
+        ledger: RecordedLedger,
         *,
         flush_seconds: float,
         commit_wait: float = 5.0,
@@ -143,6 +143,15 @@ class UsageRecorder:
                 if queued.charge:
                     charges[queued.row.account_id] += queued.charge
 
+            # Shared state first moves the charges from held to written, so that a rebuild of it
+            # can tell them apart; when it cannot (Redis away), the rows wait, except at shutdown.
+            try:
+                await self._ledger.writing(charges, final=self._closing)
+            except BaseException:
+                self._pending[:0] = batch
+                self._directory.restore_last_used(last_used)
+                raise
+
             def settled(error: BaseException | None) -> None:
                 if error is None:
                     self._ledger.charges_written(charges)
@@ -150,6 +159,7 @@ class UsageRecorder:
                         if not queued.committed.done():
                             queued.committed.set_result(None)
                 else:
+                    self._ledger.write_failed(charges)
                     self._pending[:0] = batch
                     self._directory.restore_last_used(last_used)
 

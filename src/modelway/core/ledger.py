@@ -10,13 +10,23 @@ from dataclasses import dataclass
 from modelway.errors import GatewayError, Reason
 from modelway.store import SqliteStore
 
-__all__ = ["Ledger", "Reservation"]
+__all__ = ["Ledger", "Reservation", "insufficient"]
 
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
     account_id: str
     amount: int  # micro-credits held back from the balance
+
+
+def insufficient(amount: int, available: int) -> GatewayError:
+    """The refusal of a call whose worst-case cost is more than the account has."""
+    return GatewayError(
+        Reason.INSUFFICIENT_CREDITS,
+        "You exceeded your current quota: this call may cost up to "
+        f"{amount / 1e6:g} credits and the account has {max(0, available) / 1e6:g}. "
+        "Add credits or lower max_tokens.",
+    )
 
 
 class Ledger:
@@ -49,12 +59,7 @@ class Ledger:
 
     async def reserve(self, account_id: str, amount: int) -> Reservation:
         if amount > 0 and self.available(account_id) < amount:
-            raise GatewayError(
-                Reason.INSUFFICIENT_CREDITS,
-                "You exceeded your current quota: this call may cost up to "
-                f"{amount / 1e6:g} credits and the account has {max(0, self.available(account_id)) / 1e6:g}. "
-                "Add credits or lower max_tokens.",
-            )
+            raise insufficient(amount, self.available(account_id))
         self._reserved[account_id] += amount
         return Reservation(account_id, amount)
 
@@ -80,6 +85,12 @@ class Ledger:
     async def refund(self, account_id: str, amount: int) -> None:
         """Gives back a charge already made (it reaches the store as a negative charge with its row)."""
         self._unwritten[account_id] -= amount
+
+    async def writing(self, charges: Mapping[str, int], *, final: bool = False) -> None:
+        """Charges about to be written: nothing to do here (memory changes once they are written)."""
+
+    def write_failed(self, charges: Mapping[str, int]) -> None:
+        """Charges whose write failed: they stay unwritten, nothing to undo here."""
 
     def charges_written(self, charges: Mapping[str, int]) -> None:
         """Charges the store now holds (call under `lock`, in the same turn as the commit is seen)."""
