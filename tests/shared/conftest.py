@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -24,12 +23,12 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         server.stop()
 
 
-@pytest.fixture(params=["sqlite"])
-def shared_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+@pytest.fixture(scope="module", params=["sqlite"])
+def shared_store_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
     """Where the processes under test keep their store: the seam where PostgreSQL joins SQLite.
 
     SQLite: a path (WAL, several processes on one file). A PostgreSQL param would start the
     server and answer its postgresql:// URL.
     """
     assert request.param == "sqlite"
-    return str(tmp_path / "modelway.db")
+    return str(tmp_path_factory.mktemp("store") / "modelway.db")

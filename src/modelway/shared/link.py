@@ -50,7 +50,7 @@ from modelway.core.clock import Clock
 from modelway.errors import GatewayError, Reason
 from modelway.shared import scripts
 
-__all__ = ["BalanceSource", "SharedLink"]
+__all__ = ["BalanceSource", "SharedLink", "shared_client"]
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class _Gate:
             self._open.set()
 
 
-def _redis_client(config: SharedConfig) -> aioredis.Redis:
+def shared_client(config: SharedConfig) -> aioredis.Redis:
     # Short timeouts: a dead or wedged Redis refuses calls within a second, never hangs them.
     # One immediate retry: a pooled connection to a Redis that restarted fails once, then reconnects.
     # A burst of calls waits for one of _MAX_CONNECTIONS connections rather than opening one each;
@@ -132,7 +132,7 @@ class SharedLink:
         self._config = config
         self._store = store
         self._clock = clock
-        self.redis = _redis_client(config)
+        self.redis = shared_client(config)
         # Who this process is in Redis (its part of every held total is filed under this id).
         self.proc = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
         self._scripts: dict[str, AsyncScript] = {}
