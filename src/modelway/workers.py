@@ -156,6 +156,7 @@ class WorkerPool:
                 log.error("worker %d did not stop within %.0fs; killing it", worker.index, grace + 10)
                 worker.process.kill()
                 code = await asyncio.to_thread(worker.process.wait)
-            if code and not status:
+            # Killed by the SIGTERM itself: a worker still starting (no handler yet, no calls either).
+            if code not in (0, -signal.SIGTERM) and not status:
                 status = code
         return status
