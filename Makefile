@@ -10,10 +10,15 @@ GOOGLEAPIS := build/googleapis
 DESCRIPTOR := build/modelway.pb
 STAMP := $(VENV)/.installed
 
-.PHONY: run test soak proto lint check install clean
+.PHONY: run run-scaled test soak proto lint check install clean
 
 run: proto
 	$(PY) -m modelway up
+
+# WORKERS (default 3) server processes behind one Envoy, sharing limits and credits through the Redis
+# at MODELWAY_REDIS_URL (default redis://127.0.0.1:6379/0; `redis-server` on a Debian machine).
+run-scaled: proto
+	MODELWAY_REDIS_URL=$${MODELWAY_REDIS_URL:-redis://127.0.0.1:6379/0} $(PY) -m modelway up --workers $${WORKERS:-3}
 
 test: proto
 	$(PY) -m pytest
