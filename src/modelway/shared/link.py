@@ -231,7 +231,8 @@ class SharedLink:
             if self.epoch != stale:
                 return  # another call registered meanwhile
             try:
-                await self._sync()
+                # Registers only: a rebuild (a few seconds) is the background task's, never a call's.
+                await self._sync(rebuild=False)
             except (RedisError, OSError) as exc:
                 self._unreachable(exc)
                 raise self.unavailable() from None
@@ -290,7 +291,7 @@ class SharedLink:
                 await asyncio.wait_for(self._wake.wait(), _CHECK_SECONDS if healthy else _RETRY_SECONDS)
             self._wake.clear()
 
-    async def _sync(self) -> None:
+    async def _sync(self, *, rebuild: bool = True) -> None:
         # decode_responses: str, never bytes.
         current: str | None = await self.redis.get("mw:epoch")  # type: ignore[assignment]
         doubtful = self._doubtful_since
@@ -302,6 +303,9 @@ class SharedLink:
                 current = None
         if current is None:
             self.epoch = None
+            if not rebuild:
+                self._wake.set()
+                return
             lock_ms = int((self._config.rebuild_quiet_seconds + 30) * 1000)
             if await self.redis.set("mw:rebuild", self.proc, nx=True, px=lock_ms):
                 await self._rebuild()
