@@ -273,3 +273,25 @@ async def test_a_restarted_redis_is_rebuilt_from_the_store_and_the_live_holds(
     await first.budgets.settle(token_hold, 10)
     # The held tokens came back with the first process's registration, and went with its settle.
     await second.budgets.hold(key, 1000, 900)
+
+
+async def test_a_charge_written_across_a_rebuild_is_counted_by_one_more_rebuild(
+    processes: Processes, store: SqliteStore, redis_server: RedisServer
+) -> None:
+    (state,) = await processes(1)
+    account = await _account(store, 1000)
+    await state.ledger.settle(await state.ledger.reserve(account, 100), 100)
+    charges = {account: 100}
+    await state.ledger.writing(charges)  # moved in Redis, then Redis dies before the store has it
+    redis_server.restart()
+    with pytest.raises(GatewayError):
+        await state.ledger.reserve(account, 1)
+    await _until(lambda: state.link.ready, 10)  # rebuilt from a store that did not have the charge yet
+    await store.record_calls([], {}, charges)  # the slow write ends after the rebuild read the store
+    state.ledger.charges_written(charges)
+    await asyncio.sleep(0.05)
+    await _until(lambda: state.link.ready, 10)  # rebuilt once more
+    await state.ledger.reserve(account, 900)
+    with pytest.raises(GatewayError) as short:
+        await state.ledger.reserve(account, 1)
+    assert short.value.reason is Reason.INSUFFICIENT_CREDITS

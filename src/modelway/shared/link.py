@@ -258,10 +258,9 @@ class SharedLink:
 
     def doubt(self, epoch: str) -> None:
         """A charge write that began in `epoch` took long: if a rebuild ran meanwhile, it may have
-        missed the charge, so the state is rebuilt once more."""
-        if self.epoch != epoch:
-            self._doubtful_since = epoch
-            self._wake.set()
+        missed the charge, so the state is rebuilt once more (decided by the next look at the marker)."""
+        self._doubtful_since = epoch
+        self._wake.set()
 
     def _unreachable(self, exc: BaseException) -> None:
         if self._reachable:
@@ -295,9 +294,12 @@ class SharedLink:
         # decode_responses: str, never bytes.
         current: str | None = await self.redis.get("mw:epoch")  # type: ignore[assignment]
         doubtful = self._doubtful_since
-        if doubtful is not None:
+        if doubtful is not None and current is not None:
+            # Still the epoch the write began in: no rebuild ran meanwhile. Otherwise the rebuild that
+            # made `current` may have read the store before the write ended: one more, after it.
+            # (No marker: wait for the rebuild under way, then judge it.)
             self._doubtful_since = None
-            if current is not None and current != doubtful:
+            if current != doubtful:
                 log.warning("a charge was written while the shared state was rebuilt; rebuilding it again")
                 await self.script(scripts.EPOCH_FORCE)(args=[current])
                 current = None
@@ -306,7 +308,7 @@ class SharedLink:
             if not rebuild:
                 self._wake.set()
                 return
-            lock_ms = int((self._config.rebuild_quiet_seconds + 30) * 1000)
+            lock_ms = int((self._config.rebuild_quiet_seconds + 10) * 1000)
             if await self.redis.set("mw:rebuild", self.proc, nx=True, px=lock_ms):
                 await self._rebuild()
             return
