@@ -295,3 +295,18 @@ async def test_a_charge_written_across_a_rebuild_is_counted_by_one_more_rebuild(
     with pytest.raises(GatewayError) as short:
         await state.ledger.reserve(account, 1)
     assert short.value.reason is Reason.INSUFFICIENT_CREDITS
+
+
+async def test_credits_the_operator_adds_reach_redis(
+    processes: Processes, store: SqliteStore, redis_server: RedisServer
+) -> None:
+    from modelway.scale import shared_credits_added
+
+    (state,) = await processes(1)
+    account = await _account(store, 100)
+    await state.ledger.reserve(account, 100)  # known to Redis now: 100, all held
+    assert await store.add_credits(account, 500) == 600
+    assert await shared_credits_added(SharedConfig(redis_url=redis_server.url), account, 500)
+    await state.ledger.reserve(account, 500)
+    with pytest.raises(GatewayError):
+        await state.ledger.reserve(account, 1)
