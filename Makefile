@@ -10,10 +10,15 @@ GOOGLEAPIS := build/googleapis
 DESCRIPTOR := build/modelway.pb
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-postgres soak bench proto lint check install clean
+.PHONY: run run-scaled test test-postgres soak bench proto lint check install clean
 
 run: proto
 	$(PY) -m modelway up
+
+# WORKERS (default 3) server processes behind one Envoy, sharing limits and credits through the Redis
+# at MODELWAY_REDIS_URL (default redis://127.0.0.1:6379/0; `redis-server` on a Debian machine).
+run-scaled: proto
+	MODELWAY_REDIS_URL=$${MODELWAY_REDIS_URL:-redis://127.0.0.1:6379/0} $(PY) -m modelway up --workers $${WORKERS:-3}
 
 # The whole suite on SQLite, then the end-to-end suite again with every stack on PostgreSQL
 # (test_postgres.py starts servers of its own and ran already).

@@ -32,6 +32,7 @@ from modelway.core.pipeline import Pipeline
 from modelway.core.reports import UsageReports
 from modelway.core.router import Router
 from modelway.core.routing import Resolver
+from modelway.core.state import RateLimits, RecordedLedger
 from modelway.edge import Envoy
 from modelway.ops import OpsServer, Readiness, Telemetry
 from modelway.providers.http import Transport
@@ -47,6 +48,8 @@ from modelway.services.models import ModelsServicer
 from modelway.services.native import AiRestServicer, GenerateServicer
 from modelway.services.reflection import enable_reflection
 from modelway.services.usage import UsageServicer
+from modelway.shared import SharedState, open_shared_state
+from modelway.shared.state import SharedBudgets
 from modelway.store import StoreUnavailable, open_store
 from modelway.v1 import (
     catalog_pb2,
@@ -145,9 +148,24 @@ class Gateway:
         self.readiness = Readiness()
         self.ops = OpsServer(self.telemetry.registry, self.readiness, config.server.ops_port)
         self.store = open_store(config.store)
-        self.ledger = Ledger(self.store)
-        self.directory = Directory(self.store, config, self.clock, on_reload=self.ledger.reload)
-        self.budgets = TokenBudgets(self.clock)
+        # Limits, budgets and credits: in this process's memory (one worker), or in Redis, shared by
+        # every process ([shared] redis_url), which also tells them all of key changes.
+        self.shared: SharedState | None = None
+        self.ledger: RecordedLedger
+        self.budgets: TokenBudgets | SharedBudgets
+        limiter: RateLimits
+        if config.shared.redis_url:
+            self.shared = open_shared_state(config.shared, self.store, self.clock, self._reload_keys)
+            self.ledger, self.budgets, limiter = self.shared.ledger, self.shared.budgets, self.shared.limits
+        else:
+            self.ledger, self.budgets, limiter = Ledger(self.store), TokenBudgets(self.clock), RateLimiter(self.clock)
+        self.directory = Directory(
+            self.store,
+            config,
+            self.clock,
+            on_reload=self.ledger.reload,
+            on_key_change=None if self.shared is None else self.shared.key_changes.changed,
+        )
         self.recorder = UsageRecorder(
             self.store,
             self.directory,
@@ -157,7 +175,7 @@ class Gateway:
             telemetry=self.telemetry,
         )
         self.catalog = Catalog(config.models)
-        self.gate = Gate(self.directory, RateLimiter(self.clock), config)
+        self.gate = Gate(self.directory, limiter, config)
         self.metering = Metering(
             self.recorder,
             self.ledger,
@@ -224,6 +242,9 @@ class Gateway:
             await self.directory.load()
             today = day_start(self.clock.now())
             self.budgets.load(today, await self.store.tokens_since(today))
+            if self.shared is not None:
+                await self.shared.start()
+                undo.push_async_callback(self.shared.close)
             self.recorder.start()
             undo.push_async_callback(self.recorder.close)
             self._refresher = asyncio.create_task(self._follow_store(), name="store-follower")
@@ -281,6 +302,10 @@ class Gateway:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         enable_reflection((*_SERVICES, health.SERVICE_NAME), self.server)
 
+    async def _reload_keys(self) -> None:
+        """Another process changed keys (a message on the shared channel): read them again now."""
+        await self.directory.load()
+
     async def _stop_refresher(self) -> None:
         if self._refresher is not None:
             self._refresher.cancel()
@@ -334,6 +359,8 @@ class Gateway:
         await self._stop_refresher()
         await self.gallery.files.stop_sweeping()
         await self.recorder.close()
+        if self.shared is not None:
+            await self.shared.close()
         await self.transport.close()
         await self.store.close()
         await self.ops.stop()

@@ -10,7 +10,7 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import aiohttp
@@ -22,7 +22,9 @@ from modelway.core.keys import IssuedKey, issue_key
 from modelway.edge import EdgeError, EdgeFiles, Envoy, check_workdir, render_envoy_config
 from modelway.errors import GatewayError
 from modelway.ops import configure_logging
+from modelway.scale import check_worker_ports, run_workers, serve_workers, shared_credits_added, shared_keys_changed
 from modelway.store import AccountRecord, KeyRecord, StoreUnavailable, open_store
+from modelway.workers import needs_shared_state
 
 __all__ = ["main"]
 
@@ -78,6 +80,8 @@ async def create_key(config: Config, options: KeyOptions) -> IssuedKey:
             allowed_models=options.allowed_models,
         )
         await store.insert_key(issued.record)
+    if config.shared.redis_url:
+        await shared_keys_changed(config.shared)
     return issued
 
 
@@ -88,10 +92,17 @@ async def _accounts(config: Config) -> list[tuple[AccountRecord, int]]:
 
 
 async def _add_credits(config: Config, account_id: str, credits: float) -> int:
+    amount = round(credits * MICRO)
     async with open_store(config.store) as store:
-        balance = await store.add_credits(account_id, round(credits * MICRO))
+        balance = await store.add_credits(account_id, amount)
     if balance is None:
         raise CliError(f"no account {account_id}")
+    if config.shared.redis_url and not await shared_credits_added(config.shared, account_id, amount):
+        print(
+            f"modelway: credits added in the store; Redis ({config.shared.shown_url}) could not be told, so "
+            "running servers count them after its next rebuild",
+            file=sys.stderr,
+        )
     return balance
 
 
@@ -102,7 +113,11 @@ async def _keys(config: Config) -> list[KeyRecord]:
 
 async def _delete_key(config: Config, key_id: str) -> bool:
     async with open_store(config.store) as store:
-        return await store.delete_key(key_id)
+        deleted = await store.delete_key(key_id)
+    if deleted and config.shared.redis_url:
+        # Every server stops taking it at once (their periodic refresh would, within store.refresh_seconds).
+        await shared_keys_changed(config.shared)
+    return deleted
 
 
 async def _bootstrap(config: Config) -> str | None:
@@ -190,6 +205,33 @@ async def _up(config: Config, root: Path, workdir: Path, config_path: str | None
     return 0
 
 
+async def up_workers(config: Config, root: Path, workdir: Path, config_file: str, config_path: str | None) -> int:
+    """`modelway up --workers N`: N server processes behind one Envoy that lists them all.
+
+    As `_up`: everything is checked first, and the first key is made only once
+    every worker is ready and the gateway answers through Envoy.
+    """
+    files = EdgeFiles.in_repo(root, workdir)
+    render_envoy_config(config.server, files)
+    Gateway(config)  # every provider kind is known
+    check_ports(config.server, ("http_port",))
+    check_worker_ports(config)
+    check_workdir(files)
+    server = config.server
+    envoy = Envoy.start(server, files, drain_seconds=server.shutdown_grace_seconds, base_id=server.http_port)
+
+    async def edge_ready() -> None:
+        await _edge_ready(config, envoy, files.log)
+
+    async def announce() -> None:
+        print(_banner(config, await _bootstrap(config), config_path), flush=True)
+
+    try:
+        return await run_workers(config, config_file, envoy, edge_ready, announce)
+    finally:
+        envoy.stop()
+
+
 def _credits(micro: int) -> str:
     return f"{micro / MICRO:,.6f}".rstrip("0").rstrip(".")
 
@@ -207,12 +249,17 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", parents=[common], help="run the gRPC server")
+    workers_help = "server processes (default: server.workers); more than 1 needs [shared] redis_url"
+    serve_ = commands.add_parser("serve", parents=[common], help="run the gRPC server")
+    serve_.add_argument("--workers", type=int, help=workers_help)
     up = commands.add_parser("up", parents=[common], help="first account and key if none, then Envoy and the server")
+    up.add_argument("--workers", type=int, help=workers_help)
     up.add_argument("--root", type=Path, default=Path.cwd(), help="repository root (envoy/ and build/)")
     up.add_argument("--workdir", type=Path, help="Envoy's config, admin socket and logs (default: ROOT/build)")
     envoy_config = commands.add_parser("envoy-config", parents=[common], help="print the rendered Envoy configuration")
     envoy_config.add_argument("--root", type=Path, default=Path.cwd())
+    envoy_config.add_argument("--workers", type=int, help="endpoints: one per server process (default: server.workers)")
+    envoy_config.add_argument("--http-port", type=int, help="the listener's port (a second Envoy beside the first)")
 
     accounts = commands.add_parser("accounts", parents=[common], help="accounts and credits").add_subparsers(
         dest="action", required=True
@@ -241,16 +288,39 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _with_workers(config: Config, args: argparse.Namespace) -> Config:
+    """The configuration with --workers / --http-port applied; CliError when it cannot run them."""
+    server = config.server
+    try:
+        if getattr(args, "workers", None) is not None:
+            server = replace(server, workers=args.workers)
+        if getattr(args, "http_port", None) is not None:
+            server = replace(server, http_port=args.http_port)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    return replace(config, server=server)
+
+
 def _run(args: argparse.Namespace, config: Config) -> int:
     command = args.command if args.command in ("serve", "up", "envoy-config") else f"{args.command} {args.action}"
+    if command in ("serve", "up"):
+        config = _with_workers(config, args)
+        refusal = needs_shared_state(config)
+        if refusal is not None:
+            raise CliError(refusal)
     if command == "serve":
+        if config.server.workers > 1:
+            return asyncio.run(serve_workers(config, args.config))
         asyncio.run(serve(config))
     elif command == "up":
         # Named in the banner's commands unless it is the default they would read anyway.
         config_path = None if args.config == "modelway.toml" else args.config
-        return asyncio.run(_up(config, args.root, args.workdir or args.root / "build", config_path))
+        workdir = args.workdir or args.root / "build"
+        if config.server.workers > 1:
+            return asyncio.run(up_workers(config, args.root, workdir, args.config, config_path))
+        return asyncio.run(_up(config, args.root, workdir, config_path))
     elif command == "envoy-config":
-        print(render_envoy_config(config.server, EdgeFiles.in_repo(args.root)))
+        print(render_envoy_config(_with_workers(config, args).server, EdgeFiles.in_repo(args.root)))
     elif command == "accounts create":
         account = asyncio.run(create_account(config, args.name, args.plan or config.limits.default_plan, args.credits))
         print(f"id: {account.id}")

@@ -30,6 +30,7 @@ __all__ = [
     "ProviderConfig",
     "RoutingConfig",
     "ServerConfig",
+    "SharedConfig",
     "StoreConfig",
     "load_config",
     "redact_url",
@@ -54,6 +55,8 @@ _ENV_OVERRIDES: tuple[tuple[str, str, str], ...] = (
     ("MODELWAY_DB", "store", "path"),
     ("MODELWAY_STORE_URL", "store", "url"),
     ("MODELWAY_DATA_DIR", "store", "data_dir"),
+    ("MODELWAY_REDIS_URL", "shared", "redis_url"),
+    ("MODELWAY_WORKERS", "server", "workers"),
 )
 
 
@@ -69,6 +72,7 @@ _SECTIONS = {
     "aliases",
     "routing",
     "logging",
+    "shared",
 }
 
 
@@ -88,12 +92,20 @@ class ServerConfig:
     # The gateway's address as callers reach it (e.g. "https://ai.example.com"), for the links it hands
     # out (image URLs). Empty: taken from each request's Host (or X-Forwarded-Host / -Proto).
     public_url: str = ""
+    # Server processes behind the one Envoy (`--workers`); worker i listens on grpc_port + i and
+    # ops_port + i. More than one needs [shared] redis_url.
+    workers: int = 1
 
     def __post_init__(self) -> None:
+        if not 1 <= self.workers <= 64:
+            raise ConfigError(f"server.workers must be from 1 to 64, got {self.workers}")
         for name in ("grpc_port", "http_port", "ops_port"):
             port = getattr(self, name)
             if not 0 < port < 65536:
                 raise ConfigError(f"server.{name} must be a TCP port, got {port}")
+        for name in ("grpc_port", "ops_port"):
+            if getattr(self, name) + self.workers - 1 >= 65536:
+                raise ConfigError(f"server.{name} + workers - 1 must be a TCP port, got {getattr(self, name)}")
         if self.public_url and not self.public_url.startswith(("http://", "https://")):
             raise ConfigError(f"server.public_url must be an http:// or https:// URL, got {self.public_url!r}")
         object.__setattr__(self, "public_url", self.public_url.rstrip("/"))
@@ -104,6 +116,17 @@ class ServerConfig:
             for second in names[i + 1 :]:
                 if ports[first] == ports[second]:
                     raise ConfigError(f"server.{first} and server.{second} are both {ports[first]}; each needs its own")
+        if self.workers > 1:
+            # Worker ranges (grpc_port.., ops_port..) must not run into each other or the HTTP port.
+            taken: dict[int, str] = {self.http_port: "http_port"}
+            for name in ("grpc_port", "ops_port"):
+                for port in range(getattr(self, name), getattr(self, name) + self.workers):
+                    if port in taken:
+                        raise ConfigError(
+                            f"with {self.workers} workers, server.{name} + i reaches {port}, "
+                            f"which server.{taken[port]} uses; move one of them"
+                        )
+                    taken[port] = name
         for name in ("grpc_host", "http_host"):
             # Envoy listens on an address, never a name ("localhost" fails only once Envoy starts).
             host = getattr(self, name)
@@ -180,6 +203,42 @@ def redact_url(url: str) -> str:
         for name, sep, value in (pair.partition("=") for pair in parts.query.split("&") if pair)
     )
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+@dataclass(frozen=True, slots=True)
+class SharedConfig:
+    """State shared by every server process: rate-limit counters, token-budget holds, credit reservations.
+
+    Empty `redis_url`: in this process's memory (one worker). The URL may hold a password: it is
+    never shown (repr, logs, errors); `shown_url` is the same address without it.
+    """
+
+    redis_url: str = field(default="", repr=False)
+    # Each Redis call gives up after this long: a dead Redis refuses calls quickly, never hangs them.
+    timeout_seconds: float = 0.5
+    # After Redis lost its state, the process rebuilding it waits this long (calls are refused
+    # meanwhile) so that every charge being committed when Redis went away has reached the store.
+    rebuild_quiet_seconds: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"shared.redis_url must be a redis://, rediss:// or unix:// URL, got {self.shown_url}")
+        for name in ("timeout_seconds", "rebuild_quiet_seconds"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"shared.{name} must be a number of seconds above 0, got {value}")
+
+    @property
+    def shown_url(self) -> str:
+        """The URL as it may be logged: any password replaced by ***."""
+        scheme, sep, rest = self.redis_url.partition("://")
+        if not sep:
+            return "(not a URL)"
+        credentials, at, address = rest.rpartition("@")
+        if not at:
+            return self.redis_url
+        user = credentials.partition(":")[0]
+        return f"{scheme}://{user}:***@{address}" if user else f"{scheme}://***@{address}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,6 +456,7 @@ class Config:
     aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     routing: RoutingConfig = RoutingConfig()
     logging: LoggingConfig = LoggingConfig()
+    shared: SharedConfig = SharedConfig()
 
     @property
     def bootstrap_plan(self) -> str:
@@ -556,6 +616,7 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] = os.en
         "store": _section(StoreConfig, data.get("store", {}), "[store]", file),
         "keys": _section(KeysConfig, data.get("keys", {}), "[keys]", file),
         "limits": _section(LimitsConfig, data.get("limits", {}), "[limits]", file),
+        "shared": _section(SharedConfig, data.get("shared", {}), "[shared]", file),
     }
     bootstrap = data.get("bootstrap", {})
     sections["store"] = _store_choice(data.get("store", {}), sections["store"], environ, file)

@@ -63,6 +63,18 @@ class EdgeError(Exception):
     """Envoy cannot be configured from these files; one line for the operator."""
 
 
+def _endpoints(first_port: int, workers: int) -> str:
+    """An Envoy lb_endpoints list (YAML flow style): one server process per port from `first_port` on."""
+    return (
+        "["
+        + ", ".join(
+            f"{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}}}}}"
+            for port in range(first_port, first_port + workers)
+        )
+        + "]"
+    )
+
+
 def render_envoy_config(server: ServerConfig, files: EdgeFiles) -> str:
     for path in (files.template, files.lua, files.descriptor):
         if not path.exists():
@@ -75,6 +87,8 @@ def render_envoy_config(server: ServerConfig, files: EdgeFiles) -> str:
         listen_port=server.http_port,
         grpc_port=server.grpc_port,
         ops_port=server.ops_port,
+        grpc_endpoints=_endpoints(server.grpc_port, server.workers),
+        ops_endpoints=_endpoints(server.ops_port, server.workers),
         admin_socket=admin_socket,
         access_log=files.access_log.resolve(),
         descriptor=files.descriptor.resolve(),

@@ -21,7 +21,7 @@ services/_rpc.py is the one place that turns an error into a gRPC status.
     500 our bug            INTERNAL
     501 not here yet       NOT_IMPLEMENTED
     502 upstream failed    PROVIDER_ERROR
-    503 try again later    SERVICE_UNAVAILABLE UPSTREAM_OVERLOADED STORE_UNAVAILABLE
+    503 try again later    SERVICE_UNAVAILABLE UPSTREAM_OVERLOADED STORE_UNAVAILABLE SHARED_STATE_UNAVAILABLE
     504 too late           UPSTREAM_TIMEOUT DEADLINE_EXCEEDED
 
 Messages may quote what the caller sent, but only through `clip`: a quoted
@@ -93,6 +93,9 @@ class Reason(enum.StrEnum):
     EMPTY_MESSAGE = "empty_message"
     # The store (PostgreSQL) is unreachable, or too many usage rows wait for it: try again shortly.
     STORE_UNAVAILABLE = "store_unavailable"
+    # The shared limits, budgets and balances (Redis) cannot be reached or are being rebuilt: the
+    # call is refused (fail closed) rather than admitted unmetered.
+    SHARED_STATE_UNAVAILABLE = "shared_state_unavailable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +147,12 @@ _STATUS: dict[int, tuple[Reason, ...]] = {
     500: (Reason.INTERNAL,),
     501: (Reason.NOT_IMPLEMENTED,),
     502: (Reason.PROVIDER_ERROR,),
-    503: (Reason.SERVICE_UNAVAILABLE, Reason.UPSTREAM_OVERLOADED, Reason.STORE_UNAVAILABLE),
+    503: (
+        Reason.SERVICE_UNAVAILABLE,
+        Reason.UPSTREAM_OVERLOADED,
+        Reason.STORE_UNAVAILABLE,
+        Reason.SHARED_STATE_UNAVAILABLE,
+    ),
     504: (Reason.UPSTREAM_TIMEOUT, Reason.DEADLINE_EXCEEDED),
 }
 

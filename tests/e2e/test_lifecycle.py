@@ -231,7 +231,8 @@ def test_a_failure_after_the_checks_makes_no_key(tmp_path: Path) -> None:
 
 def test_a_signal_while_waiting_for_readiness_prints_nothing_and_makes_no_key(tmp_path: Path) -> None:
     """Envoy up but the gateway never ready through it (its readiness route leads nowhere): Ctrl-C ends the wait."""
-    root = edge_root(tmp_path, ("port_value: ${ops_port}", f"port_value: {free_port()}"))
+    nowhere = f"[{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {free_port()}}}}}}}}}]"
+    root = edge_root(tmp_path, ("lb_endpoints: ${ops_endpoints}", f"lb_endpoints: {nowhere}"))
     workdir = tmp_path / "work"
     workdir.mkdir()
     with running_up(workdir, TEST_CONFIG, "--root", str(root)) as up:

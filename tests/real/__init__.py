@@ -1,0 +1,1 @@
+"""Real servers (PostgreSQL, Redis) that tests start for themselves."""

@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from modelway.core.directory import Directory
-from modelway.core.ledger import Ledger
+from modelway.core.state import RecordedLedger
 from modelway.core.writes import await_write
 from modelway.errors import Reason
 from modelway.ops.metrics import Telemetry
@@ -59,7 +59,7 @@ class UsageRecorder:
         self,
         store: Store,
         directory: Directory,
-        ledger: Ledger,
+        ledger: RecordedLedger,
         *,
         flush_seconds: float,
         commit_wait: float = 5.0,
@@ -162,6 +162,14 @@ class UsageRecorder:
                 if queued.charge:
                     charges[queued.row.account_id] += queued.charge
 
+            # Shared state first moves the charges from held to written, so that a rebuild of it
+            # can tell them apart; when it cannot (Redis away), the rows wait, except at shutdown.
+            try:
+                await self._ledger.writing(charges, final=self._closing)
+            except BaseException:
+                self._pending[:0] = batch
+                self._directory.restore_last_used(last_used)
+                raise
             self._writing = len(batch)
 
             def settled(error: BaseException | None) -> None:
@@ -172,6 +180,7 @@ class UsageRecorder:
                         if not queued.committed.done():
                             queued.committed.set_result(None)
                 else:
+                    self._ledger.write_failed(charges)
                     self._pending[:0] = batch
                     self._directory.restore_last_used(last_used)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from modelway.core.clock import Clock
 from modelway.errors import GatewayError, Reason
 
-__all__ = ["TokenBudgets", "TokenHold", "day_start"]
+__all__ = ["DAY_SECONDS", "TokenBudgets", "TokenHold", "day_start", "over_budget"]
 
 DAY_SECONDS = 86_400
 
@@ -16,6 +16,18 @@ DAY_SECONDS = 86_400
 def day_start(now: float) -> int:
     """The UTC midnight that began the day `now` falls in."""
     return int(now // DAY_SECONDS) * DAY_SECONDS
+
+
+def over_budget(budget: int, used: int, held: int, now: float) -> GatewayError:
+    """The 429 for a key whose day is spoken for (`used` today, `held` by calls under way)."""
+    reset_in = day_start(now) + DAY_SECONDS - int(now)
+    return GatewayError(
+        Reason.BUDGET_EXCEEDED,
+        f"This key has used its daily budget of {budget} tokens ({used} used today"
+        f"{', more in calls under way' if held else ''}). "
+        f"The budget resets at 00:00 UTC, in {reset_in}s.",
+        retry_after=max(1, reset_in),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,16 +62,8 @@ class TokenBudgets:
 
     async def hold(self, key_id: str, budget: int, worst_case: int) -> TokenHold:
         self._roll()
-        spoken_for = self._used[key_id] + self._held[key_id]
-        if spoken_for >= budget:
-            reset_in = self._day + DAY_SECONDS - int(self._clock.now())
-            raise GatewayError(
-                Reason.BUDGET_EXCEEDED,
-                f"This key has used its daily budget of {budget} tokens ({self._used[key_id]} used today"
-                f"{', more in calls under way' if self._held[key_id] else ''}). "
-                f"The budget resets at 00:00 UTC, in {reset_in}s.",
-                retry_after=max(1, reset_in),
-            )
+        if self._used[key_id] + self._held[key_id] >= budget:
+            raise over_budget(budget, self._used[key_id], self._held[key_id], self._clock.now())
         self._held[key_id] += worst_case
         return TokenHold(key_id, worst_case)
 

@@ -53,12 +53,15 @@ class Directory:
         config: Config,
         clock: Clock,
         on_reload: Callable[[], Awaitable[None]] | None = None,
+        on_key_change: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
         self._config = config
         self._clock = clock
         # Others that mirror the store (balances) reload with the directory.
         self._on_reload = on_reload
+        # Told after every key write of this process commits (other processes are then told to reload).
+        self._on_key_change = on_key_change
         self._keys_by_hash: dict[str, KeyRecord] = {}
         self._keys_by_id: dict[str, KeyRecord] = {}
         self._accounts: dict[str, AccountRecord] = {}
@@ -73,6 +76,7 @@ class Directory:
         self._last_used: dict[str, int] = {}
 
     async def load(self) -> None:
+        """Reads every account and key again (also when told another process changed one)."""
         async with self._refresh_lock:
             await self._reload()
 
@@ -201,6 +205,8 @@ class Directory:
                     self._forget(new)
                 if old is not None:
                     self._remember(old)
+            elif self._on_key_change is not None:
+                self._on_key_change()
 
         await await_write(write, settled)
 

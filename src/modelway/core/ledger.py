@@ -11,13 +11,22 @@ from modelway.core.wording import OPENAI_WORDING
 from modelway.errors import GatewayError, Reason
 from modelway.store import Store
 
-__all__ = ["Ledger", "Reservation"]
+__all__ = ["Ledger", "Reservation", "insufficient"]
 
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
     account_id: str
     amount: int  # micro-credits held back from the balance
+
+
+def insufficient(amount: int, available: int, spend_less: str) -> GatewayError:
+    """The refusal of a call whose worst case costs more than the account has, with the surface's advice."""
+    return GatewayError(
+        Reason.INSUFFICIENT_CREDITS,
+        "You exceeded your current quota: this call may cost up to "
+        f"{amount / 1e6:g} credits and the account has {max(0, available) / 1e6:g}. " + spend_less,
+    )
 
 
 class Ledger:
@@ -50,12 +59,7 @@ class Ledger:
 
     async def reserve(self, account_id: str, amount: int, spend_less: str = OPENAI_WORDING.spend_less) -> Reservation:
         if amount > 0 and self.available(account_id) < amount:
-            raise GatewayError(
-                Reason.INSUFFICIENT_CREDITS,
-                "You exceeded your current quota: this call may cost up to "
-                f"{amount / 1e6:g} credits and the account has {max(0, self.available(account_id)) / 1e6:g}. "
-                + spend_less,
-            )
+            raise insufficient(amount, self.available(account_id), spend_less)
         self._reserved[account_id] += amount
         return Reservation(account_id, amount)
 
@@ -81,6 +85,12 @@ class Ledger:
     async def refund(self, account_id: str, amount: int) -> None:
         """Gives back a charge already made (it reaches the store as a negative charge with its row)."""
         self._unwritten[account_id] -= amount
+
+    async def writing(self, charges: Mapping[str, int], *, final: bool = False) -> None:
+        """Charges about to be written: nothing to do here (memory changes once they are written)."""
+
+    def write_failed(self, charges: Mapping[str, int]) -> None:
+        """Charges whose write failed: they stay unwritten, nothing to undo here."""
 
     def charges_written(self, charges: Mapping[str, int]) -> None:
         """Charges the store now holds (call under `lock`, in the same turn as the commit is seen)."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from modelway.core.clock import Clock
 from modelway.errors import GatewayError, Reason
 
-__all__ = ["LimitRule", "LimitState", "RateLimiter"]
+__all__ = ["WINDOW_SECONDS", "LimitRule", "LimitState", "RateLimiter", "refusal", "window_of"]
 
 WINDOW_SECONDS = 60
 
@@ -34,6 +34,25 @@ class LimitState:
         )
 
 
+def window_of(now: float) -> tuple[int, int]:
+    """The fixed one-minute window `now` falls in, and when it ends (UTC epoch seconds)."""
+    window = int(now // WINDOW_SECONDS)
+    return window, (window + 1) * WINDOW_SECONDS
+
+
+def refusal(rule: LimitRule, now: float) -> GatewayError:
+    """The 429 for a rule whose window is used up: Retry-After is the rest of the window, rounded up."""
+    reset_at = window_of(now)[1]
+    state = LimitState(rule.limit, 0, reset_at)
+    retry_after = max(1, -int(-(reset_at - now) // 1))
+    return GatewayError(
+        rule.reason,
+        f"{rule.refusal}: limit {rule.limit} requests per minute. Please try again in {retry_after}s.",
+        retry_after=retry_after,
+        headers=state.headers(),
+    )
+
+
 class RateLimiter:
     """Counts requests per scope in fixed one-minute windows aligned to UTC.
 
@@ -49,22 +68,13 @@ class RateLimiter:
 
     async def acquire(self, *rules: LimitRule) -> tuple[LimitState, ...]:
         now = self._clock.now()
-        window = int(now // WINDOW_SECONDS)
+        window, reset_at = window_of(now)
         if window != self._window:
             # A new minute: every count starts again, and old ones can go.
             self._window, self._counts = window, {}
-        reset_at = (window + 1) * WINDOW_SECONDS
         for rule in rules:
-            used = self._counts.get(rule.scope, 0)
-            if used >= rule.limit:
-                state = LimitState(rule.limit, 0, reset_at)
-                retry_after = max(1, -int(-(reset_at - now) // 1))
-                raise GatewayError(
-                    rule.reason,
-                    f"{rule.refusal}: limit {rule.limit} requests per minute. Please try again in {retry_after}s.",
-                    retry_after=retry_after,
-                    headers=state.headers(),
-                )
+            if self._counts.get(rule.scope, 0) >= rule.limit:
+                raise refusal(rule, now)
         states = []
         for rule in rules:
             used = self._counts.get(rule.scope, 0) + 1

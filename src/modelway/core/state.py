@@ -8,6 +8,8 @@ calls racing for the last unit cannot both get it.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Mapping
 from typing import Protocol
 
 from modelway.core.budgets import TokenHold
@@ -15,7 +17,7 @@ from modelway.core.directory import Caller
 from modelway.core.ledger import Reservation
 from modelway.core.limits import LimitRule, LimitState
 
-__all__ = ["CreditLedger", "KeyDirectory", "RateLimits", "TokenBudgetBook"]
+__all__ = ["CreditLedger", "KeyDirectory", "RateLimits", "RecordedLedger", "TokenBudgetBook"]
 
 
 class RateLimits(Protocol):
@@ -45,6 +47,24 @@ class CreditLedger(Protocol):
     def available(self, account_id: str) -> int:
         """Read only: what the account may still spend, as this process sees it now (no I/O)."""
         ...
+
+
+class RecordedLedger(CreditLedger, Protocol):
+    """A ledger as the usage writer sees it: charges move from held to written with their rows."""
+
+    # Held while a batch of charges is written or balances re-read.
+    lock: asyncio.Lock
+
+    async def reload(self) -> None: ...
+
+    async def writing(self, charges: Mapping[str, int], *, final: bool = False) -> None:
+        """Before the write: GatewayError when the charges cannot be accounted for now (the rows wait),
+        unless `final` (shutdown: the rows are written whatever happens)."""
+        ...
+
+    def write_failed(self, charges: Mapping[str, int]) -> None: ...
+
+    def charges_written(self, charges: Mapping[str, int]) -> None: ...
 
 
 class TokenBudgetBook(Protocol):

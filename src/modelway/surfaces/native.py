@@ -58,6 +58,7 @@ _TABLE: Mapping[Reason, tuple[int, str]] = MappingProxyType(
         Reason.SERVICE_UNAVAILABLE: (503, "SERVICE_UNAVAILABLE"),
         Reason.UPSTREAM_OVERLOADED: (503, "SERVICE_UNAVAILABLE"),
         Reason.STORE_UNAVAILABLE: (503, "SERVICE_UNAVAILABLE"),
+        Reason.SHARED_STATE_UNAVAILABLE: (503, "SERVICE_UNAVAILABLE"),
         # The API documents no timeout code: an upstream too slow to answer is the provider's failure.
         Reason.UPSTREAM_TIMEOUT: (502, "PROVIDER_ERROR"),
         Reason.DEADLINE_EXCEEDED: (502, "PROVIDER_ERROR"),

@@ -1,0 +1,379 @@
+"""One process's link to the shared state in Redis: the connection, the epoch, what it holds, rebuilds.
+
+How the balances survive a Redis restart (Redis is a cache; the store keeps
+the balance of record, written with each usage row):
+
+- Everything lives under an epoch id E named by the marker key `mw:epoch`.
+  Every script checks it: a Redis that restarted empty has no marker, and
+  every check-and-take is refused (503 SHARED_STATE_UNAVAILABLE, fail closed).
+- Each process keeps, in its own memory, what it holds itself: credits
+  reserved or charged and not yet written, tokens held by its calls under
+  way. Before taking anything in epoch E it registers those amounts in E
+  (absolute values, so registering twice is harmless).
+- On a missing marker one process takes the lock `mw:rebuild`, waits
+  `rebuild_quiet_seconds` (charges being written when Redis went away reach
+  the store meanwhile; no new ones are written, because a write first moves
+  its charges in Redis, which is refused), then reads every balance and
+  today's tokens from the store, writes them under a new epoch and sets the
+  marker. Every process then registers again, and calls go on.
+- A charge leaves `held` for `bal` in Redis just before its row is written
+  (and back, if the write fails). A write that straddled a rebuild and took
+  longer than half the quiet time may or may not be in what the rebuild
+  read: the process then forces one more rebuild, which reads it for sure.
+- Giving back (settling, refunding) never fails a call: it changes this
+  process's memory first; if Redis cannot be told, the process registers its
+  amounts again as soon as it can.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, Protocol, TypeVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
+
+from modelway.config import SharedConfig
+from modelway.core.budgets import DAY_SECONDS, day_start
+from modelway.core.clock import Clock
+from modelway.errors import GatewayError, Reason
+from modelway.shared import scripts
+
+__all__ = ["BalanceSource", "SharedLink", "shared_client"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Replies that mean "this process must (re)register, or the state must be rebuilt first".
+_NOT_READY = frozenset({"NOEPOCH", "STALE", "UNREGISTERED"})
+# How long a 503 tells the caller to wait: a rebuild or a reconnect takes a few seconds at most.
+_RETRY_AFTER = 2.0
+# How often the link looks at the marker while all is well (a restart is also noticed on the next call).
+_CHECK_SECONDS = 1.0
+_RETRY_SECONDS = 0.1
+_MAX_CONNECTIONS = 64
+
+
+class BalanceSource(Protocol):
+    """What a rebuild reads from the store of record."""
+
+    async def balances(self) -> dict[str, int]: ...
+
+    async def tokens_since(self, since: float) -> dict[str, int]: ...
+
+
+class _Gate:
+    """Calls to Redis run side by side; registering runs alone (its snapshot of what this process
+    holds must not miss a change whose script is on its way)."""
+
+    def __init__(self) -> None:
+        self._running = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._open = asyncio.Event()
+        self._open.set()
+
+    @contextlib.asynccontextmanager
+    async def shared(self) -> AsyncIterator[None]:
+        await self._open.wait()
+        self._running += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._running -= 1
+            if not self._running:
+                self._idle.set()
+
+    @contextlib.asynccontextmanager
+    async def alone(self) -> AsyncIterator[None]:
+        self._open.clear()
+        try:
+            await self._idle.wait()
+            yield
+        finally:
+            self._open.set()
+
+
+def shared_client(config: SharedConfig) -> aioredis.Redis:
+    # Short timeouts: a dead or wedged Redis refuses calls within a second, never hangs them.
+    # One immediate retry: a pooled connection to a Redis that restarted fails once, then reconnects.
+    # A burst of calls waits for one of _MAX_CONNECTIONS connections rather than opening one each;
+    # longer than a call to Redis may take (a dead Redis is noticed by the calls that hold them).
+    pool = aioredis.BlockingConnectionPool.from_url(
+        config.redis_url,
+        max_connections=_MAX_CONNECTIONS,
+        timeout=max(2.0, 4 * config.timeout_seconds),
+        socket_timeout=config.timeout_seconds,
+        socket_connect_timeout=config.timeout_seconds,
+        decode_responses=True,
+        retry=Retry(NoBackoff(), 1),
+        health_check_interval=5,
+    )
+    return aioredis.Redis.from_pool(pool)
+
+
+class SharedLink:
+    """The connection, the current epoch and this process's own holds; see the module's docstring."""
+
+    def __init__(self, config: SharedConfig, store: BalanceSource, clock: Clock) -> None:
+        self._config = config
+        self._store = store
+        self._clock = clock
+        self.redis = shared_client(config)
+        # Who this process is in Redis (its part of every held total is filed under this id).
+        self.proc = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+        self._scripts: dict[str, AsyncScript] = {}
+        # The epoch this process registered in; None while it has not (calls are refused meanwhile).
+        self.epoch: str | None = None
+        # What this process holds: micro-credits per account (reserved, or charged and not written)
+        # and tokens per key (held by its calls under way).
+        self.credits_held: Counter[str] = Counter()
+        self.tokens_held: Counter[str] = Counter()
+        self._dirty = False
+        # Set when a charge write straddled an epoch change slowly: the epoch it began in.
+        self._doubtful_since: str | None = None
+        self._frozen = False
+        self._gate = _Gate()
+        self._catching_up = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._reachable = True
+
+    def script(self, source: str) -> AsyncScript:
+        """The loaded script (EVALSHA; loaded again by redis-py after a Redis restart)."""
+        found = self._scripts.get(source)
+        if found is None:
+            found = self._scripts[source] = self.redis.register_script(source)
+        return found
+
+    async def start(self) -> None:
+        """Registers (or rebuilds) now if Redis answers; either way keeps at it in the background."""
+        with contextlib.suppress(RedisError, OSError):
+            await self._sync()
+        if self.epoch is None:
+            log.warning("shared state at %s is not ready yet; calls are refused until it is", self._config.shown_url)
+        self._task = asyncio.create_task(self._maintain(), name="shared-state")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.redis.aclose()
+
+    def freeze(self) -> None:
+        """Shutting down with charges Redis was not told of: what it holds for us must stay as it is."""
+        self._frozen = True
+
+    @property
+    def quiet_seconds(self) -> float:
+        return self._config.rebuild_quiet_seconds
+
+    @property
+    def ready(self) -> bool:
+        return self.epoch is not None
+
+    def unavailable(self) -> GatewayError:
+        return GatewayError(
+            Reason.SHARED_STATE_UNAVAILABLE,
+            "The gateway's shared limits and balances are unavailable for a moment; the call was not made. "
+            "Please try again shortly.",
+            retry_after=_RETRY_AFTER,
+        )
+
+    def _lost(self) -> None:
+        self.epoch = None
+        self._wake.set()
+
+    async def take(self, source: str, args: Sequence[Any], on_ok: Callable[[list[Any]], None]) -> list[Any]:
+        """A check-and-take: GatewayError 503 unless this process is registered in the current epoch
+        and Redis answers. `on_ok` mirrors an accepted take in this process's memory."""
+        for attempt in range(2):
+            if self.epoch is None:
+                self._wake.set()
+                raise self.unavailable()
+            async with self._gate.shared():
+                epoch = self.epoch
+                if epoch is None:
+                    raise self.unavailable()
+                try:
+                    reply: list[Any] = await self.script(source)(args=[epoch, self.proc, *args])
+                except (RedisError, OSError) as exc:
+                    self._unreachable(exc)
+                    raise self.unavailable() from None
+                if reply[0] == "OK":
+                    on_ok(reply)
+                if reply[0] not in _NOT_READY:
+                    return reply
+            if reply[0] == "NOEPOCH" or attempt:
+                self._lost()
+                raise self.unavailable()
+            # Redis was rebuilt (by another process) since this one registered: register now, once.
+            await self._catch_up(epoch)
+        raise AssertionError("unreachable")
+
+    async def _catch_up(self, stale: str) -> None:
+        async with self._catching_up:
+            if self.epoch != stale:
+                return  # another call registered meanwhile
+            try:
+                # Registers only: a rebuild (a few seconds) is the background task's, never a call's.
+                await self._sync(rebuild=False)
+            except (RedisError, OSError) as exc:
+                self._unreachable(exc)
+                raise self.unavailable() from None
+
+    async def give(self, source: str, args: Sequence[Any], apply: Callable[[list[Any] | None], T]) -> T:
+        """A give-back, which never fails: `apply` gets Redis's reply, or None when Redis could not be
+        told (the process then registers its holds again as soon as it can)."""
+        async with self._gate.shared():
+            epoch = self.epoch
+            reply: list[Any] | None = None
+            if epoch is not None:
+                try:
+                    reply = await self.script(source)(args=[epoch, self.proc, *args])
+                except (RedisError, OSError) as exc:
+                    self._unreachable(exc)
+                if reply is not None and reply[0] in _NOT_READY:
+                    self._lost()
+                    reply = None
+            if reply is None:
+                self._dirty = True
+                self._wake.set()
+            return apply(reply)
+
+    def doubt(self, epoch: str) -> None:
+        """A charge write that began in `epoch` took long: if a rebuild ran meanwhile, it may have
+        missed the charge, so the state is rebuilt once more (decided by the next look at the marker)."""
+        self._doubtful_since = epoch
+        self._wake.set()
+
+    def _unreachable(self, exc: BaseException) -> None:
+        if self._reachable:
+            # redis-py's messages name the host and port, never the password.
+            log.warning(
+                "shared state at %s unreachable (%s: %s); refusing calls until it answers",
+                self._config.shown_url,
+                type(exc).__name__,
+                exc,
+            )
+            self._reachable = False
+        self._lost()
+
+    async def _maintain(self) -> None:
+        while True:
+            try:
+                await self._sync()
+                if not self._reachable:
+                    log.info("shared state at %s answers again", self._config.shown_url)
+                    self._reachable = True
+            except (RedisError, OSError) as exc:
+                self._unreachable(exc)
+            except Exception:
+                log.exception("shared state upkeep failed")
+            healthy = self.epoch is not None and not self._dirty
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), _CHECK_SECONDS if healthy else _RETRY_SECONDS)
+            self._wake.clear()
+
+    async def _sync(self, *, rebuild: bool = True) -> None:
+        # decode_responses: str, never bytes.
+        current: str | None = await self.redis.get("mw:epoch")  # type: ignore[assignment]
+        doubtful = self._doubtful_since
+        if doubtful is not None and current is not None:
+            # Still the epoch the write began in: no rebuild ran meanwhile. Otherwise the rebuild that
+            # made `current` may have read the store before the write ended: one more, after it.
+            # (No marker: wait for the rebuild under way, then judge it.)
+            self._doubtful_since = None
+            if current != doubtful:
+                log.warning("a charge was written while the shared state was rebuilt; rebuilding it again")
+                await self.script(scripts.EPOCH_FORCE)(args=[current])
+                current = None
+        if current is None:
+            self.epoch = None
+            if not rebuild:
+                self._wake.set()
+                return
+            lock_ms = int((self._config.rebuild_quiet_seconds + 10) * 1000)
+            if await self.redis.set("mw:rebuild", self.proc, nx=True, px=lock_ms):
+                await self._rebuild()
+            return
+        if (current != self.epoch or self._dirty) and not self._frozen:
+            await self._register(current)
+
+    async def _register(self, epoch: str) -> None:
+        async with self._gate.alone():
+            accounts = [(a, n) for a, n in self.credits_held.items() if n]
+            keys = [(k, n) for k, n in self.tokens_held.items() if n]
+            args: list[Any] = [epoch, self.proc, len(accounts)]
+            for name, amount in (*accounts, *keys):
+                args += [name, amount]
+            self._dirty = False
+            try:
+                reply = await self.script(scripts.REGISTER)(args=args)
+            except BaseException:
+                self._dirty = True
+                raise
+            if reply[0] == "OK":
+                if self.epoch != epoch:
+                    log.info("shared state: registered in epoch %s", epoch)
+                self.epoch = epoch
+            else:
+                self._dirty = True
+                self.epoch = None
+
+    async def _rebuild(self) -> None:
+        """This process holds the rebuild lock: the state is read from the store under a new epoch."""
+        quiet = self._config.rebuild_quiet_seconds
+        log.warning(
+            "shared state has no marker (Redis restarted or was flushed): rebuilding it from the store "
+            "after %.1fs; calls are refused meanwhile",
+            quiet,
+        )
+        started = time.monotonic()
+        await asyncio.sleep(quiet)
+        balances = await self._store.balances()
+        today = day_start(self._clock.now())
+        used = await self._store.tokens_since(today)
+        epoch = secrets.token_hex(8)
+        pipe = self.redis.pipeline(transaction=True)
+        for account, balance in balances.items():
+            pipe.hset(f"mw:{epoch}:a:{account}", "bal", balance)
+        for key, tokens in used.items():
+            pipe.set(f"mw:{epoch}:u:{today}:{key}", tokens, ex=2 * DAY_SECONDS)
+        await pipe.execute()
+        reply = await self.script(scripts.EPOCH_INSTALL)(args=[epoch, self.proc])
+        if reply[0] == "OK":
+            log.warning(
+                "shared state rebuilt (epoch %s, %d accounts) in %.1fs",
+                epoch,
+                len(balances),
+                time.monotonic() - started,
+            )
+            await self._register(epoch)
+
+    async def seed(self, account_id: str) -> None:
+        """Tells Redis the balance of an account created after the last rebuild (from the store)."""
+        epoch = self.epoch
+        if epoch is None:
+            raise self.unavailable()
+        balance = (await self._store.balances()).get(account_id, 0)
+        try:
+            await self.script(scripts.CREDIT_SEED)(args=[epoch, account_id, balance])
+        except (RedisError, OSError) as exc:
+            self._unreachable(exc)
+            raise self.unavailable() from None

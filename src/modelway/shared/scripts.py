@@ -1,0 +1,198 @@
+"""The Lua scripts that check and take shared state in one step on the Redis server.
+
+Every check-and-take is one script (EVALSHA of a loaded script): Redis runs
+a script alone, so two processes racing for the last unit cannot both get it.
+
+Keys (one Redis database, not a cluster: scripts name the keys they build):
+
+    mw:epoch                  the marker: the id of the current state; missing after a Redis restart
+    mw:rebuild                the lock of the one process rebuilding the state from the store
+    mw:<E>:procs              processes that registered their holds in epoch E
+    mw:<E>:a:<account>        hash: bal (balance of record as Redis knows it), held (reservations and
+                              charges not yet written, of every process), h:<proc> (one process's part)
+    mw:<E>:k:<key>            hash: held (tokens held by calls under way), h:<proc>
+    mw:<E>:u:<day>:<key>      tokens the key used that UTC day
+    mw:r:<window>:<scope>     requests counted in one minute window (expires with it)
+
+Every script answers a list whose first item is "OK" or why not: NOEPOCH (no
+marker: Redis lost its state), STALE (the caller's epoch is not the current
+one), UNREGISTERED (the caller has not registered its holds in this epoch).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BUDGET_HOLD",
+    "BUDGET_SETTLE",
+    "CREDIT_ADD",
+    "CREDIT_CHANGE",
+    "CREDIT_RESERVE",
+    "CREDIT_SEED",
+    "CREDIT_SETTLE",
+    "EPOCH_FORCE",
+    "EPOCH_INSTALL",
+    "RATE_ACQUIRE",
+    "REGISTER",
+]
+
+_GATE = """
+local epoch, proc = ARGV[1], ARGV[2]
+local current = redis.call('GET', 'mw:epoch')
+if not current then return {'NOEPOCH'} end
+if current ~= epoch then return {'STALE'} end
+if redis.call('SISMEMBER', 'mw:' .. epoch .. ':procs', proc) == 0 then return {'UNREGISTERED'} end
+local prefix = 'mw:' .. epoch .. ':'
+local mine = 'h:' .. proc
+"""
+
+# ARGV: epoch, proc, window, ttl, then (scope, limit) pairs. Checks every rule before counting
+# any (limits.RateLimiter's semantics): {'OK', used...} or {'LIMIT', index of the refusing rule}.
+RATE_ACQUIRE = """
+local current = redis.call('GET', 'mw:epoch')
+if not current then return {'NOEPOCH'} end
+local window, ttl = ARGV[3], tonumber(ARGV[4])
+local keys = {}
+for i = 5, #ARGV, 2 do
+  local key = 'mw:r:' .. window .. ':' .. ARGV[i]
+  local used = tonumber(redis.call('GET', key) or '0')
+  if used >= tonumber(ARGV[i + 1]) then return {'LIMIT', (i - 3) / 2} end
+  keys[#keys + 1] = key
+end
+local result = {'OK'}
+for _, key in ipairs(keys) do
+  result[#result + 1] = redis.call('INCR', key)
+  redis.call('EXPIRE', key, ttl)
+end
+return result
+"""
+
+# ARGV: epoch, proc, key id, day, budget, worst case. budgets.TokenBudgets' rule: admitted while
+# used + held is under the budget. {'OK'} or {'OVER', used, held}.
+BUDGET_HOLD = (
+    _GATE
+    + """
+local key, used_key = prefix .. 'k:' .. ARGV[3], prefix .. 'u:' .. ARGV[4] .. ':' .. ARGV[3]
+local used = tonumber(redis.call('GET', used_key) or '0')
+local held = tonumber(redis.call('HGET', key, 'held') or '0')
+if used + held >= tonumber(ARGV[5]) then return {'OVER', used, held} end
+redis.call('HINCRBY', key, 'held', ARGV[6])
+redis.call('HINCRBY', key, mine, ARGV[6])
+return {'OK'}
+"""
+)
+
+# ARGV: epoch, proc, key id, day, tokens held, tokens used, ttl of the day's counter.
+BUDGET_SETTLE = (
+    _GATE
+    + """
+local key, used_key = prefix .. 'k:' .. ARGV[3], prefix .. 'u:' .. ARGV[4] .. ':' .. ARGV[3]
+redis.call('HINCRBY', key, 'held', -tonumber(ARGV[5]))
+redis.call('HINCRBY', key, mine, -tonumber(ARGV[5]))
+redis.call('INCRBY', used_key, ARGV[6])
+redis.call('EXPIRE', used_key, ARGV[7])
+return {'OK'}
+"""
+)
+
+# ARGV: epoch, proc, account, amount. ledger.Ledger's rule: available = balance - held.
+# {'OK', available after} or {'SHORT', available} or {'NOACCOUNT'} (not seeded yet).
+CREDIT_RESERVE = (
+    _GATE
+    + """
+local key = prefix .. 'a:' .. ARGV[3]
+local bal = redis.call('HGET', key, 'bal')
+if not bal then return {'NOACCOUNT'} end
+local amount = tonumber(ARGV[4])
+local available = tonumber(bal) - tonumber(redis.call('HGET', key, 'held') or '0')
+if amount > 0 and available < amount then return {'SHORT', available} end
+redis.call('HINCRBY', key, 'held', amount)
+redis.call('HINCRBY', key, mine, amount)
+return {'OK', available - amount}
+"""
+)
+
+# ARGV: epoch, proc, account, reserved amount, cost. Releases the reservation and holds the real
+# cost (a charge not yet written), never beyond what is available: {'OK', charged, available after}.
+CREDIT_SETTLE = (
+    _GATE
+    + """
+local key = prefix .. 'a:' .. ARGV[3]
+local reserved, cost = tonumber(ARGV[4]), tonumber(ARGV[5])
+local held = tonumber(redis.call('HGET', key, 'held') or '0') - reserved
+local available = tonumber(redis.call('HGET', key, 'bal') or '0') - held
+local charged = math.max(0, math.min(cost, available))
+redis.call('HINCRBY', key, 'held', charged - reserved)
+redis.call('HINCRBY', key, mine, charged - reserved)
+return {'OK', charged, available - charged}
+"""
+)
+
+# ARGV: epoch, proc, sign, then (account, amount) pairs. sign 1: charges about to be written to
+# the store leave `held` for `bal` (a refund, a negative charge, too); sign -1 undoes that after
+# the write failed. {'OK'}.
+CREDIT_CHANGE = (
+    _GATE
+    + """
+local sign = tonumber(ARGV[3])
+for i = 4, #ARGV, 2 do
+  local key, amount = prefix .. 'a:' .. ARGV[i], sign * tonumber(ARGV[i + 1])
+  redis.call('HINCRBY', key, 'bal', -amount)
+  redis.call('HINCRBY', key, 'held', -amount)
+  redis.call('HINCRBY', key, mine, -amount)
+end
+return {'OK'}
+"""
+)
+
+# ARGV: epoch, account, balance read from the store. Sets the balance of an account this epoch
+# does not know yet (created after the rebuild); never overwrites one. {'OK'}.
+CREDIT_SEED = """
+if redis.call('GET', 'mw:epoch') ~= ARGV[1] then return {'STALE'} end
+redis.call('HSETNX', 'mw:' .. ARGV[1] .. ':a:' .. ARGV[2], 'bal', ARGV[3])
+return {'OK'}
+"""
+
+# ARGV: account, amount. Credits added in the store by the operator (CLI), if Redis knows the
+# account (otherwise its balance is read from the store when first used). {'OK'} or {'NOACCOUNT'}.
+CREDIT_ADD = """
+local epoch = redis.call('GET', 'mw:epoch')
+if not epoch then return {'NOEPOCH'} end
+local key = 'mw:' .. epoch .. ':a:' .. ARGV[1]
+if redis.call('HEXISTS', key, 'bal') == 0 then return {'NOACCOUNT'} end
+redis.call('HINCRBY', key, 'bal', ARGV[2])
+return {'OK'}
+"""
+
+# ARGV: epoch, proc, account count, (account, held)..., then (key, held)... What this process holds,
+# as absolute values (idempotent): its part of every total is replaced. {'OK'}.
+REGISTER = """
+local epoch, proc = ARGV[1], ARGV[2]
+if redis.call('GET', 'mw:epoch') ~= epoch then return {'STALE'} end
+local prefix, mine = 'mw:' .. epoch .. ':', 'h:' .. proc
+local accounts = tonumber(ARGV[3])
+for i = 4, #ARGV, 2 do
+  local kind = ((i - 4) / 2 < accounts) and 'a:' or 'k:'
+  local key = prefix .. kind .. ARGV[i]
+  local old = tonumber(redis.call('HGET', key, mine) or '0')
+  redis.call('HSET', key, mine, ARGV[i + 1])
+  redis.call('HINCRBY', key, 'held', tonumber(ARGV[i + 1]) - old)
+end
+redis.call('SADD', prefix .. 'procs', proc)
+return {'OK'}
+"""
+
+# ARGV: new epoch, proc (the lock holder). Makes the rebuilt state current if this process still
+# holds the rebuild lock. {'OK'} or {'LOST'}.
+EPOCH_INSTALL = """
+if redis.call('GET', 'mw:rebuild') ~= ARGV[2] then return {'LOST'} end
+redis.call('SET', 'mw:epoch', ARGV[1])
+redis.call('DEL', 'mw:rebuild')
+return {'OK'}
+"""
+
+# ARGV: epoch. Drops the marker if it is still this epoch, so that the state is rebuilt from the
+# store (a charge may have been written while the state was being rebuilt). {'OK'}.
+EPOCH_FORCE = """
+if redis.call('GET', 'mw:epoch') == ARGV[1] then redis.call('DEL', 'mw:epoch') end
+return {'OK'}
+"""

@@ -1,0 +1,206 @@
+"""The shared hot state on Redis: rate limits, token budgets and credits, behind core.state's protocols.
+
+Each check-and-take is one Lua script (shared/scripts.py) with the same rule
+and the same refusal as the in-process versions (core/limits.py,
+core/budgets.py, core/ledger.py), so callers see the same 429s and 402s
+whether one process or many serve them. When Redis cannot be reached, or is
+being rebuilt, a take is refused with 503 SHARED_STATE_UNAVAILABLE (never
+admitted unmetered); giving back never fails (see shared/link.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from modelway.core.budgets import DAY_SECONDS, TokenHold, day_start, over_budget
+from modelway.core.clock import Clock
+from modelway.core.ledger import Reservation, insufficient
+from modelway.core.limits import WINDOW_SECONDS, LimitRule, LimitState, refusal, window_of
+from modelway.core.wording import OPENAI_WORDING
+from modelway.shared import scripts
+from modelway.shared.link import SharedLink
+
+__all__ = ["SharedBudgets", "SharedLedger", "SharedRateLimits"]
+
+
+def _drop(counter: dict[str, int], name: str, amount: int) -> None:
+    """Subtracts, forgetting a name that holds nothing any more (the registration stays small)."""
+    left = counter.get(name, 0) - amount
+    if left:
+        counter[name] = left
+    else:
+        counter.pop(name, None)
+
+
+class SharedRateLimits:
+    """Per-key and global requests per minute, counted in Redis in fixed UTC minute windows."""
+
+    def __init__(self, link: SharedLink, clock: Clock) -> None:
+        self._link = link
+        self._clock = clock
+
+    async def acquire(self, *rules: LimitRule) -> tuple[LimitState, ...]:
+        now = self._clock.now()
+        window, reset_at = window_of(now)
+        args: list[Any] = [window, 2 * WINDOW_SECONDS]
+        for rule in rules:
+            args += [rule.scope, rule.limit]
+        reply = await self._link.take(scripts.RATE_ACQUIRE, args, lambda reply: None)
+        if reply[0] == "LIMIT":
+            raise refusal(rules[int(reply[1]) - 1], now)
+        counts = zip(rules, reply[1:], strict=True)
+        return tuple(LimitState(rule.limit, rule.limit - int(used), reset_at) for rule, used in counts)
+
+
+class SharedBudgets:
+    """Daily token budgets per key: today's use and the holds of calls under way, in Redis."""
+
+    def __init__(self, link: SharedLink, clock: Clock) -> None:
+        self._link = link
+        self._clock = clock
+
+    def load(self, day: int, used: dict[str, int]) -> None:
+        """Nothing to load: a rebuild of the shared state reads today's use from the store."""
+
+    async def hold(self, key_id: str, budget: int, worst_case: int) -> TokenHold:
+        now = self._clock.now()
+        held = self._link.tokens_held
+
+        def taken(reply: list[Any]) -> None:
+            held[key_id] += worst_case
+
+        reply = await self._link.take(scripts.BUDGET_HOLD, [key_id, day_start(now), budget, worst_case], taken)
+        if reply[0] == "OVER":
+            raise over_budget(budget, int(reply[1]), int(reply[2]), now)
+        return TokenHold(key_id, worst_case)
+
+    async def settle(self, hold: TokenHold, used: int) -> None:
+        day = day_start(self._clock.now())
+
+        def given(reply: list[Any] | None) -> None:
+            _drop(self._link.tokens_held, hold.key_id, hold.tokens)
+
+        await self._link.give(scripts.BUDGET_SETTLE, [hold.key_id, day, hold.tokens, used, 2 * DAY_SECONDS], given)
+
+
+class SharedLedger:
+    """Credit reservations and charges in Redis; the balance of record stays in the store.
+
+    available = balance - held, where held is every process's reservations
+    and charges not yet written. A charge moves from held to the balance just
+    before the usage row carrying it is written (`writing`), and back if the
+    write fails.
+    """
+
+    def __init__(self, link: SharedLink) -> None:
+        self._link = link
+        self.lock = asyncio.Lock()
+        # What Redis last said each account has available (read only, for `credits_remaining`).
+        self._available: dict[str, int] = {}
+        # Undo scripts of failed writes still running (kept so that they are not collected).
+        self._undoing: set[asyncio.Task[None]] = set()
+        # The batch being written: the epoch its charges moved in, and when (see SharedLink.doubt).
+        self._write: tuple[str, float] | None = None
+
+    async def reload(self) -> None:
+        """Nothing to re-read: balances live in Redis, and the operator's credits reach it directly."""
+
+    def available(self, account_id: str) -> int:
+        return self._available.get(account_id, 0)
+
+    async def reserve(self, account_id: str, amount: int, spend_less: str = OPENAI_WORDING.spend_less) -> Reservation:
+        held = self._link.credits_held
+
+        def taken(reply: list[Any]) -> None:
+            held[account_id] += amount
+            self._available[account_id] = int(reply[1])
+
+        for _ in range(2):
+            reply = await self._link.take(scripts.CREDIT_RESERVE, [account_id, amount], taken)
+            if reply[0] == "NOACCOUNT":
+                # Created after the last rebuild: its balance comes from the store, once.
+                await self._link.seed(account_id)
+                continue
+            if reply[0] == "SHORT":
+                self._available[account_id] = int(reply[1])
+                raise insufficient(amount, int(reply[1]), spend_less)
+            return Reservation(account_id, amount)
+        raise self._link.unavailable()
+
+    async def settle(self, reservation: Reservation, cost: int) -> int:
+        account = reservation.account_id
+
+        def given(reply: list[Any] | None) -> int:
+            # Without Redis's word the charge is what was reserved at most: never beyond the hold.
+            charged = int(reply[1]) if reply is not None else max(0, min(cost, reservation.amount))
+            if reply is not None:
+                self._available[account] = int(reply[2])
+            _drop(self._link.credits_held, account, reservation.amount - charged)
+            return charged
+
+        return await self._link.give(scripts.CREDIT_SETTLE, [account, reservation.amount, cost], given)
+
+    async def draw(self, reservation: Reservation, amount: int) -> tuple[Reservation, int]:
+        # Held either way (reserved, then charged and not written): nothing changes in Redis.
+        charged = max(0, min(amount, reservation.amount))
+        return Reservation(reservation.account_id, reservation.amount - charged), charged
+
+    async def refund(self, account_id: str, amount: int) -> None:
+        def given(reply: list[Any] | None) -> None:
+            _drop(self._link.credits_held, account_id, amount)
+
+        # A charge not written yet, given back: held drops by it (a settle of `amount` costing nothing).
+        await self._link.give(scripts.CREDIT_SETTLE, [account_id, amount, 0], given)
+
+    async def writing(self, charges: Mapping[str, int], *, final: bool = False) -> None:
+        """Moves the charges from held to the balance in Redis before they are written to the store."""
+        pending = {account: amount for account, amount in charges.items() if amount}
+        if not pending:
+            return
+        args: list[Any] = [1]
+        for account, amount in pending.items():
+            args += [account, amount]
+
+        def taken(reply: list[Any]) -> None:
+            for account, amount in pending.items():
+                _drop(self._link.credits_held, account, amount)
+
+        try:
+            await self._link.take(scripts.CREDIT_CHANGE, args, taken)
+        except Exception:
+            if not final:
+                raise
+            # Shutting down: the rows are written all the same; Redis keeps counting these charges
+            # as held (never as spendable) until its next rebuild reads them from the store.
+            self._link.freeze()
+            return
+        self._write = (self._link.epoch or "", time.monotonic())
+
+    def write_failed(self, charges: Mapping[str, int]) -> None:
+        started, self._write = self._write, None
+        if started is None:
+            return
+        pending = {account: amount for account, amount in charges.items() if amount}
+        args: list[Any] = [-1]
+        for account, amount in pending.items():
+            args += [account, amount]
+
+        def given(reply: list[Any] | None) -> None:
+            # Unwritten again: held by this process, as before `writing`.
+            for account, amount in pending.items():
+                self._link.credits_held[account] += amount
+
+        task = asyncio.ensure_future(self._link.give(scripts.CREDIT_CHANGE, args, given))
+        self._undoing.add(task)
+        task.add_done_callback(self._undoing.discard)
+
+    def charges_written(self, charges: Mapping[str, int]) -> None:
+        started, self._write = self._write, None
+        if started is None:
+            return
+        epoch, at = started
+        if time.monotonic() - at >= self._link.quiet_seconds / 2:
+            self._link.doubt(epoch)

@@ -1,0 +1,256 @@
+"""3 server processes (`modelway serve --workers 3`) behind 2 Envoys, on one store and one real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+import aiohttp
+import grpc
+import pytest
+
+from modelway.config import load_config
+from modelway.edge import EdgeFiles, Envoy
+from modelway.v1 import chat_pb2, chat_pb2_grpc, keys_pb2, keys_pb2_grpc
+from tests.conftest import ROOT, TEST_CONFIG, Stack, _wait_for, free_port
+from tests.real.redis import RedisServer
+
+WORKERS = 3
+# Keys and plans here change only through the API (pub/sub must carry them): the periodic refresh is slow.
+CONFIG = TEST_CONFIG.replace("refresh_seconds = 0.2", "refresh_seconds = 30")
+
+
+def _free_run(count: int) -> int:
+    """The first of `count` consecutive free ports (worker i listens on base + i)."""
+    for _ in range(200):
+        base = free_port()
+        if base + count >= 65536:
+            continue
+        sockets = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind(("127.0.0.1", port))
+                sockets.append(sock)
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError("no run of free ports")
+
+
+@dataclass
+class Scaled:
+    stack: Stack  # CLI helpers; its server is the worker pool
+    redis: RedisServer
+    pool: subprocess.Popen[bytes]
+    envoys: list[Envoy]
+    http_ports: list[int]
+    grpc_base: int
+
+    def worker_target(self, index: int) -> str:
+        return f"127.0.0.1:{self.grpc_base + index}"
+
+    def rows(self, query: str, *args: object) -> list[tuple[object, ...]]:
+        with contextlib.closing(sqlite3.connect(self.stack.db_path, timeout=10)) as db:
+            return db.execute(query, args).fetchall()
+
+    def balance(self, account: str) -> int:
+        return int(self.rows("SELECT credits FROM accounts WHERE id = ?", account)[0][0])
+
+
+@pytest.fixture(scope="module")
+def scaled(
+    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer, shared_store_url: str
+) -> Iterator[Scaled]:
+    workdir = tmp_path_factory.mktemp("scaled")
+    config_path = workdir / "modelway.toml"
+    config_path.write_text(CONFIG)
+    grpc_base, ops_base = _free_run(WORKERS), _free_run(WORKERS)
+    env = {
+        **os.environ,
+        "MODELWAY_GRPC_PORT": str(grpc_base),
+        "MODELWAY_OPS_PORT": str(ops_base),
+        "MODELWAY_HTTP_PORT": str(free_port()),
+        "MODELWAY_DB": shared_store_url,
+        "MODELWAY_REDIS_URL": redis_server.url,
+    }
+    stack = Stack(workdir, config_path, env, int(env["MODELWAY_HTTP_PORT"]), grpc_base, api_key="")
+    stack.account_id = stack.create_account("tests")
+    stack.api_key = stack.create_key("tests")[1]
+    with open(workdir / "server.log", "ab") as log:
+        pool = subprocess.Popen(
+            [sys.executable, "-m", "modelway", "--config", str(config_path), "serve", "--workers", str(WORKERS)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    envoys: list[Envoy] = []
+    http_ports = [int(env["MODELWAY_HTTP_PORT"]), free_port()]
+    try:
+        config = load_config(config_path, env)
+        for index, http_port in enumerate(http_ports):
+            server = replace(config.server, http_port=http_port, workers=WORKERS)
+            files = EdgeFiles.in_repo(ROOT, workdir / f"envoy{index}")
+            envoy = Envoy.start(server, files, drain_seconds=1, base_id=http_port)
+            envoys.append(envoy)
+            _wait_for(envoy.ready, f"Envoy {index}", stack)
+        for index in range(WORKERS):
+            _wait_for(lambda i=index: _serving(f"127.0.0.1:{grpc_base + i}"), f"worker {index}", stack, timeout=60)
+        yield Scaled(stack, redis_server, pool, envoys, http_ports, grpc_base)
+    finally:
+        pool.send_signal(signal.SIGTERM)
+        code = pool.wait(timeout=60)
+        for envoy in envoys:
+            envoy.stop()
+        assert code == 0, (workdir / "server.log").read_text()[-3000:]
+
+
+def _serving(target: str) -> bool:
+    from tests.conftest import _grpc_serving
+
+    return _grpc_serving(target)
+
+
+async def _chat(
+    session: aiohttp.ClientSession, port: int, key: str, **extra: object
+) -> tuple[int, dict[str, str], dict[str, object]]:
+    body = {"model": "echo-1", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 8, **extra}
+    async with session.post(
+        f"http://127.0.0.1:{port}/api/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}
+    ) as response:
+        headers = {name.lower(): value for name, value in response.headers.items()}
+        return response.status, headers, await response.json(content_type=None)
+
+
+async def _burst(scaled: Scaled, key: str, calls: int) -> list[tuple[int, dict[str, str], dict[str, object]]]:
+    connector = aiohttp.TCPConnector(limit=200)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as session:
+        ports = scaled.http_ports
+        return await asyncio.gather(*(_chat(session, ports[i % len(ports)], key) for i in range(calls)))
+
+
+def _away_from_a_minute_end() -> None:
+    """A burst must fall inside one rate-limit window: not in a minute's last 15 seconds."""
+    second = time.time() % 60
+    if second > 45:
+        time.sleep(61 - second)
+
+
+def test_300_calls_through_two_envoys_admit_exactly_the_keys_50_per_minute(scaled: Scaled) -> None:
+    key_id, key = scaled.stack.create_key("fifty", "", "--rate-limit", "50")
+    _away_from_a_minute_end()
+    results = asyncio.run(_burst(scaled, key, 300))
+    statuses = [status for status, _, _ in results]
+    assert statuses.count(200) == 50, sorted(set(statuses))
+    assert statuses.count(429) == 250
+    refused = next(headers for status, headers, _ in results if status == 429)
+    assert refused["x-ratelimit-limit-requests"] == "50" and int(refused["retry-after"]) >= 1
+    # All three processes served some: the limit held across processes, not inside one.
+    served = scaled.rows("SELECT count(*) FROM usage WHERE key_id = ? AND status = 200", key_id)
+    assert served == [(50,)]
+
+
+def test_500_calls_racing_for_100_calls_worth_of_credits_never_overspend(scaled: Scaled) -> None:
+    stack = scaled.stack
+    probe_account = stack.create_account("probe", credits=1000)
+    _, probe_key = stack.create_key("probe", probe_account)
+    status, _, _ = asyncio.run(_burst(scaled, probe_key, 1))[0]
+    assert status == 200
+    ((cost,),) = scaled.rows("SELECT cost FROM usage WHERE account_id = ?", probe_account)
+    assert int(cost) > 0  # type: ignore[call-overload]
+    account = stack.create_account("racer", credits=100 * int(cost) / 1e6)  # type: ignore[call-overload]
+    start = scaled.balance(account)
+    key_id, key = stack.create_key("racer", account)
+    results = asyncio.run(_burst(scaled, key, 500))
+    statuses = [status for status, _, _ in results]
+    assert set(statuses) <= {200, 429}, sorted(set(statuses))  # OpenAI's insufficient_quota is a 429
+    end = scaled.balance(account)
+    rows = scaled.rows("SELECT request_id, cost, status FROM usage WHERE key_id = ?", key_id)
+    assert end >= 0
+    assert sum(int(row[1]) for row in rows) == start - end  # type: ignore[call-overload]
+    assert len(rows) == 500 and len({row[0] for row in rows}) == 500  # one row per call
+    assert sum(1 for row in rows if row[2] == 200) == statuses.count(200) > 0
+    assert statuses.count(200) <= 100
+
+
+def test_a_key_deleted_through_process_1_fails_on_process_3_within_a_second(scaled: Scaled) -> None:
+    key_id, secret = scaled.stack.create_key("doomed")
+    admin = (("authorization", f"Bearer {scaled.stack.api_key}"),)
+    caller = (("authorization", f"Bearer {secret}"),)
+    request = chat_pb2.CreateChatCompletionRequest(
+        model="echo-1", messages=[chat_pb2.ChatMessage(role="user", text="hi")]
+    )
+    with grpc.insecure_channel(scaled.worker_target(2)) as third:
+        chat = chat_pb2_grpc.ChatServiceStub(third)
+        chat.CreateChatCompletion(request, metadata=caller, timeout=10)  # known on process 3
+        with grpc.insecure_channel(scaled.worker_target(0)) as first:
+            keys_pb2_grpc.KeysServiceStub(first).DeleteApiKey(
+                keys_pb2.DeleteApiKeyRequest(id=key_id), metadata=admin, timeout=10
+            )
+        deleted = time.monotonic()
+        while True:
+            try:
+                chat.CreateChatCompletion(request, metadata=caller, timeout=10)
+            except grpc.RpcError as exc:
+                assert exc.code() is grpc.StatusCode.UNAUTHENTICATED
+                break
+            assert time.monotonic() - deleted < 1.0, "the deleted key still works on process 3"
+            time.sleep(0.02)
+    assert time.monotonic() - deleted < 1.0
+
+
+def test_a_redis_restart_mid_load_admits_no_call_unmetered(scaled: Scaled) -> None:
+    stack = scaled.stack
+    account = stack.create_account("restart", credits=1000)
+    start = scaled.balance(account)
+    key_id, key = stack.create_key("restart", account)
+
+    async def load() -> list[tuple[int, dict[str, str], dict[str, object]]]:
+        results: list[tuple[int, dict[str, str], dict[str, object]]] = []
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+
+            async def client(index: int) -> None:
+                deadline = time.monotonic() + 6
+                while time.monotonic() < deadline:
+                    results.append(await _chat(session, scaled.http_ports[index % 2], key))
+
+            restart = asyncio.get_running_loop().run_in_executor(None, _restart_later, scaled.redis)
+            await asyncio.gather(*(client(i) for i in range(8)), restart)
+        return results
+
+    results = asyncio.run(load())
+    statuses = [status for status, _, _ in results]
+    assert statuses.count(503) > 0, "the restart refused no call"
+    assert set(statuses) <= {200, 503}, sorted(set(statuses))
+    for status, headers, body in results:
+        if status == 503:
+            assert headers["retry-after"] == "2"
+            assert body["error"]["code"] == "shared_state_unavailable"  # type: ignore[index]
+    assert statuses[-1] == 200, "calls did not recover after the restart"
+    # Every admitted call has its row and its charge; the balance is the store's less exactly those.
+    answered = [headers["x-request-id"] for status, headers, _ in results if status == 200]
+    rows = dict(scaled.rows("SELECT request_id, cost FROM usage WHERE key_id = ? AND status = 200", key_id))
+    assert set(answered) <= set(rows) and all(int(rows[r]) > 0 for r in answered)  # type: ignore[call-overload]
+    charged = scaled.rows("SELECT coalesce(sum(cost), 0) FROM usage WHERE key_id = ?", key_id)[0][0]
+    assert start - scaled.balance(account) == charged
+    # And Redis, rebuilt, agrees with the store: the account can spend what the store says, no more.
+    follow = asyncio.run(_burst(scaled, key, 1))[0]
+    assert follow[0] == 200
+
+
+def _restart_later(redis: RedisServer) -> None:
+    time.sleep(2)
+    redis.restart(down_seconds=0.5)
