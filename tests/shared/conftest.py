@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.conftest import SessionPostgres
 from tests.real.redis import RedisServer, redis_missing
 
 
@@ -23,12 +24,11 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         server.stop()
 
 
-@pytest.fixture(scope="module", params=["sqlite"])
+@pytest.fixture(scope="module", params=["postgres", "sqlite"])
 def shared_store_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Where the processes under test keep their store: the seam where PostgreSQL joins SQLite.
-
-    SQLite: a path (WAL, several processes on one file). A PostgreSQL param would start the
-    server and answer its postgresql:// URL.
+    """Where the processes under test keep their store: a fresh PostgreSQL database's
+    postgresql:// URL (the scaled deployment), or a SQLite path (WAL, several processes on one file).
     """
-    assert request.param == "sqlite"
+    if request.param == "postgres":
+        return SessionPostgres.get().database().url
     return str(tmp_path_factory.mktemp("store") / "modelway.db")

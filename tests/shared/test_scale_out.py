@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import aiohttp
 import grpc
@@ -22,6 +21,7 @@ from modelway.config import load_config
 from modelway.edge import EdgeFiles, Envoy
 from modelway.v1 import chat_pb2, chat_pb2_grpc, keys_pb2, keys_pb2_grpc
 from tests.conftest import ROOT, TEST_CONFIG, Stack, _wait_for, free_port
+from tests.real.postgres import connect_db
 from tests.real.redis import RedisServer
 
 WORKERS = 3
@@ -64,11 +64,17 @@ class Scaled:
         return f"127.0.0.1:{self.grpc_base + index}"
 
     def rows(self, query: str, *args: object) -> list[tuple[object, ...]]:
-        with contextlib.closing(sqlite3.connect(self.stack.db_path, timeout=10)) as db:
-            return db.execute(query, args).fetchall()
+        with connect_db(self.stack.db_path) as db:
+            return list(db.execute(query, args).fetchall())
 
     def balance(self, account: str) -> int:
         return int(self.rows("SELECT credits FROM accounts WHERE id = ?", account)[0][0])
+
+
+def _store_env(url: str, workdir: Path) -> dict[str, str]:
+    if url.startswith("postgresql://"):
+        return {"MODELWAY_STORE_URL": url, "MODELWAY_DATA_DIR": str(workdir)}
+    return {"MODELWAY_DB": url}
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +90,7 @@ def scaled(
         "MODELWAY_GRPC_PORT": str(grpc_base),
         "MODELWAY_OPS_PORT": str(ops_base),
         "MODELWAY_HTTP_PORT": str(free_port()),
-        "MODELWAY_DB": shared_store_url,
+        **_store_env(shared_store_url, workdir),
         "MODELWAY_REDIS_URL": redis_server.url,
     }
     stack = Stack(workdir, config_path, env, int(env["MODELWAY_HTTP_PORT"]), grpc_base, api_key="")
