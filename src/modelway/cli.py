@@ -15,7 +15,7 @@ from pathlib import Path
 
 import aiohttp
 
-from modelway.app import Gateway, StartupError, check_ports, run, serve
+from modelway.app import Gateway, StartupError, check_ports, run, run_serving, serve
 from modelway.config import ALL_PERMISSIONS, DEFAULT_PERMISSIONS, MICRO, Config, ConfigError, load_config
 from modelway.core.key_admin import check_key_count, key_name
 from modelway.core.keys import IssuedKey, issue_key
@@ -244,11 +244,11 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace, config: Config) -> int:
     command = args.command if args.command in ("serve", "up", "envoy-config") else f"{args.command} {args.action}"
     if command == "serve":
-        asyncio.run(serve(config))
+        run_serving(serve(config))
     elif command == "up":
         # Named in the banner's commands unless it is the default they would read anyway.
         config_path = None if args.config == "modelway.toml" else args.config
-        return asyncio.run(_up(config, args.root, args.workdir or args.root / "build", config_path))
+        return run_serving(_up(config, args.root, args.workdir or args.root / "build", config_path))
     elif command == "envoy-config":
         print(render_envoy_config(config.server, EdgeFiles.in_repo(args.root)))
     elif command == "accounts create":
