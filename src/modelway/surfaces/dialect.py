@@ -100,20 +100,17 @@ async def stream_answer(run: ChatRun, dialect: Dialect) -> AsyncIterator[httpbod
     final figures (credits). A stream that fails is settled after its error
     frame, before the terminator.
     """
-    async with aclosing(run.events()) as events:
-        first = await anext(events)
+    # Events that arrived together go out as one message (ChatRun.event_groups): one write, not one each.
+    async with aclosing(run.event_groups()) as groups:
+        first = await anext(groups)
         # Made after the first event: by then the router knows which model answers.
         writer = dialect.stream(run)
-        if isinstance(first, Usage):
-            await run.finish()
-        yield httpbody_pb2.HttpBody(content_type=_SSE, data=writer.event(first))
+        yield httpbody_pb2.HttpBody(content_type=_SSE, data=await _frames(run, writer, first))
         try:
-            async for event in events:
-                if isinstance(event, Usage):
-                    await run.finish()
-                frame = writer.event(event)
-                if frame:
-                    yield httpbody_pb2.HttpBody(content_type=_SSE, data=frame)
+            async for group in groups:
+                frames = await _frames(run, writer, group)
+                if frames:
+                    yield httpbody_pb2.HttpBody(content_type=_SSE, data=frames)
         except Exception as exc:
             error = as_gateway_error(exc)
             run.fail(error)
@@ -122,3 +119,13 @@ async def stream_answer(run: ChatRun, dialect: Dialect) -> AsyncIterator[httpbod
     terminator = writer.end()
     if terminator:
         yield httpbody_pb2.HttpBody(content_type=_SSE, data=terminator)
+
+
+async def _frames(run: ChatRun, writer: StreamWriter, group: tuple[StreamEvent, ...]) -> bytes:
+    """The frames of a group of events; the row is settled and committed before the Usage's frame."""
+    frames = []
+    for event in group:
+        if isinstance(event, Usage):
+            await run.finish()
+        frames.append(writer.event(event))
+    return b"".join(frames)
