@@ -120,6 +120,8 @@ class Telemetry:
         self._providers = frozenset(providers)
         # Bounded like the labels: surfaces x configured models and providers (or "unknown") x statuses.
         self._series: dict[tuple[str, str, str, int], _CallSeries] = {}
+        # (provider, outcome): configured providers x "ok" and the Reason values.
+        self._attempts: dict[tuple[str, str], Histogram] = {}
         registry = self.registry
         self._requests = Counter(
             "modelway_requests",
@@ -218,7 +220,11 @@ class Telemetry:
 
     def upstream_attempt(self, provider: str, outcome: str, seconds: float) -> None:
         """One attempt on an upstream ended: "ok" (its first event arrived) or the failure's reason."""
-        self._upstream.labels(self._provider(provider), outcome).observe(seconds)
+        key = (self._provider(provider), outcome)
+        child = self._attempts.get(key)
+        if child is None:
+            child = self._attempts[key] = self._upstream.labels(*key)
+        child.observe(seconds)
 
     def usage_committed(self, seconds: float) -> None:
         self._commit.observe(seconds)
