@@ -101,20 +101,25 @@ async def stream_answer(run: ChatRun, dialect: Dialect) -> AsyncIterator[httpbod
     frame, before the terminator.
     """
     # Events that arrived together go out as one message (ChatRun.event_groups): one write, not one each.
+    # The group with the Usage (always the last) carries the terminator too.
     async with aclosing(run.event_groups()) as groups:
         first = await anext(groups)
         # Made after the first event: by then the router knows which model answers.
         writer = dialect.stream(run)
         yield httpbody_pb2.HttpBody(content_type=_SSE, data=await _frames(run, writer, first))
+        ended = isinstance(first[-1], Usage)
         try:
             async for group in groups:
                 frames = await _frames(run, writer, group)
+                ended = isinstance(group[-1], Usage)
                 if frames:
                     yield httpbody_pb2.HttpBody(content_type=_SSE, data=frames)
         except Exception as exc:
             error = as_gateway_error(exc)
             run.fail(error)
             yield httpbody_pb2.HttpBody(content_type=_SSE, data=writer.error(error))
+    if ended:
+        return
     await run.finish()
     terminator = writer.end()
     if terminator:
@@ -122,10 +127,13 @@ async def stream_answer(run: ChatRun, dialect: Dialect) -> AsyncIterator[httpbod
 
 
 async def _frames(run: ChatRun, writer: StreamWriter, group: tuple[StreamEvent, ...]) -> bytes:
-    """The frames of a group of events; the row is settled and committed before the Usage's frame."""
-    frames = []
+    """The frames of a group of events. The Usage ends the stream: the row is settled and committed
+    before its frame, and the terminator follows it."""
+    frames: list[bytes] = []
     for event in group:
         if isinstance(event, Usage):
             await run.finish()
-        frames.append(writer.event(event))
+            frames += (writer.event(event), writer.end())
+        else:
+            frames.append(writer.event(event))
     return b"".join(frames)
