@@ -9,7 +9,8 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -86,9 +87,11 @@ from modelway.v1.rest import images_pb2_grpc as images_rest_pb2_grpc
 from modelway.v1.rest import keys_pb2 as keys_rest_pb2
 from modelway.v1.rest import keys_pb2_grpc as keys_rest_pb2_grpc
 
-__all__ = ["Gateway", "StartupError", "check_ports", "run", "serve"]
+__all__ = ["Gateway", "StartupError", "check_ports", "loop_factory", "run", "run_serving", "serve"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _SERVICES = (
     chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name,
@@ -430,3 +433,24 @@ async def serve(config: Config) -> None:
     gateway = Gateway(config)
     check_ports(config.server, ("grpc_port", "ops_port"))
     await run(gateway)
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    """The serving processes' event loop: uvloop's when it is installed, asyncio's own otherwise.
+
+    uvloop's loop (libuv) does the same work as asyncio's selector loop with
+    a fraction of the CPU: measured on a non-stream chat call through Envoy,
+    it took most of the loop's own overhead (epoll, callback scheduling,
+    socket writes) off every request. Without it everything still works.
+    """
+    try:
+        import uvloop
+    except ImportError:  # an install without the wheel (an unusual platform): asyncio's loop is correct too
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop
+
+
+def run_serving(main: Coroutine[Any, Any, T]) -> T:
+    """Runs a serving coroutine (`serve`, `up`) to its end on the `loop_factory` loop."""
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(main)

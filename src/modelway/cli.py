@@ -15,7 +15,7 @@ from pathlib import Path
 
 import aiohttp
 
-from modelway.app import Gateway, StartupError, check_ports, run, serve
+from modelway.app import Gateway, StartupError, check_ports, run, run_serving, serve
 from modelway.config import ALL_PERMISSIONS, DEFAULT_PERMISSIONS, MICRO, Config, ConfigError, load_config
 from modelway.core.key_admin import check_key_count, key_name
 from modelway.core.keys import IssuedKey, issue_key
@@ -310,15 +310,15 @@ def _run(args: argparse.Namespace, config: Config) -> int:
             raise CliError(refusal)
     if command == "serve":
         if config.server.workers > 1:
-            return asyncio.run(serve_workers(config, args.config))
-        asyncio.run(serve(config))
+            return run_serving(serve_workers(config, args.config))
+        run_serving(serve(config))
     elif command == "up":
         # Named in the banner's commands unless it is the default they would read anyway.
         config_path = None if args.config == "modelway.toml" else args.config
         workdir = args.workdir or args.root / "build"
         if config.server.workers > 1:
-            return asyncio.run(up_workers(config, args.root, workdir, args.config, config_path))
-        return asyncio.run(_up(config, args.root, workdir, config_path))
+            return run_serving(up_workers(config, args.root, workdir, args.config, config_path))
+        return run_serving(_up(config, args.root, workdir, config_path))
     elif command == "envoy-config":
         print(render_envoy_config(_with_workers(config, args).server, EdgeFiles.in_repo(args.root)))
     elif command == "accounts create":

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from modelway.core.directory import Directory
@@ -83,9 +84,16 @@ class UsageRecorder:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        # How many calls are under way (recorded or not): set by the Metering that feeds this recorder.
+        self._calls_open: Callable[[], int] = lambda: 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="usage-recorder")
+
+    def count_calls(self, calls_open: Callable[[], int]) -> None:
+        """Where the recorder learns how many calls are under way: a batch waits for company only when
+        some of them have not recorded their row yet (see `_run`)."""
+        self._calls_open = calls_open
 
     @property
     def queue_depth(self) -> int:
@@ -133,11 +141,13 @@ class UsageRecorder:
             if failures == 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._flush_seconds)
-            # Under load (the last write ended moments ago) rows gather for up to
-            # `commit_window`: fewer, larger transactions, which keeps the
-            # per-call CPU cost down. A lone call is committed at once.
+            # Under load (the last write ended moments ago, and other calls are still
+            # running, so more rows are coming) rows gather for up to `commit_window`:
+            # fewer, larger transactions, which keeps the per-call CPU cost down. A lone
+            # call, also one of a sequence of calls one at a time, is committed at once:
+            # waiting would only add the window to its answer's latency.
             since = time.monotonic() - self._last_write
-            if since < self._commit_window:
+            if since < self._commit_window and self._calls_open() > len(self._pending):
                 await asyncio.sleep(self._commit_window - since)
             self._wake.clear()
             try:

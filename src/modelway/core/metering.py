@@ -285,6 +285,7 @@ class Metering:
         self._open_calls = 0
         self._all_closed = asyncio.Event()
         self._all_closed.set()
+        recorder.count_calls(lambda: self._open_calls)
         self.ledger = ledger
         self.budgets = budgets
         self.clock = clock

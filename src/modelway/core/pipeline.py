@@ -16,7 +16,7 @@ import secrets
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
-from typing import NoReturn, Protocol
+from typing import NoReturn, Protocol, cast
 
 from modelway.config import ModelConfig
 from modelway.core.access import Bucket, Gate
@@ -24,6 +24,7 @@ from modelway.core.clock import Clock
 from modelway.core.directory import Caller
 from modelway.core.memory import release_memory
 from modelway.core.metering import CallMeter, Metering
+from modelway.core.ready import Pull
 from modelway.core.router import Router
 from modelway.core.routing import Resolver, output_cap
 from modelway.core.tokens import count_message_tokens, count_tokens
@@ -259,21 +260,92 @@ class ChatRun:
                 finally:
                     self._reader = None
                 if isinstance(event, Usage):
-                    # The upstream's counts are the truth; one it left out (0) keeps ours. A negative
-                    # count is no count: it would refund budgets and break the row.
-                    reported = Usage(
-                        max(0, event.prompt_tokens) or meter.prompt_tokens,
-                        max(0, event.completion_tokens) or meter.completion_tokens,
-                    )
-                    meter.prompt_tokens, meter.completion_tokens = reported.prompt_tokens, reported.completion_tokens
+                    reported = self._reported(event)
                     continue
                 if meter.checkpoint_due():
                     await meter.checkpoint()
-                # Counted as it passes, so a stream cut short is metered for what was delivered.
-                meter.completion_tokens += _delta_tokens(event)
-                meter.delivered()
+                self._passing(event)
                 yield event
         yield reported or Usage(meter.prompt_tokens, meter.completion_tokens)
+
+    async def event_groups(self) -> AsyncGenerator[tuple[StreamEvent, ...], None]:
+        """The events of `events`, grouped by what was ready together: a group ends where the next
+        event would have to be waited for (see core/ready.py), so a stream can send each group as
+        one message and nothing waits for company. The last group ends with the one Usage.
+
+        Metered as `events` is; `stop` cancels only a read the caller waits on: while a group is
+        out (being written) with the next read started, it is marked and ends the call when the
+        group's write returns, the read then cancelled and its upstream closed.
+        """
+        meter = self._meter
+        reported: Usage | None = None
+        group: list[StreamEvent] = []
+        reader = asyncio.current_task()
+        pull: Pull[StreamEvent] | None = None
+        async with aclosing(self._router.stream(self.request, self._candidates, meter.attempting)) as events:
+            try:
+                while True:
+                    if self._shutdown is not None:
+                        raise self._shutdown
+                    try:
+                        pull = Pull(events)
+                    except Exception:
+                        if group:  # what arrived before a failure goes out before it
+                            yield tuple(group)
+                        raise
+                    if pull.exhausted:
+                        pull = None
+                        break
+                    if pull.ready:
+                        event = cast(StreamEvent, pull.value)  # a pull that did not end has its event
+                    else:
+                        if group:
+                            yield tuple(group)
+                            group = []
+                            if self._shutdown is not None:
+                                raise self._shutdown
+                        self._reader = reader
+                        try:
+                            event = await pull
+                        except StopAsyncIteration:
+                            pull = None
+                            break
+                        except asyncio.CancelledError:
+                            pull = None  # it has ended with the cancellation
+                            if self._shutdown is not None and reader is not None and reader.uncancel() == 0:
+                                raise self._shutdown from None
+                            raise
+                        finally:
+                            self._reader = None
+                    pull = None
+                    if isinstance(event, Usage):
+                        reported = self._reported(event)
+                        continue
+                    if meter.checkpoint_due():
+                        await meter.checkpoint()
+                    self._passing(event)
+                    group.append(event)
+            finally:
+                if pull is not None:
+                    await pull.abandon()
+        group.append(reported or Usage(meter.prompt_tokens, meter.completion_tokens))
+        yield tuple(group)
+
+    def _reported(self, event: Usage) -> Usage:
+        """The upstream's counts are the truth; one it left out (0) keeps ours. A negative count is
+        no count: it would refund budgets and break the row."""
+        meter = self._meter
+        reported = Usage(
+            max(0, event.prompt_tokens) or meter.prompt_tokens,
+            max(0, event.completion_tokens) or meter.completion_tokens,
+        )
+        meter.prompt_tokens, meter.completion_tokens = reported.prompt_tokens, reported.completion_tokens
+        return reported
+
+    def _passing(self, event: ChoiceDelta) -> None:
+        """Counted as it passes, so a stream cut short is metered for what was delivered."""
+        self._meter.completion_tokens += _delta_tokens(event)
+        self._meter.delivered()
 
     async def complete(self) -> Completion:
         self._meter.streamed = False  # a whole answer has no time to first token

@@ -59,8 +59,17 @@ class Scrubber(logging.Filter):
         )
         self._key_prefix = key_prefix
         self._secrets = tuple(sorted({s for s in secrets if len(s) >= _MIN_SECRET}, key=len, reverse=True))
+        # Every log line passes here and almost none holds a secret: one search for the literal words
+        # the patterns need (the key prefix, a configured secret, grpcio's "Invalid encoding",
+        # "bearer"/"basic" and the credential headers' names) tells when the patterns can be skipped.
+        self._trigger = re.compile(
+            "|".join(re.escape(word) for word in (key_prefix, *self._secrets, "Invalid encoding"))
+            + r"|(?i:bearer|basic|authorization|api[-_]key)"
+        )
 
     def scrub(self, text: str) -> str:
+        if self._trigger.search(text) is None:
+            return text  # no pattern below can match: each needs one of the trigger's words
         if "Invalid encoding" in text:
             text = _UNDECODABLE.sub(lambda m: m.group(1) + _REDACTED, text)
         for secret in self._secrets:
@@ -80,7 +89,11 @@ class Scrubber(logging.Filter):
             record.stack_info = self.scrub(record.stack_info)
         fields = getattr(record, _FIELDS, None)
         if isinstance(fields, Mapping):
-            setattr(record, _FIELDS, {k: self.scrub(v) if isinstance(v, str) else v for k, v in fields.items()})
+            # One search over all the strings (no trigger word holds "\n", so none is made across two)
+            # tells whether any field needs scrubbing: the per-call line has a dozen and they rarely do.
+            if self._trigger.search("\n".join(v for v in fields.values() if isinstance(v, str))) is not None:
+                fields = {k: self.scrub(v) if isinstance(v, str) else v for k, v in fields.items()}
+            setattr(record, _FIELDS, dict(fields))
         return True
 
 

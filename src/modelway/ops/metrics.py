@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -47,6 +48,18 @@ _CALL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60
 _FIRST_TOKEN_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
 # A group commit is a few milliseconds when the disk is well.
 _COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+
+
+@dataclass(frozen=True, slots=True)
+class _CallSeries:
+    """The labelled children that calls with one (surface, model, provider, status) feed."""
+
+    requests: Counter
+    duration: Histogram
+    first_token: Histogram
+    input_tokens: Counter
+    output_tokens: Counter
+    credits: Counter
 
 
 class _StateCollector:
@@ -105,6 +118,10 @@ class Telemetry:
         self.registry: CollectorRegistry = _Registry()
         self._models = frozenset(models)
         self._providers = frozenset(providers)
+        # Bounded like the labels: surfaces x configured models and providers (or "unknown") x statuses.
+        self._series: dict[tuple[str, str, str, int], _CallSeries] = {}
+        # (provider, outcome): configured providers x "ok" and the Reason values.
+        self._attempts: dict[tuple[str, str], Histogram] = {}
         registry = self.registry
         self._requests = Counter(
             "modelway_requests",
@@ -166,26 +183,48 @@ class Telemetry:
     def _provider(self, provider: str) -> str:
         return provider if not provider or provider in self._providers else _UNKNOWN
 
+    def _call_series(self, surface: str, model: str, provider: str, status: int) -> _CallSeries:
+        """The labelled children one kind of call feeds, looked up once per label set: `labels()`
+        validates and locks on every call, and the label sets are few (configured names, codes)."""
+        key = (surface, self._model(model), self._provider(provider), status)
+        series = self._series.get(key)
+        if series is None:
+            surface, model, provider, status = key
+            series = _CallSeries(
+                requests=self._requests.labels(surface, model, provider, str(status)),
+                duration=self._duration.labels(surface, model),
+                first_token=self._first_token.labels(surface, model),
+                input_tokens=self._input_tokens.labels(model),
+                output_tokens=self._output_tokens.labels(model),
+                credits=self._credits.labels(model),
+            )
+            self._series[key] = series
+        return series
+
     def call_ended(self, row: UsageRecord, first_token_seconds: float | None) -> None:
         """One finished call, from its usage row: counters, histograms and its log line."""
-        model = self._model(row.model)
-        self._requests.labels(row.surface, model, self._provider(row.provider), str(row.status)).inc()
-        self._duration.labels(row.surface, model).observe(row.latency_ms / 1000)
+        series = self._call_series(row.surface, row.model, row.provider, row.status)
+        series.requests.inc()
+        series.duration.observe(row.latency_ms / 1000)
         if first_token_seconds is not None:
-            self._first_token.labels(row.surface, model).observe(first_token_seconds)
+            series.first_token.observe(first_token_seconds)
         if row.prompt_tokens:
-            self._input_tokens.labels(model).inc(row.prompt_tokens)
+            series.input_tokens.inc(row.prompt_tokens)
         if row.completion_tokens:
-            self._output_tokens.labels(model).inc(row.completion_tokens)
+            series.output_tokens.inc(row.completion_tokens)
         if row.cost:
-            self._credits.labels(model).inc(row.cost / MICRO)
+            series.credits.inc(row.cost / MICRO)
         if row.error_code in REJECTIONS:
             self._rejections.labels(row.error_code).inc()
         log_call(row, first_token_seconds)
 
     def upstream_attempt(self, provider: str, outcome: str, seconds: float) -> None:
         """One attempt on an upstream ended: "ok" (its first event arrived) or the failure's reason."""
-        self._upstream.labels(self._provider(provider), outcome).observe(seconds)
+        key = (self._provider(provider), outcome)
+        child = self._attempts.get(key)
+        if child is None:
+            child = self._attempts[key] = self._upstream.labels(*key)
+        child.observe(seconds)
 
     def usage_committed(self, seconds: float) -> None:
         self._commit.observe(seconds)

@@ -91,21 +91,30 @@ else:  # not subscriptable at run time
 class DecodeGuard(_Interceptor):
     """Gives each modelway method's handler a deserializer that never raises (see the module doc)."""
 
+    def __init__(self) -> None:
+        # Each method's guarded handler, made on its first call: services are added once, before the
+        # server starts, so a method's handler never changes. Only methods that exist are kept.
+        self._guarded: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any]:
-        handler = await continuation(handler_call_details)
         method = handler_call_details.method
+        known = self._guarded.get(method)
+        if known is not None:
+            return known
+        handler = await continuation(handler_call_details)
         if handler is None or handler.request_deserializer is None:
             return handler
         name = _request_name(handler, method)
         guarded = handler._replace(request_deserializer=_guarded(handler.request_deserializer, name))  # type: ignore[attr-defined]
-        if method.startswith(_GUARDED_PREFIX):
-            return guarded  # type: ignore[no-any-return]
-        # Health and reflection are grpcio's own servicers: an undecodable request stops at their door.
-        return _refusing_undecodable(guarded)
+        if not method.startswith(_GUARDED_PREFIX):
+            # Health and reflection are grpcio's own servicers: an undecodable request stops at their door.
+            guarded = _refusing_undecodable(guarded)
+        self._guarded[method] = guarded
+        return guarded  # type: ignore[no-any-return]
 
 
 async def _refuse(context: grpc.aio.ServicerContext[Any, Any], request: Undecodable) -> None:

@@ -110,25 +110,40 @@ async def stream_answer(run: ChatRun, dialect: Dialect) -> AsyncIterator[httpbod
     frame, before the terminator.
     """
     content_type = dialect.stream_content_type
-    async with aclosing(run.events()) as events:
-        first = await anext(events)
+    # Events that arrived together go out as one message (ChatRun.event_groups): one write, not one each.
+    # The group with the Usage (always the last) carries the terminator too.
+    async with aclosing(run.event_groups()) as groups:
+        first = await anext(groups)
         # Made after the first event: by then the router knows which model answers.
         writer = dialect.stream(run)
-        if isinstance(first, Usage):
-            await run.finish()
-        yield httpbody_pb2.HttpBody(content_type=content_type, data=writer.event(first))
+        yield httpbody_pb2.HttpBody(content_type=content_type, data=await _frames(run, writer, first))
+        ended = isinstance(first[-1], Usage)
         try:
-            async for event in events:
-                if isinstance(event, Usage):
-                    await run.finish()
-                frame = writer.event(event)
-                if frame:
-                    yield httpbody_pb2.HttpBody(content_type=content_type, data=frame)
+            async for group in groups:
+                frames = await _frames(run, writer, group)
+                ended = isinstance(group[-1], Usage)
+                if frames:
+                    yield httpbody_pb2.HttpBody(content_type=content_type, data=frames)
         except Exception as exc:
             error = as_gateway_error(exc)
             run.fail(error)
             yield httpbody_pb2.HttpBody(content_type=content_type, data=writer.error(error))
+    if ended:
+        return
     await run.finish()
     terminator = writer.end()
     if terminator:
         yield httpbody_pb2.HttpBody(content_type=content_type, data=terminator)
+
+
+async def _frames(run: ChatRun, writer: StreamWriter, group: tuple[StreamEvent, ...]) -> bytes:
+    """The frames of a group of events. The Usage ends the stream: the row is settled and committed
+    before its frame, and the terminator follows it."""
+    frames: list[bytes] = []
+    for event in group:
+        if isinstance(event, Usage):
+            await run.finish()
+            frames += (writer.event(event), writer.end())
+        else:
+            frames.append(writer.event(event))
+    return b"".join(frames)
