@@ -39,9 +39,9 @@ def _free_run(count: int) -> int:
         try:
             for port in range(base, base + count):
                 sock = socket.socket()
+                sockets.append(sock)  # closed below, also when its bind fails
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sock.bind(("127.0.0.1", port))
-                sockets.append(sock)
             return base
         except OSError:
             continue
