@@ -1,9 +1,9 @@
 """ConversationsRestService (POST /api/v1/chat/send, GET /api/v1/chat/conversations[/{id}]) and
-ConversationsService, its typed gRPC twin: parse -> history -> pipeline -> store the exchange -> render.
+ConversationsService, its typed gRPC twin: admit -> parse -> history -> call upstream -> store the exchange -> render.
 
 A follow-up sends the conversation's stored messages upstream before the new
-one. The history is read once the pipeline has admitted the call (key,
-permission, rate limit), for that key's account, so a bad key, an unknown
+one. The body is parsed and the history read once the pipeline has admitted
+the call (key, permission, rate limit), for that key's account, so a bad key, an unknown
 model or another account's conversation is refused and recorded like any
 other failure. Exchanges on one conversation run one at a time, from reading
 its history to storing the answer: concurrent follow-ups each see the ones
@@ -28,6 +28,7 @@ from modelway.core.access import Gate
 from modelway.core.catalog import PAGE_SIZE, Catalog, Page
 from modelway.core.clock import Clock
 from modelway.core.directory import Caller
+from modelway.core.offload import off_loop_if_large
 from modelway.core.pipeline import Pipeline
 from modelway.core.types import ChatRequest, Message, TextPart
 from modelway.errors import GatewayError, Reason, clip
@@ -109,19 +110,23 @@ class ChatSend:
 
     async def send(self, call: RpcCall, parse: Callable[[], SendRequest]) -> Sent:
         started = time.monotonic()
-        try:
-            parsed: SendRequest | GatewayError = parse()
-        except GatewayError as error:
-            parsed = error
-        # Set once the pipeline has admitted the call: whose it is, and the conversation so far.
+        # Set once the pipeline has admitted the call: whose it is, its body, and the conversation so far.
         caller: Caller | None = None
+        parsed: SendRequest | GatewayError = GatewayError(Reason.INTERNAL, "The request was not read.")
         history: tuple[ChatMessageRecord, ...] | None = ()
 
         async with contextlib.AsyncExitStack() as held:
 
             async def admitted(admitted_caller: Caller) -> None:
-                nonlocal caller, history
+                nonlocal caller, parsed, history
                 caller = admitted_caller
+                # The body is read only now, for a key that authenticates (a caller without one costs no
+                # parse work), and a large one in a thread, so the loop keeps its turns.
+                try:
+                    parsed = await off_loop_if_large(call.size, parse)
+                except GatewayError as error:
+                    # Its traceback's frames hold the parsed body, which would live on with it.
+                    parsed = error.with_traceback(None)
                 if not isinstance(parsed, SendRequest) or parsed.conversation_id is None:
                     return
                 # One exchange at a time per conversation, from reading its history to storing the answer:
