@@ -225,6 +225,22 @@ def test_validation_errors(chat: Chat) -> None:
     assert (row["surface"], row["status"], row["cost"]) == ("chat-send", 404, 0)
 
 
+def test_ids_past_the_stores_64_bit_range_are_404(chat: Chat) -> None:
+    """Stored ids are signed 64-bit: a larger one names nothing (404), never an overflow in the store (500)."""
+    _, key = chat.account()
+    for number in (2**63 - 1, 2**63, 2**64 - 1):
+        reply = chat.send(key, {"model_id": "echo-1", "message": "hi", "conversation_id": number})
+        assert error_of(reply, 404) == "Conversation not found"
+        row = usage_row(chat, reply.headers["X-Request-Id"])
+        assert (row["surface"], row["status"], row["cost"]) == ("chat-send", 404, 0)
+        assert error_of(chat.send(key, {"model_id": number, "message": "hi"}), 404) == "Model not found"
+        assert error_of(chat.get(key, f"{LIST}/{number}"), 404) == "Conversation not found"
+    many = "9" * 5000  # more digits than int() converts
+    assert error_of(chat.send(key, {"model_id": many, "message": "hi"}), 404) == "Model not found"
+    assert error_of(chat.get(key, f"{LIST}/{many}"), 404) == "Conversation not found"
+    assert "page" in error_of(chat.get(key, f"{LIST}?page={many}"), 422)
+
+
 def test_no_points_remaining_is_429_and_not_charged(chat: Chat) -> None:
     account, key = chat.account(credits=0, plan="nopoints")
     reply = chat.send(key, {"model_id": "echo-1", "message": "hi"})

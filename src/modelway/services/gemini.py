@@ -138,7 +138,8 @@ def _page_start(token: str) -> int:
     except (binascii.Error, ValueError):
         text = ""
     kind, _, offset = text.partition(":")
-    if kind != "o" or not offset.isdigit():
+    # ASCII digits only ("²" is a digit to str.isdigit, and int() refuses it), and no more than a list can hold.
+    if kind != "o" or not (offset.isascii() and offset.isdigit()) or len(offset) > 18:
         raise GatewayError(
             Reason.INVALID_VALUE,
             f"Invalid page token {clip(token)!r}: pass a nextPageToken as given.",

@@ -35,6 +35,7 @@ __all__ = [
     "CHAT_SEND",
     "MAX_MESSAGE_CHARS",
     "MAX_QUERY_CHARS",
+    "MAX_STORED_ID",
     "ChatSendDialect",
     "SendRequest",
     "categories_json",
@@ -152,7 +153,8 @@ def page_of(raw: str) -> int:
     text = raw.strip()
     if not text:
         return 1
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= _MAX_PAGE:
+    # The length first: int() refuses thousands of digits (a ValueError, a 500).
+    if not (text.isascii() and text.isdigit()) or len(text) > 9 or not 1 <= int(text) <= _MAX_PAGE:
         raise GatewayError(
             Reason.INVALID_VALUE, f"page must be a whole number from 1 to {_MAX_PAGE}, got {clip(raw)!r}", param="page"
         )
@@ -210,10 +212,16 @@ def message_json(message: ChatMessageRecord) -> dict[str, Any]:
     }
 
 
+# Stored ids are 64-bit signed integers (SQLite INTEGER, PostgreSQL bigint): a larger number names
+# nothing stored, and passing it to the store would fail (OverflowError) as a 500.
+MAX_STORED_ID = 2**63 - 1
+
+
 def conversation_id_of(raw: str) -> int:
-    """A conversation id from a URL path: a number; anything else names no conversation (404)."""
+    """A conversation id from a URL path: a number that can be stored; anything else names no conversation (404)."""
     text = raw.strip()
-    if not (text.isascii() and text.isdigit()) or len(text) > 18:
+    # The length is checked first: int() of thousands of digits is slow, and refused past 4,300.
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) > MAX_STORED_ID:
         raise unknown_conversation()
     return int(text)
 
@@ -282,4 +290,6 @@ def parse_send_request(data: Any) -> SendRequest:
             f"conversation_id must be a positive integer, got {clip(conversation)}",
             param="conversation_id",
         )
+    if conversation is not None and conversation > MAX_STORED_ID:
+        raise unknown_conversation()
     return SendRequest(model=str(model), message=message, conversation_id=conversation)
