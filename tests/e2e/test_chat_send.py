@@ -351,3 +351,41 @@ def test_a_bad_key_with_a_huge_body_is_refused_unparsed(chat: Chat) -> None:
     # parsed 266-650; with the body parsed before the key was checked, refused 208-296.
     refused_ms, parsed_ms = min(_server_ms(reply) for reply in refused), _server_ms(parsed)
     assert refused_ms * 2 < parsed_ms, (refused_ms, parsed_ms)
+
+
+def test_an_answer_withdrawn_at_the_deadline_is_neither_stored_nor_billed(chat: Chat) -> None:
+    """Typed gRPC calls whose deadlines (30-110 ms, 2 ms apart, sent together) fall before, during and
+    after their exchanges are stored and their rows committed. Each call that did not get its answer
+    (DEADLINE_EXCEEDED) left no conversation and no charge; each that did is stored and billed once."""
+    account, key = chat.account(credits=100)
+
+    def send(timeout_ms: int) -> int | None:
+        with grpc.insecure_channel(chat.stack.envoy_target) as channel:
+            stub = conversations_pb2_grpc.ConversationsServiceStub(channel)
+            try:
+                sent = stub.SendMessage(
+                    conversations_pb2.SendMessageRequest(model_id="echo-1", message=f"in {timeout_ms} ms"),
+                    metadata=(("x-api-key", key),),
+                    timeout=timeout_ms / 1000,
+                )
+            except grpc.RpcError as error:
+                assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED, error
+                return None
+            return int(sent.conversation_id)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answered = list(pool.map(send, range(30, 112, 2)))
+    delivered = {number for number in answered if number is not None}
+    assert delivered and len(delivered) < len(answered), answered  # some of each, or the test shows nothing
+    time.sleep(0.5)  # withdrawals finish after their callers have been told
+    listed = [c for page in (1, 2, 3) for c in data_of(chat.get(key, f"{LIST}?page={page}"))["conversations"]]
+    assert {c["id"] for c in listed} == delivered
+    assert all(c["message_count"] == 2 for c in listed)
+    with connect_db(chat.stack.db_path) as connection:
+        rows = connection.execute(
+            "SELECT status, cost FROM usage WHERE account_id = ? AND status != 0", [account]
+        ).fetchall()
+    # A call whose deadline passed before it reached the server may leave no row (Envoy answered it).
+    assert sum(status == 200 for status, _ in rows) == len(delivered) and len(rows) <= len(answered), rows
+    assert all(cost == 0 for status, cost in rows if status != 200)
+    assert balance(chat, account) == 100_000_000 - sum(cost for _, cost in rows)

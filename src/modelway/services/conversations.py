@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,12 +29,12 @@ from modelway.core.catalog import PAGE_SIZE, Catalog, Page
 from modelway.core.clock import Clock
 from modelway.core.directory import Caller
 from modelway.core.offload import off_loop_if_large
-from modelway.core.pipeline import Pipeline
+from modelway.core.pipeline import ChatRun, Pipeline
 from modelway.core.types import ChatRequest, Message, TextPart
 from modelway.errors import GatewayError, Reason, clip
 from modelway.services._rpc import RpcCall, unary
 from modelway.services.catalog import page_proto
-from modelway.services.delivery import complete_in_time, deliver
+from modelway.services.delivery import complete_in_time, deadline_error, deliver
 from modelway.store import Store
 from modelway.store.records import ChatMessageRecord, ConversationRecord
 from modelway.surfaces.catalog import (
@@ -163,7 +163,8 @@ class ChatSend:
                 if isinstance(parsed, GatewayError) or caller is None:  # request() refused these already
                     raise GatewayError(Reason.INTERNAL, "The server had an error while processing your request.")
                 answer = (completion.choices[0].content or "") if completion.choices else ""
-                saved = await self._store.save_exchange(
+                # complete_in_time has just checked that the answer is in time (nothing was awaited since).
+                saving = self._store.save_exchange(
                     caller.account.id,
                     parsed.conversation_id,
                     self._catalog.resolve(run.model).slug,
@@ -172,12 +173,7 @@ class ChatSend:
                     completion.usage.total_tokens,
                     self._clock.now(),
                 )
-                if saved is None:
-                    # Not delivered, so not charged.
-                    gone = unknown_conversation()
-                    run.undelivered(gone)
-                    raise gone
-                await deliver(call, run)
+                saved = await self._keep(call, run, saving)
                 return Sent(
                     conversation_id=saved[0],
                     assistant_message_id=saved[1],
@@ -188,6 +184,44 @@ class ChatSend:
                     cost=run.credits_used,
                 )
         raise AssertionError("not reached: the block returns or raises")  # for mypy
+
+    async def _keep(self, call: RpcCall, run: ChatRun, saving: Awaitable[tuple[int, int] | None]) -> tuple[int, int]:
+        """Stores the exchange and delivers the answer (its row committed) as one step, shielded from
+        cancellation, so neither is left half done. An answer that does not reach its caller after all
+        (its deadline passed meanwhile, or it went away) is refunded, and the stored exchange is taken
+        back with it: the conversation never holds an answer nobody paid for."""
+
+        async def store_and_deliver() -> tuple[int, int] | None:
+            saved = await saving
+            if saved is None:
+                return None
+            try:
+                await deliver(call, run)
+            except BaseException:
+                await self._store.forget_exchange(*saved)
+                raise
+            return saved
+
+        keeping = asyncio.ensure_future(store_and_deliver())
+        try:
+            saved = await asyncio.shield(keeping)
+        except asyncio.CancelledError:
+            # The handler is cancelled (grpc does so at the caller's deadline or when it leaves): the
+            # write and the row finish in their task, then both are taken back.
+            try:
+                kept = await keeping
+            except GatewayError:
+                kept = None  # withdrawn and forgotten by store_and_deliver already
+            if kept is not None:
+                await run.withdraw(deadline_error())
+                await self._store.forget_exchange(*kept)
+            raise
+        if saved is None:
+            # The conversation is not the account's (any more): not delivered, so not charged.
+            gone = unknown_conversation()
+            run.undelivered(gone)
+            raise gone
+        return saved
 
     async def conversations(self, call: RpcCall, page: int) -> tuple[list[ConversationRecord], Page]:
         caller = await self._gate.authorize(call.metadata, _PERMISSION)
