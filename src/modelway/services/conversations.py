@@ -224,7 +224,7 @@ class ChatSend:
         return saved
 
     async def conversations(self, call: RpcCall, page: int) -> tuple[list[ConversationRecord], Page]:
-        caller = await self._gate.authorize(call.metadata, _PERMISSION)
+        caller = await self._gate.authorize(call.metadata, _PERMISSION, CHAT_SEND.wording)
         where = Page(page, PAGE_SIZE, 0)
         found, total = await self._store.conversations(caller.account.id, where.offset, PAGE_SIZE)
         return found, Page(page, PAGE_SIZE, total)
@@ -232,7 +232,7 @@ class ChatSend:
     async def conversation(
         self, call: RpcCall, conversation_id: int
     ) -> tuple[ConversationRecord, list[ChatMessageRecord]]:
-        caller = await self._gate.authorize(call.metadata, _PERMISSION)
+        caller = await self._gate.authorize(call.metadata, _PERMISSION, CHAT_SEND.wording)
         found = await self._store.conversation(caller.account.id, conversation_id)
         if found is None:
             raise unknown_conversation()

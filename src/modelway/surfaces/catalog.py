@@ -26,7 +26,7 @@ import orjson
 
 from modelway.config import CAPABILITIES, MICRO, MODEL_TYPES, ModelConfig
 from modelway.core.catalog import Category, Page
-from modelway.core.wording import CHAT_SEND_WORDING
+from modelway.core.wording import Wording
 from modelway.errors import REASONS, GatewayError, Reason, clip
 from modelway.store.records import ChatMessageRecord, ConversationRecord
 from modelway.surfaces.json_body import load_json
@@ -83,7 +83,9 @@ class ChatSendDialect:
     """chat/send and the catalog: usage rows say "chat-send"."""
 
     name = "chat-send"
-    wording = CHAT_SEND_WORDING
+    # What the Surface type asks for. chat/send shows none of it: its table answers these errors with
+    # its own fixed words ("Invalid API key", "No points remaining"), and its answers are never streamed.
+    wording = Wording(send_key="", spend_less="", answer_smaller="")
 
     def status(self, error: GatewayError) -> int:
         return _TABLE[error.reason][0]
