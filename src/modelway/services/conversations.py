@@ -82,6 +82,10 @@ class Turns:
     def __init__(self) -> None:
         self._locks: dict[tuple[str, int], tuple[asyncio.Lock, int]] = {}
 
+    def __len__(self) -> int:
+        """How many keys someone holds or waits for: what the map keeps."""
+        return len(self._locks)
+
     @contextlib.asynccontextmanager
     async def hold(self, key: tuple[str, int]) -> AsyncIterator[None]:
         lock, users = self._locks.get(key, (asyncio.Lock(), 0))
