@@ -72,6 +72,8 @@ def test_filters_by_category_and_type_and_combine(catalog: Stack) -> None:
 def test_bad_query_values_are_422_in_the_envelope(catalog: Stack) -> None:
     assert "page" in error_of(get(catalog, "/api/models?page=0"), 422)
     assert "page" in error_of(get(catalog, "/api/models?page=abc"), 422)
+    # More digits than int() converts (4,300): still the 422, not a 500.
+    assert "page" in error_of(get(catalog, "/api/models?page=" + "9" * 5000), 422)
     assert "type" in error_of(get(catalog, "/api/models?type=video"), 422)
     assert "q" in error_of(get(catalog, "/api/models?q=" + "x" * 300), 422)
 
@@ -114,6 +116,8 @@ def test_public_prices_are_shown(catalog: Stack) -> None:
 
 def test_unknown_model_is_404(catalog: Stack) -> None:
     assert error_of(get(catalog, "/api/models/999"), 404) == "Model not found"
+    for number in (str(2**63), str(2**64), "9" * 5000):
+        assert error_of(get(catalog, f"/api/models/{number}"), 404) == "Model not found"
     assert error_of(get(catalog, "/api/models/no-such-model"), 404) == "Model not found"
     # The catalog's slug, not the internal id, names a model here.
     assert error_of(get(catalog, "/api/models/gpt"), 404) == "Model not found"

@@ -9,8 +9,12 @@ name, for every call whose answer arrived whole (a parsed JSON 200; an
 OpenAI or native SSE stream ending in `data: [DONE]`; a Gemini stream whose
 last event carries usageMetadata and a finishReason), matched by the
 answer's X-Request-Id; a chat/send answer's exchange must be stored under
-the conversation and message ids it gave; and the balance must have dropped
-by exactly the sum of the rows' costs. The flush
+the conversation and message ids it gave (each chat/send client continues
+one conversation across the kills: its exchanges are stored in the order it
+got them, with at most one unanswered exchange per kill); no answer that
+arrives while the server is up is a 5xx or, for the catalog and chat/send,
+outside the envelope; and the balance must have dropped by exactly the sum
+of the rows' costs. The flush
 timer is set to a minute, so nothing but the commit before the answer can
 have saved those rows. A stream the kill cuts is billed for what it had
 delivered as far as its last checkpoint.
@@ -76,6 +80,14 @@ class Tally:
     # chat/send answers: X-Request-Id -> the (conversation id, assistant message id) they gave.
     exchanges: dict[str, tuple[int, int]] = field(default_factory=dict)
     catalog_reads: int = 0
+    # chat/send clients continue their own conversations: conversation id -> its answers' message ids, in order.
+    conversations: dict[int, list[int]] = field(default_factory=dict)
+    # Which conversation each chat/send client continues (by its place in CLIENTS), across the kills.
+    continues: dict[int, int] = field(default_factory=dict)
+    # Cleared just before each kill: answers that arrive while the server is up must be as documented.
+    up: bool = True
+    # Answers received while the server was up that were 5xx, or not in the envelope their surface promises.
+    bad: list[str] = field(default_factory=list)
 
 
 @pytest.fixture(scope="module")
@@ -119,10 +131,27 @@ def complete(kind: Kind, data: bytes) -> bool:
     return "usageMetadata" in last and bool(last["candidates"][0].get("finishReason"))
 
 
-async def client(session: aiohttp.ClientSession, stack: Stack, key: str, kind: Kind, tally: Tally) -> None:
+def as_documented(kind: Kind, status: int, data: bytes) -> bool:
+    """No 5xx while the server is up, and the envelope for the catalog and chat/send (errors included)."""
+    if status >= 500:
+        return False
+    if kind not in (CHAT_SEND, CATALOG):
+        return True
+    try:
+        envelope = json.loads(data)
+    except ValueError:
+        return False
+    return isinstance(envelope, dict) and envelope.get("success") is (status == 200)
+
+
+async def client(session: aiohttp.ClientSession, stack: Stack, key: str, kind: Kind, tally: Tally, number: int) -> None:
     path, body, headers = call_of(kind, key)
     while True:
         tally.calls += 1
+        conversation = tally.continues.get(number)  # chat/send: the one this client continues, once it has one
+        if conversation is not None and body is not None:
+            body = {**body, "conversation_id": conversation}
+        up = tally.up
         try:
             method = "GET" if body is None else "POST"
             async with session.request(method, stack.http_base + path, json=body, headers=headers) as response:
@@ -131,6 +160,8 @@ async def client(session: aiohttp.ClientSession, stack: Stack, key: str, kind: K
         except (aiohttp.ClientError, ConnectionError):
             await asyncio.sleep(0.01)
             continue
+        if up and tally.up and not as_documented(kind, response.status, data):
+            tally.bad.append(f"{kind.label}: {response.status} {data[:200]!r}")
         if response.status != 200:
             await asyncio.sleep(0.01)
             continue
@@ -143,15 +174,22 @@ async def client(session: aiohttp.ClientSession, stack: Stack, key: str, kind: K
             if kind is CHAT_SEND:
                 sent = json.loads(data)["data"]
                 tally.exchanges[request_id] = (sent["conversation_id"], sent["assistant_message_id"])
+                assert conversation in (None, sent["conversation_id"]), sent
+                tally.continues[number] = conversation = sent["conversation_id"]
+                tally.conversations.setdefault(conversation, []).append(sent["assistant_message_id"])
 
 
 async def load_then_kill(stack: Stack, key: str, tally: Tally) -> None:
     """Runs the CLIENTS for LOAD_SECONDS, then kills the server with SIGKILL mid-load."""
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=10)) as session:
-        clients = [asyncio.create_task(client(session, stack, key, kind, tally)) for kind in CLIENTS]
+        tally.up = True
+        clients = [
+            asyncio.create_task(client(session, stack, key, kind, tally, number)) for number, kind in enumerate(CLIENTS)
+        ]
         await asyncio.sleep(LOAD_SECONDS)
         assert stack.server is not None
+        tally.up = False
         stack.server.kill()
         stack.server.wait(timeout=10)
         stack.server = None
@@ -185,15 +223,23 @@ def test_every_completely_answered_call_survives_kill_9(crashing: Stack) -> None
                 "SELECT COALESCE(SUM(cost), 0), COUNT(*) FROM usage WHERE account_id = ?", [account]
             ).fetchone()
             credits = db.execute("SELECT credits FROM accounts WHERE id = ?", [account]).fetchone()[0]
-            stored = set(
-                db.execute(
-                    "SELECT m.conversation_id, m.id FROM conversation_messages m JOIN conversations c"
-                    " ON c.id = m.conversation_id WHERE c.account_id = ? AND m.role = 'assistant'",
-                    [account],
-                ).fetchall()
-            )
+            messages = db.execute(
+                "SELECT m.conversation_id, m.id, m.role FROM conversation_messages m JOIN conversations c"
+                " ON c.id = m.conversation_id WHERE c.account_id = ? ORDER BY m.conversation_id, m.id",
+                [account],
+            ).fetchall()
+        stored = {(conversation, message) for conversation, message, role in messages if role == "assistant"}
         lost = [ids for ids in tally.exchanges.values() if ids not in stored]
         assert not lost, f"kill {kill}: chat/send answers whose exchange was not stored: {lost[:5]}"
+        assert not tally.bad, f"kill {kill}: {len(tally.bad)} answers while the server was up: {tally.bad[:5]}"
+        for conversation, answers in tally.conversations.items():
+            roles = [role for number, _, role in messages if number == conversation]
+            kept = [message for number, message, role in messages if number == conversation and role == "assistant"]
+            # Question, answer, question, answer...; the answers in the order the client got them. An exchange
+            # stored as the kill came, before its answer went out, may be there unanswered: one per kill at most.
+            assert roles == ["user", "assistant"] * (len(roles) // 2), (conversation, roles)
+            assert answers == sorted(answers) and set(answers) <= set(kept), (conversation, answers, kept)
+            assert 0 <= len(kept) - len(answers) <= kill, (conversation, answers, kept)
         missing = [request_id for request_id in tally.answered if request_id not in rows]
         assert not missing, f"kill {kill}: {len(missing)} answered calls have no usage row"
         assert all(count == 1 for count, _ in rows.values()), "a call has more than one row"
@@ -205,7 +251,8 @@ def test_every_completely_answered_call_survives_kill_9(crashing: Stack) -> None
         answered = Counter(kind.label for kind in tally.answered.values())
         print(
             f"kill {kill}: {tally.calls} calls made, {len(tally.answered)} answered completely {dict(answered)}, "
-            f"{statuses} rows, all answered found; {tally.catalog_reads} catalog reads answered"
+            f"{statuses} rows, all answered found; {tally.catalog_reads} catalog reads answered; "
+            f"chat/send conversations {[len(answers) for answers in tally.conversations.values()]} exchanges long"
         )
         stack.start_server()  # the same database opens and serves again
 
@@ -214,6 +261,8 @@ def test_every_completely_answered_call_survives_kill_9(crashing: Stack) -> None
         kind.label for kind in tally.answered.values()
     )
     assert tally.catalog_reads > 0
+    # Both chat/send clients kept one conversation going across the kills.
+    assert len(tally.conversations) == 2 and all(len(answers) > 1 for answers in tally.conversations.values())
     reply_ok = asyncio.run(one_call(stack, key))
     assert reply_ok
 

@@ -332,10 +332,16 @@ def check_envelope_reply(status: int, body: bytes, echoed: tuple[str, ...]) -> N
         assert message and not INTERNALS.search(message), reply
 
 
+# Ids at and past the store's 64-bit limit (and digit strings int() refuses): a 404, never a 500.
+edge_ids = st.sampled_from([2**63 - 1, 2**63, 2**64 - 1, -(2**63) - 1])
+edge_id_texts = st.sampled_from(["9223372036854775807", "9223372036854775808", "18446744073709551616", "9" * 5000])
 chat_send_bodies = st.one_of(
     st.fixed_dictionaries(
-        {"model_id": st.sampled_from(["echo-1", 1, 2, "nope", 0])},
-        optional={"message": st.one_of(st.text(max_size=30), json_values), "conversation_id": json_values},
+        {"model_id": st.one_of(st.sampled_from(["echo-1", 1, 2, "nope", 0]), edge_ids, edge_id_texts)},
+        optional={
+            "message": st.one_of(st.text(max_size=30), json_values),
+            "conversation_id": st.one_of(json_values, edge_ids),
+        },
     ),
     st.dictionaries(st.sampled_from(["model_id", "message", "conversation_id"]), json_values, max_size=3),
     json_values,
@@ -357,11 +363,15 @@ def test_catalog_and_chat_send(stack: Stack, scale: int) -> None:
         path = "/api/v1/chat/conversations/" + urllib.parse.quote(conversation, safe="")
         reply = request(stack.http_port, "GET", path, headers=headers)
         check_envelope_reply(reply.status, reply.body, (conversation,))
+        reply = request(stack.http_port, "GET", "/api/models/" + urllib.parse.quote(conversation, safe=""))
+        check_envelope_reply(reply.status, reply.body, (conversation,))
 
     query = st.fixed_dictionaries(
-        {}, optional={name: st.text(max_size=20) for name in ("q", "category", "type", "page")}
+        {},
+        optional={name: st.one_of(st.text(max_size=20), edge_id_texts) for name in ("q", "category", "type", "page")},
     )
-    run(40 * scale, st.tuples(st.one_of(chat_send_bodies, st.binary(max_size=64)), query, st.text(max_size=20)), check)
+    conversations = st.one_of(st.text(max_size=20), edge_id_texts)
+    run(40 * scale, st.tuples(st.one_of(chat_send_bodies, st.binary(max_size=64)), query, conversations), check)
 
 
 def _snake(camel: str) -> str:

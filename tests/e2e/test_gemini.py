@@ -491,6 +491,11 @@ def test_models_list_pages(stack: Stack) -> None:
     assert "nextPageToken" not in second
     bad = request(stack.http_port, "GET", "/api/v1beta/models?pageToken=zzz", None, headers)
     assert_gemini_error(bad, 400, "INVALID_ARGUMENT")
+    # Tokens that decode to offsets int() refuses: "²" (a digit to str.isdigit) and 5,000 digits.
+    for offset in ("\u00b2", "9" * 5000):
+        forged = base64.urlsafe_b64encode(f"o:{offset}".encode()).decode().rstrip("=")
+        bad = request(stack.http_port, "GET", f"/api/v1beta/models?pageToken={forged}", None, headers)
+        assert_gemini_error(bad, 400, "INVALID_ARGUMENT")
 
 
 # --- errors: every status, the server's and Envoy's own ----------------------

@@ -603,3 +603,33 @@ def test_gemini_top_k_reaches_the_upstreams_that_take_it(upstreams: Upstreams, m
     else:
         # Chat Completions has no top_k (OpenAI refuses one): left out, the rest of the config kept.
         assert "top_k" not in sent.json and "topK" not in sent.json and sent.json["top_p"] == 0.5
+
+
+@pytest.mark.parametrize("model", ("claude", "gemini"))
+def test_an_openai_callers_top_k_reaches_anthropic_and_gemini(
+    upstreams: Upstreams, client: openai.OpenAI, model: str
+) -> None:
+    """OpenAI SDK users send top_k through extra_body (Chat Completions has none): the upstreams that take
+    one get it in their own words."""
+    client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "Hi"}], top_p=0.5, extra_body={"top_k": 7}
+    )
+    (sent,) = upstreams.for_model(model).requests
+    if model == "gemini":
+        config = sent.json["generationConfig"]
+        assert (config["topK"], config["topP"]) == (7, 0.5)
+    else:
+        assert (sent.json["top_k"], sent.json["top_p"]) == (7, 0.5)
+
+
+@pytest.mark.parametrize(("top_k", "expected"), [(0, "integer_below_min_value"), ("5", "invalid_type")])
+def test_a_bad_top_k_is_refused_in_openais_words(upstreams: Upstreams, top_k: object, expected: str) -> None:
+    stack = upstreams.stack
+    body = {"model": "claude", "messages": [{"role": "user", "content": "Hi"}], "top_k": top_k}
+    reply = request(
+        stack.http_port, "POST", "/api/v1/chat/completions", body, {"Authorization": f"Bearer {stack.api_key}"}
+    )
+    assert reply.status == 400, reply.body
+    error = reply.json()["error"]
+    assert (error["param"], error["code"]) == ("top_k", expected), error
+    assert not upstreams.anthropic.requests

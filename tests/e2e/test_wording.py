@@ -5,8 +5,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import grpc
 import pytest
 
+from modelway.v1 import (
+    chat_pb2,
+    chat_pb2_grpc,
+    gemini_pb2,
+    gemini_pb2_grpc,
+    images_pb2,
+    images_pb2_grpc,
+    models_pb2,
+    models_pb2_grpc,
+)
 from tests.conftest import TEST_CONFIG, Stack, running_stack
 from tests.e2e.http import request
 
@@ -86,3 +97,38 @@ def test_the_credits_error_names_the_surface_s_own_parameter(broke: tuple[Stack,
     # chat/send keeps its documented fixed words.
     reply = request(port, "POST", "/api/v1/chat/send", {"model_id": "echo-1", "message": "hi"}, {"X-API-Key": key})
     assert (reply.status, reply.json()) == (429, {"success": False, "message": "No points remaining"})
+
+
+def test_typed_grpc_callers_are_told_to_send_the_key_as_metadata(broke: tuple[Stack, str]) -> None:
+    """A typed gRPC call has no query string and no HTTP headers of its own: the missing-key error names
+    metadata, and never Gemini's `?key=` or an HTTP header. The REST twins keep their own words."""
+    stack, key = broke
+    chat = chat_pb2.CreateChatCompletionRequest(model="echo-1", messages=[chat_pb2.ChatMessage(role="user", text="hi")])
+    gemini = gemini_pb2.GenerateContentRequest(
+        model="echo-1", contents=[gemini_pb2.GeminiContent(role="user", parts=[gemini_pb2.GeminiPart(text="hi")])]
+    )
+    image = images_pb2.GenerateImagesRequest(model="echo-image", prompt="a red square", size="256x256")
+    with grpc.insecure_channel(stack.envoy_target) as channel:
+        calls = (
+            lambda: chat_pb2_grpc.ChatServiceStub(channel).CreateChatCompletion(chat, timeout=10),
+            lambda: gemini_pb2_grpc.GeminiServiceStub(channel).GenerateContent(gemini, timeout=10),
+            lambda: images_pb2_grpc.ImagesServiceStub(channel).GenerateImages(image, timeout=10),
+            lambda: models_pb2_grpc.ModelsServiceStub(channel).ListModels(models_pb2.ListModelsRequest(), timeout=10),
+        )
+        for call in calls:
+            with pytest.raises(grpc.RpcError) as raised:
+                call()
+            assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            details = raised.value.details() or ""
+            assert "metadata" in details and "?key=" not in details and "header" not in details, details
+        with pytest.raises(grpc.RpcError) as raised:
+            gemini_pb2_grpc.GeminiServiceStub(channel).GenerateContent(gemini, timeout=10)
+        assert "x-goog-api-key" in (raised.value.details() or "")
+        # The typed image call's credits error speaks of images, as its REST twin's does.
+        with pytest.raises(grpc.RpcError) as raised:
+            images_pb2_grpc.ImagesServiceStub(channel).GenerateImages(
+                image, metadata=(("authorization", f"Bearer {key}"),), timeout=10
+            )
+        assert (raised.value.details() or "").endswith("ask for fewer images (n) or standard quality.")
+    reply = request(stack.http_port, "GET", "/api/v1/models", None, {})
+    assert reply.status == 401 and "Authorization: Bearer" in message(reply), reply.body

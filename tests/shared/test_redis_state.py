@@ -91,7 +91,7 @@ async def test_200_concurrent_reserves_for_100_units_admit_exactly_100(
 
     async def reserve(state: SharedState) -> bool:
         try:
-            await state.ledger.reserve(account, 7)
+            await state.ledger.reserve(account, 7, "Add credits.")
         except GatewayError as exc:
             assert exc.reason is Reason.INSUFFICIENT_CREDITS
             return False
@@ -108,12 +108,12 @@ async def test_settle_charges_the_real_cost_never_beyond_the_balance(processes: 
     in_memory = Ledger(store)
     await in_memory.reload()
     for ledger in (state.ledger, in_memory):
-        big = await ledger.reserve(account, 900)
-        await ledger.reserve(account, 100)
+        big = await ledger.reserve(account, 900, "Add credits.")
+        await ledger.reserve(account, 100, "Add credits.")
         assert await ledger.settle(big, 5000) == 900
         assert ledger.available(account) == 0
         with pytest.raises(GatewayError) as caught:
-            await ledger.reserve(account, 1)
+            await ledger.reserve(account, 1, "Add credits.")
         assert caught.value.reason is Reason.INSUFFICIENT_CREDITS
         assert caught.value.message.endswith("the account has 0. Add credits or lower max_tokens.")
 
@@ -123,7 +123,7 @@ async def test_charges_written_leave_the_balance_and_refunds_come_back(
 ) -> None:
     first, second = await processes(2)
     account = await _account(store, 1000)
-    reservation = await first.ledger.reserve(account, 400)
+    reservation = await first.ledger.reserve(account, 400, "Add credits.")
     assert await first.ledger.settle(reservation, 300) == 300
     charges = {account: 300}
     await first.ledger.writing(charges)
@@ -132,23 +132,23 @@ async def test_charges_written_leave_the_balance_and_refunds_come_back(
     assert (await store.balances())[account] == 700
     assert first.link.credits_held[account] == 0
     # The other process sees the balance Redis keeps: 700, and takes all of it.
-    await second.ledger.reserve(account, 700)
+    await second.ledger.reserve(account, 700, "Add credits.")
     with pytest.raises(GatewayError):
-        await first.ledger.reserve(account, 1)
+        await first.ledger.reserve(account, 1, "Add credits.")
 
 
 async def test_a_failed_write_puts_the_charge_back_as_held(processes: Processes, store: SqliteStore) -> None:
     (state,) = await processes(1)
     account = await _account(store, 1000)
-    reservation = await state.ledger.reserve(account, 400)
+    reservation = await state.ledger.reserve(account, 400, "Add credits.")
     await state.ledger.settle(reservation, 400)
     charges = {account: 400}
     await state.ledger.writing(charges)
     state.ledger.write_failed(charges)
     await _until(lambda: state.link.credits_held[account] == 400, 5)
-    await state.ledger.reserve(account, 600)
+    await state.ledger.reserve(account, 600, "Add credits.")
     with pytest.raises(GatewayError):
-        await state.ledger.reserve(account, 1)
+        await state.ledger.reserve(account, 1, "Add credits.")
 
 
 async def test_rate_limits_across_processes_admit_exactly_the_limit_with_the_in_memory_refusal(
@@ -227,13 +227,13 @@ async def test_redis_down_refuses_calls_at_once_and_recovers_by_itself(
 ) -> None:
     (state,) = await processes(1)
     account = await _account(store, 1000)
-    held = await state.ledger.reserve(account, 100)
+    held = await state.ledger.reserve(account, 100, "Add credits.")
     assert redis_server.process is not None
     redis_server.process.send_signal(19)  # SIGSTOP: answers nothing, as a wedged Redis
     try:
         started = time.monotonic()
         with pytest.raises(GatewayError) as caught:
-            await state.ledger.reserve(account, 100)
+            await state.ledger.reserve(account, 100, "Add credits.")
         assert caught.value.reason is Reason.SHARED_STATE_UNAVAILABLE and caught.value.http_status == 503
         assert caught.value.retry_after_header == "2"
         assert time.monotonic() - started < 1.5
@@ -242,9 +242,9 @@ async def test_redis_down_refuses_calls_at_once_and_recovers_by_itself(
     finally:
         redis_server.process.send_signal(18)  # SIGCONT
     await _until(lambda: state.link.ready, 10)
-    await state.ledger.reserve(account, 940)
+    await state.ledger.reserve(account, 940, "Add credits.")
     with pytest.raises(GatewayError) as short:
-        await state.ledger.reserve(account, 1)
+        await state.ledger.reserve(account, 1, "Add credits.")
     assert short.value.reason is Reason.INSUFFICIENT_CREDITS
 
 
@@ -254,20 +254,20 @@ async def test_a_restarted_redis_is_rebuilt_from_the_store_and_the_live_holds(
     first, second = await processes(2)
     account = await _account(store, 1000)
     key = "key_" + secrets.token_hex(4)
-    reservation = await first.ledger.reserve(account, 300)
-    unwritten = await second.ledger.reserve(account, 200)
+    reservation = await first.ledger.reserve(account, 300, "Add credits.")
+    unwritten = await second.ledger.reserve(account, 200, "Add credits.")
     await second.ledger.settle(unwritten, 150)  # charged, row not written yet
     token_hold = await first.budgets.hold(key, 1000, 400)
     redis_server.restart()
     with pytest.raises(GatewayError) as caught:
-        await first.ledger.reserve(account, 1)
+        await first.ledger.reserve(account, 1, "Add credits.")
     assert caught.value.reason is Reason.SHARED_STATE_UNAVAILABLE
     waited = await _until(lambda: first.link.ready and second.link.ready, 10)
     assert waited >= QUIET * 0.8  # the rebuild waited its quiet time before reading the store
     # Balance 1000 from the store, less 300 reserved by one process and 150 unwritten in the other.
-    await second.ledger.reserve(account, 550)
+    await second.ledger.reserve(account, 550, "Add credits.")
     with pytest.raises(GatewayError) as short:
-        await first.ledger.reserve(account, 1)
+        await first.ledger.reserve(account, 1, "Add credits.")
     assert short.value.reason is Reason.INSUFFICIENT_CREDITS
     assert await first.ledger.settle(reservation, 300) == 300
     await first.budgets.settle(token_hold, 10)
@@ -280,20 +280,20 @@ async def test_a_charge_written_across_a_rebuild_is_counted_by_one_more_rebuild(
 ) -> None:
     (state,) = await processes(1)
     account = await _account(store, 1000)
-    await state.ledger.settle(await state.ledger.reserve(account, 100), 100)
+    await state.ledger.settle(await state.ledger.reserve(account, 100, "Add credits."), 100)
     charges = {account: 100}
     await state.ledger.writing(charges)  # moved in Redis, then Redis dies before the store has it
     redis_server.restart()
     with pytest.raises(GatewayError):
-        await state.ledger.reserve(account, 1)
+        await state.ledger.reserve(account, 1, "Add credits.")
     await _until(lambda: state.link.ready, 10)  # rebuilt from a store that did not have the charge yet
     await store.record_calls([], {}, charges)  # the slow write ends after the rebuild read the store
     state.ledger.charges_written(charges)
     await asyncio.sleep(0.05)
     await _until(lambda: state.link.ready, 10)  # rebuilt once more
-    await state.ledger.reserve(account, 900)
+    await state.ledger.reserve(account, 900, "Add credits.")
     with pytest.raises(GatewayError) as short:
-        await state.ledger.reserve(account, 1)
+        await state.ledger.reserve(account, 1, "Add credits.")
     assert short.value.reason is Reason.INSUFFICIENT_CREDITS
 
 
@@ -304,9 +304,9 @@ async def test_credits_the_operator_adds_reach_redis(
 
     (state,) = await processes(1)
     account = await _account(store, 100)
-    await state.ledger.reserve(account, 100)  # known to Redis now: 100, all held
+    await state.ledger.reserve(account, 100, "Add credits.")  # known to Redis now: 100, all held
     assert await store.add_credits(account, 500) == 600
     assert await shared_credits_added(SharedConfig(redis_url=redis_server.url), account, 500)
-    await state.ledger.reserve(account, 500)
+    await state.ledger.reserve(account, 500, "Add credits.")
     with pytest.raises(GatewayError):
-        await state.ledger.reserve(account, 1)
+        await state.ledger.reserve(account, 1, "Add credits.")

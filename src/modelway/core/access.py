@@ -11,7 +11,7 @@ from modelway.config import Config
 from modelway.core.directory import Caller
 from modelway.core.limits import LimitRule
 from modelway.core.state import KeyDirectory, RateLimits
-from modelway.core.wording import OPENAI_WORDING, Wording
+from modelway.core.wording import Wording
 from modelway.errors import GatewayError, Reason
 
 __all__ = ["Bucket", "Gate", "credential"]
@@ -51,7 +51,7 @@ class Gate:
         self._limiter = limiter
         self._global_limit = config.limits.global_requests_per_minute
 
-    async def authenticate(self, metadata: Mapping[str, str], wording: Wording = OPENAI_WORDING) -> Caller:
+    async def authenticate(self, metadata: Mapping[str, str], wording: Wording) -> Caller:
         """The caller, or a 401 saying what is wrong with the key (and, when there is none, how the
         surface's `wording` says to send one)."""
         secret = credential(metadata)
@@ -67,9 +67,7 @@ class Gate:
                 f"You have insufficient permissions for this operation. Missing permission: {permission}.",
             )
 
-    async def authorize(
-        self, metadata: Mapping[str, str], permission: str, wording: Wording = OPENAI_WORDING
-    ) -> Caller:
+    async def authorize(self, metadata: Mapping[str, str], permission: str, wording: Wording) -> Caller:
         """Authenticates (401s) and checks the key's permission (403)."""
         caller = await self.authenticate(metadata, wording)
         self.require(caller, permission)

@@ -70,7 +70,8 @@ class Catalog:
     def find(self, ref: str) -> ModelConfig | None:
         """A model by its numeric catalog id ("7") or its slug; None when there is none."""
         if ref.isascii() and ref.isdigit():
-            return self._by_number.get(int(ref))
+            # No catalog id has more digits than a 64-bit one; int() would refuse thousands of them (a 500).
+            return self._by_number.get(int(ref)) if len(ref) <= 19 else None
         return self._by_slug.get(ref)
 
     def search(self, query: str = "", category: str = "", kind: str = "", page: int = 1) -> CatalogPage:

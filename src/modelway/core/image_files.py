@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 
 class ImageFiles:
-    def __init__(self, directory: Path, retention_seconds: float = 24 * 3600, clock: Clock | None = None) -> None:
+    def __init__(self, directory: Path, retention_seconds: float, clock: Clock | None = None) -> None:
         self._directory = directory
         self._retention = retention_seconds
         self._clock = clock or SystemClock()
@@ -54,11 +54,14 @@ class ImageFiles:
         # Only the server's user may list or read them: a listing would hand out every image's URL.
         self._directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         names = []
+        # Stamped with the clock's time, not left at the file system's: expiry compares it with the clock's now().
+        now = self._clock.now()
         for png in pngs:
             name = secrets.token_urlsafe(24) + ".png"
             temporary = self._directory / f".{name}.tmp"
             with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as file:
                 file.write(png)
+            os.utime(temporary, (now, now))  # once written: a write sets the time again
             # A reader never sees half a file: the name appears only once the bytes are all there.
             os.replace(temporary, self._directory / name)
             names.append(name)
@@ -94,7 +97,7 @@ class ImageFiles:
     def sweep(self) -> int:
         """Deletes the files (and any temporary file a crash left) older than the retention; how many.
         Blocking: run it in a thread."""
-        removed = 0
+        removed, kept = 0, 0
         try:
             entries = list(os.scandir(self._directory))
         except FileNotFoundError:
@@ -106,6 +109,11 @@ class ImageFiles:
                     removed += 1
             except FileNotFoundError:
                 pass  # another process swept it first
+            except OSError:
+                kept += 1  # one file we may not delete does not keep the others
+        if kept:
+            # Not the names: each is what grants access to its image.
+            log.warning("%d expired image files could not be deleted", kept)
         return removed
 
     async def _sweep_forever(self) -> None:
@@ -113,7 +121,8 @@ class ImageFiles:
         while True:
             try:
                 removed = await asyncio.to_thread(self.sweep)
-            except OSError:
+            except Exception:
+                # Whatever it was, the next sweep tries again: a dead sweeper would keep every file for good.
                 log.exception("sweeping expired image files failed")
             else:
                 if removed:

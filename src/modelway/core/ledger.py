@@ -7,7 +7,6 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from modelway.core.wording import OPENAI_WORDING
 from modelway.errors import GatewayError, Reason
 from modelway.store import Store
 
@@ -57,7 +56,7 @@ class Ledger:
     def available(self, account_id: str) -> int:
         return self._stored.get(account_id, 0) - self._unwritten[account_id] - self._reserved[account_id]
 
-    async def reserve(self, account_id: str, amount: int, spend_less: str = OPENAI_WORDING.spend_less) -> Reservation:
+    async def reserve(self, account_id: str, amount: int, spend_less: str) -> Reservation:
         if amount > 0 and self.available(account_id) < amount:
             raise insufficient(amount, self.available(account_id), spend_less)
         self._reserved[account_id] += amount

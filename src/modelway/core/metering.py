@@ -14,7 +14,7 @@ from modelway.core.clock import Clock
 from modelway.core.directory import Caller
 from modelway.core.ledger import Reservation
 from modelway.core.state import CreditLedger, TokenBudgetBook
-from modelway.core.wording import OPENAI_WORDING, Wording
+from modelway.core.wording import Wording
 from modelway.errors import GatewayError, Reason
 from modelway.ops.metrics import Telemetry
 from modelway.store import STORE_RETRY_AFTER, UsageRecord
@@ -95,7 +95,7 @@ class CallMeter:
         prompt_tokens: int,
         worst_tokens: int,
         worst_cost: int,
-        wording: Wording = OPENAI_WORDING,
+        wording: Wording,
     ) -> None:
         """Holds the call's worst case against the key's daily token budget (BUDGET_EXCEEDED)
         and the account's credits (INSUFFICIENT_CREDITS, advising in the surface's `wording`) until

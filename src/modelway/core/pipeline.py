@@ -24,6 +24,7 @@ from modelway.core.clock import Clock
 from modelway.core.directory import Caller
 from modelway.core.memory import release_memory
 from modelway.core.metering import CallMeter, Metering
+from modelway.core.offload import OFFLOAD_BYTES, off_loop_if_large
 from modelway.core.ready import Pull
 from modelway.core.router import Router
 from modelway.core.routing import Resolver, output_cap
@@ -43,7 +44,6 @@ from modelway.core.wording import Wording
 from modelway.errors import GatewayError, Reason
 
 __all__ = [
-    "OFFLOAD_BYTES",
     "SHUTDOWN_MESSAGE",
     "CallInfo",
     "ChatRun",
@@ -54,9 +54,6 @@ __all__ = [
     "Pipeline",
     "Surface",
 ]
-
-# Requests larger than this are parsed and counted in a worker thread, not on the event loop.
-OFFLOAD_BYTES = 256 * 1024
 
 
 class CallInfo(Protocol):
@@ -487,16 +484,12 @@ class Pipeline:
         async with self._admitted(call, surface, "chat.completions", "chat") as (meter, caller):
             if admitted is not None:
                 await admitted(caller)
-            if call.size > OFFLOAD_BYTES:
-                # Decoding, validating and counting a large body takes long enough to stall every other
-                # call on the loop; in a thread the loop keeps its turns (the GIL is handed over every 5 ms).
-                try:
-                    request, prompt_tokens = await asyncio.to_thread(_parse_and_count, parse)
-                finally:
+            try:
+                request, prompt_tokens = await off_loop_if_large(call.size, lambda: _parse_and_count(parse))
+            finally:
+                if call.size > OFFLOAD_BYTES:
                     # The parsed body is garbage by now; without this its pages stay in the heap.
                     await asyncio.to_thread(release_memory)
-            else:
-                request, prompt_tokens = _parse_and_count(parse)
             candidates = self._resolver.candidates(request, caller)
             if prompt_tokens > caller.plan.max_input_tokens:
                 raise GatewayError(

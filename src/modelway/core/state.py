@@ -27,7 +27,7 @@ class RateLimits(Protocol):
 
 
 class CreditLedger(Protocol):
-    async def reserve(self, account_id: str, amount: int, spend_less: str = ...) -> Reservation:
+    async def reserve(self, account_id: str, amount: int, spend_less: str) -> Reservation:
         """Holds `amount` micro-credits back (GatewayError INSUFFICIENT_CREDITS when short, ending with
         `spend_less`: the surface's advice on what to lower)."""
         ...

@@ -10,23 +10,19 @@ connection, so the upstream stops generating at once.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 
 import aiohttp
 
 from modelway.config import ProviderConfig
+from modelway.core.offload import off_loop_if_large
 from modelway.core.types import ChatRequest, GeneratedImage, ImageRequest, StreamEvent
 from modelway.errors import GatewayError, Reason
 from modelway.providers.base import HttpRequest, ImageTranslatorFactory, TranslatorFactory, Upstream
 from modelway.providers.sse import SseDecoder
 
 __all__ = ["HttpProvider", "Transport", "upstream_failures"]
-
-# Whole answers larger than this are parsed in a worker thread (the pipeline's OFFLOAD_BYTES rule for
-# requests; not imported from there, which would make core and providers import each other).
-_OFFLOAD_ANSWER_BYTES = 256 * 1024
 
 # An upstream error answer (status, headers, body) as ours: each translator's `error`.
 ErrorTranslator = Callable[[int, Mapping[str, str], bytes], GatewayError]
@@ -162,7 +158,5 @@ class HttpProvider:
         translator = self._images(request, self._upstream(upstream_model))
         async with self._post(translator.request(), translator.error, timeout) as response:
             body = await response.read()
-        if len(body) > _OFFLOAD_ANSWER_BYTES:
-            # Base64 images make answers of megabytes: parsed in a thread, the loop keeps its turns.
-            return await asyncio.to_thread(translator.json_body, body)
-        return translator.json_body(body)
+        # Base64 images make answers of megabytes: those are parsed in a thread, the loop keeps its turns.
+        return await off_loop_if_large(len(body), lambda: translator.json_body(body))

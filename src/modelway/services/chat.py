@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 from google.api import httpbody_pb2
 
-from modelway.core.pipeline import OFFLOAD_BYTES, Pipeline
+from modelway.core.offload import off_loop_if_large
+from modelway.core.pipeline import Pipeline
 from modelway.core.tokens import count_tokens
 from modelway.core.types import Usage
 from modelway.errors import GatewayError, Reason
@@ -34,7 +34,6 @@ from modelway.v1.rest import chat_pb2_grpc as chat_rest_pb2_grpc
 __all__ = ["ChatRestServicer", "ChatServicer"]
 
 Context = grpc.aio.ServicerContext[Any, Any]
-T = TypeVar("T")
 
 
 class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
@@ -65,11 +64,6 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
                     yield chunk
 
 
-async def _off_loop_if_large(look: Callable[[bytes], T], data: bytes) -> T:
-    """`look(data)`; in a thread when the body is large, as the pipeline parses one: the loop keeps its turns."""
-    return await asyncio.to_thread(look, data) if len(data) > OFFLOAD_BYTES else look(data)
-
-
 class ChatRestServicer(chat_rest_pb2_grpc.ChatRestServiceServicer):
     def __init__(self, pipeline: Pipeline) -> None:
         self._pipeline = pipeline
@@ -80,12 +74,12 @@ class ChatRestServicer(chat_rest_pb2_grpc.ChatRestServiceServicer):
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
         data = request.data
         image_body = None
-        if await _off_loop_if_large(mentions_image_output, data) and await self._pipeline.knows_key(
+        if await off_loop_if_large(len(data), lambda: mentions_image_output(data)) and await self._pipeline.knows_key(
             call, OPENAI_CHAT_IMAGES
         ):
             # Parsed only for a key that authenticates: a caller without one goes the chat way, which
             # refuses it (and records the call) before reading the body.
-            image_body = await _off_loop_if_large(image_output_body, data)
+            image_body = await off_loop_if_large(len(data), lambda: image_output_body(data))
         if image_body is not None:
             yield await self._image(image_body, call)
             return

@@ -1,9 +1,9 @@
 """ConversationsRestService (POST /api/v1/chat/send, GET /api/v1/chat/conversations[/{id}]) and
-ConversationsService, its typed gRPC twin: parse -> history -> pipeline -> store the exchange -> render.
+ConversationsService, its typed gRPC twin: admit -> parse -> history -> call upstream -> store the exchange -> render.
 
 A follow-up sends the conversation's stored messages upstream before the new
-one. The history is read once the pipeline has admitted the call (key,
-permission, rate limit), for that key's account, so a bad key, an unknown
+one. The body is parsed and the history read once the pipeline has admitted
+the call (key, permission, rate limit), for that key's account, so a bad key, an unknown
 model or another account's conversation is refused and recorded like any
 other failure. Exchanges on one conversation run one at a time, from reading
 its history to storing the answer: concurrent follow-ups each see the ones
@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,12 +28,13 @@ from modelway.core.access import Gate
 from modelway.core.catalog import PAGE_SIZE, Catalog, Page
 from modelway.core.clock import Clock
 from modelway.core.directory import Caller
-from modelway.core.pipeline import Pipeline
+from modelway.core.offload import off_loop_if_large
+from modelway.core.pipeline import ChatRun, Pipeline
 from modelway.core.types import ChatRequest, Message, TextPart
 from modelway.errors import GatewayError, Reason, clip
 from modelway.services._rpc import RpcCall, unary
 from modelway.services.catalog import page_proto
-from modelway.services.delivery import complete_in_time, deliver
+from modelway.services.delivery import complete_in_time, deadline_error, deliver
 from modelway.store import Store
 from modelway.store.records import ChatMessageRecord, ConversationRecord
 from modelway.surfaces.catalog import (
@@ -81,6 +82,10 @@ class Turns:
     def __init__(self) -> None:
         self._locks: dict[tuple[str, int], tuple[asyncio.Lock, int]] = {}
 
+    def __len__(self) -> int:
+        """How many keys someone holds or waits for: what the map keeps."""
+        return len(self._locks)
+
     @contextlib.asynccontextmanager
     async def hold(self, key: tuple[str, int]) -> AsyncIterator[None]:
         lock, users = self._locks.get(key, (asyncio.Lock(), 0))
@@ -109,19 +114,23 @@ class ChatSend:
 
     async def send(self, call: RpcCall, parse: Callable[[], SendRequest]) -> Sent:
         started = time.monotonic()
-        try:
-            parsed: SendRequest | GatewayError = parse()
-        except GatewayError as error:
-            parsed = error
-        # Set once the pipeline has admitted the call: whose it is, and the conversation so far.
+        # Set once the pipeline has admitted the call: whose it is, its body, and the conversation so far.
         caller: Caller | None = None
+        parsed: SendRequest | GatewayError = GatewayError(Reason.INTERNAL, "The request was not read.")
         history: tuple[ChatMessageRecord, ...] | None = ()
 
         async with contextlib.AsyncExitStack() as held:
 
             async def admitted(admitted_caller: Caller) -> None:
-                nonlocal caller, history
+                nonlocal caller, parsed, history
                 caller = admitted_caller
+                # The body is read only now, for a key that authenticates (a caller without one costs no
+                # parse work), and a large one in a thread, so the loop keeps its turns.
+                try:
+                    parsed = await off_loop_if_large(call.size, parse)
+                except GatewayError as error:
+                    # Its traceback's frames hold the parsed body, which would live on with it.
+                    parsed = error.with_traceback(None)
                 if not isinstance(parsed, SendRequest) or parsed.conversation_id is None:
                     return
                 # One exchange at a time per conversation, from reading its history to storing the answer:
@@ -158,7 +167,8 @@ class ChatSend:
                 if isinstance(parsed, GatewayError) or caller is None:  # request() refused these already
                     raise GatewayError(Reason.INTERNAL, "The server had an error while processing your request.")
                 answer = (completion.choices[0].content or "") if completion.choices else ""
-                saved = await self._store.save_exchange(
+                # complete_in_time has just checked that the answer is in time (nothing was awaited since).
+                saving = self._store.save_exchange(
                     caller.account.id,
                     parsed.conversation_id,
                     self._catalog.resolve(run.model).slug,
@@ -167,12 +177,7 @@ class ChatSend:
                     completion.usage.total_tokens,
                     self._clock.now(),
                 )
-                if saved is None:
-                    # Not delivered, so not charged.
-                    gone = unknown_conversation()
-                    run.undelivered(gone)
-                    raise gone
-                await deliver(call, run)
+                saved = await self._keep(call, run, saving)
                 return Sent(
                     conversation_id=saved[0],
                     assistant_message_id=saved[1],
@@ -184,8 +189,46 @@ class ChatSend:
                 )
         raise AssertionError("not reached: the block returns or raises")  # for mypy
 
+    async def _keep(self, call: RpcCall, run: ChatRun, saving: Awaitable[tuple[int, int] | None]) -> tuple[int, int]:
+        """Stores the exchange and delivers the answer (its row committed) as one step, shielded from
+        cancellation, so neither is left half done. An answer that does not reach its caller after all
+        (its deadline passed meanwhile, or it went away) is refunded, and the stored exchange is taken
+        back with it: the conversation never holds an answer nobody paid for."""
+
+        async def store_and_deliver() -> tuple[int, int] | None:
+            saved = await saving
+            if saved is None:
+                return None
+            try:
+                await deliver(call, run)
+            except BaseException:
+                await self._store.forget_exchange(*saved)
+                raise
+            return saved
+
+        keeping = asyncio.ensure_future(store_and_deliver())
+        try:
+            saved = await asyncio.shield(keeping)
+        except asyncio.CancelledError:
+            # The handler is cancelled (grpc does so at the caller's deadline or when it leaves): the
+            # write and the row finish in their task, then both are taken back.
+            try:
+                kept = await keeping
+            except GatewayError:
+                kept = None  # withdrawn and forgotten by store_and_deliver already
+            if kept is not None:
+                await run.withdraw(deadline_error())
+                await self._store.forget_exchange(*kept)
+            raise
+        if saved is None:
+            # The conversation is not the account's (any more): not delivered, so not charged.
+            gone = unknown_conversation()
+            run.undelivered(gone)
+            raise gone
+        return saved
+
     async def conversations(self, call: RpcCall, page: int) -> tuple[list[ConversationRecord], Page]:
-        caller = await self._gate.authorize(call.metadata, _PERMISSION)
+        caller = await self._gate.authorize(call.metadata, _PERMISSION, CHAT_SEND.wording)
         where = Page(page, PAGE_SIZE, 0)
         found, total = await self._store.conversations(caller.account.id, where.offset, PAGE_SIZE)
         return found, Page(page, PAGE_SIZE, total)
@@ -193,7 +236,7 @@ class ChatSend:
     async def conversation(
         self, call: RpcCall, conversation_id: int
     ) -> tuple[ConversationRecord, list[ChatMessageRecord]]:
-        caller = await self._gate.authorize(call.metadata, _PERMISSION)
+        caller = await self._gate.authorize(call.metadata, _PERMISSION, CHAT_SEND.wording)
         found = await self._store.conversation(caller.account.id, conversation_id)
         if found is None:
             raise unknown_conversation()

@@ -22,7 +22,7 @@ from modelway.services._rpc import RpcCall, stream, unary
 from modelway.services.delivery import complete_in_time, deliver, in_time
 from modelway.services.models import visible_to
 from modelway.surfaces.dialect import respond
-from modelway.surfaces.gemini import GEMINI, GEMINI_ARRAY, GeminiChunks, completion_dict, model_dict
+from modelway.surfaces.gemini import GEMINI, GEMINI_ARRAY, GEMINI_GRPC, GeminiChunks, completion_dict, model_dict
 from modelway.surfaces.gemini_request import (
     check_stream_format,
     model_from_path,
@@ -107,7 +107,7 @@ class GeminiServicer(gemini_pb2_grpc.GeminiServiceServicer):
         self, request: gemini_pb2.GenerateContentRequest, context: Context, call: RpcCall
     ) -> gemini_pb2.GenerateContentResponse:
         parse = in_time(call, lambda: request_from_proto(request, stream=False))
-        async with self._pipeline.chat(call, GEMINI, parse) as run:
+        async with self._pipeline.chat(call, GEMINI_GRPC, parse) as run:
             answer = _response_proto(completion_dict(run, await complete_in_time(call, run)))
             await deliver(call, run)
             return answer
@@ -117,7 +117,7 @@ class GeminiServicer(gemini_pb2_grpc.GeminiServiceServicer):
         self, request: gemini_pb2.GenerateContentRequest, context: Context, call: RpcCall
     ) -> AsyncIterator[gemini_pb2.GenerateContentResponse]:
         parse = in_time(call, lambda: request_from_proto(request, stream=True))
-        async with self._pipeline.chat(call, GEMINI, parse) as run:
+        async with self._pipeline.chat(call, GEMINI_GRPC, parse) as run:
             chunks = GeminiChunks(run)
             async with aclosing(run.events()) as events:
                 async for event in events:
@@ -138,7 +138,8 @@ def _page_start(token: str) -> int:
     except (binascii.Error, ValueError):
         text = ""
     kind, _, offset = text.partition(":")
-    if kind != "o" or not offset.isdigit():
+    # ASCII digits only ("²" is a digit to str.isdigit, and int() refuses it), and no more than a list can hold.
+    if kind != "o" or not (offset.isascii() and offset.isdigit()) or len(offset) > 18:
         raise GatewayError(
             Reason.INVALID_VALUE,
             f"Invalid page token {clip(token)!r}: pass a nextPageToken as given.",

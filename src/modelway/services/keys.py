@@ -17,6 +17,7 @@ from modelway.proto_util import optional
 from modelway.services._rpc import RpcCall, unary
 from modelway.store import KeyRecord
 from modelway.surfaces import admin
+from modelway.surfaces.grpc import key_wording
 from modelway.surfaces.openai import OPENAI
 from modelway.v1 import keys_pb2, keys_pb2_grpc
 from modelway.v1.rest import keys_pb2_grpc as keys_rest_pb2_grpc
@@ -67,7 +68,7 @@ class KeysServicer(keys_pb2_grpc.KeysServiceServicer):
         self._clock = clock
 
     async def caller(self, call: RpcCall) -> Caller:
-        return await self._gate.authorize(call.metadata, "keys.manage")
+        return await self._gate.authorize(call.metadata, "keys.manage", key_wording(call.from_rest))
 
     def new_key(self, request: keys_pb2.CreateApiKeyRequest) -> NewKey:
         expires_at = request.expires_at.seconds if request.HasField("expires_at") else None

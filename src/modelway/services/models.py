@@ -12,6 +12,7 @@ from modelway.core.access import Gate
 from modelway.core.catalog import Catalog
 from modelway.core.directory import Caller
 from modelway.services._rpc import RpcCall, unary
+from modelway.surfaces.grpc import key_wording
 from modelway.surfaces.openai import OPENAI
 from modelway.v1 import models_pb2, models_pb2_grpc
 
@@ -38,14 +39,14 @@ class ModelsServicer(models_pb2_grpc.ModelsServiceServicer):
     async def ListModels(
         self, request: models_pb2.ListModelsRequest, context: Context, call: RpcCall
     ) -> models_pb2.ListModelsResponse:
-        caller = await self._gate.authorize(call.metadata, "models.list")
+        caller = await self._gate.authorize(call.metadata, "models.list", key_wording(call.from_rest))
         return models_pb2.ListModelsResponse(
             object="list", data=[_model_proto(m) for m in self._catalog.all() if visible_to(caller, m)]
         )
 
     @unary(OPENAI.error_response)
     async def GetModel(self, request: models_pb2.GetModelRequest, context: Context, call: RpcCall) -> models_pb2.Model:
-        caller = await self._gate.authorize(call.metadata, "models.list")
+        caller = await self._gate.authorize(call.metadata, "models.list", key_wording(call.from_rest))
         # Envoy binds path parameters with their percent-escapes kept: `ft%3Agpt-4o-mini%3A...`,
         # `meta-llama%2FLlama-3.1-8B`. A native caller's name is taken as it is.
         name = unquote(request.model) if call.from_rest else request.model

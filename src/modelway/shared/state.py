@@ -19,7 +19,6 @@ from modelway.core.budgets import DAY_SECONDS, TokenHold, day_start, over_budget
 from modelway.core.clock import Clock
 from modelway.core.ledger import Reservation, insufficient
 from modelway.core.limits import WINDOW_SECONDS, LimitRule, LimitState, refusal, window_of
-from modelway.core.wording import OPENAI_WORDING
 from modelway.shared import scripts
 from modelway.shared.link import SharedLink
 
@@ -111,7 +110,7 @@ class SharedLedger:
     def available(self, account_id: str) -> int:
         return self._available.get(account_id, 0)
 
-    async def reserve(self, account_id: str, amount: int, spend_less: str = OPENAI_WORDING.spend_less) -> Reservation:
+    async def reserve(self, account_id: str, amount: int, spend_less: str) -> Reservation:
         held = self._link.credits_held
 
         def taken(reply: list[Any]) -> None:

@@ -124,3 +124,9 @@ class Store(Protocol):
         """Adds a question and its answer to a conversation (a new one when None) in one transaction;
         (conversation id, answer's message id), or None when the conversation is not the account's."""
         ...
+
+    async def forget_exchange(self, conversation_id: int, answer_id: int) -> None:
+        """Takes back an exchange `save_exchange` stored whose answer never reached its caller, in one
+        transaction: the answer, the question before it, and the conversation too when nothing else is
+        left in it (otherwise its model and time become its last remaining message's)."""
+        ...

@@ -368,3 +368,29 @@ class PostgresStore:
             await connection.execute(insert.removesuffix(" RETURNING id"), target, "user", question, model, 0, at)
             reply = await connection.fetchval(insert, target, "assistant", answer, model, tokens, at)
         return int(target), int(reply)
+
+    async def forget_exchange(self, conversation_id: int, answer_id: int) -> None:
+        async with self._connection() as connection, connection.transaction():
+            # The answer and the question stored with it: the latest user message before the answer
+            # (exchanges on one conversation are stored one at a time, so nothing else lies between them).
+            await connection.execute(
+                "DELETE FROM conversation_messages WHERE conversation_id = $1 AND id IN ($2,"
+                " (SELECT MAX(id) FROM conversation_messages"
+                "  WHERE conversation_id = $1 AND id < $2 AND role = 'user'))",
+                conversation_id,
+                answer_id,
+            )
+            left = await connection.fetchrow(
+                "SELECT model, created_at FROM conversation_messages WHERE conversation_id = $1"
+                " ORDER BY id DESC LIMIT 1",
+                conversation_id,
+            )
+            if left is None:
+                await connection.execute("DELETE FROM conversations WHERE id = $1", conversation_id)
+            else:
+                await connection.execute(
+                    "UPDATE conversations SET model = $1, updated_at = $2 WHERE id = $3",
+                    left["model"],
+                    left["created_at"],
+                    conversation_id,
+                )

@@ -369,6 +369,30 @@ class SqliteStore:
 
         return await self._run(_save)
 
+    async def forget_exchange(self, conversation_id: int, answer_id: int) -> None:
+        def _forget(db: sqlite_utils.Database) -> None:
+            with db.conn:
+                db.conn.execute("BEGIN IMMEDIATE")
+                db.conn.execute(_FORGET_EXCHANGE, {"conversation": conversation_id, "answer": answer_id})
+                left = db.conn.execute(_LAST_MESSAGE, [conversation_id]).fetchone()
+                if left is None:
+                    db.conn.execute("DELETE FROM conversations WHERE id = ?", [conversation_id])
+                else:
+                    db.conn.execute(
+                        "UPDATE conversations SET model = ?, updated_at = ? WHERE id = ?", [*left, conversation_id]
+                    )
+
+        await self._run(_forget)
+
+
+# The answer and the question stored with it: the latest user message before the answer (exchanges on
+# one conversation are stored one at a time, so nothing else lies between them).
+_FORGET_EXCHANGE = (
+    "DELETE FROM conversation_messages WHERE conversation_id = :conversation AND id IN (:answer,"
+    " (SELECT MAX(id) FROM conversation_messages"
+    "  WHERE conversation_id = :conversation AND id < :answer AND role = 'user'))"
+)
+_LAST_MESSAGE = "SELECT model, created_at FROM conversation_messages WHERE conversation_id = ? ORDER BY id DESC LIMIT 1"
 
 _CONVERSATION = (
     "SELECT c.id, c.account_id, c.title, c.model, c.created_at, c.updated_at,"

@@ -26,7 +26,7 @@ import orjson
 
 from modelway.config import CAPABILITIES, MICRO, MODEL_TYPES, ModelConfig
 from modelway.core.catalog import Category, Page
-from modelway.core.wording import CHAT_SEND_WORDING
+from modelway.core.wording import Wording
 from modelway.errors import REASONS, GatewayError, Reason, clip
 from modelway.store.records import ChatMessageRecord, ConversationRecord
 from modelway.surfaces.json_body import load_json
@@ -35,6 +35,7 @@ __all__ = [
     "CHAT_SEND",
     "MAX_MESSAGE_CHARS",
     "MAX_QUERY_CHARS",
+    "MAX_STORED_ID",
     "ChatSendDialect",
     "SendRequest",
     "categories_json",
@@ -82,7 +83,9 @@ class ChatSendDialect:
     """chat/send and the catalog: usage rows say "chat-send"."""
 
     name = "chat-send"
-    wording = CHAT_SEND_WORDING
+    # What the Surface type asks for. chat/send shows none of it: its table answers these errors with
+    # its own fixed words ("Invalid API key", "No points remaining"), and its answers are never streamed.
+    wording = Wording(send_key="", spend_less="", answer_smaller="")
 
     def status(self, error: GatewayError) -> int:
         return _TABLE[error.reason][0]
@@ -152,7 +155,8 @@ def page_of(raw: str) -> int:
     text = raw.strip()
     if not text:
         return 1
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= _MAX_PAGE:
+    # The length first: int() refuses thousands of digits (a ValueError, a 500).
+    if not (text.isascii() and text.isdigit()) or len(text) > 9 or not 1 <= int(text) <= _MAX_PAGE:
         raise GatewayError(
             Reason.INVALID_VALUE, f"page must be a whole number from 1 to {_MAX_PAGE}, got {clip(raw)!r}", param="page"
         )
@@ -210,10 +214,16 @@ def message_json(message: ChatMessageRecord) -> dict[str, Any]:
     }
 
 
+# Stored ids are 64-bit signed integers (SQLite INTEGER, PostgreSQL bigint): a larger number names
+# nothing stored, and passing it to the store would fail (OverflowError) as a 500.
+MAX_STORED_ID = 2**63 - 1
+
+
 def conversation_id_of(raw: str) -> int:
-    """A conversation id from a URL path: a number; anything else names no conversation (404)."""
+    """A conversation id from a URL path: a number that can be stored; anything else names no conversation (404)."""
     text = raw.strip()
-    if not (text.isascii() and text.isdigit()) or len(text) > 18:
+    # The length is checked first: int() of thousands of digits is slow, and refused past 4,300.
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) > MAX_STORED_ID:
         raise unknown_conversation()
     return int(text)
 
@@ -282,4 +292,6 @@ def parse_send_request(data: Any) -> SendRequest:
             f"conversation_id must be a positive integer, got {clip(conversation)}",
             param="conversation_id",
         )
+    if conversation is not None and conversation > MAX_STORED_ID:
+        raise unknown_conversation()
     return SendRequest(model=str(model), message=message, conversation_id=conversation)

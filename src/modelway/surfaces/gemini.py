@@ -18,7 +18,7 @@ import orjson
 from modelway.config import ModelConfig
 from modelway.core.pipeline import ChatRun, CompletedChoice, Completion
 from modelway.core.types import ChoiceDelta, FinishReason, StreamEvent, ToolCall, ToolCallAssembler, Usage
-from modelway.core.wording import GEMINI_WORDING
+from modelway.core.wording import Wording
 from modelway.errors import REASONS, GatewayError, Reason
 from modelway.providers.gemini import FINISH_REASON_TO_GEMINI
 
@@ -251,15 +251,33 @@ def model_dict(model: ModelConfig) -> dict[str, Any]:
     return body
 
 
+GEMINI_WORDING = Wording(
+    send_key="Send it in the 'x-goog-api-key' header or as the 'key' query parameter (?key=YOUR_KEY).",
+    spend_less="Add credits or lower generationConfig.maxOutputTokens.",
+    answer_smaller=(
+        "Stream it (streamGenerateContent), or ask for fewer candidates (candidateCount) or fewer tokens "
+        "(maxOutputTokens)."
+    ),
+)
+# The typed GeminiService: a gRPC call has no query string; the key goes in its metadata.
+GEMINI_GRPC_WORDING = Wording(
+    send_key="Send it as 'x-goog-api-key' or 'authorization: Bearer YOUR_KEY' metadata.",
+    spend_less=GEMINI_WORDING.spend_less,
+    answer_smaller=(
+        "Use StreamGenerateContent, or ask for fewer candidates (candidate_count) or fewer tokens (max_output_tokens)."
+    ),
+)
+
+
 class GeminiDialect:
     """The Gemini API (https://ai.google.dev/api). Streams are server-sent events (`?alt=sse`), or with
     `array` one JSON array (streamGenerateContent without `alt=sse`, Google's default)."""
 
     name = "gemini"
-    wording = GEMINI_WORDING
 
-    def __init__(self, *, array: bool = False) -> None:
+    def __init__(self, *, array: bool = False, wording: Wording = GEMINI_WORDING) -> None:
         self._array = array
+        self.wording = wording
         self.stream_content_type = "application/json" if array else "text/event-stream"
 
     def status(self, error: GatewayError) -> int:
@@ -277,3 +295,5 @@ class GeminiDialect:
 
 GEMINI = GeminiDialect()
 GEMINI_ARRAY = GeminiDialect(array=True)
+# The typed GeminiService: the same rows, statuses and errors, its own words for sending a key.
+GEMINI_GRPC = GeminiDialect(wording=GEMINI_GRPC_WORDING)

@@ -10,8 +10,10 @@ from google.protobuf import json_format
 
 from modelway.core.pipeline import ChatRun, Completion
 from modelway.core.types import ChatRequest, ChoiceDelta, StreamEvent, Usage
-from modelway.core.wording import GRPC_WORDING, IMAGES_WORDING, Wording
+from modelway.core.wording import Wording
 from modelway.errors import GatewayError, Reason
+from modelway.surfaces.openai import OPENAI_WORDING
+from modelway.surfaces.openai_images import IMAGES_WORDING
 from modelway.surfaces.openai_request import MAX_MESSAGES, parse_chat_request
 from modelway.v1 import chat_pb2, common_pb2
 
@@ -19,11 +21,31 @@ __all__ = [
     "GRPC",
     "GRPC_GENERATE",
     "GRPC_IMAGES",
+    "GRPC_WORDING",
     "ChunkBuilder",
     "GrpcSurface",
     "chat_request_from_proto",
     "completion_proto",
+    "key_wording",
 ]
+
+# The typed gRPC services: the key goes in request metadata.
+GRPC_WORDING = Wording(
+    send_key="Send it as 'authorization: Bearer YOUR_KEY' metadata.",
+    spend_less="Add credits or lower max_tokens.",
+    answer_smaller="Use the streaming RPC, or ask for fewer choices or fewer tokens.",
+)
+_GRPC_IMAGES_WORDING = Wording(
+    send_key=GRPC_WORDING.send_key,
+    spend_less=IMAGES_WORDING.spend_less,
+    answer_smaller="Ask for fewer images (n), or response_format 'url' instead of 'b64_json'.",
+)
+
+
+def key_wording(from_rest: bool) -> Wording:
+    """How to send a key to a service that both REST (through Envoy, in OpenAI's words) and typed gRPC
+    callers reach: models, usage, keys."""
+    return OPENAI_WORDING if from_rest else GRPC_WORDING
 
 
 @dataclass(frozen=True)
@@ -32,16 +54,16 @@ class GrpcSurface:
     HTTP status."""
 
     name: str
-    wording: Wording = GRPC_WORDING
+    wording: Wording
 
     def status(self, error: GatewayError) -> int:
         return error.http_status
 
 
 # ChatService, GenerateService and ImagesService: each service's rows apart from the others'.
-GRPC = GrpcSurface("grpc")
-GRPC_GENERATE = GrpcSurface("grpc-generate")
-GRPC_IMAGES = GrpcSurface("grpc-images", IMAGES_WORDING)
+GRPC = GrpcSurface("grpc", GRPC_WORDING)
+GRPC_GENERATE = GrpcSurface("grpc-generate", GRPC_WORDING)
+GRPC_IMAGES = GrpcSurface("grpc-images", _GRPC_IMAGES_WORDING)
 
 
 def _usage(usage: Usage) -> common_pb2.Usage:

@@ -22,7 +22,7 @@ import orjson
 from modelway.config import MICRO
 from modelway.core.pipeline import ChatRun, Completion
 from modelway.core.types import FinishReason, StreamEvent, Usage
-from modelway.core.wording import NATIVE_WORDING
+from modelway.core.wording import Wording
 from modelway.errors import REASONS, GatewayError, Reason
 
 __all__ = [
@@ -127,6 +127,13 @@ class NativeStreamWriter:
 
 def _completion_reason(completion: Completion) -> FinishReason:
     return completion.choices[0].finish_reason if completion.choices else "stop"
+
+
+NATIVE_WORDING = Wording(
+    send_key="Send it as 'Authorization: Bearer YOUR_KEY'.",
+    spend_less="Add credits or lower max_tokens.",
+    answer_smaller="Stream it (stream: true) or lower max_tokens.",
+)
 
 
 class NativeDialect:

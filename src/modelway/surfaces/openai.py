@@ -10,7 +10,7 @@ import orjson
 
 from modelway.core.pipeline import ChatRun, CompletedChoice, Completion
 from modelway.core.types import ChoiceDelta, StreamEvent, ToolCall, Usage
-from modelway.core.wording import OPENAI_WORDING
+from modelway.core.wording import Wording
 from modelway.errors import REASONS, GatewayError, Reason
 
 __all__ = ["OPENAI", "ChunkWriter", "OpenAIDialect", "completion_json", "error_json", "sse_done", "sse_event"]
@@ -174,6 +174,13 @@ class ChunkWriter:
 
     def end(self) -> bytes:
         return _SSE_DONE
+
+
+OPENAI_WORDING = Wording(
+    send_key="Send it as 'Authorization: Bearer YOUR_KEY'.",
+    spend_less="Add credits or lower max_tokens.",
+    answer_smaller="Stream it (stream: true), or ask for fewer choices (n) or fewer tokens (max_tokens).",
+)
 
 
 class OpenAIDialect:

@@ -20,10 +20,9 @@ from typing import Any
 import orjson
 
 from modelway.core.types import GeneratedImage, ImageRequest
-from modelway.core.wording import IMAGES_WORDING
 from modelway.errors import GatewayError, Reason
 from modelway.surfaces.openai import OPENAI, sse_done, sse_event
-from modelway.surfaces.openai_images import MAX_PROMPT_CHARS
+from modelway.surfaces.openai_images import IMAGES_WORDING, MAX_PROMPT_CHARS
 from modelway.surfaces.openai_request import invalid_value, parse_chat_request, typed_field
 
 __all__ = ["ASPECT_RATIOS", "OPENAI_CHAT_IMAGES", "ChatImageAnswer", "image_output_body", "parse_chat_image"]

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import orjson
 
 from modelway.core.types import GeneratedImage, ImageRequest
-from modelway.core.wording import IMAGES_WORDING
+from modelway.core.wording import Wording
 from modelway.errors import GatewayError, Reason
 from modelway.surfaces.json_body import load_json
 from modelway.surfaces.openai import OPENAI
@@ -123,6 +123,14 @@ def _image(image: GeneratedImage) -> dict[str, str]:
 def images_json(created: int, images: tuple[GeneratedImage, ...]) -> bytes:
     """The images response: `{"created": ..., "data": [{"url" | "b64_json", "revised_prompt"}]}`."""
     return orjson.dumps({"created": created, "data": [_image(image) for image in images]})
+
+
+# Image calls (OpenAI's images API, and images asked for through chat completions): priced per image.
+IMAGES_WORDING = Wording(
+    send_key="Send it as 'Authorization: Bearer YOUR_KEY'.",
+    spend_less="Add credits, or ask for fewer images (n) or standard quality.",
+    answer_smaller="Ask for fewer images (n), or response_format 'url' instead of 'b64_json'.",
+)
 
 
 class OpenAIImagesSurface:

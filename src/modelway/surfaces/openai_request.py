@@ -396,8 +396,12 @@ def parse_chat_request(data: Any) -> ChatRequest:
     temperature = typed_field(data, "temperature", float)
     top_p = typed_field(data, "top_p", float)
     n = typed_field(data, "n", int)
+    # Not OpenAI's (SDK users send it through extra_body), but Anthropic and Gemini upstreams take it. It
+    # stays among the fields passed on to OpenAI-compatible upstreams as they came, as before.
+    top_k = typed_field(data, "top_k", int)
     check_range("temperature", temperature, 0, 2)
     check_range("top_p", top_p, 0, 1)
+    check_range("top_k", top_k, 1, 2**31 - 1)
     check_range("n", n, 1, 128)
     presence = typed_field(data, "presence_penalty", float)
     frequency = typed_field(data, "frequency_penalty", float)
@@ -434,6 +438,7 @@ def parse_chat_request(data: Any) -> ChatRequest:
         max_tokens=_max_tokens(data),
         temperature=None if temperature is None else float(temperature),
         top_p=None if top_p is None else float(top_p),
+        top_k=top_k,
         n=1 if n is None else n,
         stop=_stop(data.get("stop")),
         tools=tools,

@@ -53,7 +53,7 @@ def stored(where: Any) -> tuple[int, int]:
 
 
 async def charge(ledger: Ledger, request_id: str, cost: int) -> UsageRecord:
-    await ledger.settle(await ledger.reserve("acct", cost), cost)
+    await ledger.settle(await ledger.reserve("acct", cost, "Add credits."), cost)
     return row(request_id, cost)
 
 
@@ -126,7 +126,7 @@ async def test_close_writes_what_is_pending(parts: Parts) -> None:
 async def test_a_checkpointed_call_is_one_row_charged_once_in_parts(parts: Parts) -> None:
     _, ledger, recorder, where = parts
     recorder.start()
-    reservation = await ledger.reserve("acct", 500)
+    reservation = await ledger.reserve("acct", 500, "Add credits.")
     reservation, drawn = await ledger.draw(reservation, 120)
     assert (reservation.amount, drawn) == (380, 120)
     assert await recorder.committed(recorder.record(row("stream", 120), charge=120))
@@ -142,6 +142,6 @@ async def test_a_checkpointed_call_is_one_row_charged_once_in_parts(parts: Parts
 
 async def test_a_draw_never_takes_more_than_was_reserved(parts: Parts) -> None:
     _, ledger, _, _ = parts
-    reservation, drawn = await ledger.draw(await ledger.reserve("acct", 50), 80)
+    reservation, drawn = await ledger.draw(await ledger.reserve("acct", 50, "Add credits."), 80)
     assert (reservation.amount, drawn) == (0, 50)
     assert ledger.available("acct") == 950

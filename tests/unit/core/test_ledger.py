@@ -22,25 +22,25 @@ async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
 
 
 async def test_reservations_hold_back_the_worst_case(ledger: Ledger) -> None:
-    first = await ledger.reserve("acct", 600)
+    first = await ledger.reserve("acct", 600, "Add credits.")
     with pytest.raises(GatewayError) as caught:
-        await ledger.reserve("acct", 600)
+        await ledger.reserve("acct", 600, "Add credits.")
     assert caught.value.reason is Reason.INSUFFICIENT_CREDITS
     assert caught.value.http_status == 402
     assert await ledger.settle(first, 250) == 250
     assert ledger.available("acct") == 750
-    await ledger.reserve("acct", 600)
+    await ledger.reserve("acct", 600, "Add credits.")
 
 
 async def test_a_charge_never_takes_the_balance_below_zero(ledger: Ledger) -> None:
-    reservation = await ledger.reserve("acct", 900)
-    await ledger.reserve("acct", 100)
+    reservation = await ledger.reserve("acct", 900, "Add credits.")
+    await ledger.reserve("acct", 100, "Add credits.")
     assert await ledger.settle(reservation, 5000) == 900  # what was left for it
     assert ledger.available("acct") == 0
 
 
 async def test_charges_reach_the_store_once(ledger: Ledger) -> None:
-    await ledger.settle(await ledger.reserve("acct", 300), 300)
+    await ledger.settle(await ledger.reserve("acct", 300, "Add credits."), 300)
     assert ledger.available("acct") == 700  # counted before it is written
     async with ledger.lock:
         await ledger._store.record_calls([], {}, {"acct": 300})

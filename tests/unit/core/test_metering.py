@@ -18,6 +18,7 @@ from modelway.core.ledger import Ledger
 from modelway.core.metering import Metering
 from modelway.errors import GatewayError, Reason
 from modelway.store import AccountRecord, KeyRecord, SqliteStore
+from modelway.surfaces.openai import OPENAI_WORDING
 from tests.unit.core.test_limits import FixedClock
 
 MODEL = ModelConfig(id="m", provider="p", input_credits_per_1k=1, output_credits_per_1k=1)
@@ -61,7 +62,7 @@ def balance(db: Path) -> int:
 
 async def test_a_withdrawn_answer_is_one_row_of_its_error_and_costs_nothing(parts: Parts) -> None:
     async with parts.metering.open(request_id="req_1", surface="grpc", status_of=lambda e: e.http_status) as meter:
-        await meter.admit(parts.caller, MODEL, 10, 100, 100_000)
+        await meter.admit(parts.caller, MODEL, 10, 100, 100_000, OPENAI_WORDING)
         meter.completion_tokens = 5
         await meter.finish()
         assert rows(parts.db) == [(200, "", 5, 15_000)]
@@ -77,7 +78,7 @@ async def test_a_call_cancelled_by_the_server_stopping_is_a_shutdown_not_a_clien
     parts.metering.shutting_down = True
     with pytest.raises(asyncio.CancelledError):
         async with parts.metering.open(request_id="req_2", surface="openai", status_of=lambda e: 500) as meter:
-            await meter.admit(parts.caller, MODEL, 10, 100, 100_000)
+            await meter.admit(parts.caller, MODEL, 10, 100, 100_000, OPENAI_WORDING)
             meter.completion_tokens = 3
             raise asyncio.CancelledError
     await parts.metering.recorder.flush()
