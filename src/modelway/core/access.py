@@ -49,7 +49,13 @@ class Gate:
     def __init__(self, directory: KeyDirectory, limiter: RateLimits, config: Config) -> None:
         self._directory = directory
         self._limiter = limiter
-        self._global_limit = config.limits.global_requests_per_minute
+        # The same for every call: built once, not per request.
+        self._global_rule = LimitRule(
+            "global",
+            config.limits.global_requests_per_minute,
+            "The gateway is at its global rate limit",
+            reason=Reason.GLOBAL_RATE_LIMITED,
+        )
 
     async def authenticate(self, metadata: Mapping[str, str], wording: Wording) -> Caller:
         """The caller, or a 401 saying what is wrong with the key (and, when there is none, how the
@@ -83,11 +89,6 @@ class Gate:
             LimitRule(
                 f"key:{caller.key.id}:{bucket}", per_minute, f"Rate limit reached for this key on {bucket} requests"
             ),
-            LimitRule(
-                "global",
-                self._global_limit,
-                "The gateway is at its global rate limit",
-                reason=Reason.GLOBAL_RATE_LIMITED,
-            ),
+            self._global_rule,
         )
         return key_state.headers()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import Counter
@@ -24,6 +25,29 @@ log = logging.getLogger(__name__)
 # After a failed write, the next attempt waits this long, doubling up to _RETRY_MAX.
 _RETRY_FIRST = 0.05
 _RETRY_MAX = 2.0
+
+
+def _wake(waiter: asyncio.Future[None], _: object = None) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+async def _until_done(future: asyncio.Future[None], timeout: float) -> None:
+    """Waits until `future` is done or `timeout` seconds have passed, never cancelling it.
+
+    What asyncio.wait({future}, timeout=...) does for one future, at about half its cost (a set, a
+    second helper and their callbacks fewer): every call waits here once for its row's commit.
+    """
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+    timer = loop.call_later(timeout, _wake, waiter)
+    wake = functools.partial(_wake, waiter)
+    future.add_done_callback(wake)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+        future.remove_done_callback(wake)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +152,7 @@ class UsageRecorder:
         Never cancels the commit itself: a caller that stops waiting leaves the row pending.
         """
         if not row.done():
-            await asyncio.wait({row}, timeout=self._commit_wait)
+            await _until_done(row, self._commit_wait)
             if not row.done():
                 log.warning(
                     "usage row not committed after %.1fs; answering anyway, the row stays queued", self._commit_wait
