@@ -74,6 +74,31 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_ports(count: int) -> list[int]:
+    """`count` distinct ports, each the start of a run of `count` free ones below the ephemeral range
+    (worker i listens on base + i), so no run meets another or an outgoing connection's port."""
+    taken: set[int] = set()
+    bases: list[int] = []
+    for base in range(20000 + secrets.randbelow(10000), 32768 - count, count):
+        run = range(base, base + count)
+        if taken.intersection(run) or not all(_bindable(port) for port in run):
+            continue
+        bases.append(base)
+        taken.update(run)
+        if len(bases) == count:
+            return bases
+    raise RuntimeError(f"no {count} runs of {count} free ports below 32768")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def _answers(target: Target) -> bool:
     """Whether one non-stream chat call gets a complete answer now."""
     request = urllib.request.Request(
@@ -194,6 +219,25 @@ def _modelway_cli(config: Path, env: dict[str, str], *args: str) -> dict[str, st
     return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in out.splitlines()) if v}
 
 
+def _start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A redis-server for the workers' shared limits and credits: loopback, a free port, no persistence."""
+    port = free_port()
+    with open(workdir / "redis.log", "ab") as log:
+        redis = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
+            cwd=workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return redis, f"redis://127.0.0.1:{port}/0"
+        time.sleep(0.05)
+    redis.kill()
+    raise RuntimeError(f"redis-server did not listen on port {port} (see {workdir / 'redis.log'})")
+
+
 def start_modelway(mock: MockUpstream, root: Path, workdir: Path, workers: int | None = None) -> System:
     """(c)+(d) `modelway up` with a key (credits and limits on, set far above the load); ready = first answer."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -202,13 +246,18 @@ def start_modelway(mock: MockUpstream, root: Path, workdir: Path, workers: int |
         stale.unlink()
     config = workdir / "modelway.toml"
     config.write_text(modelway_config(mock, store))
-    grpc_port = free_port()
+    # Worker i listens on grpc_port + i and ops_port + i: runs of free ports, apart from each other.
+    grpc_port, ops_port, http_port = free_ports(max(3, workers or 1))[:3]
     env = {
         **os.environ,
         "MODELWAY_GRPC_PORT": str(grpc_port),
-        "MODELWAY_HTTP_PORT": str(free_port()),
-        "MODELWAY_OPS_PORT": str(free_port()),
+        "MODELWAY_HTTP_PORT": str(http_port),
+        "MODELWAY_OPS_PORT": str(ops_port),
     }
+    # Several workers share their limits and credits through Redis (refused without it); its CPU counts.
+    redis = None
+    if workers is not None:
+        redis, env["MODELWAY_REDIS_URL"] = _start_redis(workdir)
     # The account and key are made before the clock starts, as an operator would have them.
     account = _modelway_cli(config, env, "accounts", "create", "--name", "bench", "--plan", "bench", "--credits", "1e9")
     key = _modelway_cli(config, env, "keys", "create", "--account", account["id"], "--name", "bench")["secret"]
@@ -229,6 +278,8 @@ def start_modelway(mock: MockUpstream, root: Path, workdir: Path, workers: int |
         # An Envoy left by an `up` that did not drain (killed) is stopped through its admin socket.
         with contextlib.suppress(OSError):
             admin_call(EdgeFiles.in_repo(root, workdir).admin_socket, "POST", "/quitquitquit")
+        if redis is not None:
+            _terminate(redis)
 
     try:
         ready = wait_first_answer(target, started, [up], name)
@@ -236,7 +287,8 @@ def start_modelway(mock: MockUpstream, root: Path, workdir: Path, workers: int |
         stop()
         raise
     native = GrpcTarget(f"127.0.0.1:{grpc_port}", f"Bearer {key}")
-    return System(name, ProcessTree((up.pid,)), target, ready, stop, native)
+    roots = (up.pid,) if redis is None else (up.pid, redis.pid)
+    return System(name, ProcessTree(roots), target, ready, stop, native)
 
 
 def litellm_config(mock: MockUpstream) -> str:
