@@ -317,6 +317,10 @@ class SharedLink:
     async def _maintain(self) -> None:
         while True:
             try:
+                if not self._reachable:
+                    # Idle pooled connections to a Redis that went away are dead: without retries each
+                    # would fail one call (or the rebuild's next step) before reconnecting.
+                    await self.redis.connection_pool.disconnect(inuse_connections=False)
                 await self._sync()
                 if not self._reachable:
                     log.info("shared state at %s answers again", self._config.shown_url)
@@ -417,7 +421,18 @@ class SharedLink:
             quiet,
         )
         started = time.monotonic()
+        try:
+            await self._rebuild_after(quiet, started)
+        except BaseException:
+            # Let the next try (this process's or another's) start at once, not when the lock expires.
+            with contextlib.suppress(Exception):
+                await self.script(scripts.REBUILD_GIVE_UP)(args=[self.proc])
+            raise
+
+    async def _rebuild_after(self, quiet: float, started: float) -> None:
         await asyncio.sleep(quiet)
+        # Connections left idle since before a restart would fail the steps below one by one.
+        await self.redis.connection_pool.disconnect(inuse_connections=False)
         # Read before the store: an operator's credits added while no epoch stood bump it (see
         # scripts.CREDIT_ADD); a bump after this read may be missing from what is read next.
         adds = await self.redis.get("mw:credit-adds") or "0"

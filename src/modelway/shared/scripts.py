@@ -35,6 +35,7 @@ __all__ = [
     "EPOCH_FORCE",
     "EPOCH_INSTALL",
     "RATE_ACQUIRE",
+    "REBUILD_GIVE_UP",
     "REGISTER",
 ]
 
@@ -227,5 +228,11 @@ return {'OK'}
 # store (a charge may have been written while the state was being rebuilt). {'OK'}.
 EPOCH_FORCE = """
 if redis.call('GET', 'mw:epoch') == ARGV[1] then redis.call('DEL', 'mw:epoch') end
+return {'OK'}
+"""
+
+# ARGV: proc. A rebuild that failed half-way drops its lock, if it still holds it. {'OK'}.
+REBUILD_GIVE_UP = """
+if redis.call('GET', 'mw:rebuild') == ARGV[1] then redis.call('DEL', 'mw:rebuild') end
 return {'OK'}
 """
