@@ -219,11 +219,13 @@ class SharedConfig:
     # After Redis lost its state, the process rebuilding it waits this long (calls are refused
     # meanwhile) so that every charge being committed when Redis went away has reached the store.
     rebuild_quiet_seconds: float = 2.0
+    # A process not heard from this long is gone (crashed): what it held is released.
+    process_timeout_seconds: float = 10.0
 
     def __post_init__(self) -> None:
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError(f"shared.redis_url must be a redis://, rediss:// or unix:// URL, got {self.shown_url}")
-        for name in ("timeout_seconds", "rebuild_quiet_seconds"):
+        for name in ("timeout_seconds", "rebuild_quiet_seconds", "process_timeout_seconds"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"shared.{name} must be a number of seconds above 0, got {value}")

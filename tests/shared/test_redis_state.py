@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -503,3 +504,79 @@ async def test_credits_added_while_redis_has_no_state_tell_the_operator_they_cou
     added = await store.add_credits(account, 50)
     assert added is not None
     assert not await shared_credits_added(SharedConfig(redis_url=redis_server.url), account, added)
+
+
+_HOLDER = """
+import asyncio, sys, time
+from modelway.config import SharedConfig
+from modelway.shared import open_shared_state
+from modelway.store import SqliteStore
+
+class Stopped:
+    def now(self) -> float:
+        return 1_800_000_030.0
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+async def main() -> None:
+    async def nothing() -> None:
+        return None
+
+    async with SqliteStore(sys.argv[2]) as store:
+        config = SharedConfig(redis_url=sys.argv[1], rebuild_quiet_seconds=0.3, process_timeout_seconds=1.0)
+        state = open_shared_state(config, store, Stopped(), nothing)
+        await state.start()
+        while not state.link.ready:
+            await asyncio.sleep(0.02)
+        await state.ledger.reserve(sys.argv[3], int(sys.argv[4]), "Add credits.")
+        await state.budgets.hold(sys.argv[5], 1000, 700)
+        print("held", flush=True)
+        await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+async def test_what_a_crashed_process_held_is_released(
+    redis_server: RedisServer, store: SqliteStore, tmp_path: Path
+) -> None:
+    config = SharedConfig(
+        redis_url=redis_server.url, rebuild_quiet_seconds=QUIET, timeout_seconds=0.3, process_timeout_seconds=1.0
+    )
+    state = open_shared_state(config, store, StoppedClock(1_800_000_030.0), _nothing)
+    await state.start()
+    account = await _account(store, 1000)
+    key = "key_" + secrets.token_hex(4)
+    db_path = str(tmp_path / "shared.db")
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _HOLDER, redis_server.url, db_path, account, "400", key, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert holder.stdout is not None
+        assert await asyncio.wait_for(holder.stdout.readline(), 20) == b"held\n"
+        await _until(lambda: state.link.ready, 10)
+        with pytest.raises(GatewayError) as short:
+            await state.ledger.reserve(account, 1000, "Add credits.")
+        assert short.value.reason is Reason.INSUFFICIENT_CREDITS
+        holder.kill()  # kill -9: it never gives back its 400 credits and 700 tokens
+        await holder.wait()
+
+        async def whole() -> bool:
+            try:
+                await state.ledger.reserve(account, 1000, "Add credits.")
+                await state.budgets.hold(key, 1000, 1000)
+            except GatewayError:
+                return False
+            return True
+
+        started = time.monotonic()
+        while not await whole():
+            assert time.monotonic() - started < 8, "the crashed process's holds stayed"
+            await asyncio.sleep(0.1)
+    finally:
+        if holder.returncode is None:
+            holder.kill()
+            await holder.wait()
+        await state.close()

@@ -42,7 +42,9 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from modelway.config import SharedConfig
 from modelway.core.budgets import DAY_SECONDS, day_start
@@ -107,6 +109,20 @@ class _Gate:
             self._open.set()
 
 
+def _connecting_twice(base: type[aioredis.connection.AbstractConnection]) -> type[Any]:
+    """`base` whose connect is tried twice: a connect that failed sent no command, so trying again
+    is safe (commands themselves are never retried; see shared_client)."""
+
+    class ConnectingTwice(base):  # type: ignore[valid-type,misc]
+        async def connect(self) -> None:
+            try:
+                await super().connect()
+            except (RedisConnectionError, RedisTimeoutError):
+                await super().connect()
+
+    return ConnectingTwice
+
+
 def shared_client(config: SharedConfig) -> aioredis.Redis:
     # Short timeouts: a dead or wedged Redis refuses calls within a second, never hangs them.
     # No automatic retry: a script whose reply was slow may have run, and running it again would
@@ -124,6 +140,7 @@ def shared_client(config: SharedConfig) -> aioredis.Redis:
         retry=Retry(NoBackoff(), 0),
         health_check_interval=5,
     )
+    pool.connection_class = _connecting_twice(pool.connection_class)
     return aioredis.Redis.from_pool(pool)
 
 
@@ -330,8 +347,10 @@ class SharedLink:
             except Exception:
                 log.exception("shared state upkeep failed")
             healthy = self.epoch is not None and not self._dirty
+            # Often enough that this process's alive key never lapses while it runs.
+            check = min(_CHECK_SECONDS, self._config.process_timeout_seconds / 3)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), _CHECK_SECONDS if healthy else _RETRY_SECONDS)
+                await asyncio.wait_for(self._wake.wait(), check if healthy else _RETRY_SECONDS)
             self._wake.clear()
 
     async def _warn_if_persistent(self) -> None:
@@ -390,6 +409,20 @@ class SharedLink:
             return
         if (current != self.epoch or self._dirty) and not self._frozen:
             await self._register(current)
+        if current == self.epoch:
+            await self._alive(current)
+            reply = await self.script(scripts.REAP)(args=[current])
+            if reply[0] == "REBUILD":
+                log.warning(
+                    "server process %s stopped holding credits; rebuilding the shared state from the store", reply[1]
+                )
+            elif reply[0] == "OK" and int(reply[1]):
+                log.warning("released what %d stopped server process(es) held", int(reply[1]))
+
+    async def _alive(self, epoch: str) -> None:
+        # Read by REAP in every other process: this one has not crashed.
+        ttl_ms = int(self._config.process_timeout_seconds * 1000)
+        await self.redis.set(f"mw:{epoch}:alive:{self.proc}", 1, px=ttl_ms)
 
     async def _register(self, epoch: str) -> None:
         async with self._gate.alone():
@@ -400,6 +433,7 @@ class SharedLink:
                 args += [name, amount]
             self._dirty = False
             try:
+                await self._alive(epoch)  # before registering: never reaped between the two
                 reply = await self.script(scripts.REGISTER)(args=args)
             except BaseException:
                 self._dirty = True

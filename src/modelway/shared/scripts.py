@@ -14,6 +14,7 @@ Keys (one Redis database, not a cluster: scripts name the keys they build):
                               charges not yet written, of every process), h:<proc> (one process's part)
     mw:<E>:k:<key>            hash: held (tokens held by calls under way), h:<proc>
     mw:<E>:t:<proc>           set: the a:<account> and k:<key> hashes where the process has an h:<proc>
+    mw:<E>:alive:<proc>       set by the process every second, expiring after process_timeout_seconds
     mw:<E>:u:<day>:<key>      tokens the key used that UTC day
     mw:r:<window>:<scope>     requests counted in one minute window (expires with it)
 
@@ -35,6 +36,7 @@ __all__ = [
     "EPOCH_FORCE",
     "EPOCH_INSTALL",
     "RATE_ACQUIRE",
+    "REAP",
     "REBUILD_GIVE_UP",
     "REGISTER",
 ]
@@ -92,8 +94,8 @@ BUDGET_SETTLE = (
     _GATE
     + """
 local key, used_key = prefix .. 'k:' .. ARGV[3], prefix .. 'u:' .. ARGV[4] .. ':' .. ARGV[3]
-redis.call('HINCRBY', key, 'held', -tonumber(ARGV[5]))
-redis.call('HINCRBY', key, mine, -tonumber(ARGV[5]))
+redis.call('HINCRBY', key, 'held', 0 - tonumber(ARGV[5]))
+redis.call('HINCRBY', key, mine, 0 - tonumber(ARGV[5]))
 redis.call('INCRBY', used_key, ARGV[6])
 redis.call('EXPIRE', used_key, ARGV[7])
 return {'OK'}
@@ -143,9 +145,9 @@ CREDIT_CHANGE = (
 local sign = tonumber(ARGV[3])
 for i = 4, #ARGV, 2 do
   local key, amount = prefix .. 'a:' .. ARGV[i], sign * tonumber(ARGV[i + 1])
-  redis.call('HINCRBY', key, 'bal', -amount)
-  redis.call('HINCRBY', key, 'held', -amount)
-  redis.call('HINCRBY', key, mine, -amount)
+  redis.call('HINCRBY', key, 'bal', 0 - amount)
+  redis.call('HINCRBY', key, 'held', 0 - amount)
+  redis.call('HINCRBY', key, mine, 0 - amount)
 end
 return {'OK'}
 """
@@ -235,4 +237,38 @@ return {'OK'}
 REBUILD_GIVE_UP = """
 if redis.call('GET', 'mw:rebuild') == ARGV[1] then redis.call('DEL', 'mw:rebuild') end
 return {'OK'}
+"""
+
+# ARGV: epoch. Releases what processes that stopped refreshing their alive key (crashed) held.
+# Tokens are given back at once. Credits held by a gone process may be charges it wrote to the
+# store without telling Redis (it stopped while Redis did not answer): the marker is dropped so
+# that the state is rebuilt from the store. {'OK', processes released}, {'REBUILD', proc}, {'STALE'}.
+REAP = """
+if redis.call('GET', 'mw:epoch') ~= ARGV[1] then return {'STALE'} end
+local prefix = 'mw:' .. ARGV[1] .. ':'
+local gone = 0
+for _, proc in ipairs(redis.call('SMEMBERS', prefix .. 'procs')) do
+  if redis.call('EXISTS', prefix .. 'alive:' .. proc) == 0 then
+    local touched, mine = prefix .. 't:' .. proc, 'h:' .. proc
+    local names = redis.call('SMEMBERS', touched)
+    for _, name in ipairs(names) do
+      local held = tonumber(redis.call('HGET', prefix .. name, mine) or '0')
+      if held ~= 0 and string.sub(name, 1, 2) == 'a:' then
+        redis.call('DEL', 'mw:epoch')
+        return {'REBUILD', proc}
+      end
+    end
+    for _, name in ipairs(names) do
+      local key = prefix .. name
+      local held = tonumber(redis.call('HGET', key, mine) or '0')
+      -- Never HINCRBY by -0: Lua writes it as "-0", which Redis refuses as not an integer.
+      if held ~= 0 then redis.call('HINCRBY', key, 'held', 0 - held) end
+      redis.call('HDEL', key, mine)
+    end
+    redis.call('DEL', touched)
+    redis.call('SREM', prefix .. 'procs', proc)
+    gone = gone + 1
+  end
+end
+return {'OK', gone}
 """
