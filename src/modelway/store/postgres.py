@@ -222,7 +222,9 @@ class PostgresStore:
         return {row[0]: int(row[1]) for row in rows}
 
     async def add_credits(self, account_id: str, amount: int) -> CreditChange | None:
-        async with self._connection() as connection:
+        async with self._connection() as connection, connection.transaction():
+            # Servers without Redis re-read balances when the revision moves (usage rows do not move it).
+            await connection.execute("UPDATE data_revision SET value = value + 1")
             # The old balance from the row the UPDATE locked (a sub-select alone could read an older one).
             row = await connection.fetchrow(
                 "UPDATE accounts AS a SET credits = GREATEST(0, a.credits + $1) "
