@@ -580,3 +580,32 @@ async def test_what_a_crashed_process_held_is_released(
             holder.kill()
             await holder.wait()
         await state.close()
+
+
+async def test_key_reloads_failing_on_an_unreachable_store_keep_listening_and_say_so_once(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    from modelway.shared.keys import KeyChanges, announce_key_change
+    from modelway.store import StoreUnavailable
+
+    reloads: list[float] = []
+
+    async def reload() -> None:
+        reloads.append(time.monotonic())
+        if len(reloads) <= 3:
+            raise StoreUnavailable()  # PostgreSQL down: the reload of the key directory fails
+
+    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    changes = KeyChanges(client, "listener", reload)
+    changes.start()
+    try:
+        await _until(lambda: len(reloads) == 1, 5)  # subscribed, and read what changed meanwhile
+        for expected in (2, 3, 4):
+            await announce_key_change(client, "other")
+            await _until(lambda n=expected: len(reloads) >= n, 5)  # type: ignore[misc]
+        assert reloads[3] - reloads[0] < 2  # each message reloaded at once: never unsubscribed meanwhile
+    finally:
+        await changes.close()
+        await client.aclose()
+    records = [record for record in caplog.records if record.name == "modelway.shared.keys"]
+    assert len(records) == 1 and records[0].exc_info is None, [record.getMessage() for record in records]
