@@ -94,16 +94,16 @@ async def _accounts(config: Config) -> list[tuple[AccountRecord, int]]:
 async def _add_credits(config: Config, account_id: str, credits: float) -> int:
     amount = round(credits * MICRO)
     async with open_store(config.store) as store:
-        balance = await store.add_credits(account_id, amount)
-    if balance is None:
+        change = await store.add_credits(account_id, amount)
+    if change is None:
         raise CliError(f"no account {account_id}")
-    if config.shared.redis_url and not await shared_credits_added(config.shared, account_id, amount):
+    if config.shared.redis_url and not await shared_credits_added(config.shared, account_id, change):
         print(
-            f"modelway: credits added in the store; Redis ({config.shared.shown_url}) could not be told, so "
-            "running servers count them after its next rebuild",
+            f"modelway: credits changed in the store; Redis ({config.shared.shown_url}) is unreachable or "
+            "being rebuilt, so running servers count them once its state is rebuilt from the store",
             file=sys.stderr,
         )
-    return balance
+    return change.after
 
 
 async def _keys(config: Config) -> list[KeyRecord]:

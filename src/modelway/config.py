@@ -188,21 +188,28 @@ class StoreConfig:
 
 
 def redact_url(url: str) -> str:
-    """`url` with any password (user:password@, or ?password=) replaced by ***."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        credentials, _, host = netloc.rpartition("@")
+    """`url` with any password (user:password@, or ?password=) replaced by ***.
+
+    Not through urlsplit: a password may hold # ? / (as typed in a config file, unescaped), which
+    would end the authority early and leave the rest unmasked. Everything up to the last @ is taken
+    as credentials: when in doubt, more is hidden, never less.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "(not a URL)"
+    credentials, at, address = rest.rpartition("@")
+    if at:
         user, colon, _ = credentials.partition(":")
-        netloc = f"{user}:***@{host}" if colon else f"{user}@{host}"
-    query = "&".join(
-        f"{name}=***" if name.lower() == "password" else f"{name}={value}" if sep else name
-        for name, sep, value in (pair.partition("=") for pair in parts.query.split("&") if pair)
-    )
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+        shown = (f"{user}:***" if user else "***") if colon else user
+        rest = f"{shown}@{address}"
+    base, question, query = rest.partition("?")
+    if question:
+        pairs = (pair.partition("=") for pair in query.split("&"))
+        query = "&".join(
+            f"{name}=***" if name.lower() == "password" else f"{name}{eq}{value}" for name, eq, value in pairs
+        )
+        rest = f"{base}?{query}"
+    return f"{scheme}://{rest}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,11 +226,13 @@ class SharedConfig:
     # After Redis lost its state, the process rebuilding it waits this long (calls are refused
     # meanwhile) so that every charge being committed when Redis went away has reached the store.
     rebuild_quiet_seconds: float = 2.0
+    # A process not heard from this long is gone (crashed): what it held is released.
+    process_timeout_seconds: float = 10.0
 
     def __post_init__(self) -> None:
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError(f"shared.redis_url must be a redis://, rediss:// or unix:// URL, got {self.shown_url}")
-        for name in ("timeout_seconds", "rebuild_quiet_seconds"):
+        for name in ("timeout_seconds", "rebuild_quiet_seconds", "process_timeout_seconds"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"shared.{name} must be a number of seconds above 0, got {value}")
@@ -231,14 +240,7 @@ class SharedConfig:
     @property
     def shown_url(self) -> str:
         """The URL as it may be logged: any password replaced by ***."""
-        scheme, sep, rest = self.redis_url.partition("://")
-        if not sep:
-            return "(not a URL)"
-        credentials, at, address = rest.rpartition("@")
-        if not at:
-            return self.redis_url
-        user = credentials.partition(":")[0]
-        return f"{scheme}://{user}:***@{address}" if user else f"{scheme}://***@{address}"
+        return redact_url(self.redis_url)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from modelway.edge import Envoy
 from modelway.shared import scripts
 from modelway.shared.keys import announce_key_change
 from modelway.shared.link import shared_client
+from modelway.store.base import CreditChange
 from modelway.workers import WorkerPool, worker_config
 
 __all__ = ["check_worker_ports", "run_workers", "serve_workers", "shared_credits_added", "shared_keys_changed"]
@@ -22,13 +23,15 @@ __all__ = ["check_worker_ports", "run_workers", "serve_workers", "shared_credits
 log = logging.getLogger(__name__)
 
 
-async def shared_credits_added(config: SharedConfig, account_id: str, amount: int) -> bool:
-    """Adds credits the operator put in the store to Redis's balance; whether Redis took them (or
-    does not know the account yet: it reads the balance from the store when first used)."""
+async def shared_credits_added(config: SharedConfig, account_id: str, change: CreditChange) -> bool:
+    """Tells Redis the credits the operator changed in the store (what the store applied, after its
+    commit); whether running servers count them now. False: they count after the state is next
+    rebuilt from the store (Redis unreachable, or being rebuilt: that rebuild then starts over)."""
     client = shared_client(config)
     try:
-        reply = await client.register_script(scripts.CREDIT_ADD)(args=[account_id, amount])
-        return bool(reply[0] in ("OK", "NOACCOUNT", "NOEPOCH"))
+        script = client.register_script(scripts.CREDIT_ADD)
+        reply = await script(args=[account_id, change.applied, change.after])
+        return bool(reply[0] == "OK")
     except Exception:
         return False
     finally:

@@ -64,7 +64,8 @@ def test_migrations_are_idempotent_and_concurrent_starts_are_safe(postgres: Post
     for run in runs:
         _, err = run.communicate(timeout=60)
         assert run.returncode == 0, err.decode()
-    assert [row[0] for row in run_query(fresh, "SELECT version FROM schema_version")] == [latest]
+    fresh_versions = [row[0] for row in run_query(fresh, "SELECT version FROM schema_version ORDER BY version")]
+    assert fresh_versions == [version for version, _ in MIGRATIONS]  # each applied once
 
 
 def test_data_version_moves_with_another_process_change(postgres: PostgresServer) -> None:
@@ -253,3 +254,21 @@ def test_a_full_queue_refuses_calls_with_503_and_reads_fail_cleanly(
         # The 5 served calls and the last; the refused ones cost nothing and left no row.
         assert statuses.count(200) >= 6 and all(status in (200, 503) for status in statuses)
         assert own_postgres.app_password not in (stack.workdir / "server.log").read_text()
+
+
+def test_usage_rows_do_not_move_the_data_version(postgres: PostgresServer) -> None:
+    url = postgres.database("revision_usage").url
+
+    async def check() -> None:
+        async with PostgresStore(url) as watcher, PostgresStore(url) as writer:
+            from modelway.store import AccountRecord, UsageRecord
+
+            await writer.insert_account(AccountRecord("acct_u", "u", "tester", 1), 1000)
+            before = await watcher.data_version()
+            # A usage batch charges the account: the keys and plans every worker caches did not change.
+            row = UsageRecord("req_u", "acct_u", "", "openai", "m", "p", 1, 2, 10, 4, 200, "", 1.0)
+            await writer.record_calls([row], {}, {"acct_u": 10})
+            assert (await writer.balances())["acct_u"] == 990
+            assert await watcher.data_version() == before
+
+    asyncio.run(check())

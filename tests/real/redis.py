@@ -1,4 +1,5 @@
-"""A real redis-server (the Debian package) on a free 127.0.0.1 port, in a temp dir, without persistence."""
+"""A real redis-server (the Debian package) on a free 127.0.0.1 port, in a temp dir, without persistence
+unless asked (then `SAVE` writes dump.rdb in the temp dir and a restart loads it, as a production Redis would)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ class RedisServer:
     workdir: Path
     port: int = field(default_factory=_free_port)
     password: str = ""
+    persist: bool = False
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -45,8 +47,10 @@ class RedisServer:
     def start(self, timeout: float = 10.0) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir)]
-        # No persistence: a restart comes back empty, which is what the rebuild must cope with.
-        args += ["--save", "", "--appendonly", "no", "--daemonize", "no", "--protected-mode", "yes"]
+        # No persistence by default: a restart comes back empty, which is what the rebuild must cope with.
+        # With `persist`, a restart loads the last dump.rdb (written by SAVE): the stale-snapshot case.
+        args += ["--save", "3600 1" if self.persist else "", "--dbfilename", "dump.rdb", "--appendonly", "no"]
+        args += ["--daemonize", "no", "--protected-mode", "yes"]
         if self.password:
             args += ["--requirepass", self.password]
         with open(self.workdir / "redis.log", "ab") as log:

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
 from modelway.config import SharedConfig
 from modelway.core.budgets import TokenBudgets
 from modelway.core.ledger import Ledger
 from modelway.core.limits import LimitRule, RateLimiter
 from modelway.errors import GatewayError, Reason
-from modelway.shared import SharedState, open_shared_state
+from modelway.shared import SharedState, open_shared_state, scripts
 from modelway.store import AccountRecord, SqliteStore
 from tests.real.redis import RedisServer
 
@@ -305,8 +307,305 @@ async def test_credits_the_operator_adds_reach_redis(
     (state,) = await processes(1)
     account = await _account(store, 100)
     await state.ledger.reserve(account, 100, "Add credits.")  # known to Redis now: 100, all held
-    assert await store.add_credits(account, 500) == 600
-    assert await shared_credits_added(SharedConfig(redis_url=redis_server.url), account, 500)
+    change = await store.add_credits(account, 500)
+    assert change is not None and change.after == 600
+    assert await shared_credits_added(SharedConfig(redis_url=redis_server.url), account, change)
     await state.ledger.reserve(account, 500, "Add credits.")
     with pytest.raises(GatewayError):
         await state.ledger.reserve(account, 1, "Add credits.")
+
+
+# Faults: slow replies, cancelled calls, a Redis restarted from a snapshot, operator credits.
+
+_BUSY = """
+local t = redis.call('TIME')
+local start = t[1] * 1000000 + t[2]
+repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] - start > tonumber(ARGV[1]) * 1000000
+return 1
+"""
+
+
+async def _redis_busy(server: RedisServer, seconds: float) -> asyncio.Task[object]:
+    """Another client runs a script that keeps the real redis-server busy for `seconds`: every
+    other command waits behind it, as on a loaded or stalled Redis."""
+    client = aioredis.Redis.from_url(server.url)
+
+    async def run() -> object:
+        try:
+            return await client.eval(_BUSY, 0, seconds)  # type: ignore[misc]
+        finally:
+            await client.aclose()
+
+    task = asyncio.create_task(run())
+    await asyncio.sleep(0.1)  # the script is running
+    return task
+
+
+async def _warm(state: SharedState) -> None:
+    """Connections to Redis open before it gets busy (a new one would wait for its handshake and
+    fail before sending anything): the calls under test reach Redis and wait there."""
+    rule = LimitRule("warm:" + secrets.token_hex(4), 1_000_000, "warm")
+    await asyncio.gather(*(state.limits.acquire(rule) for _ in range(8)))
+
+
+async def test_a_reply_slower_than_the_timeout_never_runs_the_script_twice(
+    processes: Processes, redis_server: RedisServer
+) -> None:
+    (state,) = await processes(1)
+    rule = LimitRule("key:" + secrets.token_hex(4), 2, "Rate limit reached")
+    await _warm(state)
+    # Busy for 0.4 s after the call is sent: its reply comes after the 0.3 s timeout, but a
+    # retry on a new connection would be answered in time, and count the call again.
+    busy = await _redis_busy(redis_server, 0.5)
+    with pytest.raises(GatewayError) as caught:
+        await state.limits.acquire(rule)  # sent, then given up on: it runs once Redis is free
+    assert caught.value.reason is Reason.SHARED_STATE_UNAVAILABLE
+    await busy
+    await _until(lambda: state.link.ready, 10)
+    (counted,) = await state.limits.acquire(rule)
+    assert counted.remaining == 0  # the refused call counted once (a conservative count), not twice
+    with pytest.raises(GatewayError) as limited:
+        await state.limits.acquire(rule)
+    assert limited.value.reason is Reason.RATE_LIMITED
+
+
+async def test_a_reservation_cancelled_while_redis_runs_it_leaves_no_hold(
+    processes: Processes, store: SqliteStore, redis_server: RedisServer
+) -> None:
+    (state,) = await processes(1)
+    account = await _account(store, 1000)
+    await state.link.seed(account)
+    await _warm(state)
+    busy = await _redis_busy(redis_server, 0.8)
+    call = asyncio.create_task(state.ledger.reserve(account, 400, "Add credits."))
+    await asyncio.sleep(0.1)  # the script is sent and waits behind the busy one
+    call.cancel()  # the client went away
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    await busy  # Redis ran the reservation nobody will give back
+
+    async def whole_balance() -> bool:
+        try:
+            await state.ledger.settle(await state.ledger.reserve(account, 1000, "Add credits."), 0)
+        except GatewayError:
+            return False
+        return True
+
+    started = time.monotonic()
+    while not await whole_balance():
+        assert time.monotonic() - started < 3, "the cancelled call's 400 stayed held"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_settle_cancelled_while_redis_runs_it_still_gives_the_hold_back(
+    processes: Processes, store: SqliteStore, redis_server: RedisServer
+) -> None:
+    (state,) = await processes(1)
+    account = await _account(store, 1000)
+    reservation = await state.ledger.reserve(account, 400, "Add credits.")
+    await _warm(state)
+    busy = await _redis_busy(redis_server, 0.8)
+    call = asyncio.create_task(state.ledger.settle(reservation, 0))
+    await asyncio.sleep(0.1)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    await busy
+    # The process registers what it holds after a rebuild: the cancelled settle must not be among it.
+    redis_server.restart()
+    await asyncio.sleep(1.2)
+    await _until(lambda: state.link.ready, 10)
+    await state.ledger.reserve(account, 1000, "Add credits.")
+
+
+@pytest.fixture
+async def persistent_redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis", persist=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_a_redis_restarted_from_a_snapshot_is_rebuilt_from_the_store(
+    persistent_redis: RedisServer, store: SqliteStore
+) -> None:
+    config = SharedConfig(redis_url=persistent_redis.url, rebuild_quiet_seconds=QUIET, timeout_seconds=0.3)
+    state = open_shared_state(config, store, StoppedClock(1_800_000_030.0), _nothing)
+    await state.start()
+    try:
+        await _until(lambda: state.link.ready, 10)
+        account = await _account(store, 1000)
+        await state.link.seed(account)
+        snapshot = aioredis.Redis.from_url(persistent_redis.url)
+        await snapshot.save()
+        await snapshot.aclose()
+        # 600 charged and written after the snapshot: the store has 400.
+        await state.ledger.settle(await state.ledger.reserve(account, 600, "Add credits."), 600)
+        charges = {account: 600}
+        await state.ledger.writing(charges)
+        await store.record_calls([], {}, charges)
+        state.ledger.charges_written(charges)
+        before = state.link.epoch
+        persistent_redis.restart()  # killed; comes back with the snapshot's marker, balance and holds
+        await _until(lambda: state.link.ready and state.link.epoch != before, 10)
+        with pytest.raises(GatewayError) as short:
+            await state.ledger.reserve(account, 401, "Add credits.")
+        assert short.value.reason is Reason.INSUFFICIENT_CREDITS
+        await state.ledger.reserve(account, 400, "Add credits.")
+    finally:
+        await state.close()
+
+
+async def test_credits_the_operator_removes_below_zero_reach_redis_as_the_store_applied_them(
+    processes: Processes, store: SqliteStore, redis_server: RedisServer
+) -> None:
+    from modelway.scale import shared_credits_added
+
+    (state,) = await processes(1)
+    config = SharedConfig(redis_url=redis_server.url)
+    account = await _account(store, 100)
+    await state.link.seed(account)
+    removed = await store.add_credits(account, -500)
+    assert removed is not None and (removed.before, removed.after, removed.applied) == (100, 0, -100)
+    assert await shared_credits_added(config, account, removed)
+    added = await store.add_credits(account, 100)
+    assert added is not None and await shared_credits_added(config, account, added)
+    await state.ledger.reserve(account, 100, "Add credits.")
+    with pytest.raises(GatewayError) as short:
+        await state.ledger.reserve(account, 1, "Add credits.")
+    assert short.value.reason is Reason.INSUFFICIENT_CREDITS
+
+
+async def test_credits_added_to_an_account_redis_does_not_know_survive_a_racing_seed(
+    processes: Processes, store: SqliteStore, redis_server: RedisServer
+) -> None:
+    from modelway.scale import shared_credits_added
+
+    (state,) = await processes(1)
+    account = await _account(store, 100)
+    read_before = (await store.balances())[account]  # a server seeding the account read the store...
+    added = await store.add_credits(account, 500)
+    assert added is not None
+    assert await shared_credits_added(SharedConfig(redis_url=redis_server.url), account, added)
+    seed = state.link.redis.register_script(scripts.CREDIT_SEED)
+    await seed(args=[state.link.epoch, account, read_before])  # ...and writes what it read only now
+    await state.ledger.reserve(account, 600, "Add credits.")
+
+
+async def test_credits_added_while_redis_has_no_state_tell_the_operator_they_count_after_the_rebuild(
+    redis_server: RedisServer, store: SqliteStore
+) -> None:
+    from modelway.scale import shared_credits_added
+
+    redis_server.restart()  # empty, and no server running to rebuild it
+    account = await _account(store, 100)
+    added = await store.add_credits(account, 50)
+    assert added is not None
+    assert not await shared_credits_added(SharedConfig(redis_url=redis_server.url), account, added)
+
+
+_HOLDER = """
+import asyncio, sys, time
+from modelway.config import SharedConfig
+from modelway.shared import open_shared_state
+from modelway.store import SqliteStore
+
+class Stopped:
+    def now(self) -> float:
+        return 1_800_000_030.0
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+async def main() -> None:
+    async def nothing() -> None:
+        return None
+
+    async with SqliteStore(sys.argv[2]) as store:
+        config = SharedConfig(redis_url=sys.argv[1], rebuild_quiet_seconds=0.3, process_timeout_seconds=1.0)
+        state = open_shared_state(config, store, Stopped(), nothing)
+        await state.start()
+        while not state.link.ready:
+            await asyncio.sleep(0.02)
+        await state.ledger.reserve(sys.argv[3], int(sys.argv[4]), "Add credits.")
+        await state.budgets.hold(sys.argv[5], 1000, 700)
+        print("held", flush=True)
+        await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+async def test_what_a_crashed_process_held_is_released(
+    redis_server: RedisServer, store: SqliteStore, tmp_path: Path
+) -> None:
+    config = SharedConfig(
+        redis_url=redis_server.url, rebuild_quiet_seconds=QUIET, timeout_seconds=0.3, process_timeout_seconds=1.0
+    )
+    state = open_shared_state(config, store, StoppedClock(1_800_000_030.0), _nothing)
+    await state.start()
+    account = await _account(store, 1000)
+    key = "key_" + secrets.token_hex(4)
+    db_path = str(tmp_path / "shared.db")
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _HOLDER, redis_server.url, db_path, account, "400", key, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert holder.stdout is not None
+        assert await asyncio.wait_for(holder.stdout.readline(), 20) == b"held\n"
+        await _until(lambda: state.link.ready, 10)
+        with pytest.raises(GatewayError) as short:
+            await state.ledger.reserve(account, 1000, "Add credits.")
+        assert short.value.reason is Reason.INSUFFICIENT_CREDITS
+        holder.kill()  # kill -9: it never gives back its 400 credits and 700 tokens
+        await holder.wait()
+
+        async def whole() -> bool:
+            try:
+                await state.ledger.reserve(account, 1000, "Add credits.")
+                await state.budgets.hold(key, 1000, 1000)
+            except GatewayError:
+                return False
+            return True
+
+        started = time.monotonic()
+        while not await whole():
+            assert time.monotonic() - started < 8, "the crashed process's holds stayed"
+            await asyncio.sleep(0.1)
+    finally:
+        if holder.returncode is None:
+            holder.kill()
+            await holder.wait()
+        await state.close()
+
+
+async def test_key_reloads_failing_on_an_unreachable_store_keep_listening_and_say_so_once(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    from modelway.shared.keys import KeyChanges, announce_key_change
+    from modelway.store import StoreUnavailable
+
+    reloads: list[float] = []
+
+    async def reload() -> None:
+        reloads.append(time.monotonic())
+        if len(reloads) <= 3:
+            raise StoreUnavailable()  # PostgreSQL down: the reload of the key directory fails
+
+    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    changes = KeyChanges(client, "listener", reload)
+    changes.start()
+    try:
+        await _until(lambda: len(reloads) == 1, 5)  # subscribed, and read what changed meanwhile
+        for expected in (2, 3, 4):
+            await announce_key_change(client, "other")
+            await _until(lambda n=expected: len(reloads) >= n, 5)  # type: ignore[misc]
+        assert reloads[3] - reloads[0] < 2  # each message reloaded at once: never unsubscribed meanwhile
+    finally:
+        await changes.close()
+        await client.aclose()
+    records = [record for record in caplog.records if record.name == "modelway.shared.keys"]
+    assert len(records) == 1 and records[0].exc_info is None, [record.getMessage() for record in records]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from modelway.core.directory import Directory
 from modelway.core.state import RecordedLedger
 from modelway.core.writes import await_write
-from modelway.errors import Reason
+from modelway.errors import GatewayError, Reason
 from modelway.ops.metrics import Telemetry
 from modelway.store import Store, UsageRecord
 
@@ -178,6 +178,13 @@ class UsageRecorder:
                 await self.flush()
                 failures = 0
                 self._last_write = time.monotonic()
+            except GatewayError as exc:
+                # Redis or the store away: expected, and said in one line (the retry follows shortly).
+                failures += 1
+                log.warning(
+                    "usage write failed (%s); %d rows kept for the next attempt", exc.reason.value, len(self._pending)
+                )
+                await asyncio.sleep(min(_RETRY_MAX, _RETRY_FIRST * 2 ** (failures - 1)))
             except Exception:
                 failures += 1
                 log.exception("usage write failed; %d rows kept for the next attempt", len(self._pending))

@@ -114,7 +114,8 @@ class CallMeter:
         try:
             self._reservation = await metering.ledger.reserve(caller.account.id, worst_cost, wording.spend_less)
         except BaseException:
-            await metering.budgets.settle(hold, 0)
+            # Shielded: a call cancelled here must still give its tokens back.
+            await asyncio.shield(metering.budgets.settle(hold, 0))
             raise
         self._hold = hold
 

@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from modelway.store.base import StoreUnavailable
+
 __all__ = ["CHANNEL", "KeyChanges", "announce_key_change"]
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,7 @@ class KeyChanges:
         self._reload = reload
         self._listener: asyncio.Task[None] | None = None
         self._sending: set[asyncio.Task[bool]] = set()
+        self._store_away = False
 
     def start(self) -> None:
         self._listener = asyncio.create_task(self._listen(), name="key-changes")
@@ -62,17 +65,29 @@ class KeyChanges:
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 
+    async def _reload_keys(self) -> None:
+        # The store away (PostgreSQL down) is no reason to drop the subscription: the next message
+        # or the periodic refresh reloads once it is back. Said once per outage, without a traceback.
+        try:
+            await self._reload()
+        except StoreUnavailable:
+            if not self._store_away:
+                log.warning("keys could not be reloaded after a change (the store is unreachable); retried on the next")
+            self._store_away = True
+            return
+        self._store_away = False
+
     async def _listen(self) -> None:
         while True:
             try:
                 async with self._client.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(CHANNEL)
                     # Whatever changed while this process was not listening.
-                    await self._reload()
+                    await self._reload_keys()
                     while True:
                         message = await pubsub.get_message(timeout=None)
                         if message is not None and message.get("data") != self._sender:
-                            await self._reload()
+                            await self._reload_keys()
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError):

@@ -42,7 +42,9 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from modelway.config import SharedConfig
 from modelway.core.budgets import DAY_SECONDS, day_start
@@ -107,9 +109,25 @@ class _Gate:
             self._open.set()
 
 
+def _connecting_twice(base: type[aioredis.connection.AbstractConnection]) -> type[Any]:
+    """`base` whose connect is tried twice: a connect that failed sent no command, so trying again
+    is safe (commands themselves are never retried; see shared_client)."""
+
+    class ConnectingTwice(base):  # type: ignore[valid-type,misc]
+        async def connect(self) -> None:
+            try:
+                await super().connect()
+            except (RedisConnectionError, RedisTimeoutError):
+                await super().connect()
+
+    return ConnectingTwice
+
+
 def shared_client(config: SharedConfig) -> aioredis.Redis:
     # Short timeouts: a dead or wedged Redis refuses calls within a second, never hangs them.
-    # One immediate retry: a pooled connection to a Redis that restarted fails once, then reconnects.
+    # No automatic retry: a script whose reply was slow may have run, and running it again would
+    # count or take twice. A failed call is refused (503) and the link registers its holds again
+    # (absolute amounts), which undoes whatever the unanswered script may have taken.
     # A burst of calls waits for one of _MAX_CONNECTIONS connections rather than opening one each;
     # longer than a call to Redis may take (a dead Redis is noticed by the calls that hold them).
     pool = aioredis.BlockingConnectionPool.from_url(
@@ -119,9 +137,10 @@ def shared_client(config: SharedConfig) -> aioredis.Redis:
         socket_timeout=config.timeout_seconds,
         socket_connect_timeout=config.timeout_seconds,
         decode_responses=True,
-        retry=Retry(NoBackoff(), 1),
+        retry=Retry(NoBackoff(), 0),
         health_check_interval=5,
     )
+    pool.connection_class = _connecting_twice(pool.connection_class)
     return aioredis.Redis.from_pool(pool)
 
 
@@ -151,6 +170,9 @@ class SharedLink:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._reachable = True
+        # A CREDIT_CHANGE that may or may not have run in this epoch: its balance cannot be trusted.
+        self._moved_unsure: str | None = None
+        self._failures_logged = False
 
     def script(self, source: str) -> AsyncScript:
         """The loaded script (EVALSHA; loaded again by redis-py after a Redis restart)."""
@@ -163,6 +185,8 @@ class SharedLink:
         """Registers (or rebuilds) now if Redis answers; either way keeps at it in the background."""
         with contextlib.suppress(RedisError, OSError):
             await self._sync()
+        with contextlib.suppress(RedisError, OSError):
+            await self._warn_if_persistent()
         if self.epoch is None:
             log.warning("shared state at %s is not ready yet; calls are refused until it is", self._config.shown_url)
         self._task = asyncio.create_task(self._maintain(), name="shared-state")
@@ -199,6 +223,27 @@ class SharedLink:
         self.epoch = None
         self._wake.set()
 
+    def _unanswered(self, source: str, epoch: str | None) -> None:
+        """A script was sent and no reply came (slow, cut off, or the call was cancelled): it may
+        have run. What this process holds is registered again (absolute amounts: this undoes a take
+        its memory does not know of); a balance change cannot be undone that way, so the state is
+        rebuilt from the store if it may have run."""
+        self._dirty = True
+        if source == scripts.CREDIT_CHANGE and epoch is not None:
+            self._moved_unsure = epoch
+        self._wake.set()
+
+    def _failed(self, exc: Exception) -> None:
+        """An error the client was not expected to raise: the call is refused like any other failure."""
+        if not self._failures_logged:
+            self._failures_logged = True
+            log.warning(
+                "shared state call failed unexpectedly (%s: %s); refusing calls until it answers",
+                type(exc).__name__,
+                exc,
+            )
+        self._lost()
+
     async def take(self, source: str, args: Sequence[Any], on_ok: Callable[[list[Any]], None]) -> list[Any]:
         """A check-and-take: GatewayError 503 unless this process is registered in the current epoch
         and Redis answers. `on_ok` mirrors an accepted take in this process's memory."""
@@ -212,8 +257,16 @@ class SharedLink:
                     raise self.unavailable()
                 try:
                     reply: list[Any] = await self.script(source)(args=[epoch, self.proc, *args])
+                except asyncio.CancelledError:
+                    self._unanswered(source, epoch)
+                    raise
                 except (RedisError, OSError) as exc:
                     self._unreachable(exc)
+                    self._unanswered(source, epoch)
+                    raise self.unavailable() from None
+                except Exception as exc:
+                    self._failed(exc)
+                    self._unanswered(source, epoch)
                     raise self.unavailable() from None
                 if reply[0] == "OK":
                     on_ok(reply)
@@ -243,18 +296,22 @@ class SharedLink:
         async with self._gate.shared():
             epoch = self.epoch
             reply: list[Any] | None = None
-            if epoch is not None:
-                try:
+            try:
+                if epoch is not None:
                     reply = await self.script(source)(args=[epoch, self.proc, *args])
-                except (RedisError, OSError) as exc:
-                    self._unreachable(exc)
-                if reply is not None and reply[0] in _NOT_READY:
-                    self._lost()
-                    reply = None
-            if reply is None:
-                self._dirty = True
-                self._wake.set()
-            return apply(reply)
+                    if reply[0] in _NOT_READY:
+                        self._lost()
+                        reply = None
+            except (RedisError, OSError) as exc:
+                self._unreachable(exc)
+            except Exception as exc:
+                self._failed(exc)
+            finally:
+                # Also when the caller is cancelled meanwhile: memory changes, whatever Redis heard.
+                if reply is None:
+                    self._unanswered(source, epoch)
+                result = apply(reply)
+            return result
 
     def doubt(self, epoch: str) -> None:
         """A charge write that began in `epoch` took long: if a rebuild ran meanwhile, it may have
@@ -277,6 +334,10 @@ class SharedLink:
     async def _maintain(self) -> None:
         while True:
             try:
+                if not self._reachable:
+                    # Idle pooled connections to a Redis that went away are dead: without retries each
+                    # would fail one call (or the rebuild's next step) before reconnecting.
+                    await self.redis.connection_pool.disconnect(inuse_connections=False)
                 await self._sync()
                 if not self._reachable:
                     log.info("shared state at %s answers again", self._config.shown_url)
@@ -286,13 +347,40 @@ class SharedLink:
             except Exception:
                 log.exception("shared state upkeep failed")
             healthy = self.epoch is not None and not self._dirty
+            # Often enough that this process's alive key never lapses while it runs.
+            check = min(_CHECK_SECONDS, self._config.process_timeout_seconds / 3)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), _CHECK_SECONDS if healthy else _RETRY_SECONDS)
+                await asyncio.wait_for(self._wake.wait(), check if healthy else _RETRY_SECONDS)
             self._wake.clear()
+
+    async def _warn_if_persistent(self) -> None:
+        # CONFIG may be renamed away (managed Redis): then nothing is said.
+        save = (await self.redis.config_get("save")).get("save")
+        appendonly = (await self.redis.config_get("appendonly")).get("appendonly")
+        if save or appendonly == "yes":
+            log.warning(
+                "Redis at %s persists its data (save %r, appendonly %s); that is not needed: after a "
+                "restart from a snapshot the gateway notices the new run id and rebuilds the state from the "
+                "store (calls refused for a few seconds)",
+                self._config.shown_url,
+                save,
+                appendonly,
+            )
+
+    async def _run_id(self) -> str:
+        info: dict[str, Any] = await self.redis.info("server")
+        return str(info["run_id"])
 
     async def _sync(self, *, rebuild: bool = True) -> None:
         # decode_responses: str, never bytes.
-        current: str | None = await self.redis.get("mw:epoch")  # type: ignore[assignment]
+        marks: list[str | None] = await self.redis.mget("mw:epoch", "mw:epoch:run")  # type: ignore[assignment]
+        current, marked_run = marks
+        if current is not None and marked_run != await self._run_id():
+            # The marker outlived a restart (Redis loaded a snapshot or its AOF): the balances and
+            # holds are those of the snapshot, not of the store now. Rebuilt like an empty Redis.
+            log.warning("Redis restarted from a snapshot (new run id); rebuilding the shared state from the store")
+            await self.script(scripts.EPOCH_FORCE)(args=[current])
+            current = None
         doubtful = self._doubtful_since
         if doubtful is not None and current is not None:
             # Still the epoch the write began in: no rebuild ran meanwhile. Otherwise the rebuild that
@@ -301,6 +389,13 @@ class SharedLink:
             self._doubtful_since = None
             if current != doubtful:
                 log.warning("a charge was written while the shared state was rebuilt; rebuilding it again")
+                await self.script(scripts.EPOCH_FORCE)(args=[current])
+                current = None
+        unsure = self._moved_unsure
+        if unsure is not None and current is not None:
+            self._moved_unsure = None
+            if current == unsure:
+                log.warning("a balance change in Redis went unanswered; rebuilding the shared state from the store")
                 await self.script(scripts.EPOCH_FORCE)(args=[current])
                 current = None
         if current is None:
@@ -314,6 +409,20 @@ class SharedLink:
             return
         if (current != self.epoch or self._dirty) and not self._frozen:
             await self._register(current)
+        if current == self.epoch:
+            await self._alive(current)
+            reply = await self.script(scripts.REAP)(args=[current])
+            if reply[0] == "REBUILD":
+                log.warning(
+                    "server process %s stopped holding credits; rebuilding the shared state from the store", reply[1]
+                )
+            elif reply[0] == "OK" and int(reply[1]):
+                log.warning("released what %d stopped server process(es) held", int(reply[1]))
+
+    async def _alive(self, epoch: str) -> None:
+        # Read by REAP in every other process: this one has not crashed.
+        ttl_ms = int(self._config.process_timeout_seconds * 1000)
+        await self.redis.set(f"mw:{epoch}:alive:{self.proc}", 1, px=ttl_ms)
 
     async def _register(self, epoch: str) -> None:
         async with self._gate.alone():
@@ -324,6 +433,7 @@ class SharedLink:
                 args += [name, amount]
             self._dirty = False
             try:
+                await self._alive(epoch)  # before registering: never reaped between the two
                 reply = await self.script(scripts.REGISTER)(args=args)
             except BaseException:
                 self._dirty = True
@@ -345,7 +455,22 @@ class SharedLink:
             quiet,
         )
         started = time.monotonic()
+        try:
+            await self._rebuild_after(quiet, started)
+        except BaseException:
+            # Let the next try (this process's or another's) start at once, not when the lock expires.
+            with contextlib.suppress(Exception):
+                await self.script(scripts.REBUILD_GIVE_UP)(args=[self.proc])
+            raise
+
+    async def _rebuild_after(self, quiet: float, started: float) -> None:
         await asyncio.sleep(quiet)
+        # Connections left idle since before a restart would fail the steps below one by one.
+        await self.redis.connection_pool.disconnect(inuse_connections=False)
+        # Read before the store: an operator's credits added while no epoch stood bump it (see
+        # scripts.CREDIT_ADD); a bump after this read may be missing from what is read next.
+        adds = await self.redis.get("mw:credit-adds") or "0"
+        run_id = await self._run_id()
         balances = await self._store.balances()
         today = day_start(self._clock.now())
         used = await self._store.tokens_since(today)
@@ -356,7 +481,10 @@ class SharedLink:
         for key, tokens in used.items():
             pipe.set(f"mw:{epoch}:u:{today}:{key}", tokens, ex=2 * DAY_SECONDS)
         await pipe.execute()
-        reply = await self.script(scripts.EPOCH_INSTALL)(args=[epoch, self.proc])
+        reply = await self.script(scripts.EPOCH_INSTALL)(args=[epoch, self.proc, run_id, adds])
+        if reply[0] == "AGAIN":
+            log.warning("credits were added while the shared state was rebuilt; rebuilding it again")
+            self._wake.set()
         if reply[0] == "OK":
             log.warning(
                 "shared state rebuilt (epoch %s, %d accounts) in %.1fs",

@@ -6,11 +6,15 @@ a script alone, so two processes racing for the last unit cannot both get it.
 Keys (one Redis database, not a cluster: scripts name the keys they build):
 
     mw:epoch                  the marker: the id of the current state; missing after a Redis restart
+    mw:epoch:run              Redis's run_id when the marker was set (differs after a restart from a snapshot)
+    mw:credit-adds            counts operator credit adds made while no marker stood
     mw:rebuild                the lock of the one process rebuilding the state from the store
     mw:<E>:procs              processes that registered their holds in epoch E
     mw:<E>:a:<account>        hash: bal (balance of record as Redis knows it), held (reservations and
                               charges not yet written, of every process), h:<proc> (one process's part)
     mw:<E>:k:<key>            hash: held (tokens held by calls under way), h:<proc>
+    mw:<E>:t:<proc>           set: the a:<account> and k:<key> hashes where the process has an h:<proc>
+    mw:<E>:alive:<proc>       set by the process every second, expiring after process_timeout_seconds
     mw:<E>:u:<day>:<key>      tokens the key used that UTC day
     mw:r:<window>:<scope>     requests counted in one minute window (expires with it)
 
@@ -32,6 +36,8 @@ __all__ = [
     "EPOCH_FORCE",
     "EPOCH_INSTALL",
     "RATE_ACQUIRE",
+    "REAP",
+    "REBUILD_GIVE_UP",
     "REGISTER",
 ]
 
@@ -43,6 +49,7 @@ if current ~= epoch then return {'STALE'} end
 if redis.call('SISMEMBER', 'mw:' .. epoch .. ':procs', proc) == 0 then return {'UNREGISTERED'} end
 local prefix = 'mw:' .. epoch .. ':'
 local mine = 'h:' .. proc
+local touched = prefix .. 't:' .. proc
 """
 
 # ARGV: epoch, proc, window, ttl, then (scope, limit) pairs. Checks every rule before counting
@@ -77,6 +84,7 @@ local held = tonumber(redis.call('HGET', key, 'held') or '0')
 if used + held >= tonumber(ARGV[5]) then return {'OVER', used, held} end
 redis.call('HINCRBY', key, 'held', ARGV[6])
 redis.call('HINCRBY', key, mine, ARGV[6])
+redis.call('SADD', touched, 'k:' .. ARGV[3])
 return {'OK'}
 """
 )
@@ -86,8 +94,8 @@ BUDGET_SETTLE = (
     _GATE
     + """
 local key, used_key = prefix .. 'k:' .. ARGV[3], prefix .. 'u:' .. ARGV[4] .. ':' .. ARGV[3]
-redis.call('HINCRBY', key, 'held', -tonumber(ARGV[5]))
-redis.call('HINCRBY', key, mine, -tonumber(ARGV[5]))
+redis.call('HINCRBY', key, 'held', 0 - tonumber(ARGV[5]))
+redis.call('HINCRBY', key, mine, 0 - tonumber(ARGV[5]))
 redis.call('INCRBY', used_key, ARGV[6])
 redis.call('EXPIRE', used_key, ARGV[7])
 return {'OK'}
@@ -107,6 +115,7 @@ local available = tonumber(bal) - tonumber(redis.call('HGET', key, 'held') or '0
 if amount > 0 and available < amount then return {'SHORT', available} end
 redis.call('HINCRBY', key, 'held', amount)
 redis.call('HINCRBY', key, mine, amount)
+redis.call('SADD', touched, 'a:' .. ARGV[3])
 return {'OK', available - amount}
 """
 )
@@ -136,9 +145,9 @@ CREDIT_CHANGE = (
 local sign = tonumber(ARGV[3])
 for i = 4, #ARGV, 2 do
   local key, amount = prefix .. 'a:' .. ARGV[i], sign * tonumber(ARGV[i + 1])
-  redis.call('HINCRBY', key, 'bal', -amount)
-  redis.call('HINCRBY', key, 'held', -amount)
-  redis.call('HINCRBY', key, mine, -amount)
+  redis.call('HINCRBY', key, 'bal', 0 - amount)
+  redis.call('HINCRBY', key, 'held', 0 - amount)
+  redis.call('HINCRBY', key, mine, 0 - amount)
 end
 return {'OK'}
 """
@@ -152,41 +161,68 @@ redis.call('HSETNX', 'mw:' .. ARGV[1] .. ':a:' .. ARGV[2], 'bal', ARGV[3])
 return {'OK'}
 """
 
-# ARGV: account, amount. Credits added in the store by the operator (CLI), if Redis knows the
-# account (otherwise its balance is read from the store when first used). {'OK'} or {'NOACCOUNT'}.
+# ARGV: account, amount the store applied, balance in the store after it. Credits the operator
+# (CLI) changed in the store, after the store committed. An account this epoch does not know yet
+# gets the store's balance (a seed racing with this sets nothing over it; one before it gets the
+# amount added). Without a marker, a rebuild under way may have read the store before the commit:
+# mw:credit-adds is bumped, and that rebuild starts over (EPOCH_INSTALL). {'OK'} or {'NOEPOCH'}.
 CREDIT_ADD = """
 local epoch = redis.call('GET', 'mw:epoch')
-if not epoch then return {'NOEPOCH'} end
+if not epoch then
+  redis.call('INCR', 'mw:credit-adds')
+  return {'NOEPOCH'}
+end
 local key = 'mw:' .. epoch .. ':a:' .. ARGV[1]
-if redis.call('HEXISTS', key, 'bal') == 0 then return {'NOACCOUNT'} end
-redis.call('HINCRBY', key, 'bal', ARGV[2])
+if redis.call('HEXISTS', key, 'bal') == 0 then
+  redis.call('HSET', key, 'bal', ARGV[3])
+else
+  redis.call('HINCRBY', key, 'bal', ARGV[2])
+end
 return {'OK'}
 """
 
 # ARGV: epoch, proc, account count, (account, held)..., then (key, held)... What this process holds,
-# as absolute values (idempotent): its part of every total is replaced. {'OK'}.
+# as absolute values (idempotent): its part of every total is replaced, and its part of a hash it
+# touched and no longer names (a take whose reply it never saw) is dropped. {'OK'}.
 REGISTER = """
 local epoch, proc = ARGV[1], ARGV[2]
 if redis.call('GET', 'mw:epoch') ~= epoch then return {'STALE'} end
 local prefix, mine = 'mw:' .. epoch .. ':', 'h:' .. proc
+local touched = prefix .. 't:' .. proc
 local accounts = tonumber(ARGV[3])
+local named = {}
 for i = 4, #ARGV, 2 do
   local kind = ((i - 4) / 2 < accounts) and 'a:' or 'k:'
-  local key = prefix .. kind .. ARGV[i]
+  named[kind .. ARGV[i]] = tonumber(ARGV[i + 1])
+end
+for _, name in ipairs(redis.call('SMEMBERS', touched)) do
+  if not named[name] then named[name] = 0 end
+end
+redis.call('DEL', touched)
+for name, amount in pairs(named) do
+  local key = prefix .. name
   local old = tonumber(redis.call('HGET', key, mine) or '0')
-  redis.call('HSET', key, mine, ARGV[i + 1])
-  redis.call('HINCRBY', key, 'held', tonumber(ARGV[i + 1]) - old)
+  redis.call('HINCRBY', key, 'held', amount - old)
+  if amount == 0 then
+    redis.call('HDEL', key, mine)
+  else
+    redis.call('HSET', key, mine, amount)
+    redis.call('SADD', touched, name)
+  end
 end
 redis.call('SADD', prefix .. 'procs', proc)
 return {'OK'}
 """
 
-# ARGV: new epoch, proc (the lock holder). Makes the rebuilt state current if this process still
-# holds the rebuild lock. {'OK'} or {'LOST'}.
+# ARGV: new epoch, proc (the lock holder), Redis's run_id, mw:credit-adds as read before the store.
+# Makes the rebuilt state current if this process still holds the rebuild lock and no operator
+# credits arrived meanwhile. {'OK'}, {'LOST'} or {'AGAIN'} (lock dropped: rebuild once more).
 EPOCH_INSTALL = """
 if redis.call('GET', 'mw:rebuild') ~= ARGV[2] then return {'LOST'} end
-redis.call('SET', 'mw:epoch', ARGV[1])
 redis.call('DEL', 'mw:rebuild')
+if (redis.call('GET', 'mw:credit-adds') or '0') ~= ARGV[4] then return {'AGAIN'} end
+redis.call('SET', 'mw:epoch', ARGV[1])
+redis.call('SET', 'mw:epoch:run', ARGV[3])
 return {'OK'}
 """
 
@@ -195,4 +231,44 @@ return {'OK'}
 EPOCH_FORCE = """
 if redis.call('GET', 'mw:epoch') == ARGV[1] then redis.call('DEL', 'mw:epoch') end
 return {'OK'}
+"""
+
+# ARGV: proc. A rebuild that failed half-way drops its lock, if it still holds it. {'OK'}.
+REBUILD_GIVE_UP = """
+if redis.call('GET', 'mw:rebuild') == ARGV[1] then redis.call('DEL', 'mw:rebuild') end
+return {'OK'}
+"""
+
+# ARGV: epoch. Releases what processes that stopped refreshing their alive key (crashed) held.
+# Tokens are given back at once. Credits held by a gone process may be charges it wrote to the
+# store without telling Redis (it stopped while Redis did not answer): the marker is dropped so
+# that the state is rebuilt from the store. {'OK', processes released}, {'REBUILD', proc}, {'STALE'}.
+REAP = """
+if redis.call('GET', 'mw:epoch') ~= ARGV[1] then return {'STALE'} end
+local prefix = 'mw:' .. ARGV[1] .. ':'
+local gone = 0
+for _, proc in ipairs(redis.call('SMEMBERS', prefix .. 'procs')) do
+  if redis.call('EXISTS', prefix .. 'alive:' .. proc) == 0 then
+    local touched, mine = prefix .. 't:' .. proc, 'h:' .. proc
+    local names = redis.call('SMEMBERS', touched)
+    for _, name in ipairs(names) do
+      local held = tonumber(redis.call('HGET', prefix .. name, mine) or '0')
+      if held ~= 0 and string.sub(name, 1, 2) == 'a:' then
+        redis.call('DEL', 'mw:epoch')
+        return {'REBUILD', proc}
+      end
+    end
+    for _, name in ipairs(names) do
+      local key = prefix .. name
+      local held = tonumber(redis.call('HGET', key, mine) or '0')
+      -- Never HINCRBY by -0: Lua writes it as "-0", which Redis refuses as not an integer.
+      if held ~= 0 then redis.call('HINCRBY', key, 'held', 0 - held) end
+      redis.call('HDEL', key, mine)
+    end
+    redis.call('DEL', touched)
+    redis.call('SREM', prefix .. 'procs', proc)
+    gone = gone + 1
+  end
+end
+return {'OK', gone}
 """

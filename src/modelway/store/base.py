@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol, Self
 
 from modelway.errors import GatewayError, Reason
@@ -15,11 +16,24 @@ from modelway.store.records import (
     UsageRecord,
 )
 
-__all__ = ["STORE_RETRY_AFTER", "Store", "StoreUnavailable"]
+__all__ = ["STORE_RETRY_AFTER", "CreditChange", "Store", "StoreUnavailable"]
 
 
 # What a caller is told to wait while the store is unreachable: about how long a restart takes.
 STORE_RETRY_AFTER = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class CreditChange:
+    """An account's balance before and after credits were added or removed (never below zero)."""
+
+    before: int
+    after: int
+
+    @property
+    def applied(self) -> int:
+        """What the store really changed: less than asked when a removal met the zero floor."""
+        return self.after - self.before
 
 
 class StoreUnavailable(GatewayError):
@@ -66,8 +80,8 @@ class Store(Protocol):
         """Every account's stored balance, in micro-credits."""
         ...
 
-    async def add_credits(self, account_id: str, amount: int) -> int | None:
-        """Adds (or removes, never below zero) credits; the new balance, None if no such account."""
+    async def add_credits(self, account_id: str, amount: int) -> CreditChange | None:
+        """Adds (or removes, never below zero) credits; the balance before and after, None if no such account."""
         ...
 
     # Keys.

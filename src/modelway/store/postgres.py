@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 
 from modelway.config import redact_url
-from modelway.store.base import StoreUnavailable
+from modelway.store.base import CreditChange, StoreUnavailable
 from modelway.store.records import (
     AccountRecord,
     ChatMessageRecord,
@@ -221,14 +221,19 @@ class PostgresStore:
             rows = await connection.fetch("SELECT id, credits FROM accounts")
         return {row[0]: int(row[1]) for row in rows}
 
-    async def add_credits(self, account_id: str, amount: int) -> int | None:
-        async with self._connection() as connection:
-            balance = await connection.fetchval(
-                "UPDATE accounts SET credits = GREATEST(0, credits + $1) WHERE id = $2 RETURNING credits",
+    async def add_credits(self, account_id: str, amount: int) -> CreditChange | None:
+        async with self._connection() as connection, connection.transaction():
+            # Servers without Redis re-read balances when the revision moves (usage rows do not move it).
+            await connection.execute("UPDATE data_revision SET value = value + 1")
+            # The old balance from the row the UPDATE locked (a sub-select alone could read an older one).
+            row = await connection.fetchrow(
+                "UPDATE accounts AS a SET credits = GREATEST(0, a.credits + $1) "
+                "FROM (SELECT id, credits FROM accounts WHERE id = $2 FOR UPDATE) AS old "
+                "WHERE a.id = old.id RETURNING old.credits AS before, a.credits AS after",
                 amount,
                 account_id,
             )
-        return None if balance is None else int(balance)
+        return None if row is None else CreditChange(int(row["before"]), int(row["after"]))
 
     # Keys.
 

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import sqlite_utils
 
+from modelway.store.base import CreditChange
 from modelway.store.records import (
     AccountRecord,
     ChatMessageRecord,
@@ -221,14 +222,18 @@ class SqliteStore:
     async def balances(self) -> dict[str, int]:
         return await self._run(lambda db: dict(db.execute("SELECT id, credits FROM accounts").fetchall()))
 
-    async def add_credits(self, account_id: str, amount: int) -> int | None:
-        """Adds (or with a negative amount, removes) credits; the new balance, None if no such account."""
+    async def add_credits(self, account_id: str, amount: int) -> CreditChange | None:
+        """Adds (or with a negative amount, removes) credits; the balance before and after, None if no such account."""
 
-        def _add(db: sqlite_utils.Database) -> int | None:
-            row = db.execute(
-                "UPDATE accounts SET credits = max(0, credits + ?) WHERE id = ? RETURNING credits", [amount, account_id]
-            ).fetchone()
-            return None if row is None else int(row[0])
+        def _add(db: sqlite_utils.Database) -> CreditChange | None:
+            with db.conn:
+                db.conn.execute("BEGIN IMMEDIATE")  # no other process writes between the read and the update
+                before = db.conn.execute("SELECT credits FROM accounts WHERE id = ?", [account_id]).fetchone()
+                row = db.conn.execute(
+                    "UPDATE accounts SET credits = max(0, credits + ?) WHERE id = ? RETURNING credits",
+                    [amount, account_id],
+                ).fetchone()
+            return None if row is None else CreditChange(int(before[0]), int(row[0]))
 
         return await self._run(_add)
 

@@ -56,3 +56,21 @@ def test_the_password_is_masked_wherever_the_url_is_shown() -> None:
     store = load_config(SHIPPED, {"MODELWAY_STORE_URL": URL}).store
     assert "hunter2" not in repr(store) and "hunter2" not in store.url_shown
     assert "hunter2" not in repr(PostgresStore(URL))
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://app:S3#CRET@db:5432/x", "postgresql://app:***@db:5432/x"),
+        ("postgresql://app:a/b?c@db/x?sslmode=require", "postgresql://app:***@db/x?sslmode=require"),
+        ("redis://:p#w@h:1/0?password=z", "redis://***@h:1/0?password=***"),
+        ("redis://u@h/0?db=1&Password=x", "redis://u@h/0?db=1&Password=***"),
+    ],
+)
+def test_a_password_holding_url_delimiters_is_masked_whole(url: str, shown: str) -> None:
+    # Passwords as typed into a config file, unescaped: # ? / would end the authority for urlsplit.
+    from modelway.config import SharedConfig
+
+    assert redact_url(url) == shown
+    if url.startswith("redis://"):
+        assert SharedConfig(redis_url=url).shown_url == shown
