@@ -191,6 +191,8 @@ class ChatRun:
         self._meter = meter
         self._shutdown: GatewayError | None = None
         self._reader: asyncio.Task[object] | None = None
+        # The upstream's own counts, when it reported them (kept for the one Usage at the end).
+        self._upstream_usage: Usage | None = None
 
     @property
     def model(self) -> str:
@@ -235,9 +237,7 @@ class ChatRun:
 
     async def events(self) -> AsyncGenerator[StreamEvent, None]:
         """Deltas in order, then exactly one Usage: the upstream's counts when it gave them."""
-        meter = self._meter
-        reported: Usage | None = None
-        events = self._router.stream(self.request, self._candidates, meter.attempting)
+        events = self._router.stream(self.request, self._candidates, self._meter.attempting)
         # The task that reads: `stop` cancels it while it waits for the upstream.
         reader = asyncio.current_task()
         async with aclosing(events):
@@ -250,20 +250,13 @@ class ChatRun:
                 except StopAsyncIteration:
                     break
                 except asyncio.CancelledError:
-                    # Ours when stop() asked for it and nobody else did (a client that left cancels too).
-                    if self._shutdown is not None and reader is not None and reader.uncancel() == 0:
-                        raise self._shutdown from None
+                    self._raise_if_stopped(reader)
                     raise
                 finally:
                     self._reader = None
-                if isinstance(event, Usage):
-                    reported = self._reported(event)
-                    continue
-                if meter.checkpoint_due():
-                    await meter.checkpoint()
-                self._passing(event)
-                yield event
-        yield reported or Usage(meter.prompt_tokens, meter.completion_tokens)
+                if await self._metered(event):
+                    yield event
+        yield self._final_usage()
 
     async def event_groups(self) -> AsyncGenerator[tuple[StreamEvent, ...], None]:
         """The events of `events`, grouped by what was ready together: a group ends where the next
@@ -274,12 +267,10 @@ class ChatRun:
         out (being written) with the next read started, it is marked and ends the call when the
         group's write returns, the read then cancelled and its upstream closed.
         """
-        meter = self._meter
-        reported: Usage | None = None
         group: list[StreamEvent] = []
         reader = asyncio.current_task()
         pull: Pull[StreamEvent] | None = None
-        async with aclosing(self._router.stream(self.request, self._candidates, meter.attempting)) as events:
+        async with aclosing(self._router.stream(self.request, self._candidates, self._meter.attempting)) as events:
             try:
                 while True:
                     if self._shutdown is not None:
@@ -309,24 +300,39 @@ class ChatRun:
                             break
                         except asyncio.CancelledError:
                             pull = None  # it has ended with the cancellation
-                            if self._shutdown is not None and reader is not None and reader.uncancel() == 0:
-                                raise self._shutdown from None
+                            self._raise_if_stopped(reader)
                             raise
                         finally:
                             self._reader = None
                     pull = None
-                    if isinstance(event, Usage):
-                        reported = self._reported(event)
-                        continue
-                    if meter.checkpoint_due():
-                        await meter.checkpoint()
-                    self._passing(event)
-                    group.append(event)
+                    if await self._metered(event):
+                        group.append(event)
             finally:
                 if pull is not None:
                     await pull.abandon()
-        group.append(reported or Usage(meter.prompt_tokens, meter.completion_tokens))
+        group.append(self._final_usage())
         yield tuple(group)
+
+    def _raise_if_stopped(self, reader: asyncio.Task[object] | None) -> None:
+        """In a read's CancelledError: the cancellation is ours when stop() asked for it and nobody
+        else did (a client that left cancels too); then the call ends as a shutdown."""
+        if self._shutdown is not None and reader is not None and reader.uncancel() == 0:
+            raise self._shutdown from None
+
+    async def _metered(self, event: StreamEvent) -> bool:
+        """Meters one upstream event; False for the upstream's Usage, kept for the end instead."""
+        if isinstance(event, Usage):
+            self._upstream_usage = self._reported(event)
+            return False
+        if self._meter.checkpoint_due():
+            await self._meter.checkpoint()
+        self._passing(event)
+        return True
+
+    def _final_usage(self) -> Usage:
+        """The one Usage that ends the events: the upstream's counts, or ours when it gave none."""
+        meter = self._meter
+        return self._upstream_usage or Usage(meter.prompt_tokens, meter.completion_tokens)
 
     def _reported(self, event: Usage) -> Usage:
         """The upstream's counts are the truth; one it left out (0) keeps ours. A negative count is
