@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,6 +19,7 @@ from pathlib import Path
 import aiohttp
 import grpc
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from modelway.config import load_config
 from modelway.edge import EdgeFiles, Envoy
@@ -63,9 +66,27 @@ class Scaled:
     envoys: list[Envoy]
     http_ports: list[int]
     grpc_base: int
+    ops_base: int
 
     def worker_target(self, index: int) -> str:
         return f"127.0.0.1:{self.grpc_base + index}"
+
+    def served(self, status: str = "200") -> list[float]:
+        """Calls each worker has ended with `status` so far, from its own /metrics (ops port base + i)."""
+        counts = []
+        for index in range(WORKERS):
+            url = f"http://127.0.0.1:{self.ops_base + index}/metrics"
+            with urllib.request.urlopen(url, timeout=10) as reply:
+                text = reply.read().decode()
+            counts.append(
+                sum(
+                    sample.value
+                    for family in text_string_to_metric_families(text)
+                    for sample in family.samples
+                    if sample.name == "modelway_requests_total" and sample.labels.get("status") == status
+                )
+            )
+        return counts
 
     def rows(self, query: str, *args: object) -> list[tuple[object, ...]]:
         with connect_db(self.stack.db_path) as db:
@@ -81,20 +102,18 @@ def _store_env(url: str, workdir: Path) -> dict[str, str]:
     return {"MODELWAY_DB": url}
 
 
-@pytest.fixture(scope="module")
-def scaled(
-    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer, shared_store_url: str
-) -> Iterator[Scaled]:
-    workdir = tmp_path_factory.mktemp("scaled")
+@contextlib.contextmanager
+def run_scaled(workdir: Path, redis_server: RedisServer, store_url: str, config_text: str = CONFIG) -> Iterator[Scaled]:
+    """`modelway serve --workers 3` on `store_url` and Redis, behind 2 Envoys; stopped (SIGTERM) after."""
     config_path = workdir / "modelway.toml"
-    config_path.write_text(CONFIG)
+    config_path.write_text(config_text)
     grpc_base, ops_base = _free_run(WORKERS), _free_run(WORKERS)
     env = {
         **os.environ,
         "MODELWAY_GRPC_PORT": str(grpc_base),
         "MODELWAY_OPS_PORT": str(ops_base),
         "MODELWAY_HTTP_PORT": str(free_port()),
-        **_store_env(shared_store_url, workdir),
+        **_store_env(store_url, workdir),
         "MODELWAY_REDIS_URL": redis_server.url,
     }
     stack = Stack(workdir, config_path, env, int(env["MODELWAY_HTTP_PORT"]), grpc_base, api_key="")
@@ -119,13 +138,21 @@ def scaled(
             _wait_for(envoy.ready, f"Envoy {index}", stack)
         for index in range(WORKERS):
             _wait_for(lambda i=index: _serving(f"127.0.0.1:{grpc_base + i}"), f"worker {index}", stack, timeout=60)
-        yield Scaled(stack, redis_server, pool, envoys, http_ports, grpc_base)
+        yield Scaled(stack, redis_server, pool, envoys, http_ports, grpc_base, ops_base)
     finally:
         pool.send_signal(signal.SIGTERM)
         code = pool.wait(timeout=60)
         for envoy in envoys:
             envoy.stop()
         assert code == 0, (workdir / "server.log").read_text()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def scaled(
+    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer, shared_store_url: str
+) -> Iterator[Scaled]:
+    with run_scaled(tmp_path_factory.mktemp("scaled"), redis_server, shared_store_url) as running:
+        yield running
 
 
 def _serving(target: str) -> bool:
@@ -162,15 +189,22 @@ def _away_from_a_minute_end() -> None:
 def test_300_calls_through_two_envoys_admit_exactly_the_keys_50_per_minute(scaled: Scaled) -> None:
     key_id, key = scaled.stack.create_key("fifty", "", "--rate-limit", "50")
     _away_from_a_minute_end()
+    before = scaled.served("200"), scaled.served("429")
     results = asyncio.run(_burst(scaled, key, 300))
     statuses = [status for status, _, _ in results]
     assert statuses.count(200) == 50, sorted(set(statuses))
     assert statuses.count(429) == 250
     refused = next(headers for status, headers, _ in results if status == 429)
     assert refused["x-ratelimit-limit-requests"] == "50" and int(refused["retry-after"]) >= 1
-    # All three processes served some: the limit held across processes, not inside one.
     served = scaled.rows("SELECT count(*) FROM usage WHERE key_id = ? AND status = 200", key_id)
     assert served == [(50,)]
+    # Every worker answered some of the 50 and refused some of the 250 (its own /metrics says so):
+    # the limit held across the three processes, not inside one of them.
+    answered = [after - earlier for after, earlier in zip(scaled.served("200"), before[0], strict=True)]
+    limited = [after - earlier for after, earlier in zip(scaled.served("429"), before[1], strict=True)]
+    print(f"per worker: answered {answered}, refused {limited}")
+    assert sum(answered) == 50 and sum(limited) == 250
+    assert all(count > 0 for count in answered + limited), (answered, limited)
 
 
 def _cost_of_a_call(scaled: Scaled) -> int:
@@ -199,6 +233,7 @@ def test_500_calls_racing_for_100_calls_worth_of_credits_never_overspend(scaled:
     account = stack.create_account("racer", credits=100 * cost / 1e6)
     start = scaled.balance(account)
     key_id, key = stack.create_key("racer", account)
+    before = scaled.served("200")
     results = asyncio.run(_burst(scaled, key, 500))
     statuses = [status for status, _, _ in results]
     assert set(statuses) <= {200, 429}, _unexpected(results, {200, 429})  # OpenAI's insufficient_quota is a 429
@@ -209,6 +244,10 @@ def test_500_calls_racing_for_100_calls_worth_of_credits_never_overspend(scaled:
     assert len(rows) == 500 and len({row[0] for row in rows}) == 500  # one row per call
     assert sum(1 for row in rows if row[2] == 200) == statuses.count(200) > 0
     assert statuses.count(200) <= 100
+    # Each of the three workers answered some of them (from its own /metrics).
+    answered = [after - earlier for after, earlier in zip(scaled.served("200"), before, strict=True)]
+    print(f"per worker: answered {answered} of {statuses.count(200)}")
+    assert sum(answered) == statuses.count(200) and all(count > 0 for count in answered), answered
 
 
 def test_a_key_deleted_through_process_1_fails_on_process_3_within_a_second(scaled: Scaled) -> None:
