@@ -221,6 +221,9 @@ class SharedLink:
         self._frozen = False
         self._gate = _Gate()
         self._catching_up = asyncio.Lock()
+        self._registering = asyncio.Lock()
+        # The one re-registration the calls arriving after an unanswered script wait on together.
+        self._stepping: asyncio.Future[None] | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._reachable = True
@@ -391,17 +394,30 @@ class SharedLink:
                 raise self.unavailable() from None
 
     async def _step_in(self) -> None:
-        async with self._catching_up:
-            if self.in_step or self.epoch is None:
-                return  # another call did it meanwhile, or the epoch is gone (refused below)
-            try:
-                await self._sync(rebuild=False)
-            except RedisTimeoutError as exc:
-                self._say_slow(exc)
-                raise self.unavailable() from None
-            except (RedisError, OSError) as exc:
-                self._unreachable(exc)
-                raise self.unavailable() from None
+        # Single-flight: while Redis is slow, the calls arriving meanwhile share one try (and its
+        # refusal) rather than each waiting its turn for a timeout of its own.
+        running = self._stepping
+        if running is None:
+            running = self._stepping = asyncio.ensure_future(self._step_in_once())
+            running.add_done_callback(self._stepped)
+        await asyncio.shield(running)
+
+    def _stepped(self, done: asyncio.Future[None]) -> None:
+        self._stepping = None
+        if not done.cancelled():
+            done.exception()  # retrieved: every waiter may have gone away meanwhile
+
+    async def _step_in_once(self) -> None:
+        if self.in_step or self.epoch is None:
+            return  # done meanwhile, or the epoch is gone (the take refuses)
+        try:
+            await self._sync(rebuild=False)
+        except RedisTimeoutError as exc:
+            self._say_slow(exc)
+            raise self.unavailable() from None
+        except (RedisError, OSError) as exc:
+            self._unreachable(exc)
+            raise self.unavailable() from None
 
     async def give(self, source: str, args: Sequence[Any], apply: Callable[[list[Any] | None], T]) -> T:
         """A give-back, which never fails: `apply` gets Redis's reply, or None when Redis could not be
@@ -509,8 +525,6 @@ class SharedLink:
                 log.warning("a charge was written while the shared state was rebuilt; rebuilding it again")
                 await self.script(scripts.EPOCH_FORCE)(args=[current])
                 current = None
-        if current is not None:
-            await self._settle_moves(current)
         if current is None:
             self.epoch = None
             if not rebuild:
@@ -520,8 +534,11 @@ class SharedLink:
             if await self.redis.set("mw:rebuild", self.proc, nx=True, px=lock_ms):
                 await self._rebuild()
             return
-        if (current != self.epoch or self._dirty) and not self._frozen:
-            await self._register(current)
+        # One settling and registering at a time: the upkeep and calls stepping in may both ask.
+        async with self._registering:
+            await self._settle_moves(current)
+            if (current != self.epoch or self._dirty) and not self._frozen:
+                await self._register(current)
         if current == self.epoch:
             await self._alive(current)
             reply = await self.script(scripts.REAP)(args=[current])
@@ -626,7 +643,8 @@ class SharedLink:
                 len(balances),
                 time.monotonic() - started,
             )
-            await self._register(epoch)
+            async with self._registering:
+                await self._register(epoch)
 
     async def seed(self, account_id: str) -> None:
         """Tells Redis the balance of an account created after the last rebuild (one row read from
