@@ -84,6 +84,7 @@ async def test_a_pause_longer_than_the_timeout_refuses_only_the_calls_in_flight_
     started = time.monotonic()
     (after,) = await state.limits.acquire(rule)
     admitted_in = time.monotonic() - started
+    print(f"in flight: {len(in_flight)} refused after {refused_after:.2f}s; next call admitted in {admitted_in:.3f}s")
     assert after.remaining == 3
     assert admitted_in < 1.0, admitted_in
     assert link.epoch == epoch and link.in_step

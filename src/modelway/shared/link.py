@@ -306,8 +306,10 @@ class SharedLink:
         self._dirty = True
         if source == scripts.CREDIT_CHANGE and epoch is not None:
             self._unsure_moves.append(_UnsureMove(epoch, tuple(args), done))
-        if source == scripts.RATE_ACQUIRE and args[0] == self.rate_window:
-            self._rates_unsure.update(args[2::2])
+        if source == scripts.RATE_ACQUIRE:
+            self.counted(args[0], ())  # the first take of a new minute may be the unanswered one
+            if args[0] == self.rate_window:
+                self._rates_unsure.update(args[2::2])
         self._wake.set()
 
     def _refused(self, exc: Exception, source: str, epoch: str | None, args: Sequence[Any], *, done: bool) -> None:
