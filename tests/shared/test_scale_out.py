@@ -19,6 +19,7 @@ from pathlib import Path
 import aiohttp
 import grpc
 import pytest
+import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from modelway.config import load_config
@@ -338,3 +339,77 @@ def test_a_redis_restart_mid_load_admits_no_call_unmetered(scaled: Scaled) -> No
 def _restart_later(redis: RedisServer) -> None:
     time.sleep(2)
     redis.restart(down_seconds=0.5)
+
+
+def test_a_redis_pause_longer_than_the_timeout_refuses_only_the_calls_in_flight(scaled: Scaled) -> None:
+    stack = scaled.stack
+    account = stack.create_account("pause", credits=1000)
+    key_id, key = stack.create_key("pause", account)
+    client = redis.Redis.from_url(scaled.redis.url, decode_responses=True)
+    log = stack.workdir / "server.log"
+    rebuilds = log.read_text().count("shared state rebuilt")
+    pause = 1.5  # the workers' Redis calls give up after 0.5 s (shared.timeout_seconds)
+
+    async def load() -> list[tuple[float, float, int, dict[str, str], dict[str, object]]]:
+        calls: list[tuple[float, float, int, dict[str, str], dict[str, object]]] = []
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+
+            async def caller(index: int) -> None:
+                deadline = time.monotonic() + 6
+                while time.monotonic() < deadline:
+                    sent = time.monotonic()
+                    status, headers, body = await _chat(session, scaled.http_ports[index % 2], key)
+                    calls.append((sent, time.monotonic(), status, headers, body))
+
+            await asyncio.gather(*(caller(i) for i in range(8)))
+        return calls
+
+    epoch = client.get("mw:epoch")
+    load_started = time.monotonic()
+
+    def pause_later() -> float:
+        time.sleep(2)
+        client.client_pause(int(pause * 1000), all=True)
+        return time.monotonic()
+
+    async def run() -> tuple[list[tuple[float, float, int, dict[str, str], dict[str, object]]], float]:
+        paused = asyncio.get_running_loop().run_in_executor(None, pause_later)
+        calls, paused_at = await asyncio.gather(load(), paused)
+        return calls, paused_at
+
+    calls, paused_at = asyncio.run(run())
+    resumed_at = paused_at + pause
+    statuses = [status for _, _, status, _, _ in calls]
+    refused = [(sent, done) for sent, done, status, _, _ in calls if status == 503]
+    late = [status for sent, _, status, _, _ in calls if sent >= resumed_at + 0.6]
+    print(
+        f"calls {len(calls)} in {time.monotonic() - load_started:.1f}s: answered {statuses.count(200)}, refused "
+        f"{len(refused)} (sent {min((s for s, _ in refused), default=0) - paused_at:+.2f}s to "
+        f"{max((s for s, _ in refused), default=0) - paused_at:+.2f}s from the pause); sent 0.6s or more after "
+        f"it: {len(late)}, answered {late.count(200)}"
+    )
+    assert set(statuses) <= {200, 503}, _unexpected([(s, h, b) for _, _, s, h, b in calls], {200, 503})
+    assert refused, "the pause refused no call"
+    # Only calls in flight during the pause were refused (sent before it ended, answered after it began)...
+    assert all(sent < resumed_at and done > paused_at for sent, done in refused), refused
+    for _, _, status, headers, body in calls:
+        if status == 503:
+            assert headers["retry-after"] == "2"
+            assert body["error"]["code"] == "shared_state_unavailable"  # type: ignore[index]
+    # ...and once Redis answered again, every call was: in the same epoch, with no rebuild.
+    assert late and set(late) == {200}, late
+    assert client.get("mw:epoch") == epoch
+    assert log.read_text().count("shared state rebuilt") == rebuilds
+    # Nothing leaked: once the rows are written, Redis holds nothing for the account or its key, and its
+    # balance is the store's, which is the start less exactly the rows' costs.
+    deadline = time.monotonic() + 20
+    while True:
+        held = client.hgetall(f"mw:{epoch}:a:{account}")
+        if int(held.get("held", 0)) == 0 and int(held["bal"]) == scaled.balance(account):
+            break
+        assert time.monotonic() < deadline, (held, scaled.balance(account))
+        time.sleep(0.2)
+    assert int(client.hget(f"mw:{epoch}:k:{key_id}", "held") or 0) == 0  # type: ignore[arg-type]
+    charged = scaled.rows("SELECT coalesce(sum(cost), 0) FROM usage WHERE key_id = ?", key_id)[0][0]
+    assert 1_000_000_000 - scaled.balance(account) == charged
+    client.close()
