@@ -176,6 +176,26 @@ async def test_after_a_restart_each_process_registers_what_it_counted_this_minut
     assert over.value.reason is Reason.BUDGET_EXCEEDED
 
 
+async def test_a_rebuilt_state_takes_nothing_until_every_live_process_registered_its_counts(
+    processes: Processes, redis_server: RedisServer
+) -> None:
+    first, second = await processes(2)
+    rule = LimitRule("key:" + secrets.token_hex(4), 5, "Rate limit reached")
+    for state in (first, first, first, second, second):
+        await state.limits.acquire(rule)  # the key's 5 this minute, 2 of them counted by the idle second
+    redis_server.restart()
+    with pytest.raises(GatewayError):
+        await first.limits.acquire(rule)  # the first notices at once; the second, idle, on its next check
+    waited = await until(lambda: first.link.ready, 10)
+    # The first rebuilt the state and registered; the epoch opened only after the second had too, so its
+    # 2 are counted before anything is taken: the first is refused, with the key's own 429.
+    with pytest.raises(GatewayError) as limited:
+        await first.limits.acquire(rule)
+    assert limited.value.reason is Reason.RATE_LIMITED
+    assert waited >= QUIET + first.link.opening_seconds * 0.8, waited
+    print(f"rebuilt and open {waited:.2f}s after the restart was noticed")
+
+
 class CountingStore(SqliteStore):
     """A real SQLite store that counts the balance reads (what seeding costs the store)."""
 

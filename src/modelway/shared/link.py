@@ -215,6 +215,8 @@ class SharedLink:
         # One store read per account being seeded, whatever the number of its first calls.
         self._seeding: dict[str, asyncio.Future[None]] = {}
         self._slow_logged = False
+        # When (monotonic) the current epoch opens for takes (see opening_seconds).
+        self._opens_at = 0.0
         self._dirty = False
         # Set when a charge write straddled an epoch change slowly: the epoch it began in.
         self._doubtful_since: str | None = None
@@ -264,7 +266,16 @@ class SharedLink:
 
     @property
     def ready(self) -> bool:
-        return self.epoch is not None
+        """Registered in the current epoch, and the epoch is open for takes."""
+        return self.epoch is not None and time.monotonic() >= self._opens_at
+
+    @property
+    def opening_seconds(self) -> float:
+        """How long a rebuilt epoch takes nothing, so that every live process has registered in it
+        first (its holds, its minute's counts, its unwritten tokens): a process notices a missing
+        marker within _CHECK_SECONDS (the rebuild's quiet time counts towards that), then looks for
+        the new one every _RETRY_SECONDS."""
+        return max(0.0, _CHECK_SECONDS - self._config.rebuild_quiet_seconds) + 3 * _RETRY_SECONDS
 
     @property
     def in_step(self) -> bool:
@@ -358,6 +369,8 @@ class SharedLink:
             if self.epoch is None:
                 self._wake.set()
                 raise self.unavailable()
+            if time.monotonic() < self._opens_at:
+                raise self.unavailable()  # a rebuilt state, while the other processes register in it
             async with self._gate.shared():
                 epoch = self.epoch
                 if epoch is None:
@@ -593,6 +606,7 @@ class SharedLink:
             if reply[0] == "OK":
                 if self.epoch != epoch:
                     log.info("shared state: registered in epoch %s", epoch)
+                self._opens_at = time.monotonic() + max(0, int(reply[1])) / 1000
                 self.epoch = epoch
             else:
                 self._dirty = True
@@ -634,7 +648,8 @@ class SharedLink:
         for key, tokens in used.items():
             pipe.set(f"mw:{epoch}:u:{today}:{key}", tokens, ex=2 * DAY_SECONDS)
         await pipe.execute()
-        reply = await self.script(scripts.EPOCH_INSTALL)(args=[epoch, self.proc, run_id, adds])
+        opening_ms = max(1, int(self.opening_seconds * 1000))
+        reply = await self.script(scripts.EPOCH_INSTALL)(args=[epoch, self.proc, run_id, adds, opening_ms])
         if reply[0] == "AGAIN":
             log.warning("credits were added while the shared state was rebuilt; rebuilding it again")
             self._wake.set()

@@ -16,6 +16,7 @@ Keys (one Redis database, not a cluster: scripts name the keys they build):
     mw:<E>:t:<proc>           set: the a:<account> and k:<key> hashes where the process has an h:<proc>
     mw:<E>:alive:<proc>       set by the process every second, expiring after process_timeout_seconds
     mw:<E>:u:<day>:<key>      tokens the key used that UTC day
+    mw:<E>:opening            set for a moment after a rebuild: every live process registers, none takes
     mw:<E>:op:<id>            a balance move (CREDIT_CHANGE) that ran, or was settled after its reply was lost
     mw:rh:<window>:<scope>    hash: n (requests counted in one minute window), h:<proc> (one process's
                               part); expires with the window
@@ -222,7 +223,8 @@ return {'OK'}
 # absolute values (idempotent): its part of every total is replaced, and its part of a hash it
 # touched and no longer names (a take whose reply it never saw) is dropped. The unwritten tokens are
 # added to the day's use only on the process's first registration in the epoch: a rebuilt state read
-# the day's use from the store, which lacks them; later they reach it with their rows. {'OK'}.
+# the day's use from the store, which lacks them; later they reach it with their rows.
+# {'OK', ms until the epoch opens for takes (negative: open)}.
 REGISTER = """
 local epoch, proc = ARGV[1], ARGV[2]
 if redis.call('GET', 'mw:epoch') ~= epoch then return {'STALE'} end
@@ -269,16 +271,18 @@ if redis.call('SADD', prefix .. 'procs', proc) == 1 then
     redis.call('EXPIRE', used, day_ttl)
   end
 end
-return {'OK'}
+return {'OK', redis.call('PTTL', prefix .. 'opening')}
 """
 
-# ARGV: new epoch, proc (the lock holder), Redis's run_id, mw:credit-adds as read before the store.
-# Makes the rebuilt state current if this process still holds the rebuild lock and no operator
-# credits arrived meanwhile. {'OK'}, {'LOST'} or {'AGAIN'} (lock dropped: rebuild once more).
+# ARGV: new epoch, proc (the lock holder), Redis's run_id, mw:credit-adds as read before the store,
+# the opening in ms. Makes the rebuilt state current if this process still holds the rebuild lock
+# and no operator credits arrived meanwhile; mw:<E>:opening lasts the opening (every live process
+# registers meanwhile, takes nothing). {'OK'}, {'LOST'} or {'AGAIN'} (lock dropped: rebuild once more).
 EPOCH_INSTALL = """
 if redis.call('GET', 'mw:rebuild') ~= ARGV[2] then return {'LOST'} end
 redis.call('DEL', 'mw:rebuild')
 if (redis.call('GET', 'mw:credit-adds') or '0') ~= ARGV[4] then return {'AGAIN'} end
+redis.call('SET', 'mw:' .. ARGV[1] .. ':opening', 1, 'PX', ARGV[5])
 redis.call('SET', 'mw:epoch', ARGV[1])
 redis.call('SET', 'mw:epoch:run', ARGV[3])
 return {'OK'}
