@@ -242,6 +242,10 @@ class SharedLink:
         """Registers (or rebuilds) now if Redis answers; either way keeps at it in the background."""
         with contextlib.suppress(RedisError, OSError):
             await self._sync()
+        if self.epoch is not None:
+            # A server ready to serve can take: a state it just rebuilt opens after the other processes
+            # registered in it (a fraction of a second).
+            await asyncio.sleep(max(0.0, self._opens_at - time.monotonic()))
         with contextlib.suppress(RedisError, OSError):
             await self._warn_if_persistent()
         if self.epoch is None:
