@@ -177,6 +177,9 @@ class Gateway:
             max_queued=config.store.max_queued_rows,
             telemetry=self.telemetry,
         )
+        if self.shared is not None:
+            # A rebuilt shared state lacks the tokens of rows not written yet: this process adds its own.
+            self.shared.link.count_unwritten(self.recorder.unwritten_tokens)
         self.catalog = Catalog(config.models)
         self.gate = Gate(self.directory, limiter, config)
         self.metering = Metering(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,6 +19,8 @@ from pathlib import Path
 import aiohttp
 import grpc
 import pytest
+import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 from modelway.config import load_config
 from modelway.edge import EdgeFiles, Envoy
@@ -63,9 +67,27 @@ class Scaled:
     envoys: list[Envoy]
     http_ports: list[int]
     grpc_base: int
+    ops_base: int
 
     def worker_target(self, index: int) -> str:
         return f"127.0.0.1:{self.grpc_base + index}"
+
+    def served(self, status: str = "200") -> list[float]:
+        """Calls each worker has ended with `status` so far, from its own /metrics (ops port base + i)."""
+        counts = []
+        for index in range(WORKERS):
+            url = f"http://127.0.0.1:{self.ops_base + index}/metrics"
+            with urllib.request.urlopen(url, timeout=10) as reply:
+                text = reply.read().decode()
+            counts.append(
+                sum(
+                    sample.value
+                    for family in text_string_to_metric_families(text)
+                    for sample in family.samples
+                    if sample.name == "modelway_requests_total" and sample.labels.get("status") == status
+                )
+            )
+        return counts
 
     def rows(self, query: str, *args: object) -> list[tuple[object, ...]]:
         with connect_db(self.stack.db_path) as db:
@@ -81,20 +103,18 @@ def _store_env(url: str, workdir: Path) -> dict[str, str]:
     return {"MODELWAY_DB": url}
 
 
-@pytest.fixture(scope="module")
-def scaled(
-    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer, shared_store_url: str
-) -> Iterator[Scaled]:
-    workdir = tmp_path_factory.mktemp("scaled")
+@contextlib.contextmanager
+def run_scaled(workdir: Path, redis_server: RedisServer, store_url: str, config_text: str = CONFIG) -> Iterator[Scaled]:
+    """`modelway serve --workers 3` on `store_url` and Redis, behind 2 Envoys; stopped (SIGTERM) after."""
     config_path = workdir / "modelway.toml"
-    config_path.write_text(CONFIG)
+    config_path.write_text(config_text)
     grpc_base, ops_base = _free_run(WORKERS), _free_run(WORKERS)
     env = {
         **os.environ,
         "MODELWAY_GRPC_PORT": str(grpc_base),
         "MODELWAY_OPS_PORT": str(ops_base),
         "MODELWAY_HTTP_PORT": str(free_port()),
-        **_store_env(shared_store_url, workdir),
+        **_store_env(store_url, workdir),
         "MODELWAY_REDIS_URL": redis_server.url,
     }
     stack = Stack(workdir, config_path, env, int(env["MODELWAY_HTTP_PORT"]), grpc_base, api_key="")
@@ -119,13 +139,21 @@ def scaled(
             _wait_for(envoy.ready, f"Envoy {index}", stack)
         for index in range(WORKERS):
             _wait_for(lambda i=index: _serving(f"127.0.0.1:{grpc_base + i}"), f"worker {index}", stack, timeout=60)
-        yield Scaled(stack, redis_server, pool, envoys, http_ports, grpc_base)
+        yield Scaled(stack, redis_server, pool, envoys, http_ports, grpc_base, ops_base)
     finally:
         pool.send_signal(signal.SIGTERM)
         code = pool.wait(timeout=60)
         for envoy in envoys:
             envoy.stop()
         assert code == 0, (workdir / "server.log").read_text()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def scaled(
+    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer, shared_store_url: str
+) -> Iterator[Scaled]:
+    with run_scaled(tmp_path_factory.mktemp("scaled"), redis_server, shared_store_url) as running:
+        yield running
 
 
 def _serving(target: str) -> bool:
@@ -162,15 +190,22 @@ def _away_from_a_minute_end() -> None:
 def test_300_calls_through_two_envoys_admit_exactly_the_keys_50_per_minute(scaled: Scaled) -> None:
     key_id, key = scaled.stack.create_key("fifty", "", "--rate-limit", "50")
     _away_from_a_minute_end()
+    before = scaled.served("200"), scaled.served("429")
     results = asyncio.run(_burst(scaled, key, 300))
     statuses = [status for status, _, _ in results]
     assert statuses.count(200) == 50, sorted(set(statuses))
     assert statuses.count(429) == 250
     refused = next(headers for status, headers, _ in results if status == 429)
     assert refused["x-ratelimit-limit-requests"] == "50" and int(refused["retry-after"]) >= 1
-    # All three processes served some: the limit held across processes, not inside one.
     served = scaled.rows("SELECT count(*) FROM usage WHERE key_id = ? AND status = 200", key_id)
     assert served == [(50,)]
+    # Every worker answered some of the 50 and refused some of the 250 (its own /metrics says so):
+    # the limit held across the three processes, not inside one of them.
+    answered = [after - earlier for after, earlier in zip(scaled.served("200"), before[0], strict=True)]
+    limited = [after - earlier for after, earlier in zip(scaled.served("429"), before[1], strict=True)]
+    print(f"per worker: answered {answered}, refused {limited}")
+    assert sum(answered) == 50 and sum(limited) == 250
+    assert all(count > 0 for count in answered + limited), (answered, limited)
 
 
 def _cost_of_a_call(scaled: Scaled) -> int:
@@ -199,6 +234,7 @@ def test_500_calls_racing_for_100_calls_worth_of_credits_never_overspend(scaled:
     account = stack.create_account("racer", credits=100 * cost / 1e6)
     start = scaled.balance(account)
     key_id, key = stack.create_key("racer", account)
+    before = scaled.served("200")
     results = asyncio.run(_burst(scaled, key, 500))
     statuses = [status for status, _, _ in results]
     assert set(statuses) <= {200, 429}, _unexpected(results, {200, 429})  # OpenAI's insufficient_quota is a 429
@@ -209,6 +245,10 @@ def test_500_calls_racing_for_100_calls_worth_of_credits_never_overspend(scaled:
     assert len(rows) == 500 and len({row[0] for row in rows}) == 500  # one row per call
     assert sum(1 for row in rows if row[2] == 200) == statuses.count(200) > 0
     assert statuses.count(200) <= 100
+    # Each of the three workers answered some of them (from its own /metrics).
+    answered = [after - earlier for after, earlier in zip(scaled.served("200"), before, strict=True)]
+    print(f"per worker: answered {answered} of {statuses.count(200)}")
+    assert sum(answered) == statuses.count(200) and all(count > 0 for count in answered), answered
 
 
 def test_a_key_deleted_through_process_1_fails_on_process_3_within_a_second(scaled: Scaled) -> None:
@@ -299,3 +339,84 @@ def test_a_redis_restart_mid_load_admits_no_call_unmetered(scaled: Scaled) -> No
 def _restart_later(redis: RedisServer) -> None:
     time.sleep(2)
     redis.restart(down_seconds=0.5)
+
+
+def test_a_redis_pause_longer_than_the_timeout_refuses_only_the_calls_in_flight(scaled: Scaled) -> None:
+    stack = scaled.stack
+    account = stack.create_account("pause", credits=1000)
+    key_id, key = stack.create_key("pause", account)
+    client = redis.Redis.from_url(scaled.redis.url, decode_responses=True)
+    log = stack.workdir / "server.log"
+    rebuilds = log.read_text().count("shared state rebuilt")
+    pause = 1.5  # the workers' Redis calls give up after 0.5 s (shared.timeout_seconds)
+
+    async def load() -> list[tuple[float, float, int, dict[str, str], dict[str, object]]]:
+        calls: list[tuple[float, float, int, dict[str, str], dict[str, object]]] = []
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+
+            async def caller(index: int) -> None:
+                deadline = time.monotonic() + 6
+                while time.monotonic() < deadline:
+                    sent = time.monotonic()
+                    status, headers, body = await _chat(session, scaled.http_ports[index % 2], key)
+                    calls.append((sent, time.monotonic(), status, headers, body))
+
+            await asyncio.gather(*(caller(i) for i in range(8)))
+        return calls
+
+    epoch = client.get("mw:epoch")
+    load_started = time.monotonic()
+
+    def pause_later() -> tuple[float, float]:
+        """When the pause was asked for, and when Redis said it began (it began in between)."""
+        time.sleep(2)
+        asked = time.monotonic()
+        client.client_pause(int(pause * 1000), all=True)
+        return asked, time.monotonic()
+
+    Calls = list[tuple[float, float, int, dict[str, str], dict[str, object]]]
+
+    async def run() -> tuple[Calls, tuple[float, float], list[tuple[int, dict[str, str], dict[str, object]]]]:
+        loaded = asyncio.ensure_future(load())
+        window = await asyncio.get_running_loop().run_in_executor(None, pause_later)
+        # Sent while Redis is paused (it stays so for 1.5 s, longer than their 0.5 s wait on it).
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+            during = await asyncio.gather(*(_chat(session, scaled.http_ports[i % 2], key) for i in range(4)))
+        return await loaded, window, during
+
+    calls, (paused_at, confirmed_at), during = asyncio.run(run())
+    assert [status for status, _, _ in during] == [503] * 4, during
+    resumed_at = confirmed_at + pause  # at the latest
+    statuses = [status for _, _, status, _, _ in calls]
+    refused = [(sent, done) for sent, done, status, _, _ in calls if status == 503]
+    late = [status for sent, _, status, _, _ in calls if sent >= resumed_at + 0.6]
+    print(
+        f"calls {len(calls)} in {time.monotonic() - load_started:.1f}s: answered {statuses.count(200)}, refused "
+        f"{len(refused)} (sent {min((s for s, _ in refused), default=0) - paused_at:+.2f}s to "
+        f"{max((s for s, _ in refused), default=0) - paused_at:+.2f}s from the pause); sent 0.6s or more after "
+        f"it: {len(late)}, answered {late.count(200)}; {len(during)} more sent during the pause, all refused"
+    )
+    assert set(statuses) <= {200, 503}, _unexpected([(s, h, b) for _, _, s, h, b in calls], {200, 503})
+    # Only calls in flight during the pause were refused (sent before it ended, answered after it began)...
+    assert all(sent < resumed_at and done > paused_at for sent, done in refused), refused
+    for status, headers, body in [(status, headers, body) for _, _, status, headers, body in calls] + during:
+        if status == 503:
+            assert headers["retry-after"] == "2"
+            assert body["error"]["code"] == "shared_state_unavailable"  # type: ignore[index]
+    # ...and once Redis answered again, every call was: in the same epoch, with no rebuild.
+    assert late and set(late) == {200}, late
+    assert client.get("mw:epoch") == epoch
+    assert log.read_text().count("shared state rebuilt") == rebuilds
+    # Nothing leaked: once the rows are written, Redis holds nothing for the account or its key, and its
+    # balance is the store's, which is the start less exactly the rows' costs.
+    deadline = time.monotonic() + 20
+    while True:
+        held = client.hgetall(f"mw:{epoch}:a:{account}")
+        if int(held.get("held", 0)) == 0 and int(held["bal"]) == scaled.balance(account):
+            break
+        assert time.monotonic() < deadline, (held, scaled.balance(account))
+        time.sleep(0.2)
+    assert int(client.hget(f"mw:{epoch}:k:{key_id}", "held") or 0) == 0  # type: ignore[arg-type]
+    charged = scaled.rows("SELECT coalesce(sum(cost), 0) FROM usage WHERE key_id = ?", key_id)[0][0]
+    assert 1_000_000_000 - scaled.balance(account) == charged
+    client.close()

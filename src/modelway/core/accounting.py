@@ -102,7 +102,7 @@ class UsageRecorder:
         self._last_write = 0.0
         self._pending: list[_Queued] = []
         # Rows taken by the write under way; back in `_pending` if it fails.
-        self._writing = 0
+        self._writing: list[_Queued] = []
         self._max_queued = max_queued
         self._refused_unrecorded = 0
         self._wake = asyncio.Event()
@@ -122,12 +122,23 @@ class UsageRecorder:
     @property
     def queue_depth(self) -> int:
         """Rows recorded and not yet committed (a gauge read at scrape time)."""
-        return len(self._pending) + self._writing
+        return len(self._pending) + len(self._writing)
 
     @property
     def full(self) -> bool:
         """As many rows wait for the store (it is unreachable) as memory may hold: admit no new call."""
         return self.queue_depth >= self._max_queued
+
+    def unwritten_tokens(self, since: float) -> dict[str, int]:
+        """Tokens per key of the rows created since `since` that are not committed yet (queued, or in
+        the write under way): what a rebuilt shared state, read from the store, does not count yet.
+        A request id's latest row counts (the one the store would keep)."""
+        latest = {queued.row.request_id: queued.row for queued in (*self._writing, *self._pending)}
+        tokens: Counter[str] = Counter()
+        for row in latest.values():
+            if row.key_id and row.created_at >= since:
+                tokens[row.key_id] += row.prompt_tokens + row.completion_tokens
+        return dict(tokens)
 
     def record(self, row: UsageRecord, *, charge: int | None = None) -> asyncio.Future[None]:
         """Queues a row (a new one, or a newer state of a row already written under its request id)
@@ -211,10 +222,10 @@ class UsageRecorder:
                 self._pending[:0] = batch
                 self._directory.restore_last_used(last_used)
                 raise
-            self._writing = len(batch)
+            self._writing = batch
 
             def settled(error: BaseException | None) -> None:
-                self._writing = 0
+                self._writing = []
                 if error is None:
                     self._ledger.charges_written(charges)
                     for queued in batch:

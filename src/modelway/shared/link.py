@@ -23,19 +23,35 @@ the balance of record, written with each usage row):
 - Giving back (settling, refunding) never fails a call: it changes this
   process's memory first; if Redis cannot be told, the process registers its
   amounts again as soon as it can.
+
+What a failure costs depends on what it says about Redis:
+
+- No free connection in time (the pool is exhausted) or BUSY (Redis refused
+  to run it): nothing was sent or run, so only that call is refused.
+- A reply slower than `timeout_seconds`: the script was sent and may run
+  (now or later). That call is refused and the process is marked dirty: as
+  soon as Redis answers again it registers its holds and counts (absolute
+  amounts: that undoes a take its memory does not know of) and settles a
+  balance move whose reply it lost (CREDIT_RECONCILE, by the move's id).
+  The epoch stands: the next call is admitted as soon as Redis answers.
+- A lost connection (refused, reset: Redis restarted or went away): the
+  epoch is dropped, and calls are refused until the process has checked the
+  marker (and Redis's run id) and registered again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import secrets
 import socket
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import redis.asyncio as aioredis
@@ -43,12 +59,13 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from modelway.config import SharedConfig
 from modelway.core.budgets import DAY_SECONDS, day_start
 from modelway.core.clock import Clock
+from modelway.core.limits import WINDOW_SECONDS
 from modelway.errors import GatewayError, Reason
 from modelway.shared import scripts
 
@@ -69,11 +86,31 @@ _MAX_CONNECTIONS = 64
 
 
 class BalanceSource(Protocol):
-    """What a rebuild reads from the store of record."""
+    """What a rebuild (all balances) and a seed (one account's) read from the store of record."""
 
     async def balances(self) -> dict[str, int]: ...
 
+    async def balance(self, account_id: str) -> int | None: ...
+
     async def tokens_since(self, since: float) -> dict[str, int]: ...
+
+
+def _never_ran(exc: BaseException) -> bool:
+    """A failure that sent nothing or ran nothing: no free pooled connection in time, or Redis
+    answered BUSY (a script of someone else's runs too long). Only the call at hand is refused."""
+    if isinstance(exc, RedisConnectionError) and isinstance(exc.__cause__, TimeoutError):
+        return True  # BlockingConnectionPool: "No connection available."
+    return isinstance(exc, ResponseError) and str(exc).startswith("BUSY")
+
+
+@dataclass(frozen=True, slots=True)
+class _UnsureMove:
+    """A balance move (CREDIT_CHANGE) sent in `epoch` whose reply never came; `done`: whether this
+    process's memory counts it as made (a give-back) or not (a take)."""
+
+    epoch: str
+    args: tuple[Any, ...]
+    done: bool
 
 
 class _Gate:
@@ -135,7 +172,9 @@ def shared_client(config: SharedConfig) -> aioredis.Redis:
         max_connections=_MAX_CONNECTIONS,
         timeout=max(2.0, 4 * config.timeout_seconds),
         socket_timeout=config.timeout_seconds,
-        socket_connect_timeout=config.timeout_seconds,
+        # Connecting sends nothing, so waiting longer for it risks nothing but latency: a burst of
+        # new connections on a loaded machine takes longer than one reply (Redis down refuses at once).
+        socket_connect_timeout=max(1.0, config.timeout_seconds),
         decode_responses=True,
         retry=Retry(NoBackoff(), 0),
         health_check_interval=5,
@@ -161,17 +200,35 @@ class SharedLink:
         # and tokens per key (held by its calls under way).
         self.credits_held: Counter[str] = Counter()
         self.tokens_held: Counter[str] = Counter()
+        # Requests this process counted per rate-limit scope in the minute window `rate_window`
+        # (registered again after Redis lost its counters).
+        self.rate_window = 0
+        self.rates_counted: Counter[str] = Counter()
+        # Scopes of unanswered rate-limit takes this minute: registered too (with what memory counted,
+        # maybe nothing), which undoes a count Redis made for a call that was refused.
+        self._rates_unsure: set[str] = set()
+        # Tokens per key of this process's usage rows not yet written to the store, for a day:
+        # a rebuild reads the day's use from the store, which lacks them (set by the usage writer).
+        self._unwritten: Callable[[float], Mapping[str, int]] = lambda since: {}
+        # Balance moves whose reply never came, settled before the next registration.
+        self._unsure_moves: list[_UnsureMove] = []
+        # One store read per account being seeded, whatever the number of its first calls.
+        self._seeding: dict[str, asyncio.Future[None]] = {}
+        self._slow_logged = False
+        # When (monotonic) the current epoch opens for takes (see opening_seconds).
+        self._opens_at = 0.0
         self._dirty = False
         # Set when a charge write straddled an epoch change slowly: the epoch it began in.
         self._doubtful_since: str | None = None
         self._frozen = False
         self._gate = _Gate()
         self._catching_up = asyncio.Lock()
+        self._registering = asyncio.Lock()
+        # The one re-registration the calls arriving after an unanswered script wait on together.
+        self._stepping: asyncio.Future[None] | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._reachable = True
-        # A CREDIT_CHANGE that may or may not have run in this epoch: its balance cannot be trusted.
-        self._moved_unsure: str | None = None
         self._failures_logged = False
 
     def script(self, source: str) -> AsyncScript:
@@ -185,6 +242,10 @@ class SharedLink:
         """Registers (or rebuilds) now if Redis answers; either way keeps at it in the background."""
         with contextlib.suppress(RedisError, OSError):
             await self._sync()
+        if self.epoch is not None:
+            # A server ready to serve can take: a state it just rebuilt opens after the other processes
+            # registered in it (a fraction of a second).
+            await asyncio.sleep(max(0.0, self._opens_at - time.monotonic()))
         with contextlib.suppress(RedisError, OSError):
             await self._warn_if_persistent()
         if self.epoch is None:
@@ -209,7 +270,36 @@ class SharedLink:
 
     @property
     def ready(self) -> bool:
-        return self.epoch is not None
+        """Registered in the current epoch, and the epoch is open for takes."""
+        return self.epoch is not None and time.monotonic() >= self._opens_at
+
+    @property
+    def opening_seconds(self) -> float:
+        """How long a rebuilt epoch takes nothing, so that every live process has registered in it
+        first (its holds, its minute's counts, its unwritten tokens): a process notices a missing
+        marker within _CHECK_SECONDS (the rebuild's quiet time counts towards that), then looks for
+        the new one every _RETRY_SECONDS."""
+        return max(0.0, _CHECK_SECONDS - self._config.rebuild_quiet_seconds) + 3 * _RETRY_SECONDS
+
+    @property
+    def in_step(self) -> bool:
+        """Registered in the current epoch with nothing left to settle (no unanswered script)."""
+        return self.epoch is not None and not self._dirty and not self._unsure_moves
+
+    def count_unwritten(self, unwritten: Callable[[float], Mapping[str, int]]) -> None:
+        """Where the process learns the tokens per key of its usage rows not yet written since a moment."""
+        self._unwritten = unwritten
+
+    def counted(self, window: int, scopes: Sequence[str]) -> None:
+        """A rate-limit take was admitted: mirrored here (called inside the take, as Redis answered)."""
+        if window < self.rate_window:
+            return  # a slow take of the minute before: only the current minute is ever registered
+        if window > self.rate_window:
+            self.rate_window = window
+            self.rates_counted.clear()
+            self._rates_unsure.clear()
+        for scope in scopes:
+            self.rates_counted[scope] += 1
 
     def unavailable(self) -> GatewayError:
         return GatewayError(
@@ -223,15 +313,43 @@ class SharedLink:
         self.epoch = None
         self._wake.set()
 
-    def _unanswered(self, source: str, epoch: str | None) -> None:
+    def _unanswered(self, source: str, epoch: str | None, args: Sequence[Any], *, done: bool) -> None:
         """A script was sent and no reply came (slow, cut off, or the call was cancelled): it may
-        have run. What this process holds is registered again (absolute amounts: this undoes a take
-        its memory does not know of); a balance change cannot be undone that way, so the state is
-        rebuilt from the store if it may have run."""
+        have run, or run later. What this process holds is registered again (absolute amounts: this
+        undoes a take its memory does not know of); a balance move is settled by its id instead
+        (registering cannot undo it): made if memory counts it as made, undone otherwise."""
         self._dirty = True
         if source == scripts.CREDIT_CHANGE and epoch is not None:
-            self._moved_unsure = epoch
+            self._unsure_moves.append(_UnsureMove(epoch, tuple(args), done))
+        if source == scripts.RATE_ACQUIRE:
+            self.counted(args[0], ())  # the first take of a new minute may be the unanswered one
+            if args[0] == self.rate_window:
+                self._rates_unsure.update(args[2::2])
         self._wake.set()
+
+    def _refused(self, exc: Exception, source: str, epoch: str | None, args: Sequence[Any], *, done: bool) -> None:
+        """What a failed script call says about Redis (see the module's docstring)."""
+        if _never_ran(exc):
+            self._say_slow(exc)
+            return
+        self._unanswered(source, epoch, args, done=done)
+        if isinstance(exc, RedisTimeoutError):
+            self._say_slow(exc)
+        elif isinstance(exc, (RedisError, OSError)):
+            self._unreachable(exc)
+        else:
+            self._failed(exc)
+
+    def _say_slow(self, exc: BaseException) -> None:
+        if not self._slow_logged:
+            self._slow_logged = True
+            log.warning(
+                "shared state at %s is slow (%s: %s); calls it does not answer within %ss are refused",
+                self._config.shown_url,
+                type(exc).__name__,
+                exc,
+                self._config.timeout_seconds,
+            )
 
     def _failed(self, exc: Exception) -> None:
         """An error the client was not expected to raise: the call is refused like any other failure."""
@@ -247,10 +365,16 @@ class SharedLink:
     async def take(self, source: str, args: Sequence[Any], on_ok: Callable[[list[Any]], None]) -> list[Any]:
         """A check-and-take: GatewayError 503 unless this process is registered in the current epoch
         and Redis answers. `on_ok` mirrors an accepted take in this process's memory."""
+        if not self.in_step and self.epoch is not None:
+            # A script went unanswered: what it may have taken is undone before anything more is taken,
+            # so that the next call after Redis answers again sees exact amounts.
+            await self._step_in()
         for attempt in range(2):
             if self.epoch is None:
                 self._wake.set()
                 raise self.unavailable()
+            if time.monotonic() < self._opens_at:
+                raise self.unavailable()  # a rebuilt state, while the other processes register in it
             async with self._gate.shared():
                 epoch = self.epoch
                 if epoch is None:
@@ -258,15 +382,10 @@ class SharedLink:
                 try:
                     reply: list[Any] = await self.script(source)(args=[epoch, self.proc, *args])
                 except asyncio.CancelledError:
-                    self._unanswered(source, epoch)
+                    self._unanswered(source, epoch, args, done=False)
                     raise
-                except (RedisError, OSError) as exc:
-                    self._unreachable(exc)
-                    self._unanswered(source, epoch)
-                    raise self.unavailable() from None
                 except Exception as exc:
-                    self._failed(exc)
-                    self._unanswered(source, epoch)
+                    self._refused(exc, source, epoch, args, done=False)
                     raise self.unavailable() from None
                 if reply[0] == "OK":
                     on_ok(reply)
@@ -286,9 +405,38 @@ class SharedLink:
             try:
                 # Registers only: a rebuild (a few seconds) is the background task's, never a call's.
                 await self._sync(rebuild=False)
+            except RedisTimeoutError as exc:
+                self._say_slow(exc)
+                raise self.unavailable() from None
             except (RedisError, OSError) as exc:
                 self._unreachable(exc)
                 raise self.unavailable() from None
+
+    async def _step_in(self) -> None:
+        # Single-flight: while Redis is slow, the calls arriving meanwhile share one try (and its
+        # refusal) rather than each waiting its turn for a timeout of its own.
+        running = self._stepping
+        if running is None:
+            running = self._stepping = asyncio.ensure_future(self._step_in_once())
+            running.add_done_callback(self._stepped)
+        await asyncio.shield(running)
+
+    def _stepped(self, done: asyncio.Future[None]) -> None:
+        self._stepping = None
+        if not done.cancelled():
+            done.exception()  # retrieved: every waiter may have gone away meanwhile
+
+    async def _step_in_once(self) -> None:
+        if self.in_step or self.epoch is None:
+            return  # done meanwhile, or the epoch is gone (the take refuses)
+        try:
+            await self._sync(rebuild=False)
+        except RedisTimeoutError as exc:
+            self._say_slow(exc)
+            raise self.unavailable() from None
+        except (RedisError, OSError) as exc:
+            self._unreachable(exc)
+            raise self.unavailable() from None
 
     async def give(self, source: str, args: Sequence[Any], apply: Callable[[list[Any] | None], T]) -> T:
         """A give-back, which never fails: `apply` gets Redis's reply, or None when Redis could not be
@@ -296,20 +444,22 @@ class SharedLink:
         async with self._gate.shared():
             epoch = self.epoch
             reply: list[Any] | None = None
+            failure: Exception | None = None
             try:
                 if epoch is not None:
                     reply = await self.script(source)(args=[epoch, self.proc, *args])
                     if reply[0] in _NOT_READY:
                         self._lost()
                         reply = None
-            except (RedisError, OSError) as exc:
-                self._unreachable(exc)
             except Exception as exc:
-                self._failed(exc)
+                failure = exc
             finally:
                 # Also when the caller is cancelled meanwhile: memory changes, whatever Redis heard.
                 if reply is None:
-                    self._unanswered(source, epoch)
+                    if failure is not None and not _never_ran(failure):
+                        self._refused(failure, source, epoch, args, done=True)
+                    else:
+                        self._unanswered(source, epoch, args, done=True)
                 result = apply(reply)
             return result
 
@@ -339,14 +489,17 @@ class SharedLink:
                     # would fail one call (or the rebuild's next step) before reconnecting.
                     await self.redis.connection_pool.disconnect(inuse_connections=False)
                 await self._sync()
-                if not self._reachable:
+                if not self._reachable or self._slow_logged:
                     log.info("shared state at %s answers again", self._config.shown_url)
-                    self._reachable = True
+                    self._reachable, self._slow_logged = True, False
+            except RedisTimeoutError as exc:
+                # Slow is not gone: the epoch stands, and the next round registers what is dirty.
+                self._say_slow(exc)
             except (RedisError, OSError) as exc:
                 self._unreachable(exc)
             except Exception:
                 log.exception("shared state upkeep failed")
-            healthy = self.epoch is not None and not self._dirty
+            healthy = self.in_step
             # Often enough that this process's alive key never lapses while it runs.
             check = min(_CHECK_SECONDS, self._config.process_timeout_seconds / 3)
             with contextlib.suppress(TimeoutError):
@@ -391,13 +544,6 @@ class SharedLink:
                 log.warning("a charge was written while the shared state was rebuilt; rebuilding it again")
                 await self.script(scripts.EPOCH_FORCE)(args=[current])
                 current = None
-        unsure = self._moved_unsure
-        if unsure is not None and current is not None:
-            self._moved_unsure = None
-            if current == unsure:
-                log.warning("a balance change in Redis went unanswered; rebuilding the shared state from the store")
-                await self.script(scripts.EPOCH_FORCE)(args=[current])
-                current = None
         if current is None:
             self.epoch = None
             if not rebuild:
@@ -407,8 +553,11 @@ class SharedLink:
             if await self.redis.set("mw:rebuild", self.proc, nx=True, px=lock_ms):
                 await self._rebuild()
             return
-        if (current != self.epoch or self._dirty) and not self._frozen:
-            await self._register(current)
+        # One settling and registering at a time: the upkeep and calls stepping in may both ask.
+        async with self._registering:
+            await self._settle_moves(current)
+            if (current != self.epoch or self._dirty) and not self._frozen:
+                await self._register(current)
         if current == self.epoch:
             await self._alive(current)
             reply = await self.script(scripts.REAP)(args=[current])
@@ -419,6 +568,20 @@ class SharedLink:
             elif reply[0] == "OK" and int(reply[1]):
                 log.warning("released what %d stopped server process(es) held", int(reply[1]))
 
+    async def _settle_moves(self, current: str) -> None:
+        """Balance moves whose reply never came: made or undone, as memory counts them, by their id.
+        Run after this round's first reply from Redis: a script sent before it was run (or dropped
+        with its connection) by then, and a copy still on its way finds the move settled."""
+        while self._unsure_moves:
+            move = self._unsure_moves[0]
+            if move.epoch == current:
+                op, sign, *pairs = move.args
+                await self.script(scripts.CREDIT_RECONCILE)(
+                    args=[current, self.proc, op, sign, 1 if move.done else 0, *pairs]
+                )
+            # Another epoch: its rebuild read the balances from the store; nothing to settle.
+            self._unsure_moves.pop(0)
+
     async def _alive(self, epoch: str) -> None:
         # Read by REAP in every other process: this one has not crashed.
         ttl_ms = int(self._config.process_timeout_seconds * 1000)
@@ -428,8 +591,13 @@ class SharedLink:
         async with self._gate.alone():
             accounts = [(a, n) for a, n in self.credits_held.items() if n]
             keys = [(k, n) for k, n in self.tokens_held.items() if n]
-            args: list[Any] = [epoch, self.proc, len(accounts)]
-            for name, amount in (*accounts, *keys):
+            unsure, self._rates_unsure = self._rates_unsure, set()
+            rates = [(scope, self.rates_counted[scope]) for scope in {*self.rates_counted, *unsure}]
+            today = day_start(self._clock.now())
+            unwritten = [(k, n) for k, n in self._unwritten(today).items() if n]
+            args: list[Any] = [epoch, self.proc, self.rate_window, 2 * WINDOW_SECONDS, today, 2 * DAY_SECONDS]
+            args += [len(accounts), len(keys), len(rates)]
+            for name, amount in (*accounts, *keys, *rates, *unwritten):
                 args += [name, amount]
             self._dirty = False
             try:
@@ -437,13 +605,16 @@ class SharedLink:
                 reply = await self.script(scripts.REGISTER)(args=args)
             except BaseException:
                 self._dirty = True
+                self._rates_unsure |= unsure
                 raise
             if reply[0] == "OK":
                 if self.epoch != epoch:
                     log.info("shared state: registered in epoch %s", epoch)
+                self._opens_at = time.monotonic() + max(0, int(reply[1])) / 1000
                 self.epoch = epoch
             else:
                 self._dirty = True
+                self._rates_unsure |= unsure
                 self.epoch = None
 
     async def _rebuild(self) -> None:
@@ -481,7 +652,8 @@ class SharedLink:
         for key, tokens in used.items():
             pipe.set(f"mw:{epoch}:u:{today}:{key}", tokens, ex=2 * DAY_SECONDS)
         await pipe.execute()
-        reply = await self.script(scripts.EPOCH_INSTALL)(args=[epoch, self.proc, run_id, adds])
+        opening_ms = max(1, int(self.opening_seconds * 1000))
+        reply = await self.script(scripts.EPOCH_INSTALL)(args=[epoch, self.proc, run_id, adds, opening_ms])
         if reply[0] == "AGAIN":
             log.warning("credits were added while the shared state was rebuilt; rebuilding it again")
             self._wake.set()
@@ -492,16 +664,35 @@ class SharedLink:
                 len(balances),
                 time.monotonic() - started,
             )
-            await self._register(epoch)
+            async with self._registering:
+                await self._register(epoch)
 
     async def seed(self, account_id: str) -> None:
-        """Tells Redis the balance of an account created after the last rebuild (from the store)."""
+        """Tells Redis the balance of an account created after the last rebuild (one row read from
+        the store). Single-flight: the first calls of a new account, arriving together, share one
+        read and one script."""
+        running = self._seeding.get(account_id)
+        if running is None:
+            running = self._seeding[account_id] = asyncio.ensure_future(self._seed(account_id))
+            running.add_done_callback(functools.partial(self._seeded, account_id))
+        # Shielded: a caller that goes away leaves the seed to the others waiting on it.
+        await asyncio.shield(running)
+
+    def _seeded(self, account_id: str, done: asyncio.Future[None]) -> None:
+        self._seeding.pop(account_id, None)
+        if not done.cancelled():
+            done.exception()  # retrieved: every waiter may have gone away meanwhile
+
+    async def _seed(self, account_id: str) -> None:
         epoch = self.epoch
         if epoch is None:
             raise self.unavailable()
-        balance = (await self._store.balances()).get(account_id, 0)
+        balance = await self._store.balance(account_id) or 0
         try:
             await self.script(scripts.CREDIT_SEED)(args=[epoch, account_id, balance])
+        except RedisTimeoutError as exc:
+            self._say_slow(exc)
+            raise self.unavailable() from None
         except (RedisError, OSError) as exc:
             self._unreachable(exc)
             raise self.unavailable() from None

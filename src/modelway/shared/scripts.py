@@ -16,7 +16,10 @@ Keys (one Redis database, not a cluster: scripts name the keys they build):
     mw:<E>:t:<proc>           set: the a:<account> and k:<key> hashes where the process has an h:<proc>
     mw:<E>:alive:<proc>       set by the process every second, expiring after process_timeout_seconds
     mw:<E>:u:<day>:<key>      tokens the key used that UTC day
-    mw:r:<window>:<scope>     requests counted in one minute window (expires with it)
+    mw:<E>:opening            set for a moment after a rebuild: every live process registers, none takes
+    mw:<E>:op:<id>            a balance move (CREDIT_CHANGE) that ran, or was settled after its reply was lost
+    mw:rh:<window>:<scope>    hash: n (requests counted in one minute window), h:<proc> (one process's
+                              part); expires with the window
 
 Every script answers a list whose first item is "OK" or why not: NOEPOCH (no
 marker: Redis lost its state), STALE (the caller's epoch is not the current
@@ -30,6 +33,7 @@ __all__ = [
     "BUDGET_SETTLE",
     "CREDIT_ADD",
     "CREDIT_CHANGE",
+    "CREDIT_RECONCILE",
     "CREDIT_RESERVE",
     "CREDIT_SEED",
     "CREDIT_SETTLE",
@@ -54,24 +58,28 @@ local touched = prefix .. 't:' .. proc
 
 # ARGV: epoch, proc, window, ttl, then (scope, limit) pairs. Checks every rule before counting
 # any (limits.RateLimiter's semantics): {'OK', used...} or {'LIMIT', index of the refusing rule}.
-RATE_ACQUIRE = """
-local current = redis.call('GET', 'mw:epoch')
-if not current then return {'NOEPOCH'} end
+# Each count also files the caller's part (h:<proc>), so that a process can register again what it
+# counted this minute after Redis lost the counters (REGISTER).
+RATE_ACQUIRE = (
+    _GATE
+    + """
 local window, ttl = ARGV[3], tonumber(ARGV[4])
 local keys = {}
 for i = 5, #ARGV, 2 do
-  local key = 'mw:r:' .. window .. ':' .. ARGV[i]
-  local used = tonumber(redis.call('GET', key) or '0')
+  local key = 'mw:rh:' .. window .. ':' .. ARGV[i]
+  local used = tonumber(redis.call('HGET', key, 'n') or '0')
   if used >= tonumber(ARGV[i + 1]) then return {'LIMIT', (i - 3) / 2} end
   keys[#keys + 1] = key
 end
 local result = {'OK'}
 for _, key in ipairs(keys) do
-  result[#result + 1] = redis.call('INCR', key)
+  result[#result + 1] = redis.call('HINCRBY', key, 'n', 1)
+  redis.call('HINCRBY', key, mine, 1)
   redis.call('EXPIRE', key, ttl)
 end
 return result
 """
+)
 
 # ARGV: epoch, proc, key id, day, budget, worst case. budgets.TokenBudgets' rule: admitted while
 # used + held is under the budget. {'OK'} or {'OVER', used, held}.
@@ -136,14 +144,16 @@ return {'OK', charged, available - charged}
 """
 )
 
-# ARGV: epoch, proc, sign, then (account, amount) pairs. sign 1: charges about to be written to
-# the store leave `held` for `bal` (a refund, a negative charge, too); sign -1 undoes that after
-# the write failed. {'OK'}.
+# ARGV: epoch, proc, operation id, sign, then (account, amount) pairs. sign 1: charges about to be
+# written to the store leave `held` for `bal` (a refund, a negative charge, too); sign -1 undoes that
+# after the write failed. The operation id is filed (mw:<E>:op:<id>): a copy that arrives after
+# CREDIT_RECONCILE settled the operation does nothing. {'OK'}.
 CREDIT_CHANGE = (
     _GATE
     + """
-local sign = tonumber(ARGV[3])
-for i = 4, #ARGV, 2 do
+if not redis.call('SET', prefix .. 'op:' .. ARGV[3], ARGV[4], 'NX', 'EX', 600) then return {'OK'} end
+local sign = tonumber(ARGV[4])
+for i = 5, #ARGV, 2 do
   local key, amount = prefix .. 'a:' .. ARGV[i], sign * tonumber(ARGV[i + 1])
   redis.call('HINCRBY', key, 'bal', 0 - amount)
   redis.call('HINCRBY', key, 'held', 0 - amount)
@@ -152,6 +162,32 @@ end
 return {'OK'}
 """
 )
+
+# ARGV: epoch, proc, operation id, sign, wanted (1: the move must have happened, 0: it must not),
+# then the CREDIT_CHANGE's (account, amount) pairs. Settles a CREDIT_CHANGE whose reply never came
+# (a timeout: it may have run, or may still arrive): run now if it never ran and the process counted
+# it as done, undone if it ran and the process counted it as not done; either way filed as settled,
+# so a late copy does nothing. {'OK'} or {'STALE'} (another epoch: the rebuild read the store).
+CREDIT_RECONCILE = """
+if redis.call('GET', 'mw:epoch') ~= ARGV[1] then return {'STALE'} end
+local prefix, mine = 'mw:' .. ARGV[1] .. ':', 'h:' .. ARGV[2]
+local op = prefix .. 'op:' .. ARGV[3]
+local ran = redis.call('GET', op)
+local factor = 0
+if ARGV[5] == '1' and not ran then factor = 1 end
+if ARGV[5] == '0' and ran == ARGV[4] then factor = -1 end
+redis.call('SET', op, 'settled', 'EX', 600)
+if factor ~= 0 then
+  local sign = factor * tonumber(ARGV[4])
+  for i = 6, #ARGV, 2 do
+    local key, amount = prefix .. 'a:' .. ARGV[i], sign * tonumber(ARGV[i + 1])
+    redis.call('HINCRBY', key, 'bal', 0 - amount)
+    redis.call('HINCRBY', key, 'held', 0 - amount)
+    redis.call('HINCRBY', key, mine, 0 - amount)
+  end
+end
+return {'OK', factor}
+"""
 
 # ARGV: epoch, account, balance read from the store. Sets the balance of an account this epoch
 # does not know yet (created after the rebuild); never overwrites one. {'OK'}.
@@ -181,19 +217,27 @@ end
 return {'OK'}
 """
 
-# ARGV: epoch, proc, account count, (account, held)..., then (key, held)... What this process holds,
-# as absolute values (idempotent): its part of every total is replaced, and its part of a hash it
-# touched and no longer names (a take whose reply it never saw) is dropped. {'OK'}.
+# ARGV: epoch, proc, minute window, its ttl, day, its ttl, account count, key count, scope count,
+# then (account, held)..., (key, held)..., (scope, requests counted this minute)..., and last
+# (key, tokens of usage rows not yet written today)... What this process holds and counted, as
+# absolute values (idempotent): its part of every total is replaced, and its part of a hash it
+# touched and no longer names (a take whose reply it never saw) is dropped. The unwritten tokens are
+# added to the day's use only on the process's first registration in the epoch: a rebuilt state read
+# the day's use from the store, which lacks them; later they reach it with their rows.
+# {'OK', ms until the epoch opens for takes (negative: open)}.
 REGISTER = """
 local epoch, proc = ARGV[1], ARGV[2]
 if redis.call('GET', 'mw:epoch') ~= epoch then return {'STALE'} end
 local prefix, mine = 'mw:' .. epoch .. ':', 'h:' .. proc
 local touched = prefix .. 't:' .. proc
-local accounts = tonumber(ARGV[3])
+local window, window_ttl, day, day_ttl = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local accounts, keys, scopes = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 local named = {}
-for i = 4, #ARGV, 2 do
-  local kind = ((i - 4) / 2 < accounts) and 'a:' or 'k:'
-  named[kind .. ARGV[i]] = tonumber(ARGV[i + 1])
+local index = 10
+for n = 1, accounts + keys do
+  local kind = (n <= accounts) and 'a:' or 'k:'
+  named[kind .. ARGV[index]] = tonumber(ARGV[index + 1])
+  index = index + 2
 end
 for _, name in ipairs(redis.call('SMEMBERS', touched)) do
   if not named[name] then named[name] = 0 end
@@ -202,7 +246,7 @@ redis.call('DEL', touched)
 for name, amount in pairs(named) do
   local key = prefix .. name
   local old = tonumber(redis.call('HGET', key, mine) or '0')
-  redis.call('HINCRBY', key, 'held', amount - old)
+  if amount ~= old then redis.call('HINCRBY', key, 'held', amount - old) end
   if amount == 0 then
     redis.call('HDEL', key, mine)
   else
@@ -210,17 +254,35 @@ for name, amount in pairs(named) do
     redis.call('SADD', touched, name)
   end
 end
-redis.call('SADD', prefix .. 'procs', proc)
-return {'OK'}
+for n = 1, scopes do
+  local key, counted = 'mw:rh:' .. window .. ':' .. ARGV[index], tonumber(ARGV[index + 1])
+  local old = tonumber(redis.call('HGET', key, mine) or '0')
+  if counted ~= old then
+    redis.call('HINCRBY', key, 'n', counted - old)
+    redis.call('HSET', key, mine, counted)
+    redis.call('EXPIRE', key, window_ttl)
+  end
+  index = index + 2
+end
+if redis.call('SADD', prefix .. 'procs', proc) == 1 then
+  for i = index, #ARGV, 2 do
+    local used = prefix .. 'u:' .. day .. ':' .. ARGV[i]
+    redis.call('INCRBY', used, ARGV[i + 1])
+    redis.call('EXPIRE', used, day_ttl)
+  end
+end
+return {'OK', redis.call('PTTL', prefix .. 'opening')}
 """
 
-# ARGV: new epoch, proc (the lock holder), Redis's run_id, mw:credit-adds as read before the store.
-# Makes the rebuilt state current if this process still holds the rebuild lock and no operator
-# credits arrived meanwhile. {'OK'}, {'LOST'} or {'AGAIN'} (lock dropped: rebuild once more).
+# ARGV: new epoch, proc (the lock holder), Redis's run_id, mw:credit-adds as read before the store,
+# the opening in ms. Makes the rebuilt state current if this process still holds the rebuild lock
+# and no operator credits arrived meanwhile; mw:<E>:opening lasts the opening (every live process
+# registers meanwhile, takes nothing). {'OK'}, {'LOST'} or {'AGAIN'} (lock dropped: rebuild once more).
 EPOCH_INSTALL = """
 if redis.call('GET', 'mw:rebuild') ~= ARGV[2] then return {'LOST'} end
 redis.call('DEL', 'mw:rebuild')
 if (redis.call('GET', 'mw:credit-adds') or '0') ~= ARGV[4] then return {'AGAIN'} end
+redis.call('SET', 'mw:' .. ARGV[1] .. ':opening', 1, 'PX', ARGV[5])
 redis.call('SET', 'mw:epoch', ARGV[1])
 redis.call('SET', 'mw:epoch:run', ARGV[3])
 return {'OK'}

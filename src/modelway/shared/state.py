@@ -11,6 +11,7 @@ admitted unmetered); giving back never fails (see shared/link.py).
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -47,7 +48,8 @@ class SharedRateLimits:
         args: list[Any] = [window, 2 * WINDOW_SECONDS]
         for rule in rules:
             args += [rule.scope, rule.limit]
-        reply = await self._link.take(scripts.RATE_ACQUIRE, args, lambda reply: None)
+        scopes = [rule.scope for rule in rules]
+        reply = await self._link.take(scripts.RATE_ACQUIRE, args, lambda reply: self._link.counted(window, scopes))
         if reply[0] == "LIMIT":
             raise refusal(rules[int(reply[1]) - 1], now)
         counts = zip(rules, reply[1:], strict=True)
@@ -159,7 +161,8 @@ class SharedLedger:
         pending = {account: amount for account, amount in charges.items() if amount}
         if not pending:
             return
-        args: list[Any] = [1]
+        # The move's id: a move whose reply is lost is settled by it, never made twice (see SharedLink).
+        args: list[Any] = [secrets.token_hex(8), 1]
         for account, amount in pending.items():
             args += [account, amount]
 
@@ -183,7 +186,7 @@ class SharedLedger:
         if started is None:
             return
         pending = {account: amount for account, amount in charges.items() if amount}
-        args: list[Any] = [-1]
+        args: list[Any] = [secrets.token_hex(8), -1]
         for account, amount in pending.items():
             args += [account, amount]
 

@@ -80,6 +80,10 @@ class Store(Protocol):
         """Every account's stored balance, in micro-credits."""
         ...
 
+    async def balance(self, account_id: str) -> int | None:
+        """One account's stored balance, in micro-credits; None if no such account (one row read, not all)."""
+        ...
+
     async def add_credits(self, account_id: str, amount: int) -> CreditChange | None:
         """Adds (or removes, never below zero) credits; the balance before and after, None if no such account."""
         ...

@@ -221,6 +221,11 @@ class PostgresStore:
             rows = await connection.fetch("SELECT id, credits FROM accounts")
         return {row[0]: int(row[1]) for row in rows}
 
+    async def balance(self, account_id: str) -> int | None:
+        async with self._connection() as connection:
+            credits = await connection.fetchval("SELECT credits FROM accounts WHERE id = $1", account_id)
+        return None if credits is None else int(credits)
+
     async def add_credits(self, account_id: str, amount: int) -> CreditChange | None:
         async with self._connection() as connection, connection.transaction():
             # Servers without Redis re-read balances when the revision moves (usage rows do not move it).

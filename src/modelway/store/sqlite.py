@@ -222,6 +222,13 @@ class SqliteStore:
     async def balances(self) -> dict[str, int]:
         return await self._run(lambda db: dict(db.execute("SELECT id, credits FROM accounts").fetchall()))
 
+    async def balance(self, account_id: str) -> int | None:
+        def _read(db: sqlite_utils.Database) -> int | None:
+            row = db.execute("SELECT credits FROM accounts WHERE id = ?", [account_id]).fetchone()
+            return None if row is None else int(row[0])
+
+        return await self._run(_read)
+
     async def add_credits(self, account_id: str, amount: int) -> CreditChange | None:
         """Adds (or with a negative amount, removes) credits; the balance before and after, None if no such account."""
 

@@ -145,3 +145,19 @@ async def test_a_draw_never_takes_more_than_was_reserved(parts: Parts) -> None:
     reservation, drawn = await ledger.draw(await ledger.reserve("acct", 50, "Add credits."), 80)
     assert (reservation.amount, drawn) == (0, 50)
     assert ledger.available("acct") == 950
+
+
+async def test_unwritten_tokens_count_the_rows_not_committed_yet_per_key_from_a_moment(parts: Parts) -> None:
+    _, _, recorder, _ = parts
+
+    def call(request_id: str, key: str, tokens: int, at: float) -> UsageRecord:
+        return UsageRecord(request_id, "acct", key, "openai", "m", "p", tokens, 1, 0, 1, 200, "", at)
+
+    recorder.record(call("r1", "k1", 9, 100.0))  # 10 tokens
+    recorder.record(call("r2", "k1", 4, 100.0))  # 5
+    recorder.record(call("r3", "k2", 2, 100.0))  # 3
+    recorder.record(call("r4", "k2", 50, 10.0))  # before the moment asked for: not counted
+    recorder.record(call("r3", "k2", 6, 100.0))  # a later state of r3 (a stream's end after its checkpoint)
+    assert recorder.unwritten_tokens(50.0) == {"k1": 15, "k2": 7}
+    await recorder.flush()  # committed: nothing is unwritten any more
+    assert recorder.unwritten_tokens(50.0) == {}
