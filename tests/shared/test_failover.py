@@ -281,3 +281,20 @@ def test_a_worker_killed_under_load_costs_only_its_calls_in_flight(up: Up) -> No
         f"it; then it served "
         f"{served} of {len(after)} calls ({len(refused)} refused while the shared state was rebuilt)"
     )
+
+
+def test_calls_right_after_an_idle_worker_is_killed_go_to_the_others(up: Up) -> None:
+    """No call of its own to cut, so nothing ejected it yet: the first call Envoy hands it finds the
+    port closed (connect-failure) and is sent to another worker, before any health check notices."""
+    victim = _children(up.process.pid)[0]
+    grpc_port, _ = _worker_ports(victim)
+    retries = _counter(_admin(up), "cluster.modelway.upstream_rq_retry")
+    os.kill(victim, signal.SIGKILL)
+    answers = asyncio.run(_load(up.stack.http_port, up.stack.api_key, 0.0, calls=2 * WORKERS))
+    retries = _counter(_admin(up), "cluster.modelway.upstream_rq_retry") - retries
+    lines = {line["request_id"]: line for line in _access_log(up.stack.workdir)}
+    # A 503 here can only be the shared state's, rebuilt after an earlier kill: a worker's answer.
+    for answer in answers:
+        assert answer.status == 200 or b'"code":"shared_state_unavailable"' in answer.body, lines[answer.request_id]
+    _wait_back(up, victim, grpc_port)
+    print(f"\nidle kill: {len(answers)} calls right after, {Counter(a.status for a in answers)}, {retries} sent again")
