@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 import aiohttp
 import grpc
@@ -33,7 +34,7 @@ LOSER = "Another message to this conversation was answered while this one was; i
 
 @dataclass
 class Pair:
-    stack: Stack
+    stack: Stack  # its http_port: an Envoy in front of worker 1 alone
     envoy: Envoy
     grpc_base: int
 
@@ -44,15 +45,16 @@ class Pair:
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer, shared_store_url: str) -> Iterator[Pair]:
-    """`modelway serve --workers 2` on one store and Redis, one Envoy in front."""
+    """`modelway serve --workers 2` on one store and Redis; an Envoy in front of worker 1 alone, so that a
+    REST call is known to race a gRPC call sent straight to worker 0."""
     workdir = tmp_path_factory.mktemp("pair")
     config_path = workdir / "modelway.toml"
     config_path.write_text(TEST_CONFIG)
-    grpc_base = _free_run(WORKERS)
+    grpc_base, ops_base = _free_run(WORKERS), _free_run(WORKERS)
     env = {
         **os.environ,
         "MODELWAY_GRPC_PORT": str(grpc_base),
-        "MODELWAY_OPS_PORT": str(_free_run(WORKERS)),
+        "MODELWAY_OPS_PORT": str(ops_base),
         "MODELWAY_HTTP_PORT": str(free_port()),
         **_store_env(shared_store_url, workdir),
         "MODELWAY_REDIS_URL": redis_server.url,
@@ -70,12 +72,8 @@ def pair(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer, sh
     envoy = None
     try:
         config = load_config(config_path, env)
-        envoy = Envoy.start(
-            replace(config.server, workers=WORKERS),
-            EdgeFiles.in_repo(ROOT, workdir),
-            drain_seconds=1,
-            base_id=stack.http_port,
-        )
+        second = replace(config.server, grpc_port=grpc_base + 1, ops_port=ops_base + 1, workers=1)
+        envoy = Envoy.start(second, EdgeFiles.in_repo(ROOT, workdir), drain_seconds=1, base_id=stack.http_port)
         _wait_for(envoy.ready, "Envoy", stack)
         for index in range(WORKERS):
             _wait_for(lambda i=index: _serving(f"127.0.0.1:{grpc_base + i}"), f"worker {index}", stack, timeout=60)
@@ -145,31 +143,43 @@ def test_two_follow_ups_on_two_workers_at_once_are_stored_in_order_or_refused(pa
 
 
 def test_a_refused_follow_up_through_envoy_is_a_409_in_chat_sends_shape(pair: Pair) -> None:
-    """Through Envoy the two calls land on the two workers (round robin) or wait for each other in one:
-    pairs are sent until one is refused, and every stored conversation keeps strict turns."""
+    """A long follow-up over REST (worker 1) and a short one over gRPC (worker 0), the short one sent
+    just after: the short one is stored first, the long one refused; sent again, it follows it."""
     key = pair.stack.api_key
     url = f"http://127.0.0.1:{pair.stack.http_port}/api/v1/chat/send"
 
-    async def send(session: aiohttp.ClientSession, message: str, conversation: int) -> tuple[int, dict[str, object]]:
+    async def send(session: aiohttp.ClientSession, message: str, conversation: int) -> tuple[int, dict[str, Any]]:
         body = {"model_id": "echo-slow", "message": message, "conversation_id": conversation}
         async with session.post(url, json=body, headers={"X-API-Key": key}) as response:
             return response.status, json.loads(await response.read())
 
-    async def rounds() -> list[tuple[int, dict[str, object]]]:
-        conversation = await _until_ready(pair)
-        seen: list[tuple[int, dict[str, object]]] = []
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
-            for round_ in range(10):
-                words = f"round {round_} " + "word " * WORDS
-                pair_ = await asyncio.gather(*(send(session, words + str(i), conversation) for i in range(2)))
-                seen += pair_
-                if any(status == 409 for status, _ in pair_):
-                    break
-        return seen
+    async def short_after_a_moment(conversation: int) -> conversations_pb2.SendMessageResponse | grpc.aio.AioRpcError:
+        await asyncio.sleep(0.05)
+        return await _send(f"127.0.0.1:{pair.grpc_base}", key, "short " * 5, conversation)
 
-    seen = asyncio.run(rounds())
-    statuses = [status for status, _ in seen]
-    assert set(statuses) <= {200, 409} and 409 in statuses, statuses
-    refused = next(body for status, body in seen if status == 409)
+    async def race() -> tuple[int, tuple[int, dict[str, Any]], tuple[int, dict[str, Any]]]:
+        conversation = await _until_ready(pair)
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+            # On a loaded machine the REST call may read the history only after the short one was stored
+            # (then it follows it, 200): a few rounds, until it is refused.
+            for _ in range(5):
+                (status, body), short = await asyncio.gather(
+                    send(session, "long " * 60, conversation), short_after_a_moment(conversation)
+                )
+                assert isinstance(short, conversations_pb2.SendMessageResponse), short
+                if status == 409:
+                    return conversation, (status, body), await send(session, "long " * 60, conversation)
+                assert status == 200, body
+        raise AssertionError("the REST follow-up was never refused")
+
+    conversation, (status, refused), again = asyncio.run(race())
+    assert status == 409
     assert refused == {"success": False, "message": refused["message"]}
     assert str(refused["message"]).startswith(LOSER)
+    assert again[0] == 200 and again[1]["success"] is True
+    messages = pair.rows(
+        "SELECT role, content FROM conversation_messages WHERE conversation_id = ? ORDER BY id", conversation
+    )
+    # Strict turns, the short follow-up stored before the long one sent again, which came last.
+    assert [role for role, _ in messages] == ["user", "assistant"] * (len(messages) // 2)
+    assert messages[-4][1] == "short " * 5 and messages[-2][1] == "long " * 60
