@@ -93,6 +93,7 @@ class _HealthWatch:
     def __init__(self, admin_socket: Path, grpc_port: int) -> None:
         self.seen: list[tuple[float, str]] = []
         self._stop = threading.Event()
+        self._admin_socket, self._grpc_port = admin_socket, grpc_port
         self._thread = threading.Thread(target=self._run, args=(admin_socket, grpc_port), daemon=True)
 
     def _run(self, admin_socket: Path, grpc_port: int) -> None:
@@ -106,6 +107,8 @@ class _HealthWatch:
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join()
+        # The last word: what the caller waited for may have come after the thread's last sample.
+        self.seen.append((time.monotonic(), _host_stats(self._admin_socket, self._grpc_port)["health_flags"]))
 
 
 def _retry_stats(admin_socket: Path) -> list[str]:
