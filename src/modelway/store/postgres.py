@@ -370,10 +370,9 @@ class PostgresStore:
                 # The UPDATE holds the conversation's row lock until commit: a concurrent exchange waits
                 # for it here, then (READ COMMITTED: each statement sees what committed before it)
                 # finds this one's messages after the one it was built on.
-                last = await connection.fetchval(
+                if after is not None and after != await connection.fetchval(
                     "SELECT COALESCE(MAX(id), 0) FROM conversation_messages WHERE conversation_id = $1", target
-                )
-                if after is not None and last != after:
+                ):
                     raise ConversationChanged()
             insert = (
                 "INSERT INTO conversation_messages (conversation_id, role, content, model, tokens, created_at)"
