@@ -13,8 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import aiohttp
-
 from modelway.app import Gateway, StartupError, check_ports, run, run_serving, serve
 from modelway.config import ALL_PERMISSIONS, DEFAULT_PERMISSIONS, MICRO, Config, ConfigError, load_config
 from modelway.core.key_admin import check_key_count, key_name
@@ -22,6 +20,7 @@ from modelway.core.keys import IssuedKey, issue_key
 from modelway.edge import EdgeError, EdgeFiles, Envoy, check_workdir, render_envoy_config
 from modelway.errors import GatewayError
 from modelway.ops import configure_logging
+from modelway.ops.http import NotReady, wait_until_ready
 from modelway.scale import check_worker_ports, run_workers, serve_workers, shared_credits_added, shared_keys_changed
 from modelway.store import AccountRecord, KeyRecord, StoreUnavailable, open_store
 from modelway.workers import needs_shared_state
@@ -132,20 +131,19 @@ async def _bootstrap(config: Config) -> str | None:
 async def _edge_ready(config: Config, envoy: Envoy, log: Path, timeout: float = 30.0) -> None:
     """Waits until a request through Envoy finds the gateway ready: GET /readyz answers 200."""
     server = config.server
-    url = f"http://{server.http_host}:{server.http_port}/readyz"
-    deadline = asyncio.get_running_loop().time() + timeout
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
-        while asyncio.get_running_loop().time() < deadline:
-            if envoy.process.poll() is not None:
-                raise StartupError(f"Envoy exited with status {envoy.process.returncode} (see {log})")
-            try:
-                async with session.get(url) as response:
-                    if response.status == 200:
-                        return
-            except (aiohttp.ClientError, TimeoutError, ValueError):
-                pass
-            await asyncio.sleep(0.1)
-    raise StartupError(f"the gateway did not become ready through Envoy within {timeout:.0f}s (see {log})")
+
+    def ended() -> str | None:
+        code = envoy.process.poll()
+        return None if code is None else f"Envoy exited with status {code}"
+
+    try:
+        await wait_until_ready(f"http://{server.http_host}:{server.http_port}/readyz", timeout, ended)
+    except NotReady as exc:
+        raise StartupError(f"{exc} (see {log})") from None
+    except TimeoutError:
+        raise StartupError(
+            f"the gateway did not become ready through Envoy within {timeout:.0f}s (see {log})"
+        ) from None
 
 
 def _banner(config: Config, secret: str | None, config_path: str | None = None) -> str:

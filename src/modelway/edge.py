@@ -63,16 +63,19 @@ class EdgeError(Exception):
     """Envoy cannot be configured from these files; one line for the operator."""
 
 
-def _endpoints(first_port: int, workers: int) -> str:
-    """An Envoy lb_endpoints list (YAML flow style): one server process per port from `first_port` on."""
-    return (
-        "["
-        + ", ".join(
-            f"{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}}}}}"
-            for port in range(first_port, first_port + workers)
-        )
-        + "]"
-    )
+def _endpoints(first_port: int, workers: int, health_port: int | None = None) -> str:
+    """An Envoy lb_endpoints list (YAML flow style): one server process per port from `first_port` on.
+
+    With `health_port`, worker i is health-checked on health_port + i (its
+    ops port's /readyz) instead of on the port that takes the traffic.
+    """
+    entries = []
+    for index in range(workers):
+        address = f"address: {{socket_address: {{address: 127.0.0.1, port_value: {first_port + index}}}}}"
+        if health_port is not None:
+            address += f", health_check_config: {{port_value: {health_port + index}}}"
+        entries.append(f"{{endpoint: {{{address}}}}}")
+    return "[" + ", ".join(entries) + "]"
 
 
 def render_envoy_config(server: ServerConfig, files: EdgeFiles) -> str:
@@ -87,7 +90,7 @@ def render_envoy_config(server: ServerConfig, files: EdgeFiles) -> str:
         listen_port=server.http_port,
         grpc_port=server.grpc_port,
         ops_port=server.ops_port,
-        grpc_endpoints=_endpoints(server.grpc_port, server.workers),
+        grpc_endpoints=_endpoints(server.grpc_port, server.workers, health_port=server.ops_port),
         ops_endpoints=_endpoints(server.ops_port, server.workers),
         admin_socket=admin_socket,
         access_log=files.access_log.resolve(),

@@ -17,6 +17,7 @@ services/_rpc.py is the one place that turns an error into a gRPC status.
     402 pay first          INSUFFICIENT_CREDITS
     403 not for you        PERMISSION_DENIED MODEL_NOT_ALLOWED KEY_LIMIT_REACHED
     404 no such thing      NOT_FOUND MODEL_NOT_FOUND API_KEY_NOT_FOUND
+    409 changed meanwhile  CONVERSATION_CHANGED
     429 slow down          RATE_LIMITED GLOBAL_RATE_LIMITED BUDGET_EXCEEDED
     500 our bug            INTERNAL
     501 not here yet       NOT_IMPLEMENTED
@@ -96,6 +97,9 @@ class Reason(enum.StrEnum):
     # The shared limits, budgets and balances (Redis) cannot be reached or are being rebuilt: the
     # call is refused (fail closed) rather than admitted unmetered.
     SHARED_STATE_UNAVAILABLE = "shared_state_unavailable"
+    # Another message to the conversation was stored (by another server process) after this one's
+    # history was read: its answer, built on the conversation as it was, is not stored or charged.
+    CONVERSATION_CHANGED = "conversation_changed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +115,8 @@ _GRPC_CODES = {
     402: grpc.StatusCode.RESOURCE_EXHAUSTED,
     403: grpc.StatusCode.PERMISSION_DENIED,
     404: grpc.StatusCode.NOT_FOUND,
+    # Google's mapping of 409: a concurrency conflict the caller resolves by trying again.
+    409: grpc.StatusCode.ABORTED,
     429: grpc.StatusCode.RESOURCE_EXHAUSTED,
     500: grpc.StatusCode.INTERNAL,
     501: grpc.StatusCode.UNIMPLEMENTED,
@@ -143,6 +149,7 @@ _STATUS: dict[int, tuple[Reason, ...]] = {
     402: (Reason.INSUFFICIENT_CREDITS,),
     403: (Reason.PERMISSION_DENIED, Reason.MODEL_NOT_ALLOWED, Reason.KEY_LIMIT_REACHED),
     404: (Reason.NOT_FOUND, Reason.MODEL_NOT_FOUND, Reason.API_KEY_NOT_FOUND),
+    409: (Reason.CONVERSATION_CHANGED,),
     429: (Reason.RATE_LIMITED, Reason.GLOBAL_RATE_LIMITED, Reason.BUDGET_EXCEEDED),
     500: (Reason.INTERNAL,),
     501: (Reason.NOT_IMPLEMENTED,),

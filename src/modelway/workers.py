@@ -18,9 +18,8 @@ import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import aiohttp
-
 from modelway.config import Config
+from modelway.ops.http import NotReady, wait_until_ready
 
 __all__ = ["WorkerPool", "needs_shared_state", "worker_config"]
 
@@ -107,21 +106,21 @@ class WorkerPool:
     async def ready(self, timeout: float = 60.0) -> None:
         """Waits until every worker's /readyz answers 200; raises RuntimeError naming one that exited."""
         deadline = asyncio.get_running_loop().time() + timeout
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
-            for worker in self._workers:
-                url = f"http://127.0.0.1:{self.config.server.ops_port + worker.index}/readyz"
-                while True:
-                    if worker.process.poll() is not None:
-                        raise RuntimeError(f"worker {worker.index} exited with status {worker.process.returncode}")
-                    try:
-                        async with session.get(url) as response:
-                            if response.status == 200:
-                                break
-                    except (aiohttp.ClientError, TimeoutError):
-                        pass
-                    if asyncio.get_running_loop().time() > deadline:
-                        raise RuntimeError(f"worker {worker.index} was not ready within {timeout:.0f}s")
-                    await asyncio.sleep(0.1)
+        for worker in self._workers:
+
+            def ended(worker: _Worker = worker) -> str | None:
+                code = worker.process.poll()
+                return None if code is None else f"worker {worker.index} exited with status {code}"
+
+            left = max(0.0, deadline - asyncio.get_running_loop().time())
+            try:
+                await wait_until_ready(
+                    f"http://127.0.0.1:{self.config.server.ops_port + worker.index}/readyz", left, ended
+                )
+            except NotReady as exc:
+                raise RuntimeError(str(exc)) from None
+            except TimeoutError:
+                raise RuntimeError(f"worker {worker.index} was not ready within {timeout:.0f}s") from None
 
     async def watch(self) -> None:
         """Reports a worker that exits on its own, and starts it again; runs until cancelled."""

@@ -6,13 +6,17 @@ Envoy; /healthz and /readyz are (Envoy forwards exactly those two paths).
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
+import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from modelway.ops.health import Readiness
 
-__all__ = ["OpsServer"]
+__all__ = ["NotReady", "OpsServer", "wait_until_ready"]
 
 # Bound here whatever server.grpc_host says: the port has no authentication.
 _LOOPBACK = "127.0.0.1"
@@ -58,3 +62,33 @@ class OpsServer:
     async def _readyz(self, _: web.Request) -> web.Response:
         state = self._readiness.state
         return web.json_response({"status": state.value}, status=200 if self._readiness.is_ready else 503)
+
+
+class NotReady(Exception):
+    """The process `wait_until_ready` waited for ended: one line saying which and how."""
+
+
+async def wait_until_ready(url: str, timeout: float, ended: Callable[[], str | None]) -> None:
+    """Polls GET `url` (a /readyz, direct or through Envoy) every 0.1 s until it answers 200.
+
+    `ended` says why waiting is pointless (the process that should answer
+    exited), or None: NotReady carries that line. TimeoutError after
+    `timeout` seconds. Refused connections, slow answers and other statuses
+    are "not yet".
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+        while True:
+            why = ended()
+            if why is not None:
+                raise NotReady(why)
+            try:
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return
+            except (aiohttp.ClientError, TimeoutError, ValueError):
+                pass
+            if loop.time() > deadline:
+                raise TimeoutError(f"{url} did not answer 200 within {timeout:.0f}s")
+            await asyncio.sleep(0.1)

@@ -7,8 +7,11 @@ the call (key, permission, rate limit), for that key's account, so a bad key, an
 model or another account's conversation is refused and recorded like any
 other failure. Exchanges on one conversation run one at a time, from reading
 its history to storing the answer: concurrent follow-ups each see the ones
-before them. The lock is per process: several server processes sharing a
-store can still interleave follow-ups on one conversation.
+before them. That lock is per process; across processes (`--workers N`) the
+store keeps the order: an exchange is stored only if the conversation's last
+message is still the one its history ended with, and a follow-up that lost
+that race is refused (409, not stored, not charged) instead of being stored
+out of order.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from modelway.errors import GatewayError, Reason, clip
 from modelway.services._rpc import RpcCall, unary
 from modelway.services.catalog import page_proto
 from modelway.services.delivery import complete_in_time, deadline_error, deliver
-from modelway.store import Store
+from modelway.store import ConversationChanged, Store
 from modelway.store.records import ChatMessageRecord, ConversationRecord
 from modelway.surfaces.catalog import (
     CHAT_SEND,
@@ -176,6 +179,8 @@ class ChatSend:
                     answer,
                     completion.usage.total_tokens,
                     self._clock.now(),
+                    # The message the answer follows: stored only while it is still the last one.
+                    after=None if parsed.conversation_id is None else (history[-1].id if history else 0),
                 )
                 saved = await self._keep(call, run, saving)
                 return Sent(
@@ -195,10 +200,14 @@ class ChatSend:
         (its deadline passed meanwhile, or it went away) is refunded, and the stored exchange is taken
         back with it: the conversation never holds an answer nobody paid for."""
 
-        async def store_and_deliver() -> tuple[int, int] | None:
-            saved = await saving
+        async def store_and_deliver() -> tuple[int, int] | GatewayError:
+            try:
+                saved = await saving
+            except ConversationChanged as changed:
+                return changed.with_traceback(None)
             if saved is None:
-                return None
+                # The conversation is not the account's (any more).
+                return unknown_conversation()
             try:
                 await deliver(call, run)
             except BaseException:
@@ -216,15 +225,14 @@ class ChatSend:
                 kept = await keeping
             except GatewayError:
                 kept = None  # withdrawn and forgotten by store_and_deliver already
-            if kept is not None:
+            if isinstance(kept, tuple):
                 await run.withdraw(deadline_error())
                 await self._store.forget_exchange(*kept)
             raise
-        if saved is None:
-            # The conversation is not the account's (any more): not delivered, so not charged.
-            gone = unknown_conversation()
-            run.undelivered(gone)
-            raise gone
+        if isinstance(saved, GatewayError):
+            # Not stored, so not delivered and not charged.
+            run.undelivered(saved)
+            raise saved
         return saved
 
     async def conversations(self, call: RpcCall, page: int) -> tuple[list[ConversationRecord], Page]:

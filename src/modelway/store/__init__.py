@@ -1,13 +1,14 @@
 """Persistent storage: SQLite through sqlite-utils (the embedded default) or PostgreSQL through asyncpg."""
 
 from modelway.config import StoreConfig
-from modelway.store.base import STORE_RETRY_AFTER, Store, StoreUnavailable
+from modelway.store.base import STORE_RETRY_AFTER, ConversationChanged, Store, StoreUnavailable
 from modelway.store.records import AccountRecord, DailyUsage, KeyRecord, UsageRecord
 from modelway.store.sqlite import SqliteStore
 
 __all__ = [
     "STORE_RETRY_AFTER",
     "AccountRecord",
+    "ConversationChanged",
     "DailyUsage",
     "KeyRecord",
     "SqliteStore",

@@ -16,7 +16,7 @@ from modelway.store.records import (
     UsageRecord,
 )
 
-__all__ = ["STORE_RETRY_AFTER", "CreditChange", "Store", "StoreUnavailable"]
+__all__ = ["STORE_RETRY_AFTER", "ConversationChanged", "CreditChange", "Store", "StoreUnavailable"]
 
 
 # What a caller is told to wait while the store is unreachable: about how long a restart takes.
@@ -46,6 +46,19 @@ class StoreUnavailable(GatewayError):
 
     def __init__(self, message: str = "The usage store is unreachable; try again shortly.") -> None:
         super().__init__(Reason.STORE_UNAVAILABLE, message, retry_after=STORE_RETRY_AFTER)
+
+
+class ConversationChanged(GatewayError):
+    """`save_exchange` found a message after the one the answer was built on: another exchange on the
+    conversation (another server process's) was stored meanwhile. Nothing was written."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            Reason.CONVERSATION_CHANGED,
+            "Another message to this conversation was answered while this one was; it was not stored "
+            "or charged. Send it again to continue the conversation as it is now.",
+            param="conversation_id",
+        )
 
 
 class Store(Protocol):
@@ -138,9 +151,14 @@ class Store(Protocol):
         answer: str,
         tokens: int,
         at: float,
+        after: int | None = None,
     ) -> tuple[int, int] | None:
         """Adds a question and its answer to a conversation (a new one when None) in one transaction;
-        (conversation id, answer's message id), or None when the conversation is not the account's."""
+        (conversation id, answer's message id), or None when the conversation is not the account's.
+
+        `after` is the id of the conversation's last message the answer was built on (0: none): when
+        another message follows it by now, nothing is written and ConversationChanged is raised, so
+        exchanges on one conversation are stored in order whichever process answered them."""
         ...
 
     async def forget_exchange(self, conversation_id: int, answer_id: int) -> None:

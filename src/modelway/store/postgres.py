@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 
 from modelway.config import redact_url
-from modelway.store.base import CreditChange, StoreUnavailable
+from modelway.store.base import ConversationChanged, CreditChange, StoreUnavailable
 from modelway.store.records import (
     AccountRecord,
     ChatMessageRecord,
@@ -349,6 +349,7 @@ class PostgresStore:
         answer: str,
         tokens: int,
         at: float,
+        after: int | None = None,
     ) -> tuple[int, int] | None:
         async with self._connection() as connection, connection.transaction():
             if conversation_id is None:
@@ -371,6 +372,13 @@ class PostgresStore:
                 )
                 if target is None:
                     return None
+                # The UPDATE holds the conversation's row lock until commit: a concurrent exchange waits
+                # for it here, then (READ COMMITTED: each statement sees what committed before it)
+                # finds this one's messages after the one it was built on.
+                if after is not None and after != await connection.fetchval(
+                    "SELECT COALESCE(MAX(id), 0) FROM conversation_messages WHERE conversation_id = $1", target
+                ):
+                    raise ConversationChanged()
             insert = (
                 "INSERT INTO conversation_messages (conversation_id, role, content, model, tokens, created_at)"
                 " VALUES ($1, $2, $3, $4, $5, $6) RETURNING id"

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import sqlite_utils
 
-from modelway.store.base import CreditChange
+from modelway.store.base import ConversationChanged, CreditChange
 from modelway.store.records import (
     AccountRecord,
     ChatMessageRecord,
@@ -352,10 +352,11 @@ class SqliteStore:
         answer: str,
         tokens: int,
         at: float,
+        after: int | None = None,
     ) -> tuple[int, int] | None:
         """Adds a question and its answer to a conversation (a new one when `conversation_id` is None)
         in one transaction; (conversation id, answer's message id), or None when the conversation is
-        not the account's (any more)."""
+        not the account's (any more). ConversationChanged when a message follows `after` by now."""
 
         def _save(db: sqlite_utils.Database) -> tuple[int, int] | None:
             with db.conn:
@@ -375,6 +376,9 @@ class SqliteStore:
                     if cursor.rowcount == 0:
                         return None
                     target = conversation_id
+                    # BEGIN IMMEDIATE holds the one write lock: no other process stores in between.
+                    if after is not None and db.conn.execute(_LAST_ID, [target]).fetchone()[0] != after:
+                        raise ConversationChanged()
                 insert = (
                     "INSERT INTO conversation_messages (conversation_id, role, content, model, tokens, created_at)"
                     " VALUES (?, ?, ?, ?, ?, ?)"
@@ -408,6 +412,7 @@ _FORGET_EXCHANGE = (
     " (SELECT MAX(id) FROM conversation_messages"
     "  WHERE conversation_id = :conversation AND id < :answer AND role = 'user'))"
 )
+_LAST_ID = "SELECT COALESCE(MAX(id), 0) FROM conversation_messages WHERE conversation_id = ?"
 _LAST_MESSAGE = "SELECT model, created_at FROM conversation_messages WHERE conversation_id = ? ORDER BY id DESC LIMIT 1"
 
 _CONVERSATION = (

@@ -42,6 +42,7 @@ _STATUS_NAMES: Mapping[int, str] = MappingProxyType(
         401: "UNAUTHENTICATED",
         403: "PERMISSION_DENIED",
         404: "NOT_FOUND",
+        409: "ABORTED",
         429: "RESOURCE_EXHAUSTED",
         500: "INTERNAL",
         501: "UNIMPLEMENTED",

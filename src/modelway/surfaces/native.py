@@ -49,6 +49,7 @@ _TABLE: Mapping[Reason, tuple[int, str]] = MappingProxyType(
         **{reason: (403, "FORBIDDEN") for reason, info in REASONS.items() if info.http_status == 403},
         Reason.NOT_FOUND: (404, "NOT_FOUND"),
         Reason.API_KEY_NOT_FOUND: (404, "NOT_FOUND"),
+        Reason.CONVERSATION_CHANGED: (409, "CONFLICT"),
         Reason.RATE_LIMITED: (429, "RATE_LIMITED"),
         Reason.GLOBAL_RATE_LIMITED: (429, "RATE_LIMITED"),
         Reason.BUDGET_EXCEEDED: (429, "BUDGET_EXCEEDED"),

@@ -24,7 +24,7 @@ _TABLE: Mapping[Reason, tuple[int, str, str | None]] = MappingProxyType(
         **{
             reason: (info.http_status, _INVALID, reason.value)
             for reason, info in REASONS.items()
-            if info.http_status in (400, 404)
+            if info.http_status in (400, 404, 409)
         },
         Reason.INVALID_BODY: (400, _INVALID, None),
         Reason.UPSTREAM_REJECTED: (400, _INVALID, None),

@@ -236,7 +236,7 @@ def test_schema_conversion_keeps_property_names_and_lowercases_types() -> None:
 
 def test_every_reason_has_a_google_status() -> None:
     expected = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
-                429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 501: "UNIMPLEMENTED", 502: "UNAVAILABLE",
+                409: "ABORTED", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 501: "UNIMPLEMENTED", 502: "UNAVAILABLE",
                 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}  # fmt: skip
     for reason in REASONS:
         status, body = GEMINI.error_response(GatewayError(reason, "m"))
