@@ -86,6 +86,7 @@ from modelway.v1.rest import images_pb2 as images_rest_pb2
 from modelway.v1.rest import images_pb2_grpc as images_rest_pb2_grpc
 from modelway.v1.rest import keys_pb2 as keys_rest_pb2
 from modelway.v1.rest import keys_pb2_grpc as keys_rest_pb2_grpc
+from modelway.workers import SUPERVISOR_PID, outlive_no_supervisor
 
 __all__ = ["Gateway", "StartupError", "check_ports", "loop_factory", "run", "run_serving", "serve"]
 
@@ -432,10 +433,16 @@ async def _unless_stopped(waiting: Awaitable[None], stopping: asyncio.Event) -> 
 
 
 async def serve(config: Config) -> None:
-    """`modelway serve`: the gRPC server alone."""
+    """`modelway serve`: the gRPC server alone (one of `--workers N` when its supervisor is named)."""
     gateway = Gateway(config)
     check_ports(config.server, ("grpc_port", "ops_port"))
-    await run(gateway)
+    supervisor = os.environ.get(SUPERVISOR_PID, "")
+    watch = asyncio.create_task(outlive_no_supervisor(int(supervisor))) if supervisor.isdigit() else None
+    try:
+        await run(gateway)
+    finally:
+        if watch is not None:
+            watch.cancel()
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:

@@ -15,6 +15,7 @@ from modelway.edge import Envoy
 from modelway.shared import scripts
 from modelway.shared.keys import announce_key_change
 from modelway.shared.link import shared_client
+from modelway.store import open_store
 from modelway.store.base import CreditChange
 from modelway.workers import WorkerPool, worker_config
 
@@ -67,6 +68,10 @@ async def run_workers(
     writes its usage rows; Envoy is stopped by the caller after this returns.
     A second signal stops everything at once.
     """
+    # The schema is made (or migrated) here once, before N workers would race to make it: SQLite can
+    # refuse a concurrent schema change outright ("database is locked") instead of waiting for it.
+    async with open_store(config.store):
+        pass
     pool = WorkerPool(config, config_file)
     stopping = asyncio.Event()
 

@@ -21,12 +21,14 @@ from pathlib import Path
 from modelway.config import Config
 from modelway.ops.http import NotReady, wait_until_ready
 
-__all__ = ["WorkerPool", "needs_shared_state", "worker_config"]
+__all__ = ["SUPERVISOR_PID", "WorkerPool", "needs_shared_state", "outlive_no_supervisor", "worker_config"]
 
 log = logging.getLogger(__name__)
 
 # A worker that crashes is started again after this long (not in a tight loop if it keeps crashing).
 _RESTART_SECONDS = 1.0
+# Names the supervisor to each worker, which drains and exits if that process is gone.
+SUPERVISOR_PID = "MODELWAY_SUPERVISOR_PID"
 
 
 def needs_shared_state(config: Config) -> str | None:
@@ -47,6 +49,19 @@ def worker_config(config: Config, index: int) -> Config:
         config,
         server=replace(server, grpc_port=server.grpc_port + index, ops_port=server.ops_port + index, workers=1),
     )
+
+
+async def outlive_no_supervisor(supervisor: int, every: float = 1.0) -> None:
+    """Drains this worker (as SIGTERM would) once its supervisor has died.
+
+    Workers run in their own session, so a supervisor killed with SIGKILL
+    takes none of them along: without this they would serve on, and hold
+    their ports, with nobody to stop or restart them.
+    """
+    while os.getppid() == supervisor:
+        await asyncio.sleep(every)
+    log.warning("the supervising process %d is gone: draining and stopping this worker", supervisor)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 @dataclass
@@ -73,6 +88,7 @@ class WorkerPool:
             "MODELWAY_GRPC_PORT": str(mine.grpc_port),
             "MODELWAY_OPS_PORT": str(mine.ops_port),
             "MODELWAY_WORKERS": "1",
+            SUPERVISOR_PID: str(os.getpid()),
         }
         output = open(self.log_path, "ab") if self.log_path is not None else None  # noqa: SIM115
         try:

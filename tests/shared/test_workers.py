@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -119,3 +120,62 @@ def _children(pid: int) -> list[int]:
         if parent == pid and b"serve" in cmdline and state != "Z":
             found.append(int(entry.name))
     return sorted(found)
+
+
+def test_workers_of_a_killed_supervisor_drain_and_exit(tmp_path: Path, redis_server: RedisServer) -> None:
+    """`serve --workers 3` on a fresh SQLite file (the schema is made once, before the workers race to),
+    then its supervisor is SIGKILLed: the workers, each in its own session, must not serve on unwatched."""
+    config_path = tmp_path / "modelway.toml"
+    config_path.write_text(TEST_CONFIG)
+    stack = _new_stack(tmp_path, config_path, with_account=False)
+    ops = _free_run(3)
+    stack.env.update(
+        MODELWAY_GRPC_PORT=str(_free_run(3)), MODELWAY_OPS_PORT=str(ops), MODELWAY_REDIS_URL=redis_server.url
+    )
+    log = tmp_path / "server.log"
+    with open(log, "ab") as output:
+        supervisor = subprocess.Popen(
+            [sys.executable, "-m", "modelway", "--config", str(config_path), "serve", "--workers", "3"],
+            env=stack.env,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        for index in range(3):
+            while not _ready(ops + index):
+                assert supervisor.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.2)
+        workers = _children(supervisor.pid)
+        assert len(workers) == 3
+        supervisor.kill()
+        supervisor.wait(timeout=10)
+        deadline = time.monotonic() + 30
+        while any(Path(f"/proc/{pid}").exists() and _state(pid) != "Z" for pid in workers):
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        text = log.read_text()
+        assert text.count(f"the supervising process {supervisor.pid} is gone: draining and stopping this worker") == 3
+        assert "database is locked" not in text
+    finally:
+        for pid in workers:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        if supervisor.poll() is None:
+            supervisor.kill()
+
+
+def _ready(port: int) -> bool:
+    try:
+        return request(port, "GET", "/readyz").status == 200
+    except OSError:
+        return False
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
