@@ -567,6 +567,30 @@ def test_native_grpc_unary_and_stream(upstreams: Upstreams, model: str) -> None:
         assert chunks[-1].usage.completion_tokens == 3
 
 
+@pytest.mark.parametrize(
+    ("reported", "expected"),
+    [
+        # The gateway counts 7 prompt tokens (3 to prime the reply, 3 per message, "x") and 4 in the answer.
+        (None, (7, 4)),  # no usage: both counted by the gateway
+        ({"prompt_tokens": 21, "completion_tokens": 0, "total_tokens": 21}, (21, 4)),  # a count left out is ours
+        ({"prompt_tokens": 21, "completion_tokens": 17, "total_tokens": 38}, (21, 17)),  # the upstream's word
+    ],
+)
+def test_whole_answer_usage_is_the_upstreams_count_or_ours_where_it_gave_none(
+    upstreams: Upstreams, reported: dict[str, int] | None, expected: tuple[int, int]
+) -> None:
+    answer = fake_openai.chat_json("one two three four", usage=None)
+    if reported is not None:
+        answer["usage"] = reported
+    upstreams.openai.script(Json(answer))
+    status, headers, body = post_chat(upstreams.stack, {"model": "gpt", "messages": [{"role": "user", "content": "x"}]})
+    assert status == 200, body
+    usage = json.loads(body)["usage"]
+    assert (usage["prompt_tokens"], usage["completion_tokens"]) == expected
+    row = usage_row(upstreams.stack.db_path, headers["x-request-id"])
+    assert (row["prompt_tokens"], row["completion_tokens"]) == expected
+
+
 def test_native_grpc_stream_sends_what_arrived_together_as_one_chunk_per_choice(upstreams: Upstreams) -> None:
     # Two reads: the opener and text pieces in one, after a pause the tool call, finish and usage in another.
     events = fake_openai.chat_stream(
