@@ -121,6 +121,16 @@ def render_mock_config(port: int, admin_socket: Path) -> str:
         "codec_type": "AUTO",
         "route_config": {"name": "mock", "virtual_hosts": [{"name": "mock", "domains": ["*"], "routes": routes}]},
         "http_filters": [
+            # Reads the whole request body before answering: Envoy closes the connection of a direct
+            # response sent while the body is still unread, and every upstream call would then pay a
+            # new TCP connection (a real upstream, and the transport's pool, keep connections alive).
+            {
+                "name": "envoy.filters.http.buffer",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+                    "max_request_bytes": 1048576,
+                },
+            },
             # No delay unless a route (the slow one) says so.
             {
                 "name": "envoy.filters.http.fault",

@@ -16,6 +16,7 @@ import grpc
 import openai
 import pytest
 
+from modelway.core.types import ToolCall
 from modelway.v1 import chat_pb2, chat_pb2_grpc
 from tests.conftest import TEST_CONFIG, Stack, running_stack
 from tests.e2e.http import request
@@ -564,6 +565,64 @@ def test_native_grpc_unary_and_stream(upstreams: Upstreams, model: str) -> None:
         chunks = list(stub.StreamChatCompletion(request_, metadata=metadata, timeout=10))
         assert "".join(c.choices[0].delta.content for c in chunks if c.choices) == "Echo: native call"
         assert chunks[-1].usage.completion_tokens == 3
+
+
+@pytest.mark.parametrize(
+    ("reported", "expected"),
+    [
+        # The gateway counts 7 prompt tokens (3 to prime the reply, 3 per message, "x") and 4 in the answer.
+        (None, (7, 4)),  # no usage: both counted by the gateway
+        ({"prompt_tokens": 21, "completion_tokens": 0, "total_tokens": 21}, (21, 4)),  # a count left out is ours
+        ({"prompt_tokens": 21, "completion_tokens": 17, "total_tokens": 38}, (21, 17)),  # the upstream's word
+    ],
+)
+def test_whole_answer_usage_is_the_upstreams_count_or_ours_where_it_gave_none(
+    upstreams: Upstreams, reported: dict[str, int] | None, expected: tuple[int, int]
+) -> None:
+    answer = fake_openai.chat_json("one two three four", usage=None)
+    if reported is not None:
+        answer["usage"] = reported
+    upstreams.openai.script(Json(answer))
+    status, headers, body = post_chat(upstreams.stack, {"model": "gpt", "messages": [{"role": "user", "content": "x"}]})
+    assert status == 200, body
+    usage = json.loads(body)["usage"]
+    assert (usage["prompt_tokens"], usage["completion_tokens"]) == expected
+    row = usage_row(upstreams.stack.db_path, headers["x-request-id"])
+    assert (row["prompt_tokens"], row["completion_tokens"]) == expected
+
+
+def test_native_grpc_stream_sends_what_arrived_together_as_one_chunk_per_choice(upstreams: Upstreams) -> None:
+    # Two reads: the opener and text pieces in one, after a pause the tool call, finish and usage in another.
+    events = fake_openai.chat_stream(
+        ("Let", " me", " check."),
+        tool_calls=[ToolCall(id="call_w1", name="get_weather", arguments='{"city": "Paris"}')],
+        usage=(11, 9),
+        argument_chunk=4,
+    )
+    first_read, second_read = events[:4], events[4:]
+    upstreams.openai.script(Sse([fake_openai.sse_bytes(first_read), fake_openai.sse_bytes(second_read)], gap=0.3))
+    metadata = (("authorization", f"Bearer {upstreams.stack.api_key}"),)
+    with grpc.insecure_channel(upstreams.stack.envoy_target) as channel:
+        stub = chat_pb2_grpc.ChatServiceStub(channel)
+        request_ = chat_pb2.CreateChatCompletionRequest(
+            model="gpt", messages=[chat_pb2.ChatMessage(role="user", text="weather?")], stream=True
+        )
+        call = stub.StreamChatCompletion(request_, metadata=metadata, timeout=10)
+        chunks = list(call)
+        request_id = str(dict(call.initial_metadata())["x-request-id"])
+    # One chunk per read (the text; the whole tool call with the finish), then the usage chunk.
+    assert len(chunks) == 3
+    text, tools, usage = chunks
+    assert (text.choices[0].delta.role, text.choices[0].delta.content) == ("assistant", "Let me check.")
+    assert text.choices[0].finish_reason == ""
+    assert tools.choices[0].delta.role == "" and not tools.choices[0].delta.HasField("content")
+    (call_delta,) = tools.choices[0].delta.tool_calls
+    assert (call_delta.index, call_delta.id, call_delta.type) == (0, "call_w1", "function")
+    assert (call_delta.function.name, call_delta.function.arguments) == ("get_weather", '{"city": "Paris"}')
+    assert tools.choices[0].finish_reason == "tool_calls"
+    assert not usage.choices and (usage.usage.prompt_tokens, usage.usage.completion_tokens) == (11, 9)
+    row = usage_row(upstreams.stack.db_path, request_id)
+    assert (row["status"], row["prompt_tokens"], row["completion_tokens"]) == (200, 11, 9)
 
 
 def test_native_grpc_upstream_rejection_is_invalid_argument_without_http_trailers(upstreams: Upstreams) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -16,7 +17,7 @@ import pytest
 
 from bench.floor import split_events
 from bench.load import LoadResult, Target, parse_wrk, percentile, run_wrk
-from bench.mock import CHUNKS, MockUpstream
+from bench.mock import CHUNKS, PATHS, MockUpstream
 from bench.procs import ProcessTree, cpu_seconds, descendants
 from bench.report import FLOOR, LITELLM, MOCK, MODELWAY, REST, Report, Row, checks, render
 
@@ -61,6 +62,21 @@ def test_mock_streams_twenty_chunks_with_usage_then_done(mock: MockUpstream) -> 
     assert {chunk["object"] for chunk in chunks} == {"chat.completion.chunk"}
     assert chunks[-1]["usage"]["completion_tokens"] == CHUNKS
     assert all("usage" not in chunk for chunk in chunks[:-1])
+
+
+def test_mock_keeps_the_connection_alive_across_calls(mock: MockUpstream) -> None:
+    # A mock that closed each connection would charge every system a TCP connect per upstream call.
+    connection = http.client.HTTPConnection("127.0.0.1", mock.port, timeout=5)
+    try:
+        for mode in ("json", "sse", "json"):
+            connection.request("POST", PATHS[mode] + "/chat/completions", body=b'{"model":"m"}')
+            response = connection.getresponse()
+            assert response.status == 200 and response.read()
+            assert response.getheader("Connection") != "close"
+            sock = connection.sock
+            assert sock is not None  # http.client drops the socket when the server said close
+    finally:
+        connection.close()
 
 
 def test_mock_slow_path_waits_fifty_ms(mock: MockUpstream) -> None:

@@ -351,21 +351,49 @@ class ChatRun:
         self._meter.delivered()
 
     async def complete(self) -> Completion:
-        self._meter.streamed = False  # a whole answer has no time to first token
+        """The whole answer, for a call that is not streamed.
+
+        Its events are taken straight from the router, not passed one by one
+        through `events`: nothing is delivered before the end, so there is
+        no time to first token and no checkpoint to write, and the answer's
+        tokens are counted only when the upstream did not report them (a
+        long answer's count is not free). `stop` ends it as it ends `events`.
+        """
+        meter = self._meter
+        meter.streamed = False  # a whole answer has no time to first token
         choices = [_ChoiceBuilder() for _ in range(self.request.n)]
-        usage = Usage()
+        deltas: list[ChoiceDelta] = []  # every choice's, those past `n` too: they are metered, not shown
+        reported: Usage | None = None
+        reader = asyncio.current_task()
         try:
-            async with aclosing(self.events()) as events:
-                async for event in events:
+            async with aclosing(self._router.stream(self.request, self._candidates, meter.attempting)) as events:
+                while True:
+                    if self._shutdown is not None:
+                        raise self._shutdown
+                    self._reader = reader
+                    try:
+                        event = await anext(events)
+                    except StopAsyncIteration:
+                        break
+                    except asyncio.CancelledError:
+                        self._raise_if_stopped(reader)
+                        raise
+                    finally:
+                        self._reader = None
                     if isinstance(event, Usage):
-                        usage = event
-                    elif event.index < len(choices):
+                        reported = event
+                        continue
+                    deltas.append(event)
+                    if event.index < len(choices):
                         choices[event.index].add(event)
         except BaseException:
             # A whole answer is delivered at the end or not at all: a call
             # that fails (or is abandoned) half-way delivered nothing.
-            self._meter.completion_tokens = 0
+            meter.completion_tokens = 0
             raise
+        if reported is None or reported.completion_tokens <= 0:
+            meter.completion_tokens = sum(_delta_tokens(delta) for delta in deltas)
+        usage = self._reported(reported) if reported is not None else self._final_usage()
         return Completion(tuple(choice.build(index) for index, choice in enumerate(choices)), usage)
 
 

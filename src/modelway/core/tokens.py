@@ -46,7 +46,8 @@ def count_tokens(text: str) -> int:
     whitespace only, i.e. `len(split_tokens(text))` except that a
     whitespace-only text counts 0.
     """
-    return sum(1 for _ in _TOKEN.finditer(text.rstrip()))
+    # findall counts in C: a generator over finditer costs a Python step per token (2-6x slower).
+    return len(_TOKEN.findall(text.rstrip()))
 
 
 def count_message_tokens(messages: Sequence[Message]) -> int:

@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 from google.api import httpbody_pb2
 
+from modelway.core.coalesce import coalesced
 from modelway.core.offload import off_loop_if_large
 from modelway.core.pipeline import Pipeline
 from modelway.core.tokens import count_tokens
@@ -55,13 +56,15 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     ) -> AsyncIterator[chat_pb2.ChatCompletionChunk]:
         async with self._pipeline.chat(call, GRPC, in_time(call, lambda: chat_request_from_proto(request))) as run:
             chunks = ChunkBuilder(run)
-            async with aclosing(run.events()) as events:
-                async for event in events:
-                    chunk = chunks.chunk(event)
-                    if isinstance(event, Usage):
-                        # The last chunk: the usage row is committed before it goes out.
-                        await run.finish()
-                    yield chunk
+            # What arrived together goes out as one chunk per choice (core/coalesce.py), not one per delta.
+            async with aclosing(run.event_groups()) as groups:
+                async for group in groups:
+                    for event in coalesced(group):
+                        chunk = chunks.chunk(event)
+                        if isinstance(event, Usage):
+                            # The last chunk: the usage row is committed before it goes out.
+                            await run.finish()
+                        yield chunk
 
 
 class ChatRestServicer(chat_rest_pb2_grpc.ChatRestServiceServicer):

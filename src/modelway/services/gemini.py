@@ -15,6 +15,7 @@ from google.protobuf import json_format, struct_pb2
 
 from modelway.core.access import Gate
 from modelway.core.catalog import Catalog
+from modelway.core.coalesce import coalesced
 from modelway.core.pipeline import Pipeline
 from modelway.core.types import ChatRequest, Usage
 from modelway.errors import GatewayError, Reason, clip
@@ -119,14 +120,16 @@ class GeminiServicer(gemini_pb2_grpc.GeminiServiceServicer):
         parse = in_time(call, lambda: request_from_proto(request, stream=True))
         async with self._pipeline.chat(call, GEMINI_GRPC, parse) as run:
             chunks = GeminiChunks(run)
-            async with aclosing(run.events()) as events:
-                async for event in events:
-                    piece = chunks.chunk(event)
-                    if isinstance(event, Usage):
-                        # The last message: the usage row is committed before it goes out.
-                        await run.finish()
-                    if piece is not None:
-                        yield _response_proto(piece)
+            # What arrived together goes out as one message per candidate (core/coalesce.py).
+            async with aclosing(run.event_groups()) as groups:
+                async for group in groups:
+                    for event in coalesced(group):
+                        piece = chunks.chunk(event)
+                        if isinstance(event, Usage):
+                            # The last message: the usage row is committed before it goes out.
+                            await run.finish()
+                        if piece is not None:
+                            yield _response_proto(piece)
 
 
 def _page_start(token: str) -> int:

@@ -9,6 +9,7 @@ from typing import Any
 import grpc
 from google.api import httpbody_pb2
 
+from modelway.core.coalesce import coalesced
 from modelway.core.pipeline import Pipeline
 from modelway.core.types import ChatRequest, FinishReason, Usage
 from modelway.errors import GatewayError, Reason
@@ -120,15 +121,17 @@ class GenerateServicer(generate_pb2_grpc.GenerateServiceServicer):
         try:
             async with self._pipeline.chat(call, GRPC_GENERATE, parse) as run:
                 reason: FinishReason | None = None
-                async with aclosing(run.events()) as events:
-                    async for event in events:
-                        if isinstance(event, Usage):
-                            # The last message shows the settled credits: the row is committed first.
-                            await run.finish()
-                            yield summary_proto(run, event, reason)
-                            continue
-                        reason = event.finish_reason or reason
-                        if event.content:
-                            yield generate_pb2.StreamGenerateResponse(text=event.content)
+                # What arrived together goes out as one message (core/coalesce.py), not one per delta.
+                async with aclosing(run.event_groups()) as groups:
+                    async for group in groups:
+                        for event in coalesced(group):
+                            if isinstance(event, Usage):
+                                # The last message shows the settled credits: the row is committed first.
+                                await run.finish()
+                                yield summary_proto(run, event, reason)
+                                continue
+                            reason = event.finish_reason or reason
+                            if event.content:
+                                yield generate_pb2.StreamGenerateResponse(text=event.content)
         except GatewayError as error:
             raise with_retry_after(error) from None
