@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
+from modelway.config import SharedConfig
+from modelway.shared import SharedState, open_shared_state
+from modelway.store import SqliteStore
 from tests.conftest import SessionPostgres
 from tests.real.redis import RedisServer, redis_missing
+from tests.shared.links import QUIET, Processes, StoppedClock, nothing, until
 
 
 @pytest.fixture(scope="module")
@@ -32,3 +37,29 @@ def shared_store_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.Te
     if request.param == "postgres":
         return SessionPostgres.get().database().url
     return str(tmp_path_factory.mktemp("store") / "modelway.db")
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    async with SqliteStore(tmp_path / "shared.db") as store:
+        yield store
+
+
+@pytest.fixture
+async def processes(redis_server: RedisServer, store: SqliteStore) -> AsyncIterator[Processes]:
+    """`await processes(n)`: n links to the one Redis, as n server processes would have."""
+    opened: list[SharedState] = []
+    clock = StoppedClock(1_800_000_030.0)
+
+    async def start(count: int) -> list[SharedState]:
+        config = SharedConfig(redis_url=redis_server.url, rebuild_quiet_seconds=QUIET, timeout_seconds=0.3)
+        states = [open_shared_state(config, store, clock, nothing) for _ in range(count)]
+        for state in states:
+            await state.start()
+            opened.append(state)
+        await until(lambda: all(state.link.ready for state in states), 10)
+        return states
+
+    yield start
+    for state in opened:
+        await state.close()

@@ -78,7 +78,9 @@ class BalanceSource(Protocol):
 
 class _Gate:
     """Calls to Redis run side by side; registering runs alone (its snapshot of what this process
-    holds must not miss a change whose script is on its way)."""
+    holds must not miss a change whose script is on its way), and one registration at a time (a
+    second one's snapshot, taken before the first ended, would miss what calls took in between,
+    and its REGISTER, arriving after them, would drop it from Redis)."""
 
     def __init__(self) -> None:
         self._running = 0
@@ -86,10 +88,13 @@ class _Gate:
         self._idle.set()
         self._open = asyncio.Event()
         self._open.set()
+        self._alone = asyncio.Lock()
 
     @contextlib.asynccontextmanager
     async def shared(self) -> AsyncIterator[None]:
-        await self._open.wait()
+        # A woken waiter looks again: another registration may have closed the gate meanwhile.
+        while not self._open.is_set():
+            await self._open.wait()
         self._running += 1
         self._idle.clear()
         try:
@@ -101,12 +106,13 @@ class _Gate:
 
     @contextlib.asynccontextmanager
     async def alone(self) -> AsyncIterator[None]:
-        self._open.clear()
-        try:
-            await self._idle.wait()
-            yield
-        finally:
-            self._open.set()
+        async with self._alone:
+            self._open.clear()
+            try:
+                await self._idle.wait()
+                yield
+            finally:
+                self._open.set()
 
 
 def _connecting_twice(base: type[aioredis.connection.AbstractConnection]) -> type[Any]:
