@@ -39,6 +39,14 @@ async def _registered(raw: aioredis.Redis, state: SharedState, account: str) -> 
     return int(await raw.hget(f"mw:{link.epoch}:a:{account}", f"h:{link.proc}") or 0)
 
 
+async def _until_registered(raw: aioredis.Redis, state: SharedState, account: str, amount: int) -> None:
+    for _ in range(250):
+        if await _registered(raw, state, account) == amount:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"Redis never filed {amount} as held by the process")
+
+
 async def test_two_registrations_at_once_never_drop_a_reservation_made_between_them(
     processes: Processes, store: object, raw: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -74,3 +82,29 @@ async def test_two_registrations_at_once_never_drop_a_reservation_made_between_t
     # Another process can spend what is left, and not a credit more.
     assert not await _refused(other, account, 499)
     assert await _refused(other, account, 1)
+
+
+async def _charged_and_moving(state: SharedState, account: str, amount: int) -> dict[str, int]:
+    """A call charged `amount` and the usage writer moved it to the balance in Redis: its row is
+    now being written to the store (which does not have it yet)."""
+    await state.ledger.settle(await state.ledger.reserve(account, amount, "Add credits."), amount)
+    charges = {account: amount}
+    await state.ledger.writing(charges)
+    return charges
+
+
+async def test_a_failed_write_undone_after_a_rebuild_never_adds_the_charge_to_the_rebuilt_balance(
+    processes: Processes, store: object, redis_server: RedisServer, raw: aioredis.Redis
+) -> None:
+    (state,) = await processes(1)
+    account = await new_account(store, 1000)  # type: ignore[arg-type]
+    charges = await _charged_and_moving(state, account, 100)
+    before = state.link.epoch
+    redis_server.restart()  # rebuilt from a store without the charge, while its write hangs
+    await until(lambda: state.link.ready and state.link.epoch != before, 10)
+    state.ledger.write_failed(charges)  # the write fails: the row will be written again later
+    await until(lambda: state.link.credits_held[account] == 100, 5)
+    await _until_registered(raw, state, account, 100)
+    # 1000 in the store, 100 owed by the row still to be written: 900 may be spent, not 1000.
+    assert not await _refused(state, account, 900)
+    assert await _refused(state, account, 1)

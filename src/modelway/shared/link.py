@@ -296,17 +296,22 @@ class SharedLink:
                 self._unreachable(exc)
                 raise self.unavailable() from None
 
-    async def give(self, source: str, args: Sequence[Any], apply: Callable[[list[Any] | None], T]) -> T:
+    async def give(
+        self, source: str, args: Sequence[Any], apply: Callable[[list[Any] | None], T], *, epoch: str | None = None
+    ) -> T:
         """A give-back, which never fails: `apply` gets Redis's reply, or None when Redis could not be
-        told (the process then registers its holds again as soon as it can)."""
+        told (the process then registers its holds again as soon as it can). `epoch`: the one epoch
+        the give-back belongs in (default: the current one); in any other Redis refuses it (None)."""
         async with self._gate.shared():
-            epoch = self.epoch
+            current = self.epoch
+            epoch = current if epoch is None else epoch
             reply: list[Any] | None = None
             try:
                 if epoch is not None:
                     reply = await self.script(source)(args=[epoch, self.proc, *args])
                     if reply[0] in _NOT_READY:
-                        self._lost()
+                        if epoch == current:
+                            self._lost()
                         reply = None
             except (RedisError, OSError) as exc:
                 self._unreachable(exc)

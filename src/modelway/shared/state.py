@@ -188,11 +188,15 @@ class SharedLedger:
             args += [account, amount]
 
         def given(reply: list[Any] | None) -> None:
-            # Unwritten again: held by this process, as before `writing`.
+            # Unwritten again: held by this process, as before `writing`. Without Redis's word (also
+            # in another epoch) the next registration files it as held.
             for account, amount in pending.items():
                 self._link.credits_held[account] += amount
 
-        task = asyncio.ensure_future(self._link.give(scripts.CREDIT_CHANGE, args, given))
+        # Undone only in the epoch the charges moved in: a later one was rebuilt from a store without
+        # them (its balance never had them taken off), where holding them again is the whole undo.
+        epoch = started[0]
+        task = asyncio.ensure_future(self._link.give(scripts.CREDIT_CHANGE, args, given, epoch=epoch))
         self._undoing.add(task)
         task.add_done_callback(self._undoing.discard)
 
