@@ -4,13 +4,19 @@ redis-server: each test is an interleaving the second review of the shared state
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import redis.asyncio as aioredis
 
+from modelway.config import SharedConfig
 from modelway.errors import GatewayError, Reason
-from modelway.shared import SharedState
+from modelway.scale import Told, shared_add_credits
+from modelway.shared import SharedState, scripts
+from modelway.store import Store
+from modelway.store.base import CreditChange
 from tests.real.redis import RedisServer
 from tests.shared.links import Processes, new_account, until
 
@@ -48,11 +54,11 @@ async def _until_registered(raw: aioredis.Redis, state: SharedState, account: st
 
 
 async def test_two_registrations_at_once_never_drop_a_reservation_made_between_them(
-    processes: Processes, store: object, raw: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+    processes: Processes, store: Store, raw: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first, other = await processes(2)
     link = first.link
-    account = await new_account(store, 1000)  # type: ignore[arg-type]
+    account = await new_account(store, 1000)
     await first.ledger.reserve(account, 1, "Add credits.")
     epoch = link.epoch
     assert epoch is not None
@@ -94,10 +100,10 @@ async def _charged_and_moving(state: SharedState, account: str, amount: int) -> 
 
 
 async def test_a_failed_write_undone_after_a_rebuild_never_adds_the_charge_to_the_rebuilt_balance(
-    processes: Processes, store: object, redis_server: RedisServer, raw: aioredis.Redis
+    processes: Processes, store: Store, redis_server: RedisServer, raw: aioredis.Redis
 ) -> None:
     (state,) = await processes(1)
-    account = await new_account(store, 1000)  # type: ignore[arg-type]
+    account = await new_account(store, 1000)
     charges = await _charged_and_moving(state, account, 100)
     before = state.link.epoch
     redis_server.restart()  # rebuilt from a store without the charge, while its write hangs
@@ -107,4 +113,100 @@ async def test_a_failed_write_undone_after_a_rebuild_never_adds_the_charge_to_th
     await _until_registered(raw, state, account, 100)
     # 1000 in the store, 100 owed by the row still to be written: 900 may be spent, not 1000.
     assert not await _refused(state, account, 900)
+    assert await _refused(state, account, 1)
+
+
+class _CommitsThen:
+    """The store, as the CLI uses it: something happens on the servers' side right after the
+    credits are committed, before the CLI tells Redis."""
+
+    def __init__(self, store: Store, then: Callable[[], Awaitable[None]]) -> None:
+        self._store = store
+        self._then = then
+
+    async def add_credits(self, account_id: str, amount: int) -> CreditChange | None:
+        change = await self._store.add_credits(account_id, amount)
+        await self._then()
+        return change
+
+
+async def test_credits_the_operator_adds_are_counted_once_when_a_seed_lands_between_commit_and_word(
+    processes: Processes, store: Store, redis_server: RedisServer
+) -> None:
+    (state,) = await processes(1)
+    account = await new_account(store, 100)  # created after the rebuild: Redis does not know it yet
+
+    async def first_call() -> None:
+        with contextlib.suppress(GatewayError):  # refused for a moment, or admitted: either way
+            await state.ledger.settle(await state.ledger.reserve(account, 1, "Add credits."), 0)
+
+    config = SharedConfig(redis_url=redis_server.url)
+    shared = await shared_add_credits(config, _CommitsThen(store, first_call), account, 500)
+    assert shared.change is not None and shared.change.after == 600 and shared.told is Told.NOW
+    assert not await _refused(state, account, 600)
+    assert await _refused(state, account, 1)
+
+
+async def test_credits_the_operator_adds_are_counted_once_when_a_rebuild_lands_between_commit_and_word(
+    processes: Processes, store: Store, redis_server: RedisServer, raw: aioredis.Redis
+) -> None:
+    (state,) = await processes(1)
+    account = await new_account(store, 100)
+    await state.link.seed(account)
+
+    async def rebuilt() -> None:
+        before = state.link.epoch
+        await raw.delete("mw:epoch")  # as a Redis restart or a forced rebuild: read from the store now
+        await until(lambda: state.link.ready and state.link.epoch != before, 10)
+
+    config = SharedConfig(redis_url=redis_server.url)
+    shared = await shared_add_credits(config, _CommitsThen(store, rebuilt), account, 500)
+    assert shared.told is Told.NOW
+    assert not await _refused(state, account, 600)
+    assert await _refused(state, account, 1)
+
+
+async def test_a_retried_word_of_credits_counts_them_once(
+    processes: Processes, store: Store, redis_server: RedisServer
+) -> None:
+    (state,) = await processes(1)
+    account = await new_account(store, 100)
+    await state.link.seed(account)
+    change_id = "c0ffee"
+    await state.link.script(scripts.CREDIT_INTENT)(args=[account, change_id, 60_000])
+    change = await store.add_credits(account, 500)
+    assert change is not None
+    tell = state.link.script(scripts.CREDIT_ADD)
+    # The first reply was lost (the CLI asks again): the same answer, and nothing added twice.
+    assert await tell(args=[account, change.applied, change.after, change_id]) == ["OK"]
+    assert await tell(args=[account, change.applied, change.after, change_id]) == ["OK"]
+    assert not await _refused(state, account, 600)
+    assert await _refused(state, account, 1)
+
+
+async def test_a_removal_redis_cannot_hear_of_is_not_made(store: Store) -> None:
+    account = await new_account(store, 1000)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    config = SharedConfig(redis_url=f"redis://127.0.0.1:{port}/0", timeout_seconds=0.3)
+    removed = await shared_add_credits(config, store, account, -400)
+    assert removed.told is Told.REFUSED and removed.change is None
+    assert (await store.balances())[account] == 1000
+    added = await shared_add_credits(config, store, account, 400)  # an add is never spent early
+    assert added.told is Told.UNTOLD and added.change is not None and added.change.after == 1400
+
+
+async def test_a_credit_change_whose_word_never_came_has_the_state_rebuilt_from_the_store(
+    processes: Processes, store: Store
+) -> None:
+    (state,) = await processes(1)
+    account = await new_account(store, 1000)
+    await state.link.seed(account)
+    before = state.link.epoch
+    # The CLI announced a removal, committed it, and died (or lost Redis) before telling Redis.
+    await state.link.script(scripts.CREDIT_INTENT)(args=[account, "dead", 200])
+    await store.add_credits(account, -600)
+    await until(lambda: state.link.ready and state.link.epoch != before, 10)
+    assert not await _refused(state, account, 400)
     assert await _refused(state, account, 1)

@@ -427,6 +427,11 @@ class SharedLink:
                 log.warning(
                     "server process %s stopped holding credits; rebuilding the shared state from the store", reply[1]
                 )
+            elif reply[0] == "LAPSED":
+                log.warning(
+                    "an operator's credit change (%s) never reached Redis; rebuilding the shared state from the store",
+                    reply[1],
+                )
             elif reply[0] == "OK" and int(reply[1]):
                 log.warning("released what %d stopped server process(es) held", int(reply[1]))
 

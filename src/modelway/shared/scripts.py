@@ -8,6 +8,9 @@ Keys (one Redis database, not a cluster: scripts name the keys they build):
     mw:epoch                  the marker: the id of the current state; missing after a Redis restart
     mw:epoch:run              Redis's run_id when the marker was set (differs after a restart from a snapshot)
     mw:credit-adds            counts operator credit adds made while no marker stood
+    mw:credit-intents         sorted set: "<account>|<id>" of operator credit changes under way (CLI),
+                              scored by when the intent lapses (ms, Redis's clock)
+    mw:credit-done:<id>       what CREDIT_ADD answered for the change <id> (a retry gets the same answer)
     mw:rebuild                the lock of the one process rebuilding the state from the store
     mw:<E>:procs              processes that registered their holds in epoch E
     mw:<E>:a:<account>        hash: bal (balance of record as Redis knows it), held (reservations and
@@ -30,6 +33,7 @@ __all__ = [
     "BUDGET_SETTLE",
     "CREDIT_ADD",
     "CREDIT_CHANGE",
+    "CREDIT_INTENT",
     "CREDIT_RESERVE",
     "CREDIT_SEED",
     "CREDIT_SETTLE",
@@ -40,6 +44,12 @@ __all__ = [
     "REBUILD_GIVE_UP",
     "REGISTER",
 ]
+
+# Redis's clock in milliseconds (scripts may read it: Redis 7 replicates their effects, not the scripts).
+_NOW = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+"""
 
 _GATE = """
 local epoch, proc = ARGV[1], ARGV[2]
@@ -154,32 +164,75 @@ return {'OK'}
 )
 
 # ARGV: epoch, account, balance read from the store. Sets the balance of an account this epoch
-# does not know yet (created after the rebuild); never overwrites one. {'OK'}.
-CREDIT_SEED = """
+# does not know yet (created after the rebuild); never overwrites one. While the operator changes the
+# account's credits (a live intent, see CREDIT_INTENT) the store may or may not have the change yet:
+# nothing is set, and the caller is refused for a moment. {'OK'}, {'STALE'} or {'BUSY'}.
+CREDIT_SEED = (
+    _NOW
+    + """
 if redis.call('GET', 'mw:epoch') ~= ARGV[1] then return {'STALE'} end
+local mine = ARGV[2] .. '|'
+for _, intent in ipairs(redis.call('ZRANGEBYSCORE', 'mw:credit-intents', '(' .. now, '+inf')) do
+  if string.sub(intent, 1, #mine) == mine then return {'BUSY'} end
+end
 redis.call('HSETNX', 'mw:' .. ARGV[1] .. ':a:' .. ARGV[2], 'bal', ARGV[3])
 return {'OK'}
 """
+)
 
-# ARGV: account, amount the store applied, balance in the store after it. Credits the operator
-# (CLI) changed in the store, after the store committed. An account this epoch does not know yet
-# gets the store's balance (a seed racing with this sets nothing over it; one before it gets the
-# amount added). Without a marker, a rebuild under way may have read the store before the commit:
-# mw:credit-adds is bumped, and that rebuild starts over (EPOCH_INSTALL). {'OK'} or {'NOEPOCH'}.
-CREDIT_ADD = """
-local epoch = redis.call('GET', 'mw:epoch')
-if not epoch then
-  redis.call('INCR', 'mw:credit-adds')
-  return {'NOEPOCH'}
-end
-local key = 'mw:' .. epoch .. ':a:' .. ARGV[1]
-if redis.call('HEXISTS', key, 'bal') == 0 then
-  redis.call('HSET', key, 'bal', ARGV[3])
-else
-  redis.call('HINCRBY', key, 'bal', ARGV[2])
-end
+# ARGV: account, change id, how long the intent lives (ms). The operator (CLI) is about to change the
+# account's credits in the store: until CREDIT_ADD says how, no seed sets the account's balance from
+# the store (it may have read it before or after the commit), and a rebuild installed meanwhile
+# forgets it (EPOCH_INSTALL), so that it is seeded from the store afterwards. An intent that lapses
+# without its CREDIT_ADD (the CLI died, or lost Redis) has the state rebuilt from the store (REAP).
+# {'OK'}.
+CREDIT_INTENT = (
+    _NOW
+    + """
+redis.call('ZADD', 'mw:credit-intents', now + tonumber(ARGV[3]), ARGV[1] .. '|' .. ARGV[2])
 return {'OK'}
 """
+)
+
+# ARGV: account, amount the store applied, balance in the store after it, change id. Credits the
+# operator (CLI) changed in the store, after the store committed, announced by CREDIT_INTENT:
+# - OK: counted now (added to the balance this epoch knows; an account it does not know yet, or
+#   forgot, gets the store's balance after the change, and no seed can have set one meanwhile).
+# - NOEPOCH: no marker, a rebuild is under way or due; mw:credit-adds is bumped, so a rebuild that
+#   read the store before the commit starts over (EPOCH_INSTALL). Counted once it is rebuilt.
+# - REBUILD: the intent lapsed or was never made (Redis was unreachable): a seed or rebuild since may
+#   or may not have read the change, so the marker is dropped and the state rebuilt from the store.
+# The answer is kept for an hour under the change id: a retry after a lost reply gets it again and
+# changes nothing.
+CREDIT_ADD = (
+    _NOW
+    + """
+local done = 'mw:credit-done:' .. ARGV[4]
+local answered = redis.call('GET', done)
+if answered then return {answered} end
+local intent = ARGV[1] .. '|' .. ARGV[4]
+local lapses = tonumber(redis.call('ZSCORE', 'mw:credit-intents', intent) or '0')
+redis.call('ZREM', 'mw:credit-intents', intent)
+local epoch = redis.call('GET', 'mw:epoch')
+local outcome = 'OK'
+if not epoch then
+  redis.call('INCR', 'mw:credit-adds')
+  outcome = 'NOEPOCH'
+elseif lapses <= now then
+  redis.call('DEL', 'mw:epoch')
+  outcome = 'REBUILD'
+else
+  local key = 'mw:' .. epoch .. ':a:' .. ARGV[1]
+  if redis.call('HEXISTS', key, 'bal') == 0 then
+    redis.call('HSET', key, 'bal', ARGV[3])
+  else
+    redis.call('HINCRBY', key, 'bal', ARGV[2])
+  end
+end
+redis.call('SET', done, outcome, 'EX', 3600)
+return {outcome}
+"""
+)
 
 # ARGV: epoch, proc, account count, (account, held)..., then (key, held)... What this process holds,
 # as absolute values (idempotent): its part of every total is replaced, and its part of a hash it
@@ -216,15 +269,23 @@ return {'OK'}
 
 # ARGV: new epoch, proc (the lock holder), Redis's run_id, mw:credit-adds as read before the store.
 # Makes the rebuilt state current if this process still holds the rebuild lock and no operator
-# credits arrived meanwhile. {'OK'}, {'LOST'} or {'AGAIN'} (lock dropped: rebuild once more).
-EPOCH_INSTALL = """
+# credits arrived meanwhile. Accounts whose credits the operator is changing right now (a live
+# intent) are forgotten: the store was read before or after that commit, nobody knows which; their
+# CREDIT_ADD sets the balance after it. {'OK'}, {'LOST'} or {'AGAIN'} (lock dropped: rebuild once more).
+EPOCH_INSTALL = (
+    _NOW
+    + """
 if redis.call('GET', 'mw:rebuild') ~= ARGV[2] then return {'LOST'} end
 redis.call('DEL', 'mw:rebuild')
 if (redis.call('GET', 'mw:credit-adds') or '0') ~= ARGV[4] then return {'AGAIN'} end
+for _, intent in ipairs(redis.call('ZRANGEBYSCORE', 'mw:credit-intents', '(' .. now, '+inf')) do
+  redis.call('HDEL', 'mw:' .. ARGV[1] .. ':a:' .. string.match(intent, '^(.*)|[^|]*$'), 'bal')
+end
 redis.call('SET', 'mw:epoch', ARGV[1])
 redis.call('SET', 'mw:epoch:run', ARGV[3])
 return {'OK'}
 """
+)
 
 # ARGV: epoch. Drops the marker if it is still this epoch, so that the state is rebuilt from the
 # store (a charge may have been written while the state was being rebuilt). {'OK'}.
@@ -242,9 +303,19 @@ return {'OK'}
 # ARGV: epoch. Releases what processes that stopped refreshing their alive key (crashed) held.
 # Tokens are given back at once. Credits held by a gone process may be charges it wrote to the
 # store without telling Redis (it stopped while Redis did not answer): the marker is dropped so
-# that the state is rebuilt from the store. {'OK', processes released}, {'REBUILD', proc}, {'STALE'}.
-REAP = """
+# that the state is rebuilt from the store. So it is when an operator's credit change lapsed
+# without its CREDIT_ADD (the store may have it, Redis does not).
+# {'OK', processes released}, {'REBUILD', proc}, {'LAPSED', account}, {'STALE'}.
+REAP = (
+    _NOW
+    + """
 if redis.call('GET', 'mw:epoch') ~= ARGV[1] then return {'STALE'} end
+local lapsed = redis.call('ZRANGEBYSCORE', 'mw:credit-intents', '-inf', now, 'LIMIT', 0, 1)
+if #lapsed > 0 then
+  redis.call('ZREMRANGEBYSCORE', 'mw:credit-intents', '-inf', now)
+  redis.call('DEL', 'mw:epoch')
+  return {'LAPSED', string.match(lapsed[1], '^(.*)|[^|]*$')}
+end
 local prefix = 'mw:' .. ARGV[1] .. ':'
 local gone = 0
 for _, proc in ipairs(redis.call('SMEMBERS', prefix .. 'procs')) do
@@ -272,3 +343,4 @@ for _, proc in ipairs(redis.call('SMEMBERS', prefix .. 'procs')) do
 end
 return {'OK', gone}
 """
+)
