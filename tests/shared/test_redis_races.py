@@ -210,3 +210,22 @@ async def test_a_credit_change_whose_word_never_came_has_the_state_rebuilt_from_
     await until(lambda: state.link.ready and state.link.epoch != before, 10)
     assert not await _refused(state, account, 400)
     assert await _refused(state, account, 1)
+
+
+async def test_a_charge_being_written_across_a_rebuild_is_held_until_its_write_ends(
+    processes: Processes, store: Store, redis_server: RedisServer
+) -> None:
+    first, second = await processes(2)
+    account = await new_account(store, 1000)
+    charges = await _charged_and_moving(first, account, 100)
+    before = first.link.epoch
+    redis_server.restart()  # rebuilt from a store that does not have the charge: its write hangs
+    await until(lambda: first.link.ready and second.link.ready and first.link.epoch != before, 10)
+    # 1000 in the store, 100 on its way there: 900 may be spent, by any process.
+    assert not await _refused(second, account, 900)
+    assert await _refused(second, account, 1)
+    await store.record_calls([], {}, charges)  # the write ends, slowly: the state is rebuilt once more
+    first.ledger.charges_written(charges)
+    rebuilt = first.link.epoch
+    await until(lambda: first.link.ready and second.link.ready and first.link.epoch != rebuilt, 10)
+    assert await _refused(second, account, 1)

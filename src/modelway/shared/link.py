@@ -167,6 +167,9 @@ class SharedLink:
         # and tokens per key (held by its calls under way).
         self.credits_held: Counter[str] = Counter()
         self.tokens_held: Counter[str] = Counter()
+        # Charges whose rows are being written, per epoch they left `held` for `bal` in. A rebuild may
+        # have read the store before their rows: in any other epoch they are registered as held.
+        self.credits_moving: dict[str, Counter[str]] = {}
         self._dirty = False
         # Set when a charge write straddled an epoch change slowly: the epoch it began in.
         self._doubtful_since: str | None = None
@@ -442,7 +445,11 @@ class SharedLink:
 
     async def _register(self, epoch: str) -> None:
         async with self._gate.alone():
-            accounts = [(a, n) for a, n in self.credits_held.items() if n]
+            held = Counter(self.credits_held)
+            for moved_in, moving in self.credits_moving.items():
+                if moved_in != epoch:
+                    held.update({account: amount for account, amount in moving.items() if amount > 0})
+            accounts = [(a, n) for a, n in held.items() if n]
             keys = [(k, n) for k, n in self.tokens_held.items() if n]
             args: list[Any] = [epoch, self.proc, len(accounts)]
             for name, amount in (*accounts, *keys):

@@ -148,7 +148,7 @@ return {'OK', charged, available - charged}
 
 # ARGV: epoch, proc, sign, then (account, amount) pairs. sign 1: charges about to be written to
 # the store leave `held` for `bal` (a refund, a negative charge, too); sign -1 undoes that after
-# the write failed. {'OK'}.
+# the write failed. {'OK', epoch} (the epoch they moved in: see SharedLink.credits_moving).
 CREDIT_CHANGE = (
     _GATE
     + """
@@ -159,7 +159,7 @@ for i = 4, #ARGV, 2 do
   redis.call('HINCRBY', key, 'held', 0 - amount)
   redis.call('HINCRBY', key, mine, 0 - amount)
 end
-return {'OK'}
+return {'OK', epoch}
 """
 )
 
