@@ -229,3 +229,30 @@ async def test_a_charge_being_written_across_a_rebuild_is_held_until_its_write_e
     rebuilt = first.link.epoch
     await until(lambda: first.link.ready and second.link.ready and first.link.epoch != rebuilt, 10)
     assert await _refused(second, account, 1)
+
+
+async def _keys_of(raw: aioredis.Redis, epoch: str) -> list[str]:
+    return [key async for key in raw.scan_iter(match=f"mw:{epoch}:*", count=1000)]
+
+
+async def test_the_keys_of_an_epoch_rebuilt_away_are_deleted(
+    processes: Processes, store: Store, raw: aioredis.Redis
+) -> None:
+    first, second = await processes(2)
+    accounts = [await new_account(store, 1000) for _ in range(5)]
+    for number, account in enumerate(accounts):
+        await (first if number % 2 else second).ledger.reserve(account, 10, "Add credits.")
+    await first.budgets.hold("key_" + accounts[0], 1000, 10)
+    old = first.link.epoch
+    assert old is not None and len(await _keys_of(raw, old)) >= 8
+    await raw.delete("mw:epoch")  # a rebuild forced without a Redis restart (a doubt, a reaped worker)
+    await until(lambda: first.link.ready and second.link.ready and first.link.epoch != old, 10)
+    for _ in range(250):
+        left = await _keys_of(raw, old)
+        if not left:
+            break
+        await asyncio.sleep(0.02)
+    assert left == []
+    # The new epoch works, with what each process holds registered again.
+    assert not await _refused(first, accounts[0], 990)
+    assert await _refused(second, accounts[0], 1)

@@ -178,6 +178,7 @@ class SharedLink:
         self._catching_up = asyncio.Lock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._sweeping: asyncio.Task[None] | None = None
         self._reachable = True
         # A CREDIT_CHANGE that may or may not have run in this epoch: its balance cannot be trusted.
         self._moved_unsure: str | None = None
@@ -201,11 +202,12 @@ class SharedLink:
         self._task = asyncio.create_task(self._maintain(), name="shared-state")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._task, self._sweeping):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._sweeping = None
         await self.redis.aclose()
 
     def freeze(self) -> None:
@@ -505,6 +507,8 @@ class SharedLink:
             pipe.set(f"mw:{epoch}:u:{today}:{key}", tokens, ex=2 * DAY_SECONDS)
         await pipe.execute()
         reply = await self.script(scripts.EPOCH_INSTALL)(args=[epoch, self.proc, run_id, adds])
+        if self._sweeping is None or self._sweeping.done():
+            self._sweeping = asyncio.create_task(self._sweep(), name="shared-state-sweep")
         if reply[0] == "AGAIN":
             log.warning("credits were added while the shared state was rebuilt; rebuilding it again")
             self._wake.set()
@@ -516,6 +520,27 @@ class SharedLink:
                 time.monotonic() - started,
             )
             await self._register(epoch)
+
+    async def _sweep(self) -> None:
+        """Deletes the keys of epochs filed as old by EPOCH_INSTALL, a batch at a time (a rebuild
+        forced without a Redis restart leaves O(accounts) of them). No script writes in an epoch
+        that is not current, so nothing comes back."""
+        try:
+            # decode_responses: one member as str, or None.
+            while (found := await self.redis.srandmember("mw:epochs:old")) is not None:
+                old = str(found)
+                batch: list[str] = []
+                async for key in self.redis.scan_iter(match=f"mw:{old}:*", count=1000):
+                    batch.append(key)
+                    if len(batch) >= 500:
+                        await self.redis.unlink(*batch)
+                        batch = []
+                if batch:
+                    await self.redis.unlink(*batch)
+                await self.redis.srem("mw:epochs:old", old)
+        except (RedisError, OSError) as exc:
+            # Left for the next rebuild's sweep: the epochs stay filed until their keys are gone.
+            log.info("deleting the keys of old shared state epochs stopped (%s); resumed after the next rebuild", exc)
 
     async def seed(self, account_id: str) -> None:
         """Tells Redis the balance of an account created after the last rebuild (from the store)."""

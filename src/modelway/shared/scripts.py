@@ -12,6 +12,8 @@ Keys (one Redis database, not a cluster: scripts name the keys they build):
                               scored by when the intent lapses (ms, Redis's clock)
     mw:credit-done:<id>       what CREDIT_ADD answered for the change <id> (a retry gets the same answer)
     mw:rebuild                the lock of the one process rebuilding the state from the store
+    mw:epoch:last             the epoch installed last (still current, or rebuilt away since)
+    mw:epochs:old             epochs whose keys are garbage (rebuilt away, or built by a rebuild that lost)
     mw:<E>:procs              processes that registered their holds in epoch E
     mw:<E>:a:<account>        hash: bal (balance of record as Redis knows it), held (reservations and
                               charges not yet written, of every process), h:<proc> (one process's part)
@@ -271,13 +273,23 @@ return {'OK'}
 # Makes the rebuilt state current if this process still holds the rebuild lock and no operator
 # credits arrived meanwhile. Accounts whose credits the operator is changing right now (a live
 # intent) are forgotten: the store was read before or after that commit, nobody knows which; their
-# CREDIT_ADD sets the balance after it. {'OK'}, {'LOST'} or {'AGAIN'} (lock dropped: rebuild once more).
+# CREDIT_ADD sets the balance after it. The epoch it replaces, or the new one if it is not installed,
+# is filed for deletion (mw:epochs:old). {'OK'}, {'LOST'} or {'AGAIN'} (lock dropped: rebuild once more).
 EPOCH_INSTALL = (
     _NOW
     + """
-if redis.call('GET', 'mw:rebuild') ~= ARGV[2] then return {'LOST'} end
+if redis.call('GET', 'mw:rebuild') ~= ARGV[2] then
+  redis.call('SADD', 'mw:epochs:old', ARGV[1])
+  return {'LOST'}
+end
 redis.call('DEL', 'mw:rebuild')
-if (redis.call('GET', 'mw:credit-adds') or '0') ~= ARGV[4] then return {'AGAIN'} end
+if (redis.call('GET', 'mw:credit-adds') or '0') ~= ARGV[4] then
+  redis.call('SADD', 'mw:epochs:old', ARGV[1])
+  return {'AGAIN'}
+end
+local last = redis.call('GET', 'mw:epoch:last')
+if last and last ~= ARGV[1] then redis.call('SADD', 'mw:epochs:old', last) end
+redis.call('SET', 'mw:epoch:last', ARGV[1])
 for _, intent in ipairs(redis.call('ZRANGEBYSCORE', 'mw:credit-intents', '(' .. now, '+inf')) do
   redis.call('HDEL', 'mw:' .. ARGV[1] .. ':a:' .. string.match(intent, '^(.*)|[^|]*$'), 'bal')
 end
