@@ -256,3 +256,22 @@ async def test_the_keys_of_an_epoch_rebuilt_away_are_deleted(
     # The new epoch works, with what each process holds registered again.
     assert not await _refused(first, accounts[0], 990)
     assert await _refused(second, accounts[0], 1)
+
+
+async def test_a_take_given_up_on_that_reaches_redis_after_the_next_registration_does_nothing(
+    processes: Processes, store: Store, raw: aioredis.Redis
+) -> None:
+    first, other = await processes(2)
+    link = first.link
+    account = await new_account(store, 1000)
+    await first.ledger.reserve(account, 100, "Add credits.")
+    epoch, sent_as = link.epoch, link.caller
+    assert epoch is not None
+    await link._register(epoch)  # registered again (after a timeout, say): what it holds, 100
+    # The reservation the process gave up on, still in Redis's input buffer, runs only now.
+    reserve = raw.register_script(scripts.CREDIT_RESERVE)
+    late = await reserve(args=[epoch, sent_as, account, 400])
+    assert late[0] != "OK"
+    assert await _registered(raw, first, account) == 100
+    assert not await _refused(other, account, 900)  # no 400 leaked as held by nobody
+    assert await _refused(other, account, 1)

@@ -160,6 +160,10 @@ class SharedLink:
         self.redis = shared_client(config)
         # Who this process is in Redis (its part of every held total is filed under this id).
         self.proc = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+        # How scripts name the caller: the process and its registration's generation (one more with
+        # each registration; a script still on its way under an older one does nothing, see scripts._GATE).
+        self._generation = 0
+        self.caller = f"{self.proc}#0"
         self._scripts: dict[str, AsyncScript] = {}
         # The epoch this process registered in; None while it has not (calls are refused meanwhile).
         self.epoch: str | None = None
@@ -267,7 +271,7 @@ class SharedLink:
                 if epoch is None:
                     raise self.unavailable()
                 try:
-                    reply: list[Any] = await self.script(source)(args=[epoch, self.proc, *args])
+                    reply: list[Any] = await self.script(source)(args=[epoch, self.caller, *args])
                 except asyncio.CancelledError:
                     self._unanswered(source, epoch)
                     raise
@@ -313,7 +317,7 @@ class SharedLink:
             reply: list[Any] | None = None
             try:
                 if epoch is not None:
-                    reply = await self.script(source)(args=[epoch, self.proc, *args])
+                    reply = await self.script(source)(args=[epoch, self.caller, *args])
                     if reply[0] in _NOT_READY:
                         if epoch == current:
                             self._lost()
@@ -453,7 +457,9 @@ class SharedLink:
                     held.update({account: amount for account, amount in moving.items() if amount > 0})
             accounts = [(a, n) for a, n in held.items() if n]
             keys = [(k, n) for k, n in self.tokens_held.items() if n]
-            args: list[Any] = [epoch, self.proc, len(accounts)]
+            self._generation += 1
+            caller = f"{self.proc}#{self._generation}"
+            args: list[Any] = [epoch, caller, len(accounts)]
             for name, amount in (*accounts, *keys):
                 args += [name, amount]
             self._dirty = False
@@ -466,7 +472,7 @@ class SharedLink:
             if reply[0] == "OK":
                 if self.epoch != epoch:
                     log.info("shared state: registered in epoch %s", epoch)
-                self.epoch = epoch
+                self.epoch, self.caller = epoch, caller
             else:
                 self._dirty = True
                 self.epoch = None

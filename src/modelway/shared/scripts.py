@@ -20,6 +20,7 @@ Keys (one Redis database, not a cluster: scripts name the keys they build):
     mw:<E>:k:<key>            hash: held (tokens held by calls under way), h:<proc>
     mw:<E>:t:<proc>           set: the a:<account> and k:<key> hashes where the process has an h:<proc>
     mw:<E>:alive:<proc>       set by the process every second, expiring after process_timeout_seconds
+    mw:<E>:gen:<proc>         the generation of the process's last registration in E (see _GATE)
     mw:<E>:u:<day>:<key>      tokens the key used that UTC day
     mw:r:<window>:<scope>     requests counted in one minute window (expires with it)
 
@@ -53,13 +54,18 @@ local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 """
 
+# ARGV[2] of the scripts that take or give is "<proc>#<generation>": the registration the caller sent
+# it under. A script sent under an older one (its caller gave up on it, then registered again: the
+# registration's absolute amounts already undid it) does nothing if it reaches Redis after that.
 _GATE = """
-local epoch, proc = ARGV[1], ARGV[2]
+local epoch = ARGV[1]
+local proc, generation = string.match(ARGV[2], '^(.*)#(%d+)$')
 local current = redis.call('GET', 'mw:epoch')
 if not current then return {'NOEPOCH'} end
 if current ~= epoch then return {'STALE'} end
-if redis.call('SISMEMBER', 'mw:' .. epoch .. ':procs', proc) == 0 then return {'UNREGISTERED'} end
 local prefix = 'mw:' .. epoch .. ':'
+if redis.call('SISMEMBER', prefix .. 'procs', proc) == 0 then return {'UNREGISTERED'} end
+if redis.call('GET', prefix .. 'gen:' .. proc) ~= generation then return {'UNREGISTERED'} end
 local mine = 'h:' .. proc
 local touched = prefix .. 't:' .. proc
 """
@@ -236,13 +242,19 @@ return {outcome}
 """
 )
 
-# ARGV: epoch, proc, account count, (account, held)..., then (key, held)... What this process holds,
-# as absolute values (idempotent): its part of every total is replaced, and its part of a hash it
-# touched and no longer names (a take whose reply it never saw) is dropped. {'OK'}.
+# ARGV: epoch, "<proc>#<generation>", account count, (account, held)..., then (key, held)... What this
+# process holds, as absolute values (idempotent): its part of every total is replaced, and its part of
+# a hash it touched and no longer names (a take whose reply it never saw) is dropped. The generation
+# grows with each registration of the process: scripts sent under an older one are refused from now
+# on (_GATE), and so is an older registration arriving late. {'OK'}, {'STALE'} or {'OLD'}.
 REGISTER = """
-local epoch, proc = ARGV[1], ARGV[2]
+local epoch = ARGV[1]
+local proc, generation = string.match(ARGV[2], '^(.*)#(%d+)$')
 if redis.call('GET', 'mw:epoch') ~= epoch then return {'STALE'} end
 local prefix, mine = 'mw:' .. epoch .. ':', 'h:' .. proc
+local registered = prefix .. 'gen:' .. proc
+if tonumber(redis.call('GET', registered) or '-1') >= tonumber(generation) then return {'OLD'} end
+redis.call('SET', registered, generation)
 local touched = prefix .. 't:' .. proc
 local accounts = tonumber(ARGV[3])
 local named = {}
@@ -348,7 +360,7 @@ for _, proc in ipairs(redis.call('SMEMBERS', prefix .. 'procs')) do
       if held ~= 0 then redis.call('HINCRBY', key, 'held', 0 - held) end
       redis.call('HDEL', key, mine)
     end
-    redis.call('DEL', touched)
+    redis.call('DEL', touched, prefix .. 'gen:' .. proc)
     redis.call('SREM', prefix .. 'procs', proc)
     gone = gone + 1
   end
