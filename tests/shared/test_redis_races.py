@@ -14,11 +14,11 @@ import redis.asyncio as aioredis
 from modelway.config import SharedConfig
 from modelway.errors import GatewayError, Reason
 from modelway.scale import Told, shared_add_credits
-from modelway.shared import SharedState, scripts
-from modelway.store import Store
+from modelway.shared import SharedState, open_shared_state, scripts
+from modelway.store import Store, StoreUnavailable
 from modelway.store.base import CreditChange
 from tests.real.redis import RedisServer
-from tests.shared.links import Processes, new_account, until
+from tests.shared.links import Processes, StoppedClock, new_account, nothing, until
 
 
 @pytest.fixture
@@ -275,3 +275,42 @@ async def test_a_take_given_up_on_that_reaches_redis_after_the_next_registration
     assert await _registered(raw, first, account) == 100
     assert not await _refused(other, account, 900)  # no 400 leaked as held by nobody
     assert await _refused(other, account, 1)
+
+
+class _StoreGoesDown:
+    """The store as a rebuild reads it, with PostgreSQL down for a while (what the real stores raise)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.down = False
+
+    async def balances(self) -> dict[str, int]:
+        if self.down:
+            raise StoreUnavailable()
+        return await self._store.balances()
+
+    async def tokens_since(self, since: float) -> dict[str, int]:
+        return await self._store.tokens_since(since)
+
+
+async def test_a_rebuild_failing_on_an_unreachable_store_says_so_once_and_recovers(
+    redis_server: RedisServer, store: Store, raw: aioredis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = _StoreGoesDown(store)
+    config = SharedConfig(redis_url=redis_server.url, rebuild_quiet_seconds=0.05, timeout_seconds=0.3)
+    state = open_shared_state(config, source, StoppedClock(1_800_000_030.0), nothing)
+    await state.start()
+    try:
+        await until(lambda: state.link.ready, 10)
+        source.down = True
+        await raw.delete("mw:epoch")
+        await asyncio.sleep(1.5)  # a dozen rebuild attempts, each failing on the store
+        assert not state.link.ready
+        source.down = False
+        await until(lambda: state.link.ready, 10)
+    finally:
+        await state.close()
+    records = [record for record in caplog.records if record.name == "modelway.shared.link"]
+    failing = [record for record in records if "store is unreachable" in record.getMessage()]
+    assert len(failing) == 1, [record.getMessage() for record in records]
+    assert all(record.exc_info is None for record in records)

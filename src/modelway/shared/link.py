@@ -51,6 +51,7 @@ from modelway.core.budgets import DAY_SECONDS, day_start
 from modelway.core.clock import Clock
 from modelway.errors import GatewayError, Reason
 from modelway.shared import scripts
+from modelway.store.base import StoreUnavailable
 
 __all__ = ["BalanceSource", "SharedLink", "shared_client"]
 
@@ -183,6 +184,7 @@ class SharedLink:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._sweeping: asyncio.Task[None] | None = None
+        self._store_down = False
         self._reachable = True
         # A CREDIT_CHANGE that may or may not have run in this epoch: its balance cannot be trusted.
         self._moved_unsure: str | None = None
@@ -362,8 +364,14 @@ class SharedLink:
                 if not self._reachable:
                     log.info("shared state at %s answers again", self._config.shown_url)
                     self._reachable = True
+                self._store_down = False
             except (RedisError, OSError) as exc:
                 self._unreachable(exc)
+            except StoreUnavailable:
+                # A rebuild could not read the store (PostgreSQL down): retried, and said once per outage.
+                if not self._store_down:
+                    self._store_down = True
+                    log.warning("shared state cannot be rebuilt while the store is unreachable; retrying")
             except Exception:
                 log.exception("shared state upkeep failed")
             healthy = self.epoch is not None and not self._dirty
