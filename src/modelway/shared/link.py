@@ -17,7 +17,9 @@ the balance of record, written with each usage row):
   today's tokens from the store, writes them under a new epoch and sets the
   marker. Every process then registers again, and calls go on.
 - A charge leaves `held` for `bal` in Redis just before its row is written
-  (and back, if the write fails). A write that straddled a rebuild and took
+  (and back, if the write fails, in the epoch it left in; in any later one
+  it is simply held again). While its row is being written, registering in
+  any other epoch counts it as held. A write that straddled a rebuild and took
   longer than half the quiet time may or may not be in what the rebuild
   read: the process then forces one more rebuild, which reads it for sure.
 - Giving back (settling, refunding) never fails a call: it changes this
