@@ -289,6 +289,11 @@ class _StoreGoesDown:
             raise StoreUnavailable()
         return await self._store.balances()
 
+    async def balance(self, account_id: str) -> int | None:
+        if self.down:
+            raise StoreUnavailable()
+        return await self._store.balance(account_id)
+
     async def tokens_since(self, since: float) -> dict[str, int]:
         return await self._store.tokens_since(since)
 

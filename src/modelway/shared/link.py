@@ -32,10 +32,12 @@ What a failure costs depends on what it says about Redis:
   to run it): nothing was sent or run, so only that call is refused.
 - A reply slower than `timeout_seconds`: the script was sent and may run
   (now or later). That call is refused and the process is marked dirty: as
-  soon as Redis answers again it registers its holds and counts (absolute
-  amounts: that undoes a take its memory does not know of) and settles a
-  balance move whose reply it lost (CREDIT_RECONCILE, by the move's id).
-  The epoch stands: the next call is admitted as soon as Redis answers.
+  soon as Redis answers again it settles a balance move whose reply it lost
+  (CREDIT_RECONCILE, by the move's id), then registers its holds and counts
+  under a new generation (absolute amounts: that undoes a take its memory
+  does not know of; a script of an older generation that reaches Redis
+  later does nothing). The epoch stands: the next call is admitted as soon
+  as Redis answers.
 - A lost connection (refused, reset: Redis restarted or went away): the
   epoch is dropped, and calls are refused until the process has checked the
   marker (and Redis's run id) and registered again.

@@ -182,8 +182,9 @@ return {'OK', epoch}
 """
 )
 
-# ARGV: epoch, proc, operation id, sign, wanted (1: the move must have happened, 0: it must not),
-# then the CREDIT_CHANGE's (account, amount) pairs. Settles a CREDIT_CHANGE whose reply never came
+# ARGV: epoch, proc (no generation: it runs just before the registration that makes a new one),
+# operation id, sign, wanted (1: the move must have happened, 0: it must not), then the
+# CREDIT_CHANGE's (account, amount) pairs. Settles a CREDIT_CHANGE whose reply never came
 # (a timeout: it may have run, or may still arrive): run now if it never ran and the process counted
 # it as done, undone if it ran and the process counted it as not done; either way filed as settled,
 # so a late copy does nothing. {'OK'} or {'STALE'} (another epoch: the rebuild read the store).
