@@ -508,12 +508,14 @@ class SharedLink:
 
     async def _maintain(self) -> None:
         while True:
+            failed = True
             try:
                 if not self._reachable:
                     # Idle pooled connections to a Redis that went away are dead: without retries each
                     # would fail one call (or the rebuild's next step) before reconnecting.
                     await self.redis.connection_pool.disconnect(inuse_connections=False)
                 await self._sync()
+                failed = False
                 if not self._reachable or self._slow_logged:
                     log.info("shared state at %s answers again", self._config.shown_url)
                     self._reachable, self._slow_logged = True, False
@@ -530,11 +532,16 @@ class SharedLink:
                     log.warning("shared state cannot be rebuilt while the store is unreachable; retrying")
             except Exception:
                 log.exception("shared state upkeep failed")
-            healthy = self.in_step
-            # Often enough that this process's alive key never lapses while it runs.
-            check = min(_CHECK_SECONDS, self._config.process_timeout_seconds / 3)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), check if healthy else _RETRY_SECONDS)
+            if failed or not self.in_step:
+                # Tried again after a pause however often it is woken: a failed round wakes it itself
+                # (`_lost`), as does every call refused meanwhile, and a refused connection fails in
+                # microseconds, so waiting for a wake-up here would spin a core while Redis is down.
+                await asyncio.sleep(_RETRY_SECONDS)
+            else:
+                # Often enough that this process's alive key never lapses while it runs.
+                check = min(_CHECK_SECONDS, self._config.process_timeout_seconds / 3)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), check)
             self._wake.clear()
 
     async def _warn_if_persistent(self) -> None:
