@@ -21,7 +21,14 @@ from modelway.edge import EdgeError, EdgeFiles, Envoy, check_workdir, render_env
 from modelway.errors import GatewayError
 from modelway.ops import configure_logging
 from modelway.ops.http import NotReady, wait_until_ready
-from modelway.scale import check_worker_ports, run_workers, serve_workers, shared_credits_added, shared_keys_changed
+from modelway.scale import (
+    Told,
+    check_worker_ports,
+    run_workers,
+    serve_workers,
+    shared_add_credits,
+    shared_keys_changed,
+)
 from modelway.store import AccountRecord, KeyRecord, StoreUnavailable, open_store
 from modelway.workers import needs_shared_state
 
@@ -93,15 +100,20 @@ async def _accounts(config: Config) -> list[tuple[AccountRecord, int]]:
 async def _add_credits(config: Config, account_id: str, credits: float) -> int:
     amount = round(credits * MICRO)
     async with open_store(config.store) as store:
-        change = await store.add_credits(account_id, amount)
+        if not config.shared.redis_url:
+            change = await store.add_credits(account_id, amount)
+        else:
+            shared = await shared_add_credits(config.shared, store, account_id, amount)
+            if shared.told is Told.REFUSED:
+                raise CliError(
+                    f"credits not removed: Redis ({config.shared.shown_url}) is unreachable, and running servers "
+                    "would go on spending them; try again when it answers"
+                )
+            change = shared.change
+            if change is not None and shared.told is not Told.NOW:
+                print(f"modelway: credits changed in the store; running servers: {shared.told.value}", file=sys.stderr)
     if change is None:
         raise CliError(f"no account {account_id}")
-    if config.shared.redis_url and not await shared_credits_added(config.shared, account_id, change):
-        print(
-            f"modelway: credits changed in the store; Redis ({config.shared.shown_url}) is unreachable or "
-            "being rebuilt, so running servers count them once its state is rebuilt from the store",
-            file=sys.stderr,
-        )
     return change.after
 
 

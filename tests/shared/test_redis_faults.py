@@ -246,3 +246,26 @@ async def test_the_concurrent_first_calls_of_a_new_account_seed_it_once_and_spen
     assert sum(results) == 60
     assert store.one_reads == 1  # one row read for 120 first calls
     assert store.all_reads == all_reads  # and never every balance
+
+
+async def test_a_redis_that_is_down_is_retried_at_a_pace_not_in_a_loop(tmp_path: Path, store: SqliteStore) -> None:
+    """Each failed round of upkeep wakes the upkeep again: with Redis down (connections refused at
+    once) a process once spun a core retrying, for as long as Redis stayed away."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    config = SharedConfig(redis_url=server.url, rebuild_quiet_seconds=QUIET, timeout_seconds=0.3)
+    state = open_shared_state(config, store, StoppedClock(1_800_000_030.0), nothing)
+    await state.start()
+    try:
+        await until(lambda: state.link.ready, 10)
+        server.stop()
+        await until(lambda: state.link.epoch is None, 10)
+        used = time.process_time()
+        await asyncio.sleep(2.0)
+        used = time.process_time() - used
+        assert used < 0.4, f"{used:.2f} s of CPU in 2 s while Redis was down"
+        server.start()
+        await until(lambda: state.link.ready, 15)
+    finally:
+        await state.close()
+        server.stop()

@@ -244,14 +244,14 @@ async def test_a_charge_written_across_a_rebuild_is_counted_by_one_more_rebuild(
 async def test_credits_the_operator_adds_reach_redis(
     processes: Processes, store: SqliteStore, redis_server: RedisServer
 ) -> None:
-    from modelway.scale import shared_credits_added
+    from modelway.scale import Told, shared_add_credits
 
     (state,) = await processes(1)
     account = await _account(store, 100)
     await state.ledger.reserve(account, 100, "Add credits.")  # known to Redis now: 100, all held
-    change = await store.add_credits(account, 500)
-    assert change is not None and change.after == 600
-    assert await shared_credits_added(SharedConfig(redis_url=redis_server.url), account, change)
+    shared = await shared_add_credits(SharedConfig(redis_url=redis_server.url), store, account, 500)
+    assert shared.change is not None and shared.change.after == 600
+    assert shared.told is Told.NOW
     await state.ledger.reserve(account, 500, "Add credits.")
     with pytest.raises(GatewayError):
         await state.ledger.reserve(account, 1, "Add credits.")
@@ -399,17 +399,18 @@ async def test_a_redis_restarted_from_a_snapshot_is_rebuilt_from_the_store(
 async def test_credits_the_operator_removes_below_zero_reach_redis_as_the_store_applied_them(
     processes: Processes, store: SqliteStore, redis_server: RedisServer
 ) -> None:
-    from modelway.scale import shared_credits_added
+    from modelway.scale import Told, shared_add_credits
 
     (state,) = await processes(1)
     config = SharedConfig(redis_url=redis_server.url)
     account = await _account(store, 100)
     await state.link.seed(account)
-    removed = await store.add_credits(account, -500)
-    assert removed is not None and (removed.before, removed.after, removed.applied) == (100, 0, -100)
-    assert await shared_credits_added(config, account, removed)
-    added = await store.add_credits(account, 100)
-    assert added is not None and await shared_credits_added(config, account, added)
+    removed = await shared_add_credits(config, store, account, -500)
+    assert removed.change is not None
+    assert (removed.change.before, removed.change.after, removed.change.applied) == (100, 0, -100)
+    assert removed.told is Told.NOW
+    added = await shared_add_credits(config, store, account, 100)
+    assert added.told is Told.NOW
     await state.ledger.reserve(account, 100, "Add credits.")
     with pytest.raises(GatewayError) as short:
         await state.ledger.reserve(account, 1, "Add credits.")
@@ -419,14 +420,13 @@ async def test_credits_the_operator_removes_below_zero_reach_redis_as_the_store_
 async def test_credits_added_to_an_account_redis_does_not_know_survive_a_racing_seed(
     processes: Processes, store: SqliteStore, redis_server: RedisServer
 ) -> None:
-    from modelway.scale import shared_credits_added
+    from modelway.scale import Told, shared_add_credits
 
     (state,) = await processes(1)
     account = await _account(store, 100)
     read_before = (await store.balances())[account]  # a server seeding the account read the store...
-    added = await store.add_credits(account, 500)
-    assert added is not None
-    assert await shared_credits_added(SharedConfig(redis_url=redis_server.url), account, added)
+    added = await shared_add_credits(SharedConfig(redis_url=redis_server.url), store, account, 500)
+    assert added.told is Told.NOW
     seed = state.link.redis.register_script(scripts.CREDIT_SEED)
     await seed(args=[state.link.epoch, account, read_before])  # ...and writes what it read only now
     await state.ledger.reserve(account, 600, "Add credits.")
@@ -435,13 +435,13 @@ async def test_credits_added_to_an_account_redis_does_not_know_survive_a_racing_
 async def test_credits_added_while_redis_has_no_state_tell_the_operator_they_count_after_the_rebuild(
     redis_server: RedisServer, store: SqliteStore
 ) -> None:
-    from modelway.scale import shared_credits_added
+    from modelway.scale import Told, shared_add_credits
 
     redis_server.restart()  # empty, and no server running to rebuild it
     account = await _account(store, 100)
-    added = await store.add_credits(account, 50)
-    assert added is not None
-    assert not await shared_credits_added(SharedConfig(redis_url=redis_server.url), account, added)
+    added = await shared_add_credits(SharedConfig(redis_url=redis_server.url), store, account, 50)
+    assert added.change is not None and added.change.after == 150
+    assert added.told is Told.REBUILT
 
 
 _HOLDER = """

@@ -17,7 +17,9 @@ the balance of record, written with each usage row):
   today's tokens from the store, writes them under a new epoch and sets the
   marker. Every process then registers again, and calls go on.
 - A charge leaves `held` for `bal` in Redis just before its row is written
-  (and back, if the write fails). A write that straddled a rebuild and took
+  (and back, if the write fails, in the epoch it left in; in any later one
+  it is simply held again). While its row is being written, registering in
+  any other epoch counts it as held. A write that straddled a rebuild and took
   longer than half the quiet time may or may not be in what the rebuild
   read: the process then forces one more rebuild, which reads it for sure.
 - Giving back (settling, refunding) never fails a call: it changes this
@@ -30,10 +32,12 @@ What a failure costs depends on what it says about Redis:
   to run it): nothing was sent or run, so only that call is refused.
 - A reply slower than `timeout_seconds`: the script was sent and may run
   (now or later). That call is refused and the process is marked dirty: as
-  soon as Redis answers again it registers its holds and counts (absolute
-  amounts: that undoes a take its memory does not know of) and settles a
-  balance move whose reply it lost (CREDIT_RECONCILE, by the move's id).
-  The epoch stands: the next call is admitted as soon as Redis answers.
+  soon as Redis answers again it settles a balance move whose reply it lost
+  (CREDIT_RECONCILE, by the move's id), then registers its holds and counts
+  under a new generation (absolute amounts: that undoes a take its memory
+  does not know of; a script of an older generation that reaches Redis
+  later does nothing). The epoch stands: the next call is admitted as soon
+  as Redis answers.
 - A lost connection (refused, reset: Redis restarted or went away): the
   epoch is dropped, and calls are refused until the process has checked the
   marker (and Redis's run id) and registered again.
@@ -68,6 +72,7 @@ from modelway.core.clock import Clock
 from modelway.core.limits import WINDOW_SECONDS
 from modelway.errors import GatewayError, Reason
 from modelway.shared import scripts
+from modelway.store.base import StoreUnavailable
 
 __all__ = ["BalanceSource", "SharedLink", "shared_client"]
 
@@ -115,7 +120,9 @@ class _UnsureMove:
 
 class _Gate:
     """Calls to Redis run side by side; registering runs alone (its snapshot of what this process
-    holds must not miss a change whose script is on its way)."""
+    holds must not miss a change whose script is on its way), and one registration at a time (a
+    second one's snapshot, taken before the first ended, would miss what calls took in between,
+    and its REGISTER, arriving after them, would drop it from Redis)."""
 
     def __init__(self) -> None:
         self._running = 0
@@ -123,10 +130,13 @@ class _Gate:
         self._idle.set()
         self._open = asyncio.Event()
         self._open.set()
+        self._alone = asyncio.Lock()
 
     @contextlib.asynccontextmanager
     async def shared(self) -> AsyncIterator[None]:
-        await self._open.wait()
+        # A woken waiter looks again: another registration may have closed the gate meanwhile.
+        while not self._open.is_set():
+            await self._open.wait()
         self._running += 1
         self._idle.clear()
         try:
@@ -138,12 +148,13 @@ class _Gate:
 
     @contextlib.asynccontextmanager
     async def alone(self) -> AsyncIterator[None]:
-        self._open.clear()
-        try:
-            await self._idle.wait()
-            yield
-        finally:
-            self._open.set()
+        async with self._alone:
+            self._open.clear()
+            try:
+                await self._idle.wait()
+                yield
+            finally:
+                self._open.set()
 
 
 def _connecting_twice(base: type[aioredis.connection.AbstractConnection]) -> type[Any]:
@@ -193,6 +204,10 @@ class SharedLink:
         self.redis = shared_client(config)
         # Who this process is in Redis (its part of every held total is filed under this id).
         self.proc = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+        # How scripts name the caller: the process and its registration's generation (one more with
+        # each registration; a script still on its way under an older one does nothing, see scripts._GATE).
+        self._generation = 0
+        self.caller = f"{self.proc}#0"
         self._scripts: dict[str, AsyncScript] = {}
         # The epoch this process registered in; None while it has not (calls are refused meanwhile).
         self.epoch: str | None = None
@@ -217,17 +232,21 @@ class SharedLink:
         self._slow_logged = False
         # When (monotonic) the current epoch opens for takes (see opening_seconds).
         self._opens_at = 0.0
+        # Charges whose rows are being written, per epoch they left `held` for `bal` in. A rebuild may
+        # have read the store before their rows: in any other epoch they are registered as held.
+        self.credits_moving: dict[str, Counter[str]] = {}
         self._dirty = False
         # Set when a charge write straddled an epoch change slowly: the epoch it began in.
         self._doubtful_since: str | None = None
         self._frozen = False
         self._gate = _Gate()
         self._catching_up = asyncio.Lock()
-        self._registering = asyncio.Lock()
         # The one re-registration the calls arriving after an unanswered script wait on together.
         self._stepping: asyncio.Future[None] | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._sweeping: asyncio.Task[None] | None = None
+        self._store_down = False
         self._reachable = True
         self._failures_logged = False
 
@@ -253,11 +272,12 @@ class SharedLink:
         self._task = asyncio.create_task(self._maintain(), name="shared-state")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._task, self._sweeping):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._sweeping = None
         await self.redis.aclose()
 
     def freeze(self) -> None:
@@ -380,7 +400,7 @@ class SharedLink:
                 if epoch is None:
                     raise self.unavailable()
                 try:
-                    reply: list[Any] = await self.script(source)(args=[epoch, self.proc, *args])
+                    reply: list[Any] = await self.script(source)(args=[epoch, self.caller, *args])
                 except asyncio.CancelledError:
                     self._unanswered(source, epoch, args, done=False)
                     raise
@@ -438,18 +458,23 @@ class SharedLink:
             self._unreachable(exc)
             raise self.unavailable() from None
 
-    async def give(self, source: str, args: Sequence[Any], apply: Callable[[list[Any] | None], T]) -> T:
+    async def give(
+        self, source: str, args: Sequence[Any], apply: Callable[[list[Any] | None], T], *, epoch: str | None = None
+    ) -> T:
         """A give-back, which never fails: `apply` gets Redis's reply, or None when Redis could not be
-        told (the process then registers its holds again as soon as it can)."""
+        told (the process then registers its holds again as soon as it can). `epoch`: the one epoch
+        the give-back belongs in (default: the current one); in any other Redis refuses it (None)."""
         async with self._gate.shared():
-            epoch = self.epoch
+            current = self.epoch
+            epoch = current if epoch is None else epoch
             reply: list[Any] | None = None
             failure: Exception | None = None
             try:
                 if epoch is not None:
-                    reply = await self.script(source)(args=[epoch, self.proc, *args])
+                    reply = await self.script(source)(args=[epoch, self.caller, *args])
                     if reply[0] in _NOT_READY:
-                        self._lost()
+                        if epoch == current:
+                            self._lost()
                         reply = None
             except Exception as exc:
                 failure = exc
@@ -483,27 +508,40 @@ class SharedLink:
 
     async def _maintain(self) -> None:
         while True:
+            failed = True
             try:
                 if not self._reachable:
                     # Idle pooled connections to a Redis that went away are dead: without retries each
                     # would fail one call (or the rebuild's next step) before reconnecting.
                     await self.redis.connection_pool.disconnect(inuse_connections=False)
                 await self._sync()
+                failed = False
                 if not self._reachable or self._slow_logged:
                     log.info("shared state at %s answers again", self._config.shown_url)
                     self._reachable, self._slow_logged = True, False
+                self._store_down = False
             except RedisTimeoutError as exc:
                 # Slow is not gone: the epoch stands, and the next round registers what is dirty.
                 self._say_slow(exc)
             except (RedisError, OSError) as exc:
                 self._unreachable(exc)
+            except StoreUnavailable:
+                # A rebuild could not read the store (PostgreSQL down): retried, and said once per outage.
+                if not self._store_down:
+                    self._store_down = True
+                    log.warning("shared state cannot be rebuilt while the store is unreachable; retrying")
             except Exception:
                 log.exception("shared state upkeep failed")
-            healthy = self.in_step
-            # Often enough that this process's alive key never lapses while it runs.
-            check = min(_CHECK_SECONDS, self._config.process_timeout_seconds / 3)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), check if healthy else _RETRY_SECONDS)
+            if failed or not self.in_step:
+                # Tried again after a pause however often it is woken: a failed round wakes it itself
+                # (`_lost`), as does every call refused meanwhile, and a refused connection fails in
+                # microseconds, so waiting for a wake-up here would spin a core while Redis is down.
+                await asyncio.sleep(_RETRY_SECONDS)
+            else:
+                # Often enough that this process's alive key never lapses while it runs.
+                check = min(_CHECK_SECONDS, self._config.process_timeout_seconds / 3)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), check)
             self._wake.clear()
 
     async def _warn_if_persistent(self) -> None:
@@ -553,17 +591,19 @@ class SharedLink:
             if await self.redis.set("mw:rebuild", self.proc, nx=True, px=lock_ms):
                 await self._rebuild()
             return
-        # One settling and registering at a time: the upkeep and calls stepping in may both ask.
-        async with self._registering:
-            await self._settle_moves(current)
-            if (current != self.epoch or self._dirty) and not self._frozen:
-                await self._register(current)
+        if (current != self.epoch or self._dirty) and not self._frozen:
+            await self._register(current)
         if current == self.epoch:
             await self._alive(current)
             reply = await self.script(scripts.REAP)(args=[current])
             if reply[0] == "REBUILD":
                 log.warning(
                     "server process %s stopped holding credits; rebuilding the shared state from the store", reply[1]
+                )
+            elif reply[0] == "LAPSED":
+                log.warning(
+                    "an operator's credit change (%s) never reached Redis; rebuilding the shared state from the store",
+                    reply[1],
                 )
             elif reply[0] == "OK" and int(reply[1]):
                 log.warning("released what %d stopped server process(es) held", int(reply[1]))
@@ -588,14 +628,25 @@ class SharedLink:
         await self.redis.set(f"mw:{epoch}:alive:{self.proc}", 1, px=ttl_ms)
 
     async def _register(self, epoch: str) -> None:
+        # Alone (no call under way) and one at a time (the gate's lock): the upkeep and calls stepping
+        # in may both ask, and a second snapshot taken before the first REGISTER ended would miss what
+        # calls took in between.
         async with self._gate.alone():
-            accounts = [(a, n) for a, n in self.credits_held.items() if n]
+            # Before REGISTER: a settled move changes this process's part, which REGISTER then sets.
+            await self._settle_moves(epoch)
+            held = Counter(self.credits_held)
+            for moved_in, moving in self.credits_moving.items():
+                if moved_in != epoch:
+                    held.update({account: amount for account, amount in moving.items() if amount > 0})
+            accounts = [(a, n) for a, n in held.items() if n]
             keys = [(k, n) for k, n in self.tokens_held.items() if n]
             unsure, self._rates_unsure = self._rates_unsure, set()
             rates = [(scope, self.rates_counted[scope]) for scope in {*self.rates_counted, *unsure}]
             today = day_start(self._clock.now())
             unwritten = [(k, n) for k, n in self._unwritten(today).items() if n]
-            args: list[Any] = [epoch, self.proc, self.rate_window, 2 * WINDOW_SECONDS, today, 2 * DAY_SECONDS]
+            self._generation += 1
+            caller = f"{self.proc}#{self._generation}"
+            args: list[Any] = [epoch, caller, self.rate_window, 2 * WINDOW_SECONDS, today, 2 * DAY_SECONDS]
             args += [len(accounts), len(keys), len(rates)]
             for name, amount in (*accounts, *keys, *rates, *unwritten):
                 args += [name, amount]
@@ -611,7 +662,7 @@ class SharedLink:
                 if self.epoch != epoch:
                     log.info("shared state: registered in epoch %s", epoch)
                 self._opens_at = time.monotonic() + max(0, int(reply[1])) / 1000
-                self.epoch = epoch
+                self.epoch, self.caller = epoch, caller
             else:
                 self._dirty = True
                 self._rates_unsure |= unsure
@@ -654,6 +705,8 @@ class SharedLink:
         await pipe.execute()
         opening_ms = max(1, int(self.opening_seconds * 1000))
         reply = await self.script(scripts.EPOCH_INSTALL)(args=[epoch, self.proc, run_id, adds, opening_ms])
+        if self._sweeping is None or self._sweeping.done():
+            self._sweeping = asyncio.create_task(self._sweep(), name="shared-state-sweep")
         if reply[0] == "AGAIN":
             log.warning("credits were added while the shared state was rebuilt; rebuilding it again")
             self._wake.set()
@@ -664,8 +717,28 @@ class SharedLink:
                 len(balances),
                 time.monotonic() - started,
             )
-            async with self._registering:
-                await self._register(epoch)
+            await self._register(epoch)
+
+    async def _sweep(self) -> None:
+        """Deletes the keys of epochs filed as old by EPOCH_INSTALL, a batch at a time (a rebuild
+        forced without a Redis restart leaves O(accounts) of them). No script writes in an epoch
+        that is not current, so nothing comes back."""
+        try:
+            # decode_responses: one member as str, or None.
+            while (found := await self.redis.srandmember("mw:epochs:old")) is not None:
+                old = str(found)
+                batch: list[str] = []
+                async for key in self.redis.scan_iter(match=f"mw:{old}:*", count=1000):
+                    batch.append(key)
+                    if len(batch) >= 500:
+                        await self.redis.unlink(*batch)
+                        batch = []
+                if batch:
+                    await self.redis.unlink(*batch)
+                await self.redis.srem("mw:epochs:old", old)
+        except (RedisError, OSError) as exc:
+            # Left for the next rebuild's sweep: the epochs stay filed until their keys are gone.
+            log.info("deleting the keys of old shared state epochs stopped (%s); resumed after the next rebuild", exc)
 
     async def seed(self, account_id: str) -> None:
         """Tells Redis the balance of an account created after the last rebuild (one row read from
@@ -689,10 +762,14 @@ class SharedLink:
             raise self.unavailable()
         balance = await self._store.balance(account_id) or 0
         try:
-            await self.script(scripts.CREDIT_SEED)(args=[epoch, account_id, balance])
+            reply = await self.script(scripts.CREDIT_SEED)(args=[epoch, account_id, balance])
         except RedisTimeoutError as exc:
             self._say_slow(exc)
             raise self.unavailable() from None
         except (RedisError, OSError) as exc:
             self._unreachable(exc)
             raise self.unavailable() from None
+        if reply[0] != "OK":
+            # BUSY: the operator is changing this account's credits (the store read may miss them), and
+            # their word sets the balance; STALE: rebuilt meanwhile. Refused for a moment either way.
+            raise self.unavailable()

@@ -8,13 +8,19 @@ Keys (one Redis database, not a cluster: scripts name the keys they build):
     mw:epoch                  the marker: the id of the current state; missing after a Redis restart
     mw:epoch:run              Redis's run_id when the marker was set (differs after a restart from a snapshot)
     mw:credit-adds            counts operator credit adds made while no marker stood
+    mw:credit-intents         sorted set: "<account>|<id>" of operator credit changes under way (CLI),
+                              scored by when the intent lapses (ms, Redis's clock)
+    mw:credit-done:<id>       what CREDIT_ADD answered for the change <id> (a retry gets the same answer)
     mw:rebuild                the lock of the one process rebuilding the state from the store
+    mw:epoch:last             the epoch installed last (still current, or rebuilt away since)
+    mw:epochs:old             epochs whose keys are garbage (rebuilt away, or built by a rebuild that lost)
     mw:<E>:procs              processes that registered their holds in epoch E
     mw:<E>:a:<account>        hash: bal (balance of record as Redis knows it), held (reservations and
                               charges not yet written, of every process), h:<proc> (one process's part)
     mw:<E>:k:<key>            hash: held (tokens held by calls under way), h:<proc>
     mw:<E>:t:<proc>           set: the a:<account> and k:<key> hashes where the process has an h:<proc>
     mw:<E>:alive:<proc>       set by the process every second, expiring after process_timeout_seconds
+    mw:<E>:gen:<proc>         the generation of the process's last registration in E (see _GATE)
     mw:<E>:u:<day>:<key>      tokens the key used that UTC day
     mw:<E>:opening            set for a moment after a rebuild: every live process registers, none takes
     mw:<E>:op:<id>            a balance move (CREDIT_CHANGE) that ran, or was settled after its reply was lost
@@ -33,6 +39,7 @@ __all__ = [
     "BUDGET_SETTLE",
     "CREDIT_ADD",
     "CREDIT_CHANGE",
+    "CREDIT_INTENT",
     "CREDIT_RECONCILE",
     "CREDIT_RESERVE",
     "CREDIT_SEED",
@@ -45,13 +52,24 @@ __all__ = [
     "REGISTER",
 ]
 
+# Redis's clock in milliseconds (scripts may read it: Redis 7 replicates their effects, not the scripts).
+_NOW = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+"""
+
+# ARGV[2] of the scripts that take or give is "<proc>#<generation>": the registration the caller sent
+# it under. A script sent under an older one (its caller gave up on it, then registered again: the
+# registration's absolute amounts already undid it) does nothing if it reaches Redis after that.
 _GATE = """
-local epoch, proc = ARGV[1], ARGV[2]
+local epoch = ARGV[1]
+local proc, generation = string.match(ARGV[2], '^(.*)#(%d+)$')
 local current = redis.call('GET', 'mw:epoch')
 if not current then return {'NOEPOCH'} end
 if current ~= epoch then return {'STALE'} end
-if redis.call('SISMEMBER', 'mw:' .. epoch .. ':procs', proc) == 0 then return {'UNREGISTERED'} end
 local prefix = 'mw:' .. epoch .. ':'
+if redis.call('SISMEMBER', prefix .. 'procs', proc) == 0 then return {'UNREGISTERED'} end
+if redis.call('GET', prefix .. 'gen:' .. proc) ~= generation then return {'UNREGISTERED'} end
 local mine = 'h:' .. proc
 local touched = prefix .. 't:' .. proc
 """
@@ -144,14 +162,15 @@ return {'OK', charged, available - charged}
 """
 )
 
-# ARGV: epoch, proc, operation id, sign, then (account, amount) pairs. sign 1: charges about to be
-# written to the store leave `held` for `bal` (a refund, a negative charge, too); sign -1 undoes that
-# after the write failed. The operation id is filed (mw:<E>:op:<id>): a copy that arrives after
-# CREDIT_RECONCILE settled the operation does nothing. {'OK'}.
+# ARGV: epoch, "<proc>#<generation>", operation id, sign, then (account, amount) pairs. sign 1:
+# charges about to be written to the store leave `held` for `bal` (a refund, a negative charge, too);
+# sign -1 undoes that after the write failed. The operation id is filed (mw:<E>:op:<id>): a copy that
+# arrives after CREDIT_RECONCILE settled the operation does nothing. {'OK', epoch} (the epoch they
+# moved in: see SharedLink.credits_moving).
 CREDIT_CHANGE = (
     _GATE
     + """
-if not redis.call('SET', prefix .. 'op:' .. ARGV[3], ARGV[4], 'NX', 'EX', 600) then return {'OK'} end
+if not redis.call('SET', prefix .. 'op:' .. ARGV[3], ARGV[4], 'NX', 'EX', 600) then return {'OK', epoch} end
 local sign = tonumber(ARGV[4])
 for i = 5, #ARGV, 2 do
   local key, amount = prefix .. 'a:' .. ARGV[i], sign * tonumber(ARGV[i + 1])
@@ -159,12 +178,13 @@ for i = 5, #ARGV, 2 do
   redis.call('HINCRBY', key, 'held', 0 - amount)
   redis.call('HINCRBY', key, mine, 0 - amount)
 end
-return {'OK'}
+return {'OK', epoch}
 """
 )
 
-# ARGV: epoch, proc, operation id, sign, wanted (1: the move must have happened, 0: it must not),
-# then the CREDIT_CHANGE's (account, amount) pairs. Settles a CREDIT_CHANGE whose reply never came
+# ARGV: epoch, proc (no generation: it runs just before the registration that makes a new one),
+# operation id, sign, wanted (1: the move must have happened, 0: it must not), then the
+# CREDIT_CHANGE's (account, amount) pairs. Settles a CREDIT_CHANGE whose reply never came
 # (a timeout: it may have run, or may still arrive): run now if it never ran and the process counted
 # it as done, undone if it ran and the process counted it as not done; either way filed as settled,
 # so a late copy does nothing. {'OK'} or {'STALE'} (another epoch: the rebuild read the store).
@@ -190,45 +210,94 @@ return {'OK', factor}
 """
 
 # ARGV: epoch, account, balance read from the store. Sets the balance of an account this epoch
-# does not know yet (created after the rebuild); never overwrites one. {'OK'}.
-CREDIT_SEED = """
+# does not know yet (created after the rebuild); never overwrites one. While the operator changes the
+# account's credits (a live intent, see CREDIT_INTENT) the store may or may not have the change yet:
+# nothing is set, and the caller is refused for a moment. {'OK'}, {'STALE'} or {'BUSY'}.
+CREDIT_SEED = (
+    _NOW
+    + """
 if redis.call('GET', 'mw:epoch') ~= ARGV[1] then return {'STALE'} end
+local mine = ARGV[2] .. '|'
+for _, intent in ipairs(redis.call('ZRANGEBYSCORE', 'mw:credit-intents', '(' .. now, '+inf')) do
+  if string.sub(intent, 1, #mine) == mine then return {'BUSY'} end
+end
 redis.call('HSETNX', 'mw:' .. ARGV[1] .. ':a:' .. ARGV[2], 'bal', ARGV[3])
 return {'OK'}
 """
+)
 
-# ARGV: account, amount the store applied, balance in the store after it. Credits the operator
-# (CLI) changed in the store, after the store committed. An account this epoch does not know yet
-# gets the store's balance (a seed racing with this sets nothing over it; one before it gets the
-# amount added). Without a marker, a rebuild under way may have read the store before the commit:
-# mw:credit-adds is bumped, and that rebuild starts over (EPOCH_INSTALL). {'OK'} or {'NOEPOCH'}.
-CREDIT_ADD = """
-local epoch = redis.call('GET', 'mw:epoch')
-if not epoch then
-  redis.call('INCR', 'mw:credit-adds')
-  return {'NOEPOCH'}
-end
-local key = 'mw:' .. epoch .. ':a:' .. ARGV[1]
-if redis.call('HEXISTS', key, 'bal') == 0 then
-  redis.call('HSET', key, 'bal', ARGV[3])
-else
-  redis.call('HINCRBY', key, 'bal', ARGV[2])
-end
+# ARGV: account, change id, how long the intent lives (ms). The operator (CLI) is about to change the
+# account's credits in the store: until CREDIT_ADD says how, no seed sets the account's balance from
+# the store (it may have read it before or after the commit), and a rebuild installed meanwhile
+# forgets it (EPOCH_INSTALL), so that it is seeded from the store afterwards. An intent that lapses
+# without its CREDIT_ADD (the CLI died, or lost Redis) has the state rebuilt from the store (REAP).
+# {'OK'}.
+CREDIT_INTENT = (
+    _NOW
+    + """
+redis.call('ZADD', 'mw:credit-intents', now + tonumber(ARGV[3]), ARGV[1] .. '|' .. ARGV[2])
 return {'OK'}
 """
+)
 
-# ARGV: epoch, proc, minute window, its ttl, day, its ttl, account count, key count, scope count,
-# then (account, held)..., (key, held)..., (scope, requests counted this minute)..., and last
-# (key, tokens of usage rows not yet written today)... What this process holds and counted, as
+# ARGV: account, amount the store applied, balance in the store after it, change id. Credits the
+# operator (CLI) changed in the store, after the store committed, announced by CREDIT_INTENT:
+# - OK: counted now (added to the balance this epoch knows; an account it does not know yet, or
+#   forgot, gets the store's balance after the change, and no seed can have set one meanwhile).
+# - NOEPOCH: no marker, a rebuild is under way or due; mw:credit-adds is bumped, so a rebuild that
+#   read the store before the commit starts over (EPOCH_INSTALL). Counted once it is rebuilt.
+# - REBUILD: the intent lapsed or was never made (Redis was unreachable): a seed or rebuild since may
+#   or may not have read the change, so the marker is dropped and the state rebuilt from the store.
+# The answer is kept for an hour under the change id: a retry after a lost reply gets it again and
+# changes nothing.
+CREDIT_ADD = (
+    _NOW
+    + """
+local done = 'mw:credit-done:' .. ARGV[4]
+local answered = redis.call('GET', done)
+if answered then return {answered} end
+local intent = ARGV[1] .. '|' .. ARGV[4]
+local lapses = tonumber(redis.call('ZSCORE', 'mw:credit-intents', intent) or '0')
+redis.call('ZREM', 'mw:credit-intents', intent)
+local epoch = redis.call('GET', 'mw:epoch')
+local outcome = 'OK'
+if not epoch then
+  redis.call('INCR', 'mw:credit-adds')
+  outcome = 'NOEPOCH'
+elseif lapses <= now then
+  redis.call('DEL', 'mw:epoch')
+  outcome = 'REBUILD'
+else
+  local key = 'mw:' .. epoch .. ':a:' .. ARGV[1]
+  if redis.call('HEXISTS', key, 'bal') == 0 then
+    redis.call('HSET', key, 'bal', ARGV[3])
+  else
+    redis.call('HINCRBY', key, 'bal', ARGV[2])
+  end
+end
+redis.call('SET', done, outcome, 'EX', 3600)
+return {outcome}
+"""
+)
+
+# ARGV: epoch, "<proc>#<generation>", minute window, its ttl, day, its ttl, account count, key count,
+# scope count, then (account, held)..., (key, held)..., (scope, requests counted this minute)..., and
+# last (key, tokens of usage rows not yet written today)... What this process holds and counted, as
 # absolute values (idempotent): its part of every total is replaced, and its part of a hash it
 # touched and no longer names (a take whose reply it never saw) is dropped. The unwritten tokens are
 # added to the day's use only on the process's first registration in the epoch: a rebuilt state read
-# the day's use from the store, which lacks them; later they reach it with their rows.
-# {'OK', ms until the epoch opens for takes (negative: open)}.
+# the day's use from the store, which lacks them; later they reach it with their rows. The generation
+# grows with each registration of the process: scripts sent under an older one are refused from now
+# on (_GATE), and so is an older registration arriving late.
+# {'OK', ms until the epoch opens for takes (negative: open)}, {'STALE'} or {'OLD'}.
 REGISTER = """
-local epoch, proc = ARGV[1], ARGV[2]
+local epoch = ARGV[1]
+local proc, generation = string.match(ARGV[2], '^(.*)#(%d+)$')
 if redis.call('GET', 'mw:epoch') ~= epoch then return {'STALE'} end
 local prefix, mine = 'mw:' .. epoch .. ':', 'h:' .. proc
+local registered = prefix .. 'gen:' .. proc
+if tonumber(redis.call('GET', registered) or '-1') >= tonumber(generation) then return {'OLD'} end
+redis.call('SET', registered, generation)
 local touched = prefix .. 't:' .. proc
 local window, window_ttl, day, day_ttl = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local accounts, keys, scopes = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
@@ -277,16 +346,34 @@ return {'OK', redis.call('PTTL', prefix .. 'opening')}
 # ARGV: new epoch, proc (the lock holder), Redis's run_id, mw:credit-adds as read before the store,
 # the opening in ms. Makes the rebuilt state current if this process still holds the rebuild lock
 # and no operator credits arrived meanwhile; mw:<E>:opening lasts the opening (every live process
-# registers meanwhile, takes nothing). {'OK'}, {'LOST'} or {'AGAIN'} (lock dropped: rebuild once more).
-EPOCH_INSTALL = """
-if redis.call('GET', 'mw:rebuild') ~= ARGV[2] then return {'LOST'} end
+# registers meanwhile, takes nothing). Accounts whose credits the operator is changing right now (a live
+# intent) are forgotten: the store was read before or after that commit, nobody knows which; their
+# CREDIT_ADD sets the balance after it. The epoch it replaces, or the new one if it is not installed,
+# is filed for deletion (mw:epochs:old). {'OK'}, {'LOST'} or {'AGAIN'} (lock dropped: rebuild once more).
+EPOCH_INSTALL = (
+    _NOW
+    + """
+if redis.call('GET', 'mw:rebuild') ~= ARGV[2] then
+  redis.call('SADD', 'mw:epochs:old', ARGV[1])
+  return {'LOST'}
+end
 redis.call('DEL', 'mw:rebuild')
-if (redis.call('GET', 'mw:credit-adds') or '0') ~= ARGV[4] then return {'AGAIN'} end
+if (redis.call('GET', 'mw:credit-adds') or '0') ~= ARGV[4] then
+  redis.call('SADD', 'mw:epochs:old', ARGV[1])
+  return {'AGAIN'}
+end
+local last = redis.call('GET', 'mw:epoch:last')
+if last and last ~= ARGV[1] then redis.call('SADD', 'mw:epochs:old', last) end
+redis.call('SET', 'mw:epoch:last', ARGV[1])
+for _, intent in ipairs(redis.call('ZRANGEBYSCORE', 'mw:credit-intents', '(' .. now, '+inf')) do
+  redis.call('HDEL', 'mw:' .. ARGV[1] .. ':a:' .. string.match(intent, '^(.*)|[^|]*$'), 'bal')
+end
 redis.call('SET', 'mw:' .. ARGV[1] .. ':opening', 1, 'PX', ARGV[5])
 redis.call('SET', 'mw:epoch', ARGV[1])
 redis.call('SET', 'mw:epoch:run', ARGV[3])
 return {'OK'}
 """
+)
 
 # ARGV: epoch. Drops the marker if it is still this epoch, so that the state is rebuilt from the
 # store (a charge may have been written while the state was being rebuilt). {'OK'}.
@@ -304,9 +391,19 @@ return {'OK'}
 # ARGV: epoch. Releases what processes that stopped refreshing their alive key (crashed) held.
 # Tokens are given back at once. Credits held by a gone process may be charges it wrote to the
 # store without telling Redis (it stopped while Redis did not answer): the marker is dropped so
-# that the state is rebuilt from the store. {'OK', processes released}, {'REBUILD', proc}, {'STALE'}.
-REAP = """
+# that the state is rebuilt from the store. So it is when an operator's credit change lapsed
+# without its CREDIT_ADD (the store may have it, Redis does not).
+# {'OK', processes released}, {'REBUILD', proc}, {'LAPSED', account}, {'STALE'}.
+REAP = (
+    _NOW
+    + """
 if redis.call('GET', 'mw:epoch') ~= ARGV[1] then return {'STALE'} end
+local lapsed = redis.call('ZRANGEBYSCORE', 'mw:credit-intents', '-inf', now, 'LIMIT', 0, 1)
+if #lapsed > 0 then
+  redis.call('ZREMRANGEBYSCORE', 'mw:credit-intents', '-inf', now)
+  redis.call('DEL', 'mw:epoch')
+  return {'LAPSED', string.match(lapsed[1], '^(.*)|[^|]*$')}
+end
 local prefix = 'mw:' .. ARGV[1] .. ':'
 local gone = 0
 for _, proc in ipairs(redis.call('SMEMBERS', prefix .. 'procs')) do
@@ -327,10 +424,11 @@ for _, proc in ipairs(redis.call('SMEMBERS', prefix .. 'procs')) do
       if held ~= 0 then redis.call('HINCRBY', key, 'held', 0 - held) end
       redis.call('HDEL', key, mine)
     end
-    redis.call('DEL', touched)
+    redis.call('DEL', touched, prefix .. 'gen:' .. proc)
     redis.call('SREM', prefix .. 'procs', proc)
     gone = gone + 1
   end
 end
 return {'OK', gone}
 """
+)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -166,9 +167,16 @@ class SharedLedger:
         for account, amount in pending.items():
             args += [account, amount]
 
+        # Before the script: a reply delayed (a stalled event loop) must not hide a straddle (doubt).
+        at = time.monotonic()
+
         def taken(reply: list[Any]) -> None:
+            epoch = str(reply[1])
+            moving = self._link.credits_moving.setdefault(epoch, Counter())
             for account, amount in pending.items():
                 _drop(self._link.credits_held, account, amount)
+                moving[account] += amount
+            self._write = (epoch, at)
 
         try:
             await self._link.take(scripts.CREDIT_CHANGE, args, taken)
@@ -178,8 +186,6 @@ class SharedLedger:
             # Shutting down: the rows are written all the same; Redis keeps counting these charges
             # as held (never as spendable) until its next rebuild reads them from the store.
             self._link.freeze()
-            return
-        self._write = (self._link.epoch or "", time.monotonic())
 
     def write_failed(self, charges: Mapping[str, int]) -> None:
         started, self._write = self._write, None
@@ -190,12 +196,18 @@ class SharedLedger:
         for account, amount in pending.items():
             args += [account, amount]
 
+        epoch = started[0]
+
         def given(reply: list[Any] | None) -> None:
-            # Unwritten again: held by this process, as before `writing`.
+            # Unwritten again: held by this process, as before `writing`. Without Redis's word (also
+            # in another epoch) the next registration files it as held.
+            self._arrived(epoch, pending)
             for account, amount in pending.items():
                 self._link.credits_held[account] += amount
 
-        task = asyncio.ensure_future(self._link.give(scripts.CREDIT_CHANGE, args, given))
+        # Undone only in the epoch the charges moved in: a later one was rebuilt from a store without
+        # them (its balance never had them taken off), where holding them again is the whole undo.
+        task = asyncio.ensure_future(self._link.give(scripts.CREDIT_CHANGE, args, given, epoch=epoch))
         self._undoing.add(task)
         task.add_done_callback(self._undoing.discard)
 
@@ -204,5 +216,18 @@ class SharedLedger:
         if started is None:
             return
         epoch, at = started
+        # Registered as held in a later epoch, they stay so there until the rebuild the doubt below
+        # forces (that epoch may have read the store before the rows).
+        self._arrived(epoch, charges)
         if time.monotonic() - at >= self._link.quiet_seconds / 2:
             self._link.doubt(epoch)
+
+    def _arrived(self, epoch: str, charges: Mapping[str, int]) -> None:
+        """The write of charges that moved in `epoch` ended: they are moving no more."""
+        moving = self._link.credits_moving.get(epoch)
+        if moving is None:
+            return
+        for account, amount in charges.items():
+            _drop(moving, account, amount)
+        if not moving:
+            del self._link.credits_moving[epoch]

@@ -286,7 +286,6 @@ class PostgresStore:
                     list(last_used),
                     list(last_used.values()),
                 )
-            # Last: the accounts update takes the revision row's lock, held until the commit just after.
             if latest:
                 await connection.execute(_RECORD_USAGE, *columns)
 
