@@ -21,10 +21,15 @@ run-scaled: proto
 	MODELWAY_REDIS_URL=$${MODELWAY_REDIS_URL:-redis://127.0.0.1:6379/0} $(PY) -m modelway up --workers $${WORKERS:-3}
 
 # The whole suite on SQLite, then the end-to-end suite again with every stack on PostgreSQL
-# (test_postgres.py starts servers of its own and ran already).
+# (test_postgres.py starts servers of its own and ran already). Unit and end-to-end files run
+# TEST_JOBS at a time (pytest-xdist, whole files per process: they wait on sockets more than they
+# compute); tests/shared, 3 workers + Redis + PostgreSQL + 2 Envoys per test, measures timings
+# that two such runs at once on 2 cores would distort, so it runs alone.
+TEST_JOBS ?= 2
 test: proto
-	$(PY) -m pytest
-	MODELWAY_TEST_STORE=postgres $(PY) -m pytest tests/e2e --deselect tests/e2e/test_postgres.py
+	$(PY) -m pytest -n $(TEST_JOBS) --dist loadfile tests/unit tests/e2e
+	$(PY) -m pytest tests/shared
+	MODELWAY_TEST_STORE=postgres $(PY) -m pytest -n $(TEST_JOBS) --dist loadfile tests/e2e --deselect tests/e2e/test_postgres.py
 
 # The end-to-end suite on PostgreSQL alone.
 test-postgres: proto

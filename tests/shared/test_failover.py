@@ -288,13 +288,22 @@ def test_a_worker_killed_under_load_costs_only_its_calls_in_flight(up: Up) -> No
 
 def test_calls_right_after_an_idle_worker_is_killed_go_to_the_others(up: Up) -> None:
     """No call of its own to cut, so nothing ejected it yet: the first call Envoy hands it finds the
-    port closed (connect-failure) and is sent to another worker, before any health check notices."""
+    port closed (connect-failure) and is sent to another worker, before any health check notices.
+
+    Envoy may still hold an idle connection to it from the earlier tests. A call written to that
+    connection in the instant before Envoy reads its close could be cut (the worker may have read
+    it, so it is not retried): the calls start once Envoy has seen the close (or after 1 s)."""
     victim = _children(up.process.pid)[0]
     grpc_port, _ = _worker_ports(victim)
-    retries = _counter(_admin(up), "cluster.modelway.upstream_rq_retry")
+    admin = _admin(up)
+    retries = _counter(admin, "cluster.modelway.upstream_rq_retry")
+    closed = _counter(admin, "cluster.modelway.upstream_cx_destroy_remote")
     os.kill(victim, signal.SIGKILL)
+    noticed = time.monotonic() + 1.0
+    while _counter(admin, "cluster.modelway.upstream_cx_destroy_remote") == closed and time.monotonic() < noticed:
+        time.sleep(0.01)
     answers = asyncio.run(_load(up.stack.http_port, up.stack.api_key, 0.0, calls=2 * WORKERS))
-    retries = _counter(_admin(up), "cluster.modelway.upstream_rq_retry") - retries
+    retries = _counter(admin, "cluster.modelway.upstream_rq_retry") - retries
     lines = {line["request_id"]: line for line in _access_log(up.stack.workdir)}
     # A 503 here can only be the shared state's, rebuilt after an earlier kill: a worker's answer.
     for answer in answers:
