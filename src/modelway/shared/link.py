@@ -110,9 +110,11 @@ def _never_ran(exc: BaseException) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class _UnsureMove:
-    """A balance move (CREDIT_CHANGE) sent in `epoch` whose reply never came; `done`: whether this
-    process's memory counts it as made (a give-back) or not (a take)."""
+    """A script carrying an operation id (`source`: CREDIT_CHANGE, a balance move, or BUDGET_SETTLE)
+    sent in `epoch` whose reply never came; `done`: whether this process's memory counts it as made
+    (a give-back) or not (a take)."""
 
+    source: str
     epoch: str
     args: tuple[Any, ...]
     done: bool
@@ -225,8 +227,11 @@ class SharedLink:
         # Tokens per key of this process's usage rows not yet written to the store, for a day:
         # a rebuild reads the day's use from the store, which lacks them (set by the usage writer).
         self._unwritten: Callable[[float], Mapping[str, int]] = lambda since: {}
-        # Balance moves whose reply never came, settled before the next registration.
+        # Balance moves and budget settles whose reply never came, settled before the next registration.
         self._unsure_moves: list[_UnsureMove] = []
+        # The epoch this process last registered in (kept while `epoch` is None: a budget settle
+        # refused meanwhile belongs there).
+        self._registered_in: str | None = None
         # One store read per account being seeded, whatever the number of its first calls.
         self._seeding: dict[str, asyncio.Future[None]] = {}
         self._slow_logged = False
@@ -302,6 +307,13 @@ class SharedLink:
         return max(0.0, _CHECK_SECONDS - self._config.rebuild_quiet_seconds) + 3 * _RETRY_SECONDS
 
     @property
+    def op_seconds(self) -> int:
+        """How long Redis remembers an operation id: from the script's run until the process's next
+        registration settles it (a process away longer than process_timeout_seconds is reaped, and
+        registers all it holds afresh)."""
+        return int(max(60.0, 3 * self._config.process_timeout_seconds))
+
+    @property
     def in_step(self) -> bool:
         """Registered in the current epoch with nothing left to settle (no unanswered script)."""
         return self.epoch is not None and not self._dirty and not self._unsure_moves
@@ -339,8 +351,11 @@ class SharedLink:
         undoes a take its memory does not know of); a balance move is settled by its id instead
         (registering cannot undo it): made if memory counts it as made, undone otherwise."""
         self._dirty = True
-        if source == scripts.CREDIT_CHANGE and epoch is not None:
-            self._unsure_moves.append(_UnsureMove(epoch, tuple(args), done))
+        if source == scripts.BUDGET_SETTLE and epoch is None:
+            # Never sent (no epoch stood): the day's use of the epoch it would have gone to lacks it.
+            epoch = self._registered_in
+        if source in (scripts.CREDIT_CHANGE, scripts.BUDGET_SETTLE) and epoch is not None:
+            self._unsure_moves.append(_UnsureMove(source, epoch, tuple(args), done))
         if source == scripts.RATE_ACQUIRE:
             self.counted(args[0], ())  # the first take of a new minute may be the unanswered one
             if args[0] == self.rate_window:
@@ -609,17 +624,21 @@ class SharedLink:
                 log.warning("released what %d stopped server process(es) held", int(reply[1]))
 
     async def _settle_moves(self, current: str) -> None:
-        """Balance moves whose reply never came: made or undone, as memory counts them, by their id.
-        Run after this round's first reply from Redis: a script sent before it was run (or dropped
-        with its connection) by then, and a copy still on its way finds the move settled."""
+        """Balance moves and budget settles whose reply never came: made or undone, as memory counts
+        them, by their id. Run after this round's first reply from Redis: a script sent before it was
+        run (or dropped with its connection) by then, and a copy still on its way finds it settled."""
         while self._unsure_moves:
             move = self._unsure_moves[0]
-            if move.epoch == current:
+            if move.epoch == current and move.source == scripts.BUDGET_SETTLE:
+                key, day, _held, used, day_ttl, op, op_ttl = move.args
+                await self.script(scripts.BUDGET_RECONCILE)(args=[current, op, op_ttl, key, day, used, day_ttl])
+            elif move.epoch == current:
                 op, sign, *pairs = move.args
                 await self.script(scripts.CREDIT_RECONCILE)(
                     args=[current, self.proc, op, sign, 1 if move.done else 0, *pairs]
                 )
-            # Another epoch: its rebuild read the balances from the store; nothing to settle.
+            # Another epoch: its rebuild read the balances and the day's use from the store (and the
+            # rows not written yet, from the first registration of each process); nothing to settle.
             self._unsure_moves.pop(0)
 
     async def _alive(self, epoch: str) -> None:
@@ -662,7 +681,7 @@ class SharedLink:
                 if self.epoch != epoch:
                     log.info("shared state: registered in epoch %s", epoch)
                 self._opens_at = time.monotonic() + max(0, int(reply[1])) / 1000
-                self.epoch, self.caller = epoch, caller
+                self.epoch, self.caller, self._registered_in = epoch, caller, epoch
             else:
                 self._dirty = True
                 self._rates_unsure |= unsure

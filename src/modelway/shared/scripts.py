@@ -23,7 +23,8 @@ Keys (one Redis database, not a cluster: scripts name the keys they build):
     mw:<E>:gen:<proc>         the generation of the process's last registration in E (see _GATE)
     mw:<E>:u:<day>:<key>      tokens the key used that UTC day
     mw:<E>:opening            set for a moment after a rebuild: every live process registers, none takes
-    mw:<E>:op:<id>            a balance move (CREDIT_CHANGE) that ran, or was settled after its reply was lost
+    mw:<E>:op:<id>            a balance move (CREDIT_CHANGE) or a budget settle (BUDGET_SETTLE) that ran,
+                              or was settled after its reply was lost
     mw:rh:<window>:<scope>    hash: n (requests counted in one minute window), h:<proc> (one process's
                               part); expires with the window
 
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 __all__ = [
     "BUDGET_HOLD",
+    "BUDGET_RECONCILE",
     "BUDGET_SETTLE",
     "CREDIT_ADD",
     "CREDIT_CHANGE",
@@ -115,10 +117,13 @@ return {'OK'}
 """
 )
 
-# ARGV: epoch, proc, key id, day, tokens held, tokens used, ttl of the day's counter.
+# ARGV: epoch, proc, key id, day, tokens held, tokens used, ttl of the day's counter, operation id,
+# its ttl. The operation id is filed (mw:<E>:op:<id>), as CREDIT_CHANGE's: a settle whose reply never
+# came is counted by BUDGET_RECONCILE only if it never ran, and a copy arriving after that does nothing.
 BUDGET_SETTLE = (
     _GATE
     + """
+if not redis.call('SET', prefix .. 'op:' .. ARGV[8], 1, 'NX', 'EX', ARGV[9]) then return {'OK'} end
 local key, used_key = prefix .. 'k:' .. ARGV[3], prefix .. 'u:' .. ARGV[4] .. ':' .. ARGV[3]
 redis.call('HINCRBY', key, 'held', 0 - tonumber(ARGV[5]))
 redis.call('HINCRBY', key, mine, 0 - tonumber(ARGV[5]))
@@ -207,6 +212,21 @@ if factor ~= 0 then
   end
 end
 return {'OK', factor}
+"""
+
+# ARGV: epoch, operation id, its ttl, key id, day, tokens used, ttl of the day's counter. Settles a
+# BUDGET_SETTLE whose reply never came (cut off, or refused NOEPOCH/UNREGISTERED): the tokens are
+# added to the day's use only if it never ran; filed as settled either way, so a late copy does
+# nothing. Its hold needs nothing here: the registration that follows sets the process's holds.
+# {'OK', 1 if counted now else 0} or {'STALE'} (another epoch: its rebuild read the store).
+BUDGET_RECONCILE = """
+if redis.call('GET', 'mw:epoch') ~= ARGV[1] then return {'STALE'} end
+local prefix = 'mw:' .. ARGV[1] .. ':'
+if not redis.call('SET', prefix .. 'op:' .. ARGV[2], 'settled', 'NX', 'EX', ARGV[3]) then return {'OK', 0} end
+local used = prefix .. 'u:' .. ARGV[5] .. ':' .. ARGV[4]
+redis.call('INCRBY', used, ARGV[6])
+redis.call('EXPIRE', used, ARGV[7])
+return {'OK', 1}
 """
 
 # ARGV: epoch, account, balance read from the store. Sets the balance of an account this epoch
