@@ -726,8 +726,12 @@ class SharedLink:
         reply = await self.script(scripts.EPOCH_INSTALL)(args=[epoch, self.proc, run_id, adds, opening_ms])
         if self._sweeping is None or self._sweeping.done():
             self._sweeping = asyncio.create_task(self._sweep(), name="shared-state-sweep")
-        if reply[0] == "AGAIN":
+        if reply[0] == "AGAIN" and reply[1] == "adds":
             log.warning("credits were added while the shared state was rebuilt; rebuilding it again")
+            self._wake.set()
+        if reply[0] == "AGAIN" and reply[1] == "intent":
+            # Said at info: while a dead CLI's intent lapses (up to a minute) this repeats each round.
+            log.info("an operator is changing credits while the shared state is rebuilt; rebuilding it again")
             self._wake.set()
         if reply[0] == "OK":
             log.warning(

@@ -153,13 +153,16 @@ return {'OK', available - amount}
 
 # ARGV: epoch, proc, account, reserved amount, cost. Releases the reservation and holds the real
 # cost (a charge not yet written), never beyond what is available: {'OK', charged, available after}.
+# A hash without a balance (never expected: EPOCH_INSTALL keeps every one) charges up to what was
+# reserved, which was available when it was made: a call is never served free for want of it.
 CREDIT_SETTLE = (
     _GATE
     + """
 local key = prefix .. 'a:' .. ARGV[3]
 local reserved, cost = tonumber(ARGV[4]), tonumber(ARGV[5])
 local held = tonumber(redis.call('HGET', key, 'held') or '0') - reserved
-local available = tonumber(redis.call('HGET', key, 'bal') or '0') - held
+local bal = redis.call('HGET', key, 'bal')
+local available = bal and (tonumber(bal) - held) or reserved
 local charged = math.max(0, math.min(cost, available))
 redis.call('HINCRBY', key, 'held', charged - reserved)
 redis.call('HINCRBY', key, mine, charged - reserved)
@@ -171,11 +174,21 @@ return {'OK', charged, available - charged}
 # charges about to be written to the store leave `held` for `bal` (a refund, a negative charge, too);
 # sign -1 undoes that after the write failed. The operation id is filed (mw:<E>:op:<id>): a copy that
 # arrives after CREDIT_RECONCILE settled the operation does nothing. {'OK', epoch} (the epoch they
-# moved in: see SharedLink.credits_moving).
+# moved in: see SharedLink.credits_moving). An account hash without a balance (never expected) would
+# take a balance into existence from nothing: the marker is dropped instead ({'NOEPOCH'}, nothing
+# moved), so that the state is rebuilt from the store, and the write is tried again after it.
 CREDIT_CHANGE = (
     _GATE
     + """
-if not redis.call('SET', prefix .. 'op:' .. ARGV[3], ARGV[4], 'NX', 'EX', 600) then return {'OK', epoch} end
+local op = prefix .. 'op:' .. ARGV[3]
+if redis.call('EXISTS', op) == 1 then return {'OK', epoch} end
+for i = 5, #ARGV, 2 do
+  if redis.call('HEXISTS', prefix .. 'a:' .. ARGV[i], 'bal') == 0 then
+    redis.call('DEL', 'mw:epoch')
+    return {'NOEPOCH'}
+  end
+end
+redis.call('SET', op, ARGV[4], 'EX', 600)
 local sign = tonumber(ARGV[4])
 for i = 5, #ARGV, 2 do
   local key, amount = prefix .. 'a:' .. ARGV[i], sign * tonumber(ARGV[i + 1])
@@ -248,8 +261,8 @@ return {'OK'}
 
 # ARGV: account, change id, how long the intent lives (ms). The operator (CLI) is about to change the
 # account's credits in the store: until CREDIT_ADD says how, no seed sets the account's balance from
-# the store (it may have read it before or after the commit), and a rebuild installed meanwhile
-# forgets it (EPOCH_INSTALL), so that it is seeded from the store afterwards. An intent that lapses
+# the store (it may have read it before or after the commit), and no rebuild is installed (EPOCH_INSTALL
+# answers AGAIN: its store read may have missed the commit). An intent that lapses
 # without its CREDIT_ADD (the CLI died, or lost Redis) has the state rebuilt from the store (REAP).
 # {'OK'}.
 CREDIT_INTENT = (
@@ -263,7 +276,7 @@ return {'OK'}
 # ARGV: account, amount the store applied, balance in the store after it, change id. Credits the
 # operator (CLI) changed in the store, after the store committed, announced by CREDIT_INTENT:
 # - OK: counted now (added to the balance this epoch knows; an account it does not know yet, or
-#   forgot, gets the store's balance after the change, and no seed can have set one meanwhile).
+#   lost, gets the store's balance after the change, and no seed can have set one meanwhile).
 # - NOEPOCH: no marker, a rebuild is under way or due; mw:credit-adds is bumped, so a rebuild that
 #   read the store before the commit starts over (EPOCH_INSTALL). Counted once it is rebuilt.
 # - REBUILD: the intent lapsed or was never made (Redis was unreachable): a seed or rebuild since may
@@ -366,10 +379,13 @@ return {'OK', redis.call('PTTL', prefix .. 'opening')}
 # ARGV: new epoch, proc (the lock holder), Redis's run_id, mw:credit-adds as read before the store,
 # the opening in ms. Makes the rebuilt state current if this process still holds the rebuild lock
 # and no operator credits arrived meanwhile; mw:<E>:opening lasts the opening (every live process
-# registers meanwhile, takes nothing). Accounts whose credits the operator is changing right now (a live
-# intent) are forgotten: the store was read before or after that commit, nobody knows which; their
-# CREDIT_ADD sets the balance after it. The epoch it replaces, or the new one if it is not installed,
-# is filed for deletion (mw:epochs:old). {'OK'}, {'LOST'} or {'AGAIN'} (lock dropped: rebuild once more).
+# registers meanwhile, takes nothing). While the operator is changing an account's credits (a live
+# intent) nothing is installed: the store was read before or after that commit, nobody knows which,
+# and forgetting the balance instead would let calls in flight settle against no balance. The rebuild
+# is tried again (the CLI's commit takes milliseconds; a dead CLI's intent lapses). Lapsed intents are
+# dropped here (no epoch stands, so REAP cannot), and the store is read once more after them. The epoch
+# it replaces, or the new one if it is not installed, is filed for deletion (mw:epochs:old).
+# {'OK'}, {'LOST'} or {'AGAIN', why} (lock dropped: rebuild once more; why: 'adds' or 'intent').
 EPOCH_INSTALL = (
     _NOW
     + """
@@ -380,14 +396,16 @@ end
 redis.call('DEL', 'mw:rebuild')
 if (redis.call('GET', 'mw:credit-adds') or '0') ~= ARGV[4] then
   redis.call('SADD', 'mw:epochs:old', ARGV[1])
-  return {'AGAIN'}
+  return {'AGAIN', 'adds'}
+end
+local lapsed = redis.call('ZREMRANGEBYSCORE', 'mw:credit-intents', '-inf', now)
+if lapsed > 0 or redis.call('ZCARD', 'mw:credit-intents') > 0 then
+  redis.call('SADD', 'mw:epochs:old', ARGV[1])
+  return {'AGAIN', 'intent'}
 end
 local last = redis.call('GET', 'mw:epoch:last')
 if last and last ~= ARGV[1] then redis.call('SADD', 'mw:epochs:old', last) end
 redis.call('SET', 'mw:epoch:last', ARGV[1])
-for _, intent in ipairs(redis.call('ZRANGEBYSCORE', 'mw:credit-intents', '(' .. now, '+inf')) do
-  redis.call('HDEL', 'mw:' .. ARGV[1] .. ':a:' .. string.match(intent, '^(.*)|[^|]*$'), 'bal')
-end
 redis.call('SET', 'mw:' .. ARGV[1] .. ':opening', 1, 'PX', ARGV[5])
 redis.call('SET', 'mw:epoch', ARGV[1])
 redis.call('SET', 'mw:epoch:run', ARGV[3])
