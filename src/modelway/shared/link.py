@@ -300,11 +300,20 @@ class SharedLink:
 
     @property
     def opening_seconds(self) -> float:
-        """How long a rebuilt epoch takes nothing, so that every live process has registered in it
-        first (its holds, its minute's counts, its unwritten tokens): a process notices a missing
-        marker within _CHECK_SECONDS (the rebuild's quiet time counts towards that), then looks for
-        the new one every _RETRY_SECONDS."""
+        """How long a rebuilt epoch takes nothing, so that the live processes register in it first
+        (their holds, their minute's counts, their unwritten tokens): a process whose event loop and
+        link keep up notices a missing marker within _CHECK_SECONDS (the rebuild's quiet time counts
+        towards that), then looks for the new one every _RETRY_SECONDS. That is a time, not a check:
+        a process stalled longer than it (a blocked event loop, a slow link, another host's lag)
+        registers after takes began, and what it reserved may have been spent by others meanwhile
+        (it says so when it registers: see _register)."""
         return max(0.0, _CHECK_SECONDS - self._config.rebuild_quiet_seconds) + 3 * _RETRY_SECONDS
+
+    @property
+    def restart_opening_seconds(self) -> float:
+        """The opening after Redis restarted (empty, or from a snapshot): the other processes learn it
+        from a failed call or their next check, then reconnect (up to a reply's timeout) first."""
+        return max(_CHECK_SECONDS, self.opening_seconds) + self._config.timeout_seconds
 
     @property
     def op_seconds(self) -> int:
@@ -680,6 +689,15 @@ class SharedLink:
             if reply[0] == "OK":
                 if self.epoch != epoch:
                     log.info("shared state: registered in epoch %s", epoch)
+                if int(reply[2]) and int(reply[1]) < 0 and accounts:
+                    # First here, after the opening closed, with credits reserved: the epoch was taking
+                    # meanwhile without them, so others may have spent them (see opening_seconds).
+                    log.warning(
+                        "registered in the rebuilt shared state %s after its opening closed, with credits held "
+                        "on %d account(s): other processes may have spent them meanwhile",
+                        epoch,
+                        len(accounts),
+                    )
                 self._opens_at = time.monotonic() + max(0, int(reply[1])) / 1000
                 self.epoch, self.caller, self._registered_in = epoch, caller, epoch
             else:
@@ -712,6 +730,9 @@ class SharedLink:
         # scripts.CREDIT_ADD); a bump after this read may be missing from what is read next.
         adds = await self.redis.get("mw:credit-adds") or "0"
         run_id = await self._run_id()
+        # decode_responses: str or None. No epoch installed by this Redis run: it restarted.
+        last: list[str | None] = await self.redis.mget("mw:epoch:last", "mw:epoch:run")  # type: ignore[assignment]
+        restarted = last[0] is None or last[1] != run_id
         balances = await self._store.balances()
         today = day_start(self._clock.now())
         used = await self._store.tokens_since(today)
@@ -722,7 +743,8 @@ class SharedLink:
         for key, tokens in used.items():
             pipe.set(f"mw:{epoch}:u:{today}:{key}", tokens, ex=2 * DAY_SECONDS)
         await pipe.execute()
-        opening_ms = max(1, int(self.opening_seconds * 1000))
+        opening = self.restart_opening_seconds if restarted else self.opening_seconds
+        opening_ms = max(1, int(opening * 1000))
         reply = await self.script(scripts.EPOCH_INSTALL)(args=[epoch, self.proc, run_id, adds, opening_ms])
         if self._sweeping is None or self._sweeping.done():
             self._sweeping = asyncio.create_task(self._sweep(), name="shared-state-sweep")

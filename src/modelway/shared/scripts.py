@@ -322,7 +322,8 @@ return {outcome}
 # the day's use from the store, which lacks them; later they reach it with their rows. The generation
 # grows with each registration of the process: scripts sent under an older one are refused from now
 # on (_GATE), and so is an older registration arriving late.
-# {'OK', ms until the epoch opens for takes (negative: open)}, {'STALE'} or {'OLD'}.
+# {'OK', ms until the epoch opens for takes (negative: open), 1 if this is the process's first
+# registration in the epoch else 0}, {'STALE'} or {'OLD'}.
 REGISTER = """
 local epoch = ARGV[1]
 local proc, generation = string.match(ARGV[2], '^(.*)#(%d+)$')
@@ -366,14 +367,15 @@ for n = 1, scopes do
   end
   index = index + 2
 end
-if redis.call('SADD', prefix .. 'procs', proc) == 1 then
+local first = redis.call('SADD', prefix .. 'procs', proc)
+if first == 1 then
   for i = index, #ARGV, 2 do
     local used = prefix .. 'u:' .. day .. ':' .. ARGV[i]
     redis.call('INCRBY', used, ARGV[i + 1])
     redis.call('EXPIRE', used, day_ttl)
   end
 end
-return {'OK', redis.call('PTTL', prefix .. 'opening')}
+return {'OK', redis.call('PTTL', prefix .. 'opening'), first}
 """
 
 # ARGV: new epoch, proc (the lock holder), Redis's run_id, mw:credit-adds as read before the store,
