@@ -72,6 +72,7 @@ from modelway.core.clock import Clock
 from modelway.core.limits import WINDOW_SECONDS
 from modelway.errors import GatewayError, Reason
 from modelway.shared import scripts
+from modelway.shared.rebuild import Rebuilder, run_id
 from modelway.store.base import StoreUnavailable
 
 __all__ = ["BalanceSource", "SharedLink", "shared_client"]
@@ -206,6 +207,7 @@ class SharedLink:
         self.redis = shared_client(config)
         # Who this process is in Redis (its part of every held total is filed under this id).
         self.proc = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+        self._rebuilder = Rebuilder(self.redis, store, clock, config, self.proc, self.script)
         # How scripts name the caller: the process and its registration's generation (one more with
         # each registration; a script still on its way under an older one does nothing, see scripts._GATE).
         self._generation = 0
@@ -446,15 +448,19 @@ class SharedLink:
         async with self._catching_up:
             if self.epoch != stale:
                 return  # another call registered meanwhile
-            try:
-                # Registers only: a rebuild (a few seconds) is the background task's, never a call's.
-                await self._sync(rebuild=False)
-            except RedisTimeoutError as exc:
-                self._say_slow(exc)
-                raise self.unavailable() from None
-            except (RedisError, OSError) as exc:
-                self._unreachable(exc)
-                raise self.unavailable() from None
+            await self._register_for_a_call()
+
+    async def _register_for_a_call(self) -> None:
+        """Looks at the marker and registers, for a call waiting on it: a failure refuses the call (503).
+        Registers only: a rebuild (a few seconds) is the background task's, never a call's."""
+        try:
+            await self._sync(rebuild=False)
+        except RedisTimeoutError as exc:
+            self._say_slow(exc)
+            raise self.unavailable() from None
+        except (RedisError, OSError) as exc:
+            self._unreachable(exc)
+            raise self.unavailable() from None
 
     async def _step_in(self) -> None:
         # Single-flight: while Redis is slow, the calls arriving meanwhile share one try (and its
@@ -473,14 +479,7 @@ class SharedLink:
     async def _step_in_once(self) -> None:
         if self.in_step or self.epoch is None:
             return  # done meanwhile, or the epoch is gone (the take refuses)
-        try:
-            await self._sync(rebuild=False)
-        except RedisTimeoutError as exc:
-            self._say_slow(exc)
-            raise self.unavailable() from None
-        except (RedisError, OSError) as exc:
-            self._unreachable(exc)
-            raise self.unavailable() from None
+        await self._register_for_a_call()
 
     async def give(
         self, source: str, args: Sequence[Any], apply: Callable[[list[Any] | None], T], *, epoch: str | None = None
@@ -582,15 +581,11 @@ class SharedLink:
                 appendonly,
             )
 
-    async def _run_id(self) -> str:
-        info: dict[str, Any] = await self.redis.info("server")
-        return str(info["run_id"])
-
     async def _sync(self, *, rebuild: bool = True) -> None:
         # decode_responses: str, never bytes.
         marks: list[str | None] = await self.redis.mget("mw:epoch", "mw:epoch:run")  # type: ignore[assignment]
         current, marked_run = marks
-        if current is not None and marked_run != await self._run_id():
+        if current is not None and marked_run != await run_id(self.redis):
             # The marker outlived a restart (Redis loaded a snapshot or its AOF): the balances and
             # holds are those of the snapshot, not of the store now. Rebuilt like an empty Redis.
             log.warning("Redis restarted from a snapshot (new run id); rebuilding the shared state from the store")
@@ -707,83 +702,13 @@ class SharedLink:
 
     async def _rebuild(self) -> None:
         """This process holds the rebuild lock: the state is read from the store under a new epoch."""
-        quiet = self._config.rebuild_quiet_seconds
-        log.warning(
-            "shared state has no marker (Redis restarted or was flushed): rebuilding it from the store "
-            "after %.1fs; calls are refused meanwhile",
-            quiet,
-        )
-        started = time.monotonic()
-        try:
-            await self._rebuild_after(quiet, started)
-        except BaseException:
-            # Let the next try (this process's or another's) start at once, not when the lock expires.
-            with contextlib.suppress(Exception):
-                await self.script(scripts.REBUILD_GIVE_UP)(args=[self.proc])
-            raise
-
-    async def _rebuild_after(self, quiet: float, started: float) -> None:
-        await asyncio.sleep(quiet)
-        # Connections left idle since before a restart would fail the steps below one by one.
-        await self.redis.connection_pool.disconnect(inuse_connections=False)
-        # Read before the store: an operator's credits added while no epoch stood bump it (see
-        # scripts.CREDIT_ADD); a bump after this read may be missing from what is read next.
-        adds = await self.redis.get("mw:credit-adds") or "0"
-        run_id = await self._run_id()
-        # decode_responses: str or None. No epoch installed by this Redis run: it restarted.
-        last: list[str | None] = await self.redis.mget("mw:epoch:last", "mw:epoch:run")  # type: ignore[assignment]
-        restarted = last[0] is None or last[1] != run_id
-        balances = await self._store.balances()
-        today = day_start(self._clock.now())
-        used = await self._store.tokens_since(today)
-        epoch = secrets.token_hex(8)
-        pipe = self.redis.pipeline(transaction=True)
-        for account, balance in balances.items():
-            pipe.hset(f"mw:{epoch}:a:{account}", "bal", balance)
-        for key, tokens in used.items():
-            pipe.set(f"mw:{epoch}:u:{today}:{key}", tokens, ex=2 * DAY_SECONDS)
-        await pipe.execute()
-        opening = self.restart_opening_seconds if restarted else self.opening_seconds
-        opening_ms = max(1, int(opening * 1000))
-        reply = await self.script(scripts.EPOCH_INSTALL)(args=[epoch, self.proc, run_id, adds, opening_ms])
+        rebuilt = await self._rebuilder.run(self.opening_seconds, self.restart_opening_seconds)
         if self._sweeping is None or self._sweeping.done():
-            self._sweeping = asyncio.create_task(self._sweep(), name="shared-state-sweep")
-        if reply[0] == "AGAIN" and reply[1] == "adds":
-            log.warning("credits were added while the shared state was rebuilt; rebuilding it again")
+            self._sweeping = asyncio.create_task(self._rebuilder.sweep(), name="shared-state-sweep")
+        if rebuilt.again:
             self._wake.set()
-        if reply[0] == "AGAIN" and reply[1] == "intent":
-            # Said at info: while a dead CLI's intent lapses (up to a minute) this repeats each round.
-            log.info("an operator is changing credits while the shared state is rebuilt; rebuilding it again")
-            self._wake.set()
-        if reply[0] == "OK":
-            log.warning(
-                "shared state rebuilt (epoch %s, %d accounts) in %.1fs",
-                epoch,
-                len(balances),
-                time.monotonic() - started,
-            )
-            await self._register(epoch)
-
-    async def _sweep(self) -> None:
-        """Deletes the keys of epochs filed as old by EPOCH_INSTALL, a batch at a time (a rebuild
-        forced without a Redis restart leaves O(accounts) of them). No script writes in an epoch
-        that is not current, so nothing comes back."""
-        try:
-            # decode_responses: one member as str, or None.
-            while (found := await self.redis.srandmember("mw:epochs:old")) is not None:
-                old = str(found)
-                batch: list[str] = []
-                async for key in self.redis.scan_iter(match=f"mw:{old}:*", count=1000):
-                    batch.append(key)
-                    if len(batch) >= 500:
-                        await self.redis.unlink(*batch)
-                        batch = []
-                if batch:
-                    await self.redis.unlink(*batch)
-                await self.redis.srem("mw:epochs:old", old)
-        except (RedisError, OSError) as exc:
-            # Left for the next rebuild's sweep: the epochs stay filed until their keys are gone.
-            log.info("deleting the keys of old shared state epochs stopped (%s); resumed after the next rebuild", exc)
+        if rebuilt.epoch is not None:
+            await self._register(rebuilt.epoch)
 
     async def seed(self, account_id: str) -> None:
         """Tells Redis the balance of an account created after the last rebuild (one row read from
