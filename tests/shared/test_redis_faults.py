@@ -269,3 +269,37 @@ async def test_a_redis_that_is_down_is_retried_at_a_pace_not_in_a_loop(tmp_path:
     finally:
         await state.close()
         server.stop()
+
+
+async def test_after_an_empty_restart_the_opening_also_waits_for_reconnects_and_a_late_process_says_so(
+    processes: Processes,
+    store: SqliteStore,
+    redis_server: RedisServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    first, late = await processes(2)
+    account = await new_account(store, 1000)
+    await late.ledger.reserve(account, 800, "Add credits.")
+    # The late process registers 2 s late (a blocked event loop, a slow link, another host's lag): the
+    # one timing seam of this test, as in test_redis_races.
+    alive = late.link._alive
+
+    async def alive_late(at: str) -> None:
+        await asyncio.sleep(2.0)
+        await alive(at)
+
+    monkeypatch.setattr(late.link, "_alive", alive_late)
+    redis_server.restart()
+    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        while (epoch := await client.get("mw:epoch")) is None:
+            await asyncio.sleep(0.01)
+        opening_ms = await client.pttl(f"mw:{epoch}:opening")
+    finally:
+        await client.aclose()
+    # max(1 s, 1 s less the quiet time plus 0.3 s) + the 0.3 s timeout, not the 1.0 s of a forced rebuild.
+    assert opening_ms > (first.link.restart_opening_seconds - 0.2) * 1000, opening_ms
+    assert first.link.restart_opening_seconds == pytest.approx(1.3)
+    await until(lambda: late.link.ready, 10)
+    assert "after its opening closed, with credits held on 1 account(s)" in caplog.text

@@ -101,7 +101,8 @@ class UsageRecorder:
         self._commit_window = commit_window
         self._last_write = 0.0
         self._pending: list[_Queued] = []
-        # Rows taken by the write under way; back in `_pending` if it fails.
+        # Rows taken by the write under way, from the moment their charges start moving (a
+        # registration made from inside that move reads them as unwritten); back in `_pending` if it fails.
         self._writing: list[_Queued] = []
         self._max_queued = max_queued
         self._refused_unrecorded = 0
@@ -216,13 +217,16 @@ class UsageRecorder:
 
             # Shared state first moves the charges from held to written, so that a rebuild of it
             # can tell them apart; when it cannot (Redis away), the rows wait, except at shutdown.
+            # Set before the move: the move may register this process in a rebuilt state (a take), and
+            # that registration counts these rows' tokens as unwritten, which they still are.
+            self._writing = batch
             try:
                 await self._ledger.writing(charges, final=self._closing)
             except BaseException:
+                self._writing = []
                 self._pending[:0] = batch
                 self._directory.restore_last_used(last_used)
                 raise
-            self._writing = batch
 
             def settled(error: BaseException | None) -> None:
                 self._writing = []

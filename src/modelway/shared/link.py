@@ -72,6 +72,7 @@ from modelway.core.clock import Clock
 from modelway.core.limits import WINDOW_SECONDS
 from modelway.errors import GatewayError, Reason
 from modelway.shared import scripts
+from modelway.shared.rebuild import Rebuilder, run_id
 from modelway.store.base import StoreUnavailable
 
 __all__ = ["BalanceSource", "SharedLink", "shared_client"]
@@ -110,9 +111,11 @@ def _never_ran(exc: BaseException) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class _UnsureMove:
-    """A balance move (CREDIT_CHANGE) sent in `epoch` whose reply never came; `done`: whether this
-    process's memory counts it as made (a give-back) or not (a take)."""
+    """A script carrying an operation id (`source`: CREDIT_CHANGE, a balance move, or BUDGET_SETTLE)
+    sent in `epoch` whose reply never came; `done`: whether this process's memory counts it as made
+    (a give-back) or not (a take)."""
 
+    source: str
     epoch: str
     args: tuple[Any, ...]
     done: bool
@@ -204,6 +207,7 @@ class SharedLink:
         self.redis = shared_client(config)
         # Who this process is in Redis (its part of every held total is filed under this id).
         self.proc = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+        self._rebuilder = Rebuilder(self.redis, store, clock, config, self.proc, self.script)
         # How scripts name the caller: the process and its registration's generation (one more with
         # each registration; a script still on its way under an older one does nothing, see scripts._GATE).
         self._generation = 0
@@ -225,8 +229,11 @@ class SharedLink:
         # Tokens per key of this process's usage rows not yet written to the store, for a day:
         # a rebuild reads the day's use from the store, which lacks them (set by the usage writer).
         self._unwritten: Callable[[float], Mapping[str, int]] = lambda since: {}
-        # Balance moves whose reply never came, settled before the next registration.
+        # Balance moves and budget settles whose reply never came, settled before the next registration.
         self._unsure_moves: list[_UnsureMove] = []
+        # The epoch this process last registered in (kept while `epoch` is None: a budget settle
+        # refused meanwhile belongs there).
+        self._registered_in: str | None = None
         # One store read per account being seeded, whatever the number of its first calls.
         self._seeding: dict[str, asyncio.Future[None]] = {}
         self._slow_logged = False
@@ -295,11 +302,27 @@ class SharedLink:
 
     @property
     def opening_seconds(self) -> float:
-        """How long a rebuilt epoch takes nothing, so that every live process has registered in it
-        first (its holds, its minute's counts, its unwritten tokens): a process notices a missing
-        marker within _CHECK_SECONDS (the rebuild's quiet time counts towards that), then looks for
-        the new one every _RETRY_SECONDS."""
+        """How long a rebuilt epoch takes nothing, so that the live processes register in it first
+        (their holds, their minute's counts, their unwritten tokens): a process whose event loop and
+        link keep up notices a missing marker within _CHECK_SECONDS (the rebuild's quiet time counts
+        towards that), then looks for the new one every _RETRY_SECONDS. That is a time, not a check:
+        a process stalled longer than it (a blocked event loop, a slow link, another host's lag)
+        registers after takes began, and what it reserved may have been spent by others meanwhile
+        (it says so when it registers: see _register)."""
         return max(0.0, _CHECK_SECONDS - self._config.rebuild_quiet_seconds) + 3 * _RETRY_SECONDS
+
+    @property
+    def restart_opening_seconds(self) -> float:
+        """The opening after Redis restarted (empty, or from a snapshot): the other processes learn it
+        from a failed call or their next check, then reconnect (up to a reply's timeout) first."""
+        return max(_CHECK_SECONDS, self.opening_seconds) + self._config.timeout_seconds
+
+    @property
+    def op_seconds(self) -> int:
+        """How long Redis remembers an operation id: from the script's run until the process's next
+        registration settles it (a process away longer than process_timeout_seconds is reaped, and
+        registers all it holds afresh)."""
+        return int(max(60.0, 3 * self._config.process_timeout_seconds))
 
     @property
     def in_step(self) -> bool:
@@ -339,8 +362,11 @@ class SharedLink:
         undoes a take its memory does not know of); a balance move is settled by its id instead
         (registering cannot undo it): made if memory counts it as made, undone otherwise."""
         self._dirty = True
-        if source == scripts.CREDIT_CHANGE and epoch is not None:
-            self._unsure_moves.append(_UnsureMove(epoch, tuple(args), done))
+        if source == scripts.BUDGET_SETTLE and epoch is None:
+            # Never sent (no epoch stood): the day's use of the epoch it would have gone to lacks it.
+            epoch = self._registered_in
+        if source in (scripts.CREDIT_CHANGE, scripts.BUDGET_SETTLE) and epoch is not None:
+            self._unsure_moves.append(_UnsureMove(source, epoch, tuple(args), done))
         if source == scripts.RATE_ACQUIRE:
             self.counted(args[0], ())  # the first take of a new minute may be the unanswered one
             if args[0] == self.rate_window:
@@ -422,15 +448,19 @@ class SharedLink:
         async with self._catching_up:
             if self.epoch != stale:
                 return  # another call registered meanwhile
-            try:
-                # Registers only: a rebuild (a few seconds) is the background task's, never a call's.
-                await self._sync(rebuild=False)
-            except RedisTimeoutError as exc:
-                self._say_slow(exc)
-                raise self.unavailable() from None
-            except (RedisError, OSError) as exc:
-                self._unreachable(exc)
-                raise self.unavailable() from None
+            await self._register_for_a_call()
+
+    async def _register_for_a_call(self) -> None:
+        """Looks at the marker and registers, for a call waiting on it: a failure refuses the call (503).
+        Registers only: a rebuild (a few seconds) is the background task's, never a call's."""
+        try:
+            await self._sync(rebuild=False)
+        except RedisTimeoutError as exc:
+            self._say_slow(exc)
+            raise self.unavailable() from None
+        except (RedisError, OSError) as exc:
+            self._unreachable(exc)
+            raise self.unavailable() from None
 
     async def _step_in(self) -> None:
         # Single-flight: while Redis is slow, the calls arriving meanwhile share one try (and its
@@ -449,14 +479,7 @@ class SharedLink:
     async def _step_in_once(self) -> None:
         if self.in_step or self.epoch is None:
             return  # done meanwhile, or the epoch is gone (the take refuses)
-        try:
-            await self._sync(rebuild=False)
-        except RedisTimeoutError as exc:
-            self._say_slow(exc)
-            raise self.unavailable() from None
-        except (RedisError, OSError) as exc:
-            self._unreachable(exc)
-            raise self.unavailable() from None
+        await self._register_for_a_call()
 
     async def give(
         self, source: str, args: Sequence[Any], apply: Callable[[list[Any] | None], T], *, epoch: str | None = None
@@ -558,15 +581,11 @@ class SharedLink:
                 appendonly,
             )
 
-    async def _run_id(self) -> str:
-        info: dict[str, Any] = await self.redis.info("server")
-        return str(info["run_id"])
-
     async def _sync(self, *, rebuild: bool = True) -> None:
         # decode_responses: str, never bytes.
         marks: list[str | None] = await self.redis.mget("mw:epoch", "mw:epoch:run")  # type: ignore[assignment]
         current, marked_run = marks
-        if current is not None and marked_run != await self._run_id():
+        if current is not None and marked_run != await run_id(self.redis):
             # The marker outlived a restart (Redis loaded a snapshot or its AOF): the balances and
             # holds are those of the snapshot, not of the store now. Rebuilt like an empty Redis.
             log.warning("Redis restarted from a snapshot (new run id); rebuilding the shared state from the store")
@@ -609,17 +628,21 @@ class SharedLink:
                 log.warning("released what %d stopped server process(es) held", int(reply[1]))
 
     async def _settle_moves(self, current: str) -> None:
-        """Balance moves whose reply never came: made or undone, as memory counts them, by their id.
-        Run after this round's first reply from Redis: a script sent before it was run (or dropped
-        with its connection) by then, and a copy still on its way finds the move settled."""
+        """Balance moves and budget settles whose reply never came: made or undone, as memory counts
+        them, by their id. Run after this round's first reply from Redis: a script sent before it was
+        run (or dropped with its connection) by then, and a copy still on its way finds it settled."""
         while self._unsure_moves:
             move = self._unsure_moves[0]
-            if move.epoch == current:
+            if move.epoch == current and move.source == scripts.BUDGET_SETTLE:
+                key, day, _held, used, day_ttl, op, op_ttl = move.args
+                await self.script(scripts.BUDGET_RECONCILE)(args=[current, op, op_ttl, key, day, used, day_ttl])
+            elif move.epoch == current:
                 op, sign, *pairs = move.args
                 await self.script(scripts.CREDIT_RECONCILE)(
                     args=[current, self.proc, op, sign, 1 if move.done else 0, *pairs]
                 )
-            # Another epoch: its rebuild read the balances from the store; nothing to settle.
+            # Another epoch: its rebuild read the balances and the day's use from the store (and the
+            # rows not written yet, from the first registration of each process); nothing to settle.
             self._unsure_moves.pop(0)
 
     async def _alive(self, epoch: str) -> None:
@@ -661,8 +684,17 @@ class SharedLink:
             if reply[0] == "OK":
                 if self.epoch != epoch:
                     log.info("shared state: registered in epoch %s", epoch)
+                if int(reply[2]) and int(reply[1]) < 0 and accounts:
+                    # First here, after the opening closed, with credits reserved: the epoch was taking
+                    # meanwhile without them, so others may have spent them (see opening_seconds).
+                    log.warning(
+                        "registered in the rebuilt shared state %s after its opening closed, with credits held "
+                        "on %d account(s): other processes may have spent them meanwhile",
+                        epoch,
+                        len(accounts),
+                    )
                 self._opens_at = time.monotonic() + max(0, int(reply[1])) / 1000
-                self.epoch, self.caller = epoch, caller
+                self.epoch, self.caller, self._registered_in = epoch, caller, epoch
             else:
                 self._dirty = True
                 self._rates_unsure |= unsure
@@ -670,75 +702,13 @@ class SharedLink:
 
     async def _rebuild(self) -> None:
         """This process holds the rebuild lock: the state is read from the store under a new epoch."""
-        quiet = self._config.rebuild_quiet_seconds
-        log.warning(
-            "shared state has no marker (Redis restarted or was flushed): rebuilding it from the store "
-            "after %.1fs; calls are refused meanwhile",
-            quiet,
-        )
-        started = time.monotonic()
-        try:
-            await self._rebuild_after(quiet, started)
-        except BaseException:
-            # Let the next try (this process's or another's) start at once, not when the lock expires.
-            with contextlib.suppress(Exception):
-                await self.script(scripts.REBUILD_GIVE_UP)(args=[self.proc])
-            raise
-
-    async def _rebuild_after(self, quiet: float, started: float) -> None:
-        await asyncio.sleep(quiet)
-        # Connections left idle since before a restart would fail the steps below one by one.
-        await self.redis.connection_pool.disconnect(inuse_connections=False)
-        # Read before the store: an operator's credits added while no epoch stood bump it (see
-        # scripts.CREDIT_ADD); a bump after this read may be missing from what is read next.
-        adds = await self.redis.get("mw:credit-adds") or "0"
-        run_id = await self._run_id()
-        balances = await self._store.balances()
-        today = day_start(self._clock.now())
-        used = await self._store.tokens_since(today)
-        epoch = secrets.token_hex(8)
-        pipe = self.redis.pipeline(transaction=True)
-        for account, balance in balances.items():
-            pipe.hset(f"mw:{epoch}:a:{account}", "bal", balance)
-        for key, tokens in used.items():
-            pipe.set(f"mw:{epoch}:u:{today}:{key}", tokens, ex=2 * DAY_SECONDS)
-        await pipe.execute()
-        opening_ms = max(1, int(self.opening_seconds * 1000))
-        reply = await self.script(scripts.EPOCH_INSTALL)(args=[epoch, self.proc, run_id, adds, opening_ms])
+        rebuilt = await self._rebuilder.run(self.opening_seconds, self.restart_opening_seconds)
         if self._sweeping is None or self._sweeping.done():
-            self._sweeping = asyncio.create_task(self._sweep(), name="shared-state-sweep")
-        if reply[0] == "AGAIN":
-            log.warning("credits were added while the shared state was rebuilt; rebuilding it again")
+            self._sweeping = asyncio.create_task(self._rebuilder.sweep(), name="shared-state-sweep")
+        if rebuilt.again:
             self._wake.set()
-        if reply[0] == "OK":
-            log.warning(
-                "shared state rebuilt (epoch %s, %d accounts) in %.1fs",
-                epoch,
-                len(balances),
-                time.monotonic() - started,
-            )
-            await self._register(epoch)
-
-    async def _sweep(self) -> None:
-        """Deletes the keys of epochs filed as old by EPOCH_INSTALL, a batch at a time (a rebuild
-        forced without a Redis restart leaves O(accounts) of them). No script writes in an epoch
-        that is not current, so nothing comes back."""
-        try:
-            # decode_responses: one member as str, or None.
-            while (found := await self.redis.srandmember("mw:epochs:old")) is not None:
-                old = str(found)
-                batch: list[str] = []
-                async for key in self.redis.scan_iter(match=f"mw:{old}:*", count=1000):
-                    batch.append(key)
-                    if len(batch) >= 500:
-                        await self.redis.unlink(*batch)
-                        batch = []
-                if batch:
-                    await self.redis.unlink(*batch)
-                await self.redis.srem("mw:epochs:old", old)
-        except (RedisError, OSError) as exc:
-            # Left for the next rebuild's sweep: the epochs stay filed until their keys are gone.
-            log.info("deleting the keys of old shared state epochs stopped (%s); resumed after the next rebuild", exc)
+        if rebuilt.epoch is not None:
+            await self._register(rebuilt.epoch)
 
     async def seed(self, account_id: str) -> None:
         """Tells Redis the balance of an account created after the last rebuild (one row read from

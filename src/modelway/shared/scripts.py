@@ -23,7 +23,8 @@ Keys (one Redis database, not a cluster: scripts name the keys they build):
     mw:<E>:gen:<proc>         the generation of the process's last registration in E (see _GATE)
     mw:<E>:u:<day>:<key>      tokens the key used that UTC day
     mw:<E>:opening            set for a moment after a rebuild: every live process registers, none takes
-    mw:<E>:op:<id>            a balance move (CREDIT_CHANGE) that ran, or was settled after its reply was lost
+    mw:<E>:op:<id>            a balance move (CREDIT_CHANGE) or a budget settle (BUDGET_SETTLE) that ran,
+                              or was settled after its reply was lost
     mw:rh:<window>:<scope>    hash: n (requests counted in one minute window), h:<proc> (one process's
                               part); expires with the window
 
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 __all__ = [
     "BUDGET_HOLD",
+    "BUDGET_RECONCILE",
     "BUDGET_SETTLE",
     "CREDIT_ADD",
     "CREDIT_CHANGE",
@@ -115,10 +117,13 @@ return {'OK'}
 """
 )
 
-# ARGV: epoch, proc, key id, day, tokens held, tokens used, ttl of the day's counter.
+# ARGV: epoch, proc, key id, day, tokens held, tokens used, ttl of the day's counter, operation id,
+# its ttl. The operation id is filed (mw:<E>:op:<id>), as CREDIT_CHANGE's: a settle whose reply never
+# came is counted by BUDGET_RECONCILE only if it never ran, and a copy arriving after that does nothing.
 BUDGET_SETTLE = (
     _GATE
     + """
+if not redis.call('SET', prefix .. 'op:' .. ARGV[8], 1, 'NX', 'EX', ARGV[9]) then return {'OK'} end
 local key, used_key = prefix .. 'k:' .. ARGV[3], prefix .. 'u:' .. ARGV[4] .. ':' .. ARGV[3]
 redis.call('HINCRBY', key, 'held', 0 - tonumber(ARGV[5]))
 redis.call('HINCRBY', key, mine, 0 - tonumber(ARGV[5]))
@@ -148,13 +153,16 @@ return {'OK', available - amount}
 
 # ARGV: epoch, proc, account, reserved amount, cost. Releases the reservation and holds the real
 # cost (a charge not yet written), never beyond what is available: {'OK', charged, available after}.
+# A hash without a balance (never expected: EPOCH_INSTALL keeps every one) charges up to what was
+# reserved, which was available when it was made: a call is never served free for want of it.
 CREDIT_SETTLE = (
     _GATE
     + """
 local key = prefix .. 'a:' .. ARGV[3]
 local reserved, cost = tonumber(ARGV[4]), tonumber(ARGV[5])
 local held = tonumber(redis.call('HGET', key, 'held') or '0') - reserved
-local available = tonumber(redis.call('HGET', key, 'bal') or '0') - held
+local bal = redis.call('HGET', key, 'bal')
+local available = bal and (tonumber(bal) - held) or reserved
 local charged = math.max(0, math.min(cost, available))
 redis.call('HINCRBY', key, 'held', charged - reserved)
 redis.call('HINCRBY', key, mine, charged - reserved)
@@ -166,11 +174,21 @@ return {'OK', charged, available - charged}
 # charges about to be written to the store leave `held` for `bal` (a refund, a negative charge, too);
 # sign -1 undoes that after the write failed. The operation id is filed (mw:<E>:op:<id>): a copy that
 # arrives after CREDIT_RECONCILE settled the operation does nothing. {'OK', epoch} (the epoch they
-# moved in: see SharedLink.credits_moving).
+# moved in: see SharedLink.credits_moving). An account hash without a balance (never expected) would
+# take a balance into existence from nothing: the marker is dropped instead ({'NOEPOCH'}, nothing
+# moved), so that the state is rebuilt from the store, and the write is tried again after it.
 CREDIT_CHANGE = (
     _GATE
     + """
-if not redis.call('SET', prefix .. 'op:' .. ARGV[3], ARGV[4], 'NX', 'EX', 600) then return {'OK', epoch} end
+local op = prefix .. 'op:' .. ARGV[3]
+if redis.call('EXISTS', op) == 1 then return {'OK', epoch} end
+for i = 5, #ARGV, 2 do
+  if redis.call('HEXISTS', prefix .. 'a:' .. ARGV[i], 'bal') == 0 then
+    redis.call('DEL', 'mw:epoch')
+    return {'NOEPOCH'}
+  end
+end
+redis.call('SET', op, ARGV[4], 'EX', 600)
 local sign = tonumber(ARGV[4])
 for i = 5, #ARGV, 2 do
   local key, amount = prefix .. 'a:' .. ARGV[i], sign * tonumber(ARGV[i + 1])
@@ -209,6 +227,21 @@ end
 return {'OK', factor}
 """
 
+# ARGV: epoch, operation id, its ttl, key id, day, tokens used, ttl of the day's counter. Settles a
+# BUDGET_SETTLE whose reply never came (cut off, or refused NOEPOCH/UNREGISTERED): the tokens are
+# added to the day's use only if it never ran; filed as settled either way, so a late copy does
+# nothing. Its hold needs nothing here: the registration that follows sets the process's holds.
+# {'OK', 1 if counted now else 0} or {'STALE'} (another epoch: its rebuild read the store).
+BUDGET_RECONCILE = """
+if redis.call('GET', 'mw:epoch') ~= ARGV[1] then return {'STALE'} end
+local prefix = 'mw:' .. ARGV[1] .. ':'
+if not redis.call('SET', prefix .. 'op:' .. ARGV[2], 'settled', 'NX', 'EX', ARGV[3]) then return {'OK', 0} end
+local used = prefix .. 'u:' .. ARGV[5] .. ':' .. ARGV[4]
+redis.call('INCRBY', used, ARGV[6])
+redis.call('EXPIRE', used, ARGV[7])
+return {'OK', 1}
+"""
+
 # ARGV: epoch, account, balance read from the store. Sets the balance of an account this epoch
 # does not know yet (created after the rebuild); never overwrites one. While the operator changes the
 # account's credits (a live intent, see CREDIT_INTENT) the store may or may not have the change yet:
@@ -228,8 +261,8 @@ return {'OK'}
 
 # ARGV: account, change id, how long the intent lives (ms). The operator (CLI) is about to change the
 # account's credits in the store: until CREDIT_ADD says how, no seed sets the account's balance from
-# the store (it may have read it before or after the commit), and a rebuild installed meanwhile
-# forgets it (EPOCH_INSTALL), so that it is seeded from the store afterwards. An intent that lapses
+# the store (it may have read it before or after the commit), and no rebuild is installed (EPOCH_INSTALL
+# answers AGAIN: its store read may have missed the commit). An intent that lapses
 # without its CREDIT_ADD (the CLI died, or lost Redis) has the state rebuilt from the store (REAP).
 # {'OK'}.
 CREDIT_INTENT = (
@@ -243,7 +276,7 @@ return {'OK'}
 # ARGV: account, amount the store applied, balance in the store after it, change id. Credits the
 # operator (CLI) changed in the store, after the store committed, announced by CREDIT_INTENT:
 # - OK: counted now (added to the balance this epoch knows; an account it does not know yet, or
-#   forgot, gets the store's balance after the change, and no seed can have set one meanwhile).
+#   lost, gets the store's balance after the change, and no seed can have set one meanwhile).
 # - NOEPOCH: no marker, a rebuild is under way or due; mw:credit-adds is bumped, so a rebuild that
 #   read the store before the commit starts over (EPOCH_INSTALL). Counted once it is rebuilt.
 # - REBUILD: the intent lapsed or was never made (Redis was unreachable): a seed or rebuild since may
@@ -289,7 +322,8 @@ return {outcome}
 # the day's use from the store, which lacks them; later they reach it with their rows. The generation
 # grows with each registration of the process: scripts sent under an older one are refused from now
 # on (_GATE), and so is an older registration arriving late.
-# {'OK', ms until the epoch opens for takes (negative: open)}, {'STALE'} or {'OLD'}.
+# {'OK', ms until the epoch opens for takes (negative: open), 1 if this is the process's first
+# registration in the epoch else 0}, {'STALE'} or {'OLD'}.
 REGISTER = """
 local epoch = ARGV[1]
 local proc, generation = string.match(ARGV[2], '^(.*)#(%d+)$')
@@ -333,23 +367,27 @@ for n = 1, scopes do
   end
   index = index + 2
 end
-if redis.call('SADD', prefix .. 'procs', proc) == 1 then
+local first = redis.call('SADD', prefix .. 'procs', proc)
+if first == 1 then
   for i = index, #ARGV, 2 do
     local used = prefix .. 'u:' .. day .. ':' .. ARGV[i]
     redis.call('INCRBY', used, ARGV[i + 1])
     redis.call('EXPIRE', used, day_ttl)
   end
 end
-return {'OK', redis.call('PTTL', prefix .. 'opening')}
+return {'OK', redis.call('PTTL', prefix .. 'opening'), first}
 """
 
 # ARGV: new epoch, proc (the lock holder), Redis's run_id, mw:credit-adds as read before the store,
 # the opening in ms. Makes the rebuilt state current if this process still holds the rebuild lock
 # and no operator credits arrived meanwhile; mw:<E>:opening lasts the opening (every live process
-# registers meanwhile, takes nothing). Accounts whose credits the operator is changing right now (a live
-# intent) are forgotten: the store was read before or after that commit, nobody knows which; their
-# CREDIT_ADD sets the balance after it. The epoch it replaces, or the new one if it is not installed,
-# is filed for deletion (mw:epochs:old). {'OK'}, {'LOST'} or {'AGAIN'} (lock dropped: rebuild once more).
+# registers meanwhile, takes nothing). While the operator is changing an account's credits (a live
+# intent) nothing is installed: the store was read before or after that commit, nobody knows which,
+# and forgetting the balance instead would let calls in flight settle against no balance. The rebuild
+# is tried again (the CLI's commit takes milliseconds; a dead CLI's intent lapses). Lapsed intents are
+# dropped here (no epoch stands, so REAP cannot), and the store is read once more after them. The epoch
+# it replaces, or the new one if it is not installed, is filed for deletion (mw:epochs:old).
+# {'OK'}, {'LOST'} or {'AGAIN', why} (lock dropped: rebuild once more; why: 'adds' or 'intent').
 EPOCH_INSTALL = (
     _NOW
     + """
@@ -360,14 +398,16 @@ end
 redis.call('DEL', 'mw:rebuild')
 if (redis.call('GET', 'mw:credit-adds') or '0') ~= ARGV[4] then
   redis.call('SADD', 'mw:epochs:old', ARGV[1])
-  return {'AGAIN'}
+  return {'AGAIN', 'adds'}
+end
+local lapsed = redis.call('ZREMRANGEBYSCORE', 'mw:credit-intents', '-inf', now)
+if lapsed > 0 or redis.call('ZCARD', 'mw:credit-intents') > 0 then
+  redis.call('SADD', 'mw:epochs:old', ARGV[1])
+  return {'AGAIN', 'intent'}
 end
 local last = redis.call('GET', 'mw:epoch:last')
 if last and last ~= ARGV[1] then redis.call('SADD', 'mw:epochs:old', last) end
 redis.call('SET', 'mw:epoch:last', ARGV[1])
-for _, intent in ipairs(redis.call('ZRANGEBYSCORE', 'mw:credit-intents', '(' .. now, '+inf')) do
-  redis.call('HDEL', 'mw:' .. ARGV[1] .. ':a:' .. string.match(intent, '^(.*)|[^|]*$'), 'bal')
-end
 redis.call('SET', 'mw:' .. ARGV[1] .. ':opening', 1, 'PX', ARGV[5])
 redis.call('SET', 'mw:epoch', ARGV[1])
 redis.call('SET', 'mw:epoch:run', ARGV[3])

@@ -85,7 +85,9 @@ class SharedBudgets:
         def given(reply: list[Any] | None) -> None:
             _drop(self._link.tokens_held, hold.key_id, hold.tokens)
 
-        await self._link.give(scripts.BUDGET_SETTLE, [hold.key_id, day, hold.tokens, used, 2 * DAY_SECONDS], given)
+        # The settle's id: one whose reply never came is counted by it once it answers (see SharedLink).
+        args = [hold.key_id, day, hold.tokens, used, 2 * DAY_SECONDS, secrets.token_hex(8), self._link.op_seconds]
+        await self._link.give(scripts.BUDGET_SETTLE, args, given)
 
 
 class SharedLedger:

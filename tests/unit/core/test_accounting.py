@@ -161,3 +161,32 @@ async def test_unwritten_tokens_count_the_rows_not_committed_yet_per_key_from_a_
     assert recorder.unwritten_tokens(50.0) == {"k1": 15, "k2": 7}
     await recorder.flush()  # committed: nothing is unwritten any more
     assert recorder.unwritten_tokens(50.0) == {}
+
+
+class _LookingLedger(Ledger):
+    """A ledger whose charge move reads the recorder meanwhile, as a shared one registering from
+    inside the move does (its REGISTER sends the unwritten tokens)."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.recorder: UsageRecorder | None = None
+        self.seen: list[tuple[dict[str, int], int]] = []
+
+    async def writing(self, charges: Any, *, final: bool = False) -> None:
+        assert self.recorder is not None
+        self.seen.append((self.recorder.unwritten_tokens(0.0), self.recorder.queue_depth))
+        await super().writing(charges, final=final)
+
+
+async def test_a_batch_whose_charges_are_moving_still_counts_as_unwritten(tmp_path: Path) -> None:
+    async with SqliteStore(tmp_path / "usage.db") as store:
+        await store.insert_account(AccountRecord("acct", "a", "free", 0), credits=1000)
+        ledger = _LookingLedger(store)
+        await ledger.reload()
+        recorder = UsageRecorder(store, Directory(store, Config(), FixedClock(0)), ledger, flush_seconds=60)
+        ledger.recorder = recorder
+        recorder.record(UsageRecord("r1", "acct", "key1", "openai", "m", "p", 20, 10, 0, 1, 200, "", 5.0))
+        await recorder.flush()
+        assert ledger.seen == [({"key1": 30}, 1)]
+        assert recorder.unwritten_tokens(0.0) == {}
+        assert recorder.queue_depth == 0
