@@ -237,10 +237,17 @@ class ChatRun:
 
     async def events(self) -> AsyncGenerator[StreamEvent, None]:
         """Deltas in order, then exactly one Usage: the upstream's counts when it gave them."""
-        events = self._router.stream(self.request, self._candidates, self._meter.attempting)
+        async with aclosing(self._upstream()) as upstream:
+            async for event in upstream:
+                if await self._metered(event):
+                    yield event
+        yield self._final_usage()
+
+    async def _upstream(self) -> AsyncGenerator[StreamEvent, None]:
+        """The router's events as they come, unmetered; `stop` ends the call while a read waits."""
         # The task that reads: `stop` cancels it while it waits for the upstream.
         reader = asyncio.current_task()
-        async with aclosing(events):
+        async with aclosing(self._router.stream(self.request, self._candidates, self._meter.attempting)) as events:
             while True:
                 if self._shutdown is not None:
                     raise self._shutdown
@@ -248,15 +255,13 @@ class ChatRun:
                 try:
                     event = await anext(events)
                 except StopAsyncIteration:
-                    break
+                    return
                 except asyncio.CancelledError:
                     self._raise_if_stopped(reader)
                     raise
                 finally:
                     self._reader = None
-                if await self._metered(event):
-                    yield event
-        yield self._final_usage()
+                yield event
 
     async def event_groups(self) -> AsyncGenerator[tuple[StreamEvent, ...], None]:
         """The events of `events`, grouped by what was ready together: a group ends where the next
@@ -353,8 +358,8 @@ class ChatRun:
     async def complete(self) -> Completion:
         """The whole answer, for a call that is not streamed.
 
-        Its events are taken straight from the router, not passed one by one
-        through `events`: nothing is delivered before the end, so there is
+        Its events are read as `events` reads them, but not metered one by
+        one: nothing is delivered before the end, so there is
         no time to first token and no checkpoint to write, and the answer's
         tokens are counted only when the upstream did not report them (a
         long answer's count is not free). `stop` ends it as it ends `events`.
@@ -364,22 +369,9 @@ class ChatRun:
         choices = [_ChoiceBuilder() for _ in range(self.request.n)]
         deltas: list[ChoiceDelta] = []  # every choice's, those past `n` too: they are metered, not shown
         reported: Usage | None = None
-        reader = asyncio.current_task()
         try:
-            async with aclosing(self._router.stream(self.request, self._candidates, meter.attempting)) as events:
-                while True:
-                    if self._shutdown is not None:
-                        raise self._shutdown
-                    self._reader = reader
-                    try:
-                        event = await anext(events)
-                    except StopAsyncIteration:
-                        break
-                    except asyncio.CancelledError:
-                        self._raise_if_stopped(reader)
-                        raise
-                    finally:
-                        self._reader = None
+            async with aclosing(self._upstream()) as events:
+                async for event in events:
                     if isinstance(event, Usage):
                         reported = event
                         continue
