@@ -124,6 +124,19 @@ def postgres() -> PostgresServer:
     return SessionPostgres.get()
 
 
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of the test's own, which the test may stop and start."""
+    bin_dir = postgres_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL is not installed (no initdb/pg_ctl; apt-get install postgresql)")
+    server = PostgresServer.create(bin_dir)
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -17,23 +17,10 @@ from modelway.store.postgres import PostgresStore
 from modelway.store.schema import MIGRATIONS
 from tests.conftest import TEST_CONFIG, Stack, running_stack
 from tests.e2e.http import request
-from tests.real.postgres import PostgresServer, connect_db, postgres_bin, run_query
+from tests.real.postgres import PostgresServer, connect_db, run_query
 
 CHAT = "/api/v1/chat/completions"
 BODY = {"model": "echo-1", "max_tokens": 4, "messages": [{"role": "user", "content": "one two three"}]}
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[PostgresServer]:
-    """A PostgreSQL server of the test's own, which the test may stop and start."""
-    bin_dir = postgres_bin()
-    if bin_dir is None:
-        pytest.skip("PostgreSQL is not installed (no initdb/pg_ctl; apt-get install postgresql)")
-    server = PostgresServer.create(bin_dir)
-    try:
-        yield server
-    finally:
-        server.destroy()
 
 
 def test_migrations_are_idempotent_and_concurrent_starts_are_safe(postgres: PostgresServer) -> None:

@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -20,10 +16,10 @@ import pytest
 from modelway.config import load_config
 from modelway.edge import EdgeFiles, Envoy
 from modelway.v1 import conversations_pb2, conversations_pb2_grpc
-from tests.conftest import ROOT, TEST_CONFIG, Stack, _wait_for, free_port
+from tests.conftest import ROOT, TEST_CONFIG, Stack, _wait_for
 from tests.real.postgres import connect_db
 from tests.real.redis import RedisServer
-from tests.shared.test_scale_out import _free_run, _serving, _store_env
+from tests.shared.test_scale_out import serving_workers
 
 WORKERS = 2
 # echo-slow speaks a word every 20 ms: a follow-up of this many words is answered in about a second,
@@ -48,42 +44,18 @@ def pair(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer, sh
     """`modelway serve --workers 2` on one store and Redis; an Envoy in front of worker 1 alone, so that a
     REST call is known to race a gRPC call sent straight to worker 0."""
     workdir = tmp_path_factory.mktemp("pair")
-    config_path = workdir / "modelway.toml"
-    config_path.write_text(TEST_CONFIG)
-    grpc_base, ops_base = _free_run(WORKERS), _free_run(WORKERS)
-    env = {
-        **os.environ,
-        "MODELWAY_GRPC_PORT": str(grpc_base),
-        "MODELWAY_OPS_PORT": str(ops_base),
-        "MODELWAY_HTTP_PORT": str(free_port()),
-        **_store_env(shared_store_url, workdir),
-        "MODELWAY_REDIS_URL": redis_server.url,
-    }
-    stack = Stack(workdir, config_path, env, int(env["MODELWAY_HTTP_PORT"]), grpc_base, api_key="")
-    stack.account_id = stack.create_account("tests")
-    stack.api_key = stack.create_key("tests")[1]
-    with open(workdir / "server.log", "ab") as log:
-        pool = subprocess.Popen(
-            [sys.executable, "-m", "modelway", "--config", str(config_path), "serve", "--workers", str(WORKERS)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    envoy = None
-    try:
-        config = load_config(config_path, env)
-        second = replace(config.server, grpc_port=grpc_base + 1, ops_port=ops_base + 1, workers=1)
-        envoy = Envoy.start(second, EdgeFiles.in_repo(ROOT, workdir), drain_seconds=1, base_id=stack.http_port)
-        _wait_for(envoy.ready, "Envoy", stack)
-        for index in range(WORKERS):
-            _wait_for(lambda i=index: _serving(f"127.0.0.1:{grpc_base + i}"), f"worker {index}", stack, timeout=60)
-        yield Pair(stack, envoy, grpc_base)
-    finally:
-        pool.send_signal(signal.SIGTERM)
-        code = pool.wait(timeout=60)
-        if envoy is not None:
-            envoy.stop()
-        assert code == 0, (workdir / "server.log").read_text()[-3000:]
+    with serving_workers(workdir, TEST_CONFIG, redis_server, shared_store_url) as (stack, _):
+        envoy = None
+        try:
+            config = load_config(stack.config_path, stack.env)
+            server = config.server
+            second = replace(server, grpc_port=server.grpc_port + 1, ops_port=server.ops_port + 1, workers=1)
+            envoy = Envoy.start(second, EdgeFiles.in_repo(ROOT, workdir), drain_seconds=1, base_id=stack.http_port)
+            _wait_for(envoy.ready, "Envoy", stack)
+            yield Pair(stack, envoy, server.grpc_port)
+        finally:
+            if envoy is not None:
+                envoy.stop()
 
 
 async def _send(

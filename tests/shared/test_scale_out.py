@@ -106,8 +106,11 @@ def _store_env(url: str, workdir: Path) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def run_scaled(workdir: Path, redis_server: RedisServer, store_url: str, config_text: str = CONFIG) -> Iterator[Scaled]:
-    """`modelway serve --workers 3` on `store_url` and Redis, behind 2 Envoys; stopped (SIGTERM) after."""
+def serving_workers(
+    workdir: Path, config_text: str, redis_server: RedisServer, store_url: str
+) -> Iterator[tuple[Stack, subprocess.Popen[bytes]]]:
+    """`modelway serve --workers WORKERS` on `store_url` and Redis, an account and a key made first,
+    every worker serving; stopped (SIGTERM) after, which must end it with status 0."""
     config_path = workdir / "modelway.toml"
     config_path.write_text(config_text)
     grpc_base, ops_base = _free_run(WORKERS), _free_run(WORKERS)
@@ -129,25 +132,34 @@ def run_scaled(workdir: Path, redis_server: RedisServer, store_url: str, config_
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    envoys: list[Envoy] = []
-    http_ports = [int(env["MODELWAY_HTTP_PORT"]), free_port()]
     try:
-        config = load_config(config_path, env)
-        for index, http_port in enumerate(http_ports):
-            server = replace(config.server, http_port=http_port, workers=WORKERS)
-            files = EdgeFiles.in_repo(ROOT, workdir / f"envoy{index}")
-            envoy = Envoy.start(server, files, drain_seconds=1, base_id=http_port)
-            envoys.append(envoy)
-            _wait_for(envoy.ready, f"Envoy {index}", stack)
         for index in range(WORKERS):
             _wait_for(lambda i=index: _serving(f"127.0.0.1:{grpc_base + i}"), f"worker {index}", stack, timeout=60)
-        yield Scaled(stack, redis_server, pool, envoys, http_ports, grpc_base, ops_base)
+        yield stack, pool
     finally:
         pool.send_signal(signal.SIGTERM)
         code = pool.wait(timeout=60)
-        for envoy in envoys:
-            envoy.stop()
         assert code == 0, (workdir / "server.log").read_text()[-3000:]
+
+
+@contextlib.contextmanager
+def run_scaled(workdir: Path, redis_server: RedisServer, store_url: str, config_text: str = CONFIG) -> Iterator[Scaled]:
+    """`modelway serve --workers 3` on `store_url` and Redis, behind 2 Envoys; stopped (SIGTERM) after."""
+    with serving_workers(workdir, config_text, redis_server, store_url) as (stack, pool):
+        envoys: list[Envoy] = []
+        http_ports = [stack.http_port, free_port()]
+        try:
+            config = load_config(stack.config_path, stack.env)
+            for index, http_port in enumerate(http_ports):
+                server = replace(config.server, http_port=http_port, workers=WORKERS)
+                files = EdgeFiles.in_repo(ROOT, workdir / f"envoy{index}")
+                envoy = Envoy.start(server, files, drain_seconds=1, base_id=http_port)
+                envoys.append(envoy)
+                _wait_for(envoy.ready, f"Envoy {index}", stack)
+            yield Scaled(stack, redis_server, pool, envoys, http_ports, config.server.grpc_port, config.server.ops_port)
+        finally:
+            for envoy in envoys:
+                envoy.stop()
 
 
 @pytest.fixture(scope="module")

@@ -7,14 +7,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
-import pytest
 import redis
 
-from tests.real.postgres import PostgresServer, postgres_bin
+from tests.real.postgres import PostgresServer
 from tests.real.redis import RedisServer
 from tests.shared.test_scale_out import CONFIG, Scaled, run_scaled
 
@@ -23,19 +21,6 @@ QUEUE_BOUND = 2
 # More callers than the workers keep rows for (3 x QUEUE_BOUND): the rest are refused meanwhile.
 CLIENTS = 12
 BODY = {"model": "echo-1", "messages": [{"role": "user", "content": "one two three"}], "max_tokens": 4}
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[PostgresServer]:
-    """A PostgreSQL server of the test's own, which it stops and starts."""
-    bin_dir = postgres_bin()
-    if bin_dir is None:
-        pytest.skip("PostgreSQL is not installed (no initdb/pg_ctl; apt-get install postgresql)")
-    server = PostgresServer.create(bin_dir)
-    try:
-        yield server
-    finally:
-        server.destroy()
 
 
 # status, x-request-id, retry-after, error code, when the call was sent and answered (monotonic)
