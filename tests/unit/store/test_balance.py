@@ -2,30 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-
 from modelway.store import Store
-from modelway.store.postgres import PostgresStore
 from modelway.store.records import AccountRecord
-from modelway.store.sqlite import SqliteStore
-from tests.real.postgres import PostgresServer
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    if request.param == "sqlite":
-        opened: Store = SqliteStore(tmp_path / "store.db")
-    else:
-        server: PostgresServer = request.getfixturevalue("postgres")
-        opened = PostgresStore(server.database("balance").url)
-    await opened.open()
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 async def test_one_accounts_balance_follows_its_credits_and_an_unknown_account_has_none(store: Store) -> None:

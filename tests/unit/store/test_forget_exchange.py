@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 
 from modelway.store import Store
-from modelway.store.postgres import PostgresStore
 from modelway.store.records import AccountRecord
-from modelway.store.sqlite import SqliteStore
-from tests.real.postgres import PostgresServer
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    if request.param == "sqlite":
-        opened: Store = SqliteStore(tmp_path / "store.db")
-    else:
-        server: PostgresServer = request.getfixturevalue("postgres")
-        opened = PostgresStore(server.database("forget").url)
-    await opened.open()
-    try:
-        await opened.insert_account(AccountRecord("acct", "acct", "free", 0), 0)
-        yield opened
-    finally:
-        await opened.close()
+@pytest.fixture
+async def store(store: Store) -> Store:
+    """The store, with the account the exchanges belong to."""
+    await store.insert_account(AccountRecord("acct", "acct", "free", 0), 0)
+    return store
 
 
 async def test_a_forgotten_follow_up_leaves_the_conversation_as_it_was(store: Store) -> None:
