@@ -9,10 +9,11 @@ import time
 from collections.abc import Awaitable, Callable
 
 from modelway.core.limits import LimitRule
+from modelway.errors import GatewayError, Reason
 from modelway.shared import SharedState
 from modelway.store import AccountRecord, Store
 
-__all__ = ["QUIET", "Processes", "StoppedClock", "new_account", "nothing", "until", "warm"]
+__all__ = ["QUIET", "Processes", "StoppedClock", "new_account", "nothing", "refused", "until", "warm"]
 
 QUIET = 0.3
 
@@ -56,3 +57,13 @@ async def warm(state: SharedState) -> None:
     fail before sending anything): the calls under test reach Redis and wait there."""
     rule = LimitRule("warm:" + secrets.token_hex(4), 1_000_000, "warm")
     await asyncio.gather(*(state.limits.acquire(rule) for _ in range(8)))
+
+
+async def refused(state: SharedState, account: str, amount: int) -> bool:
+    """Whether reserving `amount` is refused for want of credits (admitted otherwise)."""
+    try:
+        await state.ledger.reserve(account, amount, "Add credits.")
+    except GatewayError as exc:
+        assert exc.reason is Reason.INSUFFICIENT_CREDITS, exc
+        return True
+    return False

@@ -17,6 +17,7 @@ from modelway.shared import SharedState, scripts
 from modelway.store import Store
 from tests.real.redis import RedisServer
 from tests.shared.links import Processes, new_account, until, warm
+from tests.shared.links import refused as _refused
 
 
 @pytest.fixture
@@ -94,16 +95,6 @@ async def test_a_budget_settle_that_ran_after_its_reply_timed_out_is_not_counted
     await until(lambda: link.ready and link.in_step, 10)
     assert link.epoch == epoch
     assert await _used(raw, state, key) == 300
-
-
-async def _refused(state: SharedState, account: str, amount: int) -> bool:
-    """Whether reserving `amount` is refused for want of credits (admitted otherwise)."""
-    try:
-        await state.ledger.reserve(account, amount, "Add credits.")
-    except GatewayError as exc:
-        assert exc.reason is Reason.INSUFFICIENT_CREDITS, exc
-        return True
-    return False
 
 
 async def _cli_adds(state: SharedState, store: Store, account: str, change: str, amount: int) -> str:

@@ -12,13 +12,14 @@ import pytest
 import redis.asyncio as aioredis
 
 from modelway.config import SharedConfig
-from modelway.errors import GatewayError, Reason
+from modelway.errors import GatewayError
 from modelway.scale import Told, shared_add_credits
 from modelway.shared import SharedState, open_shared_state, scripts
 from modelway.store import Store, StoreUnavailable
 from modelway.store.base import CreditChange
 from tests.real.redis import RedisServer
 from tests.shared.links import Processes, StoppedClock, new_account, nothing, until
+from tests.shared.links import refused as _refused
 
 
 @pytest.fixture
@@ -27,16 +28,6 @@ async def raw(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
     yield client
     await client.aclose()
-
-
-async def _refused(state: SharedState, account: str, amount: int) -> bool:
-    """Whether reserving `amount` is refused for want of credits (admitted otherwise)."""
-    try:
-        await state.ledger.reserve(account, amount, "Add credits.")
-    except GatewayError as exc:
-        assert exc.reason is Reason.INSUFFICIENT_CREDITS, exc
-        return True
-    return False
 
 
 async def _registered(raw: aioredis.Redis, state: SharedState, account: str) -> int:
