@@ -38,13 +38,13 @@ from modelway.edge import Envoy
 from modelway.ops import OpsServer, Readiness, Telemetry
 from modelway.providers.http import Transport
 from modelway.providers.registry import ProviderRegistry
-from modelway.services._rpc import DecodeGuard
 from modelway.services.catalog import CatalogRestServicer, CatalogServicer
 from modelway.services.chat import ChatRestServicer, ChatServicer
 from modelway.services.conversations import ChatSend, ConversationsRestServicer, ConversationsServicer
 from modelway.services.gemini import GeminiRestServicer, GeminiServicer
 from modelway.services.images import Gallery, ImagesRestServicer, ImagesServicer
 from modelway.services.keys import KeysRestServicer, KeysServicer
+from modelway.services.methods import MethodTable
 from modelway.services.models import ModelsServicer
 from modelway.services.native import AiRestServicer, GenerateServicer
 from modelway.services.reflection import enable_reflection
@@ -221,7 +221,6 @@ class Gateway:
         )
         self.health = HealthServicer()
         self.server = grpc.aio.server(
-            interceptors=[DecodeGuard()],
             options=[
                 ("grpc.so_reuseport", 0),
                 # Above Envoy's limits (16 MiB bodies, 8 KiB URL + 32 KiB
@@ -280,34 +279,38 @@ class Gateway:
         return f"cannot listen on {host}:{port} (server.{name}): {reason}"
 
     def _add_services(self) -> None:
-        chat_pb2_grpc.add_ChatServiceServicer_to_server(ChatServicer(self.pipeline), self.server)
-        chat_rest_pb2_grpc.add_ChatRestServiceServicer_to_server(ChatRestServicer(self.pipeline), self.server)
-        images_pb2_grpc.add_ImagesServiceServicer_to_server(ImagesServicer(self.pipeline, self.gallery), self.server)
+        # Every method in one table, matched by one lookup per call (see services/methods.py).
+        table = MethodTable()
+        server = table.registrar
+        chat_pb2_grpc.add_ChatServiceServicer_to_server(ChatServicer(self.pipeline), server)
+        chat_rest_pb2_grpc.add_ChatRestServiceServicer_to_server(ChatRestServicer(self.pipeline), server)
+        images_pb2_grpc.add_ImagesServiceServicer_to_server(ImagesServicer(self.pipeline, self.gallery), server)
         images_rest_pb2_grpc.add_ImagesRestServiceServicer_to_server(
-            ImagesRestServicer(self.pipeline, self.gallery), self.server
+            ImagesRestServicer(self.pipeline, self.gallery), server
         )
-        models_pb2_grpc.add_ModelsServiceServicer_to_server(ModelsServicer(self.catalog, self.gate), self.server)
+        models_pb2_grpc.add_ModelsServiceServicer_to_server(ModelsServicer(self.catalog, self.gate), server)
         keys = KeysServicer(KeyAdmin(self.directory, self.catalog, self.config, self.clock), self.gate, self.clock)
-        keys_pb2_grpc.add_KeysServiceServicer_to_server(keys, self.server)
-        keys_rest_pb2_grpc.add_KeysRestServiceServicer_to_server(KeysRestServicer(keys), self.server)
+        keys_pb2_grpc.add_KeysServiceServicer_to_server(keys, server)
+        keys_rest_pb2_grpc.add_KeysRestServiceServicer_to_server(KeysRestServicer(keys), server)
         usage_pb2_grpc.add_UsageServiceServicer_to_server(
-            UsageServicer(UsageReports(self.store, self.recorder, self.clock), self.gate), self.server
+            UsageServicer(UsageReports(self.store, self.recorder, self.clock), self.gate), server
         )
-        gemini_pb2_grpc.add_GeminiServiceServicer_to_server(GeminiServicer(self.pipeline), self.server)
+        gemini_pb2_grpc.add_GeminiServiceServicer_to_server(GeminiServicer(self.pipeline), server)
         gemini_rest_pb2_grpc.add_GeminiRestServiceServicer_to_server(
-            GeminiRestServicer(self.pipeline, self.catalog, self.gate), self.server
+            GeminiRestServicer(self.pipeline, self.catalog, self.gate), server
         )
-        generate_pb2_grpc.add_GenerateServiceServicer_to_server(GenerateServicer(self.pipeline), self.server)
-        ai_rest_pb2_grpc.add_AiRestServiceServicer_to_server(AiRestServicer(self.pipeline), self.server)
-        catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(self.catalog), self.server)
-        catalog_rest_pb2_grpc.add_CatalogRestServiceServicer_to_server(CatalogRestServicer(self.catalog), self.server)
+        generate_pb2_grpc.add_GenerateServiceServicer_to_server(GenerateServicer(self.pipeline), server)
+        ai_rest_pb2_grpc.add_AiRestServiceServicer_to_server(AiRestServicer(self.pipeline), server)
+        catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(self.catalog), server)
+        catalog_rest_pb2_grpc.add_CatalogRestServiceServicer_to_server(CatalogRestServicer(self.catalog), server)
         chat_send = ChatSend(self.pipeline, self.gate, self.catalog, self.store, self.clock)
-        conversations_pb2_grpc.add_ConversationsServiceServicer_to_server(ConversationsServicer(chat_send), self.server)
+        conversations_pb2_grpc.add_ConversationsServiceServicer_to_server(ConversationsServicer(chat_send), server)
         conversations_rest_pb2_grpc.add_ConversationsRestServiceServicer_to_server(
-            ConversationsRestServicer(chat_send), self.server
+            ConversationsRestServicer(chat_send), server
         )
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        enable_reflection((*_SERVICES, health.SERVICE_NAME), self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        enable_reflection((*_SERVICES, health.SERVICE_NAME), table)
+        table.install(self.server)
 
     async def _reload_keys(self) -> None:
         """Another process changed keys (a message on the shared channel): read them again now."""

@@ -319,6 +319,15 @@ def test_health_and_reflection_refuse_undecodable_messages_in_our_words(
     assert "DecodeError" not in details and "<class" not in details
 
 
+@pytest.mark.parametrize(
+    "method", ["/modelway.v1.ChatService/NoSuchMethod", "/modelway.v1.NoSuchService/CreateChatCompletion", "/x"]
+)
+def test_a_method_nobody_serves_is_unimplemented(stack: Stack, method: str) -> None:
+    with grpc.insecure_channel(stack.grpc_target) as channel, pytest.raises(grpc.RpcError) as caught:
+        channel.unary_unary(method)(b"", metadata=metadata(stack), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED, caught.value
+
+
 def _field(number: int, payload: bytes) -> bytes:
     tag = (number << 3) | 2
     head = bytearray()

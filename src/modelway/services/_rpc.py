@@ -15,10 +15,11 @@ response trailers-only, and only then does Envoy show trailers as headers.
 A request message that does not decode (random bytes, invalid UTF-8 in a
 string, nesting past protobuf's depth limit of 100) must not reach grpcio's
 own error path, which answers UNKNOWN with the Python exception's text.
-`DecodeGuard` gives every method a deserializer that never raises: it
-returns an `Undecodable`, and the wrappers answer INVALID_ARGUMENT (400) in
-the API's words (for grpcio's own health and reflection servicers, the
-guard answers it before their code runs).
+`guard` gives every method a deserializer that never raises (the method
+table applies it once per method, services/methods.py): it returns an
+`Undecodable`, and the wrappers answer INVALID_ARGUMENT (400) in the API's
+words (for grpcio's own health and reflection servicers, the guard answers
+it before their code runs).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
@@ -39,7 +40,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from modelway.errors import GatewayError, Reason, as_gateway_error
 
-__all__ = ["DecodeGuard", "ErrorRenderer", "RpcCall", "Undecodable", "client_request_id", "stream", "unary"]
+__all__ = ["ErrorRenderer", "RpcCall", "Undecodable", "client_request_id", "guard", "stream", "unary"]
 
 # Our own services' wrappers answer Undecodable requests themselves; others are refused for them.
 _GUARDED_PREFIX = "/modelway."
@@ -82,39 +83,17 @@ def _request_name(handler: grpc.RpcMethodHandler[Any, Any], method: str) -> str:
     return str(getattr(descriptor, "full_name", "")) or f"the request of {method}"
 
 
-if TYPE_CHECKING:
-    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
-else:  # not subscriptable at run time
-    _Interceptor = grpc.aio.ServerInterceptor
-
-
-class DecodeGuard(_Interceptor):
-    """Gives each modelway method's handler a deserializer that never raises (see the module doc)."""
-
-    def __init__(self) -> None:
-        # Each method's guarded handler, made on its first call: services are added once, before the
-        # server starts, so a method's handler never changes. Only methods that exist are kept.
-        self._guarded: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        method = handler_call_details.method
-        known = self._guarded.get(method)
-        if known is not None:
-            return known
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.request_deserializer is None:
-            return handler
-        name = _request_name(handler, method)
-        guarded = handler._replace(request_deserializer=_guarded(handler.request_deserializer, name))  # type: ignore[attr-defined]
-        if not method.startswith(_GUARDED_PREFIX):
-            # Health and reflection are grpcio's own servicers: an undecodable request stops at their door.
-            guarded = _refusing_undecodable(guarded)
-        self._guarded[method] = guarded
-        return guarded  # type: ignore[no-any-return]
+def guard(handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any]:
+    """`handler` (of the method named `method`, "/package.Service/Method") with a deserializer that never
+    raises; grpcio's own servicers (health, reflection) also refuse what it could not decode."""
+    if handler.request_deserializer is None:
+        return handler
+    name = _request_name(handler, method)
+    guarded = handler._replace(request_deserializer=_guarded(handler.request_deserializer, name))  # type: ignore[attr-defined]
+    if not method.startswith(_GUARDED_PREFIX):
+        # Health and reflection are grpcio's own servicers: an undecodable request stops at their door.
+        guarded = _refusing_undecodable(guarded)
+    return guarded  # type: ignore[no-any-return]
 
 
 async def _refuse(context: grpc.aio.ServicerContext[Any, Any], request: Undecodable) -> None:

@@ -13,8 +13,10 @@ from collections.abc import Iterable
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
-from grpc_reflection.v1alpha import reflection, reflection_pb2
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 from grpc_reflection.v1alpha._async import ReflectionServicer
+
+from modelway.services.methods import MethodTable
 
 __all__ = ["V1_SERVICE_NAME", "enable_reflection"]
 
@@ -44,18 +46,18 @@ def _add_v1_descriptor(pool: descriptor_pool.DescriptorPool) -> None:
     pool.Add(proto)
 
 
-def enable_reflection(service_names: Iterable[str], server: grpc.aio.Server) -> None:
+def enable_reflection(service_names: Iterable[str], table: MethodTable) -> None:
     """Serves reflection (v1 and v1alpha) listing `service_names` and the reflection services themselves."""
     pool = descriptor_pool.Default()
     _add_v1_descriptor(pool)
     names = (*service_names, V1_SERVICE_NAME, reflection.SERVICE_NAME)
+    # grpc.aio's servicer, named: `reflection.enable_server_reflection` would pick the synchronous
+    # one for anything that is not a grpc.aio.Server, as the method table is not.
     servicer = ReflectionServicer(names, pool=pool)
-    reflection.enable_server_reflection(names, server, pool=pool)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, table.registrar)
     handler = grpc.stream_stream_rpc_method_handler(
         servicer.ServerReflectionInfo,
         request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
         response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
     )
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(V1_SERVICE_NAME, {"ServerReflectionInfo": handler}),)
-    )
+    table.add_registered_method_handlers(V1_SERVICE_NAME, {"ServerReflectionInfo": handler})

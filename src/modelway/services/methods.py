@@ -1,0 +1,59 @@
+"""Every served method in one table, given to grpc.aio as its one generic handler.
+
+The generated `add_*Servicer_to_server` functions also register each method
+with grpc.aio as a "registered method". For those, grpc.aio's accept loop
+keeps one pending request per method and, for every call that arrives,
+waits on all of them at once (an `asyncio.wait` adding and removing a
+callback on each): with this gateway's forty-odd methods, that was about a
+fifth of a whole chat call's CPU. Served from this table instead, every call
+arrives through grpc.aio's one generic request and is matched by one dict
+lookup, to a handler guarded against undecodable requests (services/_rpc.py
+`guard`) once, when it was added, not on each call by an interceptor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, cast
+
+import grpc
+
+from modelway.services._rpc import guard
+
+__all__ = ["MethodTable"]
+
+if TYPE_CHECKING:
+    Handler = grpc.RpcMethodHandler[Any, Any]
+    _Generic = grpc.GenericRpcHandler[Any, Any]
+else:  # not subscriptable at run time
+    Handler = grpc.RpcMethodHandler
+    _Generic = grpc.GenericRpcHandler
+
+
+class MethodTable(_Generic):
+    """Stands in for the server while the services are added (it keeps what the generated code
+    registers), then is installed on the real server as its one handler."""
+
+    def __init__(self) -> None:
+        # "/package.Service/Method" -> its guarded handler.
+        self._methods: dict[str, Handler] = {}
+
+    @property
+    def registrar(self) -> grpc.aio.Server:
+        """This table, for the generated `add_*Servicer_to_server(servicer, server)` functions, which
+        call only `add_generic_rpc_handlers` and `add_registered_method_handlers` on their server."""
+        return cast(grpc.aio.Server, self)
+
+    def add_registered_method_handlers(self, service: str, handlers: Mapping[str, Handler]) -> None:
+        for name, handler in handlers.items():
+            method = f"/{service}/{name}"
+            self._methods[method] = guard(handler, method)
+
+    def add_generic_rpc_handlers(self, handlers: Iterable[_Generic]) -> None:
+        """Not kept: the generated code adds every service both ways, and its methods by name are kept."""
+
+    def install(self, server: grpc.aio.Server) -> None:
+        server.add_generic_rpc_handlers((self,))
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Handler | None:
+        return self._methods.get(handler_call_details.method)
