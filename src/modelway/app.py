@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import logging
 import os
 import signal
@@ -269,6 +270,11 @@ class Gateway:
                 await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
             # Started: from here on stop() closes everything.
             undo.pop_all()
+        # What start-up made (config, catalog, keys, protobuf and grpc modules: some 70,000 objects) lives
+        # as long as the process: frozen, the collector's full passes no longer walk it on every call's
+        # behalf. Measured: a full pass took 29 ms, once per 2,000 calls, a stall in some calls' latency.
+        gc.collect()
+        gc.freeze()
         self.readiness.ready()
         log.info("modelway gRPC listening on %s:%d", server.grpc_host, port)
         return port
