@@ -85,7 +85,8 @@ def _request_name(handler: grpc.RpcMethodHandler[Any, Any], method: str) -> str:
 
 def guard(handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any]:
     """`handler` (of the method named `method`, "/package.Service/Method") with a deserializer that never
-    raises; grpcio's own servicers (health, reflection) also refuse what it could not decode."""
+    raises; grpcio's own servicers (health, reflection) also refuse what it could not decode. (Their
+    kinds are covered: unary-unary, unary-stream, stream-stream; none of them is stream-unary.)"""
     if handler.request_deserializer is None:
         return handler
     name = _request_name(handler, method)

@@ -23,10 +23,10 @@ from modelway.services._rpc import guard
 __all__ = ["MethodTable"]
 
 if TYPE_CHECKING:
-    Handler = grpc.RpcMethodHandler[Any, Any]
+    _Handler = grpc.RpcMethodHandler[Any, Any]
     _Generic = grpc.GenericRpcHandler[Any, Any]
 else:  # not subscriptable at run time
-    Handler = grpc.RpcMethodHandler
+    _Handler = grpc.RpcMethodHandler
     _Generic = grpc.GenericRpcHandler
 
 
@@ -36,24 +36,35 @@ class MethodTable(_Generic):
 
     def __init__(self) -> None:
         # "/package.Service/Method" -> its guarded handler.
-        self._methods: dict[str, Handler] = {}
+        self._methods: dict[str, _Handler] = {}
+        self._services: set[str] = set()  # the services registered by name
+        self._generic_services: set[str] = set()  # the services registered as generic handlers
 
-    @property
-    def registrar(self) -> grpc.aio.Server:
+    def as_server(self) -> grpc.aio.Server:
         """This table, for the generated `add_*Servicer_to_server(servicer, server)` functions, which
         call only `add_generic_rpc_handlers` and `add_registered_method_handlers` on their server."""
         return cast(grpc.aio.Server, self)
 
-    def add_registered_method_handlers(self, service: str, handlers: Mapping[str, Handler]) -> None:
+    def add_registered_method_handlers(self, service: str, handlers: Mapping[str, _Handler]) -> None:
+        self._services.add(service)
         for name, handler in handlers.items():
             method = f"/{service}/{name}"
             self._methods[method] = guard(handler, method)
 
     def add_generic_rpc_handlers(self, handlers: Iterable[_Generic]) -> None:
-        """Not kept: the generated code adds every service both ways, and its methods by name are kept."""
+        """Not kept: generated code (grpcio-tools 1.62 and later) adds every service both ways, and its
+        methods are kept by name. A service added only this way is refused by `install`, not lost."""
+        for handler in handlers:
+            if not isinstance(handler, grpc.ServiceRpcHandler):
+                raise TypeError(f"cannot serve {handler!r}: only services with named methods are kept")
+            self._generic_services.add(handler.service_name())
 
     def install(self, server: grpc.aio.Server) -> None:
+        """Serves every method added so far from `server` (which must not be started yet)."""
+        unnamed = self._generic_services - self._services
+        if unnamed:
+            raise TypeError(f"services added without their methods by name: {', '.join(sorted(unnamed))}")
         server.add_generic_rpc_handlers((self,))
 
-    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Handler | None:
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> _Handler | None:
         return self._methods.get(handler_call_details.method)

@@ -54,7 +54,7 @@ def enable_reflection(service_names: Iterable[str], table: MethodTable) -> None:
     # grpc.aio's servicer, named: `reflection.enable_server_reflection` would pick the synchronous
     # one for anything that is not a grpc.aio.Server, as the method table is not.
     servicer = ReflectionServicer(names, pool=pool)
-    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, table.registrar)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, table.as_server())
     handler = grpc.stream_stream_rpc_method_handler(
         servicer.ServerReflectionInfo,
         request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
