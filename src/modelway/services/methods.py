@@ -4,8 +4,9 @@ The generated `add_*Servicer_to_server` functions also register each method
 with grpc.aio as a "registered method". For those, grpc.aio's accept loop
 keeps one pending request per method and, for every call that arrives,
 waits on all of them at once (an `asyncio.wait` adding and removing a
-callback on each): with this gateway's forty-odd methods, that was about a
-fifth of a whole chat call's CPU. Served from this table instead, every call
+callback on each): with this gateway's 47 methods that wait cost 34 us of
+CPU per call against 10 us for two (about 2% of a chat call's CPU, with
+the interceptor below). Served from this table instead, every call
 arrives through grpc.aio's one generic request and is matched by one dict
 lookup, to a handler guarded against undecodable requests (services/_rpc.py
 `guard`) once, when it was added, not on each call by an interceptor.
