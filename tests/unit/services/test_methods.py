@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import grpc
@@ -48,9 +49,12 @@ def test_a_service_added_only_as_a_generic_handler_is_refused_at_install_not_los
     table = _table()
     handler = grpc.unary_unary_rpc_method_handler(lambda request, context: request)
     table.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("old.Service", {"Call": handler}),))
-    server = grpc.aio.server()
+
+    async def install() -> None:
+        table.install(grpc.aio.server())  # a grpc.aio server is made inside a running loop
+
     with pytest.raises(TypeError, match=r"old\.Service"):
-        table.install(server)
+        asyncio.run(install())
 
 
 def test_a_handler_without_named_methods_is_refused() -> None:
