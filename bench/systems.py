@@ -33,6 +33,7 @@ __all__ = [
     "MODELS",
     "GrpcTarget",
     "System",
+    "bench_key",
     "free_port",
     "litellm_config",
     "modelway_config",
@@ -219,6 +220,12 @@ def _modelway_cli(config: Path, env: dict[str, str], *args: str) -> dict[str, st
     return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in out.splitlines()) if v}
 
 
+def bench_key(config: Path, env: dict[str, str]) -> str:
+    """An account on the bench plan with credits far above any run, and its key's secret (by the CLI)."""
+    account = _modelway_cli(config, env, "accounts", "create", "--name", "bench", "--plan", "bench", "--credits", "1e9")
+    return _modelway_cli(config, env, "keys", "create", "--account", account["id"], "--name", "bench")["secret"]
+
+
 def _start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     """A redis-server for the workers' shared limits and credits: loopback, a free port, no persistence."""
     port = free_port()
@@ -259,8 +266,7 @@ def start_modelway(mock: MockUpstream, root: Path, workdir: Path, workers: int |
     if workers is not None:
         redis, env["MODELWAY_REDIS_URL"] = _start_redis(workdir)
     # The account and key are made before the clock starts, as an operator would have them.
-    account = _modelway_cli(config, env, "accounts", "create", "--name", "bench", "--plan", "bench", "--credits", "1e9")
-    key = _modelway_cli(config, env, "keys", "create", "--account", account["id"], "--name", "bench")["secret"]
+    key = bench_key(config, env)
     args = [sys.executable, "-m", "modelway", "--config", str(config), "up", "--root", str(root)]
     args += ["--workdir", str(workdir)]
     name = "modelway"

@@ -7,15 +7,18 @@ import json
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from bench.floor import split_events
+from bench.inproc import measure
 from bench.load import LoadResult, Target, parse_wrk, percentile, run_wrk
 from bench.mock import CHUNKS, PATHS, MockUpstream
 from bench.procs import ProcessTree, cpu_seconds, descendants
@@ -176,3 +179,18 @@ def test_targets_compare_modelway_with_the_floor_litellm_and_the_mock() -> None:
     text = render(Report({"nproc": "2"}, "make bench", {"seconds": 15, "repeats": 3, "warmup_seconds": 3}, rows, {}))
     assert "modelway / floor, server CPU per request: json c1 1.20x" in text
     assert "[FAIL] no errors at c64" in text
+
+
+@pytest.mark.parametrize("mode", ["json", "sse"])
+def test_the_in_process_driver_measures_both_servicers_and_counts_no_complete_answer_as_an_error(
+    mode: str, tmp_path: Path
+) -> None:
+    results = measure(("floor", "modelway"), mode, concurrency=2, calls=10, rounds=2, workdir=tmp_path)
+    assert [result.system for result in results] == ["floor", "modelway"]
+    for result in results:
+        assert result.errors == 0, result
+        assert len(result.main_us) == len(result.process_us) == 2
+        assert all(figure > 0 for figure in (*result.main_us, *result.process_us)), result
+    # The calls really ran: modelway wrote a usage row for each, warm-up included.
+    rows = sqlite3.connect(tmp_path / "modelway" / "modelway.db").execute("SELECT COUNT(*), MIN(status) FROM usage")
+    assert rows.fetchone() == (2 + 2 * 10, 200)
