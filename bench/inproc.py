@@ -37,7 +37,7 @@ from bench.floor import FloorServicer
 from bench.load import MARKS, Target
 from bench.mock import MockUpstream
 from bench.systems import MODELS, bench_key, free_port, modelway_config
-from modelway.app import Gateway
+from modelway.app import Gateway, freeze_startup_heap
 from modelway.config import load_config
 from modelway.ops.logs import configure_logging
 from modelway.services.chat import ChatRestServicer
@@ -161,6 +161,7 @@ async def _modelway(
         configure_logging(config, log)  # the per-call log line is part of the pipeline's cost
         gateway = Gateway(config)
         await gateway.start()
+        freeze_startup_heap()  # as a serving process does after start-up
         try:
             metadata = (("authorization", f"Bearer {key}"), ("x-envoy-original-path", "/v1/chat/completions"))
             result: RoundResult = await run(ChatRestServicer(gateway.pipeline), metadata)
