@@ -1,7 +1,7 @@
 """The pipeline alone: modelway's REST chat servicer and the floor's, driven in-process against the mock.
 
     python -m bench.inproc [--systems floor,modelway] [--mode json|sse] [--concurrency 16]
-                           [--calls 2000] [--rounds 7] [--profile build/bench/inproc.prof]
+                           [--calls 2000] [--rounds 7] [--profile build/bench/inproc.prof] [--workdir DIR]
 
 No gRPC server and no Envoy: each servicer method is called directly, on
 the uvloop loop the server uses, with a stand-in for grpc.aio's context, by
@@ -9,10 +9,12 @@ N concurrent callers over one mock upstream (bench/mock.py). modelway runs
 as `serve` builds it (store, limits, credits, usage rows, metrics, logs) on
 a fresh SQLite file, with the bench's key. What is left is the CPU the
 pipeline itself costs per call, the figure to watch when changing it: on a
-shared machine whose speed drifts, the whole benchmark cannot tell a 2%
-change from noise, and this can (rounds alternate nothing else; the minimum
-of several rounds is the figure). `--profile` writes a cProfile of one
-system's rounds (CPU time, not wall time).
+shared machine whose speed drifts, the whole benchmark cannot tell a change
+of a few percent from noise. The minimum of several rounds is the figure;
+compare runs made one right after the other (on the development machine
+their minimums agreed within about 3%, runs an hour apart within 10%).
+`--profile` writes a cProfile of the last system's rounds (CPU time, not
+wall time); its figures then include the profiler's cost, and say so.
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import aiohttp
 import uvloop
@@ -51,6 +53,9 @@ class ChatServicer(Protocol):
     def CreateChatCompletion(self, request: httpbody_pb2.HttpBody, context: Any) -> AsyncIterator[Any]: ...
 
 
+Metadata = tuple[tuple[str, str], ...]
+
+
 @dataclass(frozen=True, slots=True)
 class RoundResult:
     """One system's rounds: CPU microseconds per call (the loop's thread; the whole process), bad answers."""
@@ -59,13 +64,18 @@ class RoundResult:
     main_us: tuple[float, ...]
     process_us: tuple[float, ...]
     errors: int
+    profiled: bool = False  # the figures then include the profiler's own cost
 
     def line(self) -> str:
         return (
             f"{self.system}: event loop min {min(self.main_us):.0f} median {statistics.median(self.main_us):.0f}"
             f" us per call; process min {min(self.process_us):.0f} median {statistics.median(self.process_us):.0f};"
-            f" errors {self.errors}"
+            f" errors {self.errors}" + (" (profiled: the figures include cProfile's own cost)" if self.profiled else "")
         )
+
+
+# What measure() hands each system's setup: run the rounds on this servicer, with this call metadata.
+Run = Callable[[ChatServicer, Metadata], Awaitable[RoundResult]]
 
 
 class _Context:
@@ -83,14 +93,14 @@ class _Context:
     async def send_initial_metadata(self, metadata: object) -> None:
         return None
 
-    async def abort(self, code: object, details: str = "", trailing_metadata: object = ()) -> None:
+    async def abort(self, code: object, details: str = "", trailing_metadata: object = ()) -> NoReturn:
         raise RuntimeError(f"the call failed: {code} {details}")
 
 
 async def _rounds(
     system: str,
     servicer: ChatServicer,
-    metadata: tuple[tuple[str, str], ...],
+    metadata: Metadata,
     body: bytes,
     mark: bytes,
     *,
@@ -121,8 +131,7 @@ async def _rounds(
     async def round_of(total: int) -> None:
         await asyncio.gather(*(caller(total // concurrency) for _ in range(concurrency)))
 
-    await round_of(max(concurrency, calls // 4))  # warm-up: connections, caches, the first rows
-    errors = 0
+    await round_of(max(concurrency, calls // 4))  # warm-up: connections, caches, the first rows (errors count)
     profiler = cProfile.Profile(time.thread_time) if profile else None
     main_us: list[float] = []
     process_us: list[float] = []
@@ -138,19 +147,16 @@ async def _rounds(
         process_us.append((time.process_time() - process) / done * 1e6)
     if profiler and profile:
         profiler.dump_stats(profile)
-    return RoundResult(system, tuple(main_us), tuple(process_us), errors)
+    return RoundResult(system, tuple(main_us), tuple(process_us), errors, profiled=profiler is not None)
 
 
-async def _floor(mock: MockUpstream, run: Callable[[ChatServicer, tuple[tuple[str, str], ...]], Any]) -> RoundResult:
+async def _floor(mock: MockUpstream, run: Run) -> RoundResult:
     connector = aiohttp.TCPConnector(limit=256, limit_per_host=128, keepalive_timeout=30)
     async with aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar()) as session:
-        result: RoundResult = await run(FloorServicer(session, {MODELS[m]: mock.url(m) for m in MODELS}), ())
-        return result
+        return await run(FloorServicer(session, {MODELS[m]: mock.url(m) for m in MODELS}), ())
 
 
-async def _modelway(
-    mock: MockUpstream, workdir: Path, run: Callable[[ChatServicer, tuple[tuple[str, str], ...]], Any]
-) -> RoundResult:
+async def _modelway(mock: MockUpstream, workdir: Path, run: Run) -> RoundResult:
     config_file = workdir / "modelway.toml"
     config_file.write_text(modelway_config(mock, workdir / "modelway.db"))
     ports = {f"MODELWAY_{name}_PORT": str(free_port()) for name in ("GRPC", "HTTP", "OPS")}
@@ -164,8 +170,7 @@ async def _modelway(
         freeze_startup_heap()  # as a serving process does after start-up
         try:
             metadata = (("authorization", f"Bearer {key}"), ("x-envoy-original-path", "/v1/chat/completions"))
-            result: RoundResult = await run(ChatRestServicer(gateway.pipeline), metadata)
-            return result
+            return await run(ChatRestServicer(gateway.pipeline), metadata)
         finally:
             await gateway.stop()
 
@@ -190,7 +195,7 @@ def measure(
             results = []
             for system in systems:
 
-                def run(servicer: ChatServicer, metadata: tuple[tuple[str, str], ...], system: str = system) -> Any:
+                def run(servicer: ChatServicer, metadata: Metadata, system: str = system) -> Awaitable[RoundResult]:
                     return _rounds(
                         system,
                         servicer,
@@ -222,13 +227,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=2000, help="calls per round")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--profile", type=Path, help="a cProfile (CPU time) of the last system's rounds")
+    parser.add_argument(
+        "--workdir", type=Path, help="where the mock and modelway keep their files (default: a temporary one)"
+    )
     args = parser.parse_args(argv)
+    if args.concurrency < 1 or args.rounds < 1 or args.calls < args.concurrency:
+        parser.error("--concurrency and --rounds must be at least 1, and --calls at least --concurrency")
     systems = tuple(name for name in args.systems.split(",") if name)
     unknown = set(systems) - set(SYSTEMS)
     if unknown:
         parser.error(f"unknown system(s) {', '.join(sorted(unknown))}; known: {', '.join(SYSTEMS)}")
     results = measure(
-        systems, args.mode, concurrency=args.concurrency, calls=args.calls, rounds=args.rounds, profile=args.profile
+        systems,
+        args.mode,
+        concurrency=args.concurrency,
+        calls=args.calls,
+        rounds=args.rounds,
+        profile=args.profile,
+        workdir=args.workdir,
     )
     for result in results:
         print(f"{args.mode} c{args.concurrency}, {args.rounds} rounds of {args.calls} calls, {result.line()}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -18,7 +19,6 @@ from pathlib import Path
 import pytest
 
 from bench.floor import split_events
-from bench.inproc import measure
 from bench.load import LoadResult, Target, parse_wrk, percentile, run_wrk
 from bench.mock import CHUNKS, PATHS, MockUpstream
 from bench.procs import ProcessTree, cpu_seconds, descendants
@@ -185,12 +185,28 @@ def test_targets_compare_modelway_with_the_floor_litellm_and_the_mock() -> None:
 def test_the_in_process_driver_measures_both_servicers_and_counts_no_complete_answer_as_an_error(
     mode: str, tmp_path: Path
 ) -> None:
-    results = measure(("floor", "modelway"), mode, concurrency=2, calls=10, rounds=2, workdir=tmp_path)
-    assert [result.system for result in results] == ["floor", "modelway"]
-    for result in results:
-        assert result.errors == 0, result
-        assert len(result.main_us) == len(result.process_us) == 2
-        assert all(figure > 0 for figure in (*result.main_us, *result.process_us)), result
-    # The calls really ran: modelway wrote a usage row for each, warm-up included.
-    rows = sqlite3.connect(tmp_path / "modelway" / "modelway.db").execute("SELECT COUNT(*), MIN(status) FROM usage")
-    assert rows.fetchone() == (2 + 2 * 10, 200)
+    # Its own process: it freezes the heap and sets up logging as a serving process does.
+    args = ["--mode", mode, "--concurrency", "2", "--calls", "10", "--rounds", "2", "--workdir", str(tmp_path)]
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.inproc", *args], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert [line.split(", ")[2].split(":")[0] for line in lines] == ["floor", "modelway"], lines
+    for line in lines:
+        assert line.startswith(f"{mode} c2, 2 rounds of 10 calls, ") and line.endswith("errors 0"), line
+    # The calls really ran: modelway answered and recorded each one, its warm-up's included.
+    with contextlib.closing(sqlite3.connect(tmp_path / "modelway" / "modelway.db")) as db:
+        assert db.execute("SELECT COUNT(*) FROM usage WHERE status = 200").fetchone() == (2 + 2 * 10,)
+        assert db.execute("SELECT COUNT(*) FROM usage WHERE status != 200").fetchone() == (0,)
+
+
+def test_the_in_process_driver_refuses_fewer_calls_than_callers() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.inproc", "--concurrency", "16", "--calls", "10"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2 and "--calls at least --concurrency" in done.stderr, done.stderr
