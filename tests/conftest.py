@@ -143,6 +143,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def distinct_free_ports(count: int) -> list[int]:
+    """`count` free ports, all different: each is held while the next is chosen (a port let go can be
+    handed out again at once, and a config whose ports collide is refused)."""
+    with contextlib.ExitStack() as held:
+        ports = []
+        for _ in range(count):
+            sock = held.enter_context(socket.socket())
+            sock.bind(("127.0.0.1", 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
+
+
 @dataclass
 class Stack:
     """One running gateway: a grpc.aio server process and an Envoy in front of it."""
@@ -177,14 +189,17 @@ class Stack:
         return Path(self.env["MODELWAY_DB"])
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
+        done = subprocess.run(
             [sys.executable, "-m", "modelway", "--config", str(self.config_path), *args],
             env=self.env,
             capture_output=True,
             text=True,
-            check=True,
+            check=False,
             timeout=60,
         )
+        if done.returncode != 0:  # with what it said, which CalledProcessError would not show
+            raise AssertionError(f"modelway {' '.join(args)} exited {done.returncode}: {done.stderr.strip()}")
+        return done
 
     def create_account(self, name: str, plan: str = "tester", credits: float = 1_000_000) -> str:
         out = self.cli("accounts", "create", "--name", name, "--plan", plan, "--credits", str(credits)).stdout
@@ -250,11 +265,12 @@ def _wait_for(ready: object, what: str, stack: Stack, timeout: float = 30) -> No
 def _stack_env(workdir: Path, postgres: PostgresServer | None = None) -> dict[str, str]:
     """Free ports and a database of its own (a SQLite file, or a fresh database on `postgres`,
     by default the session's when the run is on PostgreSQL)."""
+    grpc_port, http_port, ops_port = distinct_free_ports(3)
     env = {
         **os.environ,
-        "MODELWAY_GRPC_PORT": str(free_port()),
-        "MODELWAY_HTTP_PORT": str(free_port()),
-        "MODELWAY_OPS_PORT": str(free_port()),
+        "MODELWAY_GRPC_PORT": str(grpc_port),
+        "MODELWAY_HTTP_PORT": str(http_port),
+        "MODELWAY_OPS_PORT": str(ops_port),
     }
     if postgres is None and TEST_STORE == "postgres":
         postgres = SessionPostgres.get()
