@@ -89,6 +89,8 @@ class Directory:
             return  # stale next to our own write; data_version is kept, so the next refresh reads again
         self._data_version = version
         self._accounts = {account.id: account for account in accounts}
+        # A snapshot read before a usage write committed holds an older last use than memory does.
+        keys = [_later_use(key, self._keys_by_id.get(key.id)) for key in keys]
         self._keys_by_id = {key.id: key for key in keys}
         self._keys_by_hash = {key.secret_hash: key for key in keys}
         if self._on_reload is not None:
@@ -213,3 +215,12 @@ class Directory:
     def _forget(self, key: KeyRecord) -> None:
         self._keys_by_id.pop(key.id, None)
         self._keys_by_hash.pop(key.secret_hash, None)
+
+
+def _later_use(loaded: KeyRecord, known: KeyRecord | None) -> KeyRecord:
+    """`loaded` from the store, with the last use memory knows if that is later: last use never moves back."""
+    if known is None or known.last_used_at is None:
+        return loaded
+    if loaded.last_used_at is not None and loaded.last_used_at >= known.last_used_at:
+        return loaded
+    return replace(loaded, last_used_at=known.last_used_at)

@@ -48,3 +48,22 @@ async def test_a_reload_read_before_a_delete_does_not_bring_the_key_back(tmp_pat
     assert directory.key(issued.record.id) is None
     assert await store.list_keys() == []
     await store.close()
+
+
+async def test_a_reload_read_before_a_last_use_is_written_does_not_forget_it(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "dir.db")
+    await store.open()
+    await store.insert_account(AccountRecord("acct", "a", "free", 0), credits=0)
+    issued = issue_key("acct", "k", prefix="t-", now=0, permissions=ALL_PERMISSIONS)
+    await store.insert_key(issued.record)
+    directory = Directory(store, Config(), FixedClock(1000))
+    await directory.load()
+
+    await directory.authenticate(issued.secret)
+    taken = directory.take_last_used()  # handed to a usage write that has not committed yet
+    await directory.load()  # a reload reads the store meanwhile: no last use there yet
+
+    assert taken == {issued.record.id: 1000}
+    key = directory.key(issued.record.id)
+    assert key is not None and key.last_used_at == 1000
+    await store.close()
