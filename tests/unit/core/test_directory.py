@@ -7,7 +7,7 @@ from pathlib import Path
 
 from modelway.config import ALL_PERMISSIONS, Config
 from modelway.core.directory import Directory
-from modelway.core.keys import issue_key
+from modelway.core.keys import IssuedKey, issue_key
 from modelway.store import AccountRecord, KeyRecord, SqliteStore
 from tests.unit.core.test_limits import FixedClock
 
@@ -29,14 +29,20 @@ class PausingStore(SqliteStore):
         return keys
 
 
-async def test_a_reload_read_before_a_delete_does_not_bring_the_key_back(tmp_path: Path) -> None:
-    store = PausingStore(tmp_path / "dir.db")
+async def _loaded(store: SqliteStore, now: float = 0) -> tuple[Directory, IssuedKey]:
+    """`store` opened with one account and one key, and a directory that has loaded them."""
     await store.open()
     await store.insert_account(AccountRecord("acct", "a", "free", 0), credits=0)
     issued = issue_key("acct", "k", prefix="t-", now=0, permissions=ALL_PERMISSIONS)
     await store.insert_key(issued.record)
-    directory = Directory(store, Config(), FixedClock(0))
+    directory = Directory(store, Config(), FixedClock(now))
     await directory.load()
+    return directory, issued
+
+
+async def test_a_reload_read_before_a_delete_does_not_bring_the_key_back(tmp_path: Path) -> None:
+    store = PausingStore(tmp_path / "dir.db")
+    directory, issued = await _loaded(store)
 
     store.pause = True
     reload = asyncio.create_task(directory.load())
@@ -52,12 +58,7 @@ async def test_a_reload_read_before_a_delete_does_not_bring_the_key_back(tmp_pat
 
 async def test_a_reload_read_before_a_last_use_is_written_does_not_forget_it(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "dir.db")
-    await store.open()
-    await store.insert_account(AccountRecord("acct", "a", "free", 0), credits=0)
-    issued = issue_key("acct", "k", prefix="t-", now=0, permissions=ALL_PERMISSIONS)
-    await store.insert_key(issued.record)
-    directory = Directory(store, Config(), FixedClock(1000))
-    await directory.load()
+    directory, issued = await _loaded(store, now=1000)
 
     await directory.authenticate(issued.secret)
     taken = directory.take_last_used()  # handed to a usage write that has not committed yet
