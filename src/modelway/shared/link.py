@@ -54,7 +54,7 @@ import secrets
 import socket
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -386,6 +386,18 @@ class SharedLink:
         else:
             self._failed(exc)
 
+    @contextlib.contextmanager
+    def _refused_if_unanswered(self) -> Iterator[None]:
+        """Redis slow or unreachable, for a call waiting on it: said (once), and the call refused (503)."""
+        try:
+            yield
+        except RedisTimeoutError as exc:
+            self._say_slow(exc)
+            raise self.unavailable() from None
+        except (RedisError, OSError) as exc:
+            self._unreachable(exc)
+            raise self.unavailable() from None
+
     def _say_slow(self, exc: BaseException) -> None:
         if not self._slow_logged:
             self._slow_logged = True
@@ -453,14 +465,8 @@ class SharedLink:
     async def _register_for_a_call(self) -> None:
         """Looks at the marker and registers, for a call waiting on it: a failure refuses the call (503).
         Registers only: a rebuild (a few seconds) is the background task's, never a call's."""
-        try:
+        with self._refused_if_unanswered():
             await self._sync(rebuild=False)
-        except RedisTimeoutError as exc:
-            self._say_slow(exc)
-            raise self.unavailable() from None
-        except (RedisError, OSError) as exc:
-            self._unreachable(exc)
-            raise self.unavailable() from None
 
     async def _step_in(self) -> None:
         # Single-flight: while Redis is slow, the calls arriving meanwhile share one try (and its
@@ -731,14 +737,8 @@ class SharedLink:
         if epoch is None:
             raise self.unavailable()
         balance = await self._store.balance(account_id) or 0
-        try:
+        with self._refused_if_unanswered():
             reply = await self.script(scripts.CREDIT_SEED)(args=[epoch, account_id, balance])
-        except RedisTimeoutError as exc:
-            self._say_slow(exc)
-            raise self.unavailable() from None
-        except (RedisError, OSError) as exc:
-            self._unreachable(exc)
-            raise self.unavailable() from None
         if reply[0] != "OK":
             # BUSY: the operator is changing this account's credits (the store read may miss them), and
             # their word sets the balance; STALE: rebuilt meanwhile. Refused for a moment either way.
