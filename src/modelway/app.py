@@ -430,14 +430,24 @@ async def run(
         await gateway.stop()
 
 
+# Net allocations between collections of the youngest generation, once start-up is frozen (Python's default is 700).
+_YOUNG_COLLECTION_THRESHOLD = 5_000
+
+
 def freeze_startup_heap() -> None:
     """What start-up made (config, catalog, keys, the protobuf and grpc modules: some 70,000 objects)
     lives as long as the serving process: frozen, the collector's full passes no longer walk it.
     Measured under load: a full pass stalled every call in flight for 44-50 ms, about once per 2,000
     calls; frozen, under 1 ms. Called by a process that serves (and bench.inproc), not by Gateway.start,
-    which tests run inside pytest's own process."""
+    which tests run inside pytest's own process.
+
+    The youngest generation is then collected after 5,000 net allocations instead of 700: each
+    collection walks the objects of the calls in flight, whatever the threshold, so collecting
+    less often costs less (1.7% of a chat call's instructions, measured under callgrind)."""
     gc.collect()
     gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(_YOUNG_COLLECTION_THRESHOLD, older, oldest)
 
 
 async def _unless_stopped(waiting: Awaitable[None], stopping: asyncio.Event) -> None:

@@ -358,31 +358,35 @@ class ChatRun:
     async def complete(self) -> Completion:
         """The whole answer, for a call that is not streamed.
 
-        Its events are read as `events` reads them, but not metered one by
-        one: nothing is delivered before the end, so there is
-        no time to first token and no checkpoint to write, and the answer's
-        tokens are counted only when the upstream did not report them (a
-        long answer's count is not free). `stop` ends it as it ends `events`.
+        The router gives it in one piece (Router.complete), not metered event
+        by event: nothing is delivered before the end, so there is no time
+        to first token and no checkpoint to write, and the answer's tokens
+        are counted only when the upstream did not report them (a long
+        answer's count is not free). `stop` ends it while it waits, as it
+        ends `events`. A call that fails or is abandoned delivered nothing.
         """
         meter = self._meter
         meter.streamed = False  # a whole answer has no time to first token
+        if self._shutdown is not None:
+            raise self._shutdown
+        reader = self._reader = asyncio.current_task()
+        try:
+            events = await self._router.complete(self.request, self._candidates, meter.attempting)
+        except asyncio.CancelledError:
+            self._raise_if_stopped(reader)
+            raise
+        finally:
+            self._reader = None
         choices = [_ChoiceBuilder() for _ in range(self.request.n)]
         deltas: list[ChoiceDelta] = []  # every choice's, those past `n` too: they are metered, not shown
         reported: Usage | None = None
-        try:
-            async with aclosing(self._upstream()) as events:
-                async for event in events:
-                    if isinstance(event, Usage):
-                        reported = event
-                        continue
-                    deltas.append(event)
-                    if event.index < len(choices):
-                        choices[event.index].add(event)
-        except BaseException:
-            # A whole answer is delivered at the end or not at all: a call
-            # that fails (or is abandoned) half-way delivered nothing.
-            meter.completion_tokens = 0
-            raise
+        for event in events:
+            if isinstance(event, Usage):
+                reported = event
+                continue
+            deltas.append(event)
+            if event.index < len(choices):
+                choices[event.index].add(event)
         if reported is None or reported.completion_tokens <= 0:
             meter.completion_tokens = sum(_delta_tokens(delta) for delta in deltas)
         usage = self._reported(reported) if reported is not None else self._final_usage()

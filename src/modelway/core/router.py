@@ -14,18 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import replace
+from typing import TypeVar
 
 from modelway.config import ModelConfig, RoutingConfig
-from modelway.core.breaker import Breakers
+from modelway.core.breaker import Breaker, Breakers
 from modelway.core.clock import Clock
 from modelway.core.routing import prepare
 from modelway.core.types import ChatRequest, GeneratedImage, ImageRequest, StreamEvent
 from modelway.errors import GatewayError, Reason
 from modelway.ops.metrics import Telemetry
-from modelway.providers.base import MalformedAnswer
+from modelway.providers.base import ChatProvider, MalformedAnswer
 from modelway.providers.registry import ProviderRegistry
 
 __all__ = ["Router"]
@@ -34,6 +35,11 @@ __all__ = ["Router"]
 _CALLER_FAULTS = frozenset({Reason.UPSTREAM_REJECTED, Reason.CONTEXT_LENGTH_EXCEEDED})
 # Retry-After when nothing better is known.
 _DEFAULT_RETRY_AFTER = 5.0
+
+# One attempt on one model: the provider, the request as that model receives it, the model's name
+# upstream and the seconds left; raises GatewayError when the attempt did not answer.
+Answer = TypeVar("Answer")
+Attempt = Callable[[ChatProvider, ChatRequest, str, float], Awaitable[Answer]]
 
 
 class Router:
@@ -84,50 +90,66 @@ class Router:
     ) -> AsyncGenerator[StreamEvent, None]:
         """The events of the first candidate that answers; `on_attempt` learns of each model tried,
         so the last one it heard of before the first event is the one that answers."""
+        (first, events), breaker, probe = await self._first_answer(request, candidates, on_attempt, _opened)
+        async with aclosing(events):
+            yield first
+            try:
+                async for event in events:
+                    yield event
+            except GatewayError as broken:
+                if broken.reason not in _CALLER_FAULTS:
+                    breaker.failed(probe)
+                raise
+
+    async def complete(
+        self,
+        request: ChatRequest,
+        candidates: Sequence[ModelConfig],
+        on_attempt: Callable[[ModelConfig], None],
+    ) -> Sequence[StreamEvent]:
+        """Every event `stream` gives, at once. An answer the upstream sends whole (one JSON body) is
+        routed like a stream with no generator between caller and upstream; a streamed one is `stream`'s,
+        answered from its first event (nothing after it is retried)."""
+        if request.stream:
+            async with aclosing(self.stream(request, candidates, on_attempt)) as events:
+                return [event async for event in events]
+        answer, _, _ = await self._first_answer(request, candidates, on_attempt, _whole)
+        return answer
+
+    async def _first_answer(
+        self,
+        request: ChatRequest,
+        candidates: Sequence[ModelConfig],
+        on_attempt: Callable[[ModelConfig], None],
+        attempt: Attempt[Answer],
+    ) -> tuple[Answer, Breaker, bool]:
+        """What `attempt` made of the first candidate that answered, with that candidate's breaker and
+        whether the attempt was its probe (a failure later in the answer still counts against it)."""
         deadline = self._clock.monotonic() + self._config.deadline_seconds
         failure: GatewayError | None = None
         unsupported: GatewayError | None = None
         for model in candidates:
             breaker = self._breakers[model.provider]
             provider = self._providers.get(model.provider)
-            attempt = 0
+            tries = 0
             while True:
                 probe = breaker.state != "closed"
                 if not breaker.allow():
                     break
                 on_attempt(model)
                 started = self._clock.monotonic()
-                events = provider.stream_chat(prepare(request, model), model.upstream_name, timeout=deadline - started)
                 try:
-                    first = await anext(events)
-                except StopAsyncIteration:
-                    first = None
-                    error = GatewayError(
-                        Reason.PROVIDER_ERROR,
-                        "The upstream provider ended the answer without any output.",
-                        retryable=True,
-                    )
+                    answer = await attempt(provider, prepare(request, model), model.upstream_name, deadline - started)
                 except GatewayError as exc:
-                    first, error = None, exc
+                    error = exc
                 except BaseException:
                     breaker.released(probe)
-                    await events.aclose()
                     raise
-                outcome = "ok" if first is not None else error.reason.value
-                self._telemetry.upstream_attempt(model.provider, outcome, self._clock.monotonic() - started)
-                if first is not None:
+                else:
+                    self._telemetry.upstream_attempt(model.provider, "ok", self._clock.monotonic() - started)
                     breaker.succeeded(self._clock.monotonic() - started)
-                    async with aclosing(events):
-                        yield first
-                        try:
-                            async for event in events:
-                                yield event
-                        except GatewayError as broken:
-                            if broken.reason not in _CALLER_FAULTS:
-                                breaker.failed(probe)
-                            raise
-                    return
-                await events.aclose()
+                    return answer, breaker, probe
+                self._telemetry.upstream_attempt(model.provider, error.reason.value, self._clock.monotonic() - started)
                 if error.reason == Reason.INVALID_VALUE:
                     # This wire format cannot express the request (n > 1 to Anthropic, ...): another may.
                     breaker.released(probe)
@@ -138,9 +160,9 @@ class Router:
                     raise error
                 breaker.failed(probe)
                 failure = error
-                if not await self._waited_to_retry(error, attempt, deadline):
+                if not await self._waited_to_retry(error, tries, deadline):
                     break
-                attempt += 1
+                tries += 1
             if self._clock.monotonic() >= deadline:
                 break
         if failure is None and unsupported is not None:
@@ -214,3 +236,33 @@ class Router:
             f"No upstream provider could serve the request now.{detail}",
             retry_after=retry_after,
         )
+
+
+def _no_output() -> GatewayError:
+    return GatewayError(
+        Reason.PROVIDER_ERROR, "The upstream provider ended the answer without any output.", retryable=True
+    )
+
+
+async def _opened(
+    provider: ChatProvider, request: ChatRequest, upstream_model: str, timeout: float
+) -> tuple[StreamEvent, AsyncGenerator[StreamEvent, None]]:
+    """A stream that has answered: its first event, and the stream for the rest."""
+    events = provider.stream_chat(request, upstream_model, timeout=timeout)
+    try:
+        return await anext(events), events
+    except StopAsyncIteration:
+        raise _no_output() from None
+    except BaseException:
+        await events.aclose()
+        raise
+
+
+async def _whole(
+    provider: ChatProvider, request: ChatRequest, upstream_model: str, timeout: float
+) -> Sequence[StreamEvent]:
+    """A whole answer, which is an answer when it holds any event."""
+    events = await provider.complete_chat(request, upstream_model, timeout=timeout)
+    if not events:
+        raise _no_output()
+    return events

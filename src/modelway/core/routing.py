@@ -56,8 +56,8 @@ def output_cap(request: ChatRequest, model: ModelConfig) -> int:
 def prepare(request: ChatRequest, model: ModelConfig) -> ChatRequest:
     """The request as one model receives it: max_tokens capped by the model, its system prompt added."""
     cap = output_cap(request, model)
-    if cap != request.max_tokens:  # replace() on the request's many fields is not free: only when it changes
-        request = replace(request, max_tokens=cap)
+    if cap != request.max_tokens:  # a copy of the request's many fields is not free: only when it changes
+        request = request.capped(cap)
     if not model.system_prompt:
         return request
     messages = list(request.messages)

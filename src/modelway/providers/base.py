@@ -58,6 +58,13 @@ class ChatProvider(Protocol):
         self, request: ChatRequest, upstream_model: str, *, timeout: float
     ) -> AsyncGenerator[StreamEvent, None]: ...
 
+    async def complete_chat(
+        self, request: ChatRequest, upstream_model: str, *, timeout: float
+    ) -> Sequence[StreamEvent]:
+        """Every event `stream_chat` would yield, at once, for a request that is not streamed
+        (`request.stream` false): its answer comes whole (one JSON body) and is delivered whole."""
+        ...
+
 
 class ImageProvider(Protocol):
     """Generates images in one go (no stream): the images in order, or GatewayError as ChatProvider does."""

@@ -7,7 +7,7 @@ import base64
 import hashlib
 import json
 import re
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, replace
 
 from modelway.core.tokens import count_message_tokens, count_tokens, split_tokens
@@ -81,6 +81,11 @@ class EchoProvider:
             prompt_tokens=count_message_tokens(request.messages),
             completion_tokens=sum(choice.completion_tokens for choice in choices),
         )
+
+    async def complete_chat(
+        self, request: ChatRequest, upstream_model: str, *, timeout: float = 0.0
+    ) -> Sequence[StreamEvent]:
+        return [event async for event in self.stream_chat(request, upstream_model, timeout=timeout)]
 
     async def generate_images(
         self, request: ImageRequest, upstream_model: str, *, timeout: float = 0.0

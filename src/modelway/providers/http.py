@@ -11,7 +11,7 @@ connection, so the upstream stops generating at once.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 
 import aiohttp
 
@@ -19,7 +19,7 @@ from modelway.config import ProviderConfig
 from modelway.core.offload import off_loop_if_large
 from modelway.core.types import ChatRequest, GeneratedImage, ImageRequest, StreamEvent
 from modelway.errors import GatewayError, Reason
-from modelway.providers.base import HttpRequest, ImageTranslatorFactory, TranslatorFactory, Upstream
+from modelway.providers.base import HttpRequest, ImageTranslatorFactory, Translator, TranslatorFactory, Upstream
 from modelway.providers.sse import SseDecoder
 
 __all__ = ["HttpProvider", "Transport", "upstream_failures"]
@@ -127,16 +127,26 @@ class HttpProvider:
                     raise error(response.status, response.headers, await _error_body(response))
                 yield response
 
+    async def complete_chat(
+        self, request: ChatRequest, upstream_model: str, *, timeout: float
+    ) -> Sequence[StreamEvent]:
+        translator = self._translator(request, self._upstream(upstream_model))
+        return await self._whole(translator, translator.request(), timeout)
+
+    async def _whole(self, translator: Translator, http: HttpRequest, timeout: float) -> Sequence[StreamEvent]:
+        async with self._post(http, translator.error, timeout) as response:
+            return translator.json_body(await response.read())
+
     async def stream_chat(
         self, request: ChatRequest, upstream_model: str, *, timeout: float
     ) -> AsyncGenerator[StreamEvent, None]:
         translator = self._translator(request, self._upstream(upstream_model))
         http = translator.request()
+        if not http.streaming:
+            for event in await self._whole(translator, http, timeout):
+                yield event
+            return
         async with self._post(http, translator.error, timeout) as response:
-            if not http.streaming:
-                for event in translator.json_body(await response.read()):
-                    yield event
-                return
             decoder = SseDecoder()
             async for chunk in response.content.iter_any():
                 for sse in decoder.feed(chunk):

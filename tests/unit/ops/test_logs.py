@@ -63,6 +63,12 @@ def test_an_undecodable_header_value_is_never_shown(scrubber: Scrubber, value: s
     assert KEY[8:] not in elsewhere and KEY[10:] not in elsewhere
 
 
+@pytest.mark.parametrize("header", ["BEARER", "Ba\u017fic", "author\u0131zation:", "X-API-KEY:", "Api_Key="])
+def test_a_credential_word_in_any_case_is_scrubbed(scrubber: Scrubber, header: str) -> None:
+    # Regexes ignoring case take U+017F (long s) for "s" and U+0131 (dotless i) for "i"; str.lower() does not.
+    assert scrubber.scrub(f"{header} opaque-credential-value") == f"{header} [redacted]"
+
+
 def test_scrub_keeps_ordinary_text(scrubber: Scrubber) -> None:
     text = "model mw-1 answered 200 for key_0123abcd in 12 ms; a short word"
     assert scrubber.scrub(text) == text

@@ -300,3 +300,9 @@ def test_many_choices_of_a_long_text_are_bounded_in_deltas() -> None:
     for index in (0, 127):
         assert text_of(events, index) == "Echo: " + words
     assert usage_of(events).completion_tokens == 128 * count_tokens("Echo: " + words)
+
+
+@pytest.mark.parametrize("req", [request(), request("what is the weather", tools=(WEATHER,)), request(n=3)])
+def test_a_whole_answer_is_every_event_of_the_stream(req: ChatRequest) -> None:
+    whole = asyncio.run(EchoProvider().complete_chat(req, "echo-1", timeout=30.0))
+    assert list(whole) == run(req)
