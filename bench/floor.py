@@ -6,8 +6,9 @@ rendered Envoy configuration, so a REST call crosses exactly the Envoy
 modelway's does. Per call it reads the model (to pick the upstream), posts
 the body unchanged over one shared aiohttp session, and relays the answer:
 JSON as one google.api.HttpBody, an event stream as one HttpBody per
-upstream event. No auth, limits, credits or usage: whatever modelway costs
-above this is the price of its pipeline.
+upstream event. It runs on the event loop modelway's server runs on
+(uvloop's; see `modelway.app.loop_factory`). No auth, limits, credits or usage:
+whatever modelway costs above this is the price of its pipeline.
 
     python -m bench.floor --port 50099 --route bench-json=http://127.0.0.1:18000/json/v1 ...
 """
@@ -23,6 +24,7 @@ from typing import Any
 import aiohttp
 import grpc
 import orjson
+import uvloop
 from google.api import httpbody_pb2
 
 from modelway.v1.rest import chat_pb2_grpc as chat_rest_pb2_grpc
@@ -98,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True, help="the gRPC port (Envoy's modelway cluster)")
     parser.add_argument("--route", type=_route, action="append", required=True, help="MODEL=upstream base URL")
     args = parser.parse_args(argv)
-    asyncio.run(serve(args.port, dict(args.route)))
+    uvloop.run(serve(args.port, dict(args.route)))
 
 
 if __name__ == "__main__":

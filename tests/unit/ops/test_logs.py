@@ -159,6 +159,38 @@ def test_json_call_line(root_restored: None) -> None:
     assert provider_line["message"] == "upstream rejected [redacted]"
 
 
+@pytest.mark.parametrize(
+    ("created", "ts"),
+    [
+        (0.0, "1970-01-01T00:00:00.000Z"),
+        (1795392696.0015, "2026-11-23T00:11:36.001Z"),
+        (1795392696.9999, "2026-11-23T00:11:36.999Z"),  # milliseconds cut, never rounded into the next second
+        (1795392697.25, "2026-11-23T00:11:37.250Z"),
+        (1795392696.5, "2026-11-23T00:11:36.500Z"),  # a second already left behind is written again
+    ],
+)
+def test_json_timestamps_are_utc_to_the_millisecond(created: float, ts: str) -> None:
+    formatter = JsonFormatter()
+    for earlier in (created - 1, created):  # the second before, then this one: no stale second is reused
+        rec = record("x")
+        rec.created = earlier
+        line = json.loads(formatter.format(rec))
+    assert line["ts"] == ts
+
+
+def test_a_call_line_names_where_it_was_written(root_restored: None) -> None:
+    seen: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = seen.append  # type: ignore[method-assign]
+    configured("json")
+    logging.getLogger(CALLS_LOGGER).addHandler(handler)
+    try:
+        log_call(row(), None)
+    finally:
+        logging.getLogger(CALLS_LOGGER).removeHandler(handler)
+    assert [(r.funcName, r.filename, r.levelname) for r in seen] == [("log_call", "logs.py", "INFO")]
+
+
 def test_text_format_and_level(root_restored: None) -> None:
     out = configured("text", level="warning")
     log_call(row(), None)  # info: below the level
