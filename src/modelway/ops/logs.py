@@ -15,7 +15,7 @@ import re
 import sys
 import time
 from collections.abc import Iterable, Mapping
-from typing import TextIO
+from typing import Any, TextIO
 
 import orjson
 
@@ -105,7 +105,10 @@ class Scrubber(logging.Filter):
         if isinstance(fields, Mapping) and self._triggered(
             "\n".join([v for v in fields.values() if isinstance(v, str)])
         ):
-            setattr(record, _FIELDS, {k: self.scrub(v) if isinstance(v, str) else v for k, v in fields.items()})
+            fields = {k: self.scrub(v) if isinstance(v, str) else v for k, v in fields.items()}
+        if isinstance(fields, Mapping):
+            # A copy of its own: what the caller's mapping holds later is not what was scrubbed.
+            setattr(record, _FIELDS, dict(fields))
         return True
 
 
@@ -117,20 +120,21 @@ def _fields(record: logging.LogRecord) -> Mapping[str, object]:
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts (UTC, ISO 8601), level, logger, message, then the record's fields."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # dictConfig and subclasses pass Formatter's own arguments
         # The timestamp up to its seconds, made once a second: lines come many a second, and
         # datetime's isoformat cost a microsecond and a half a line.
         # (One tuple, replaced whole: a formatter shared by two handlers is used from two threads.)
-        self._second: tuple[int, str] = (-1, "")
+        self._second: tuple[int, str] | None = None
 
     def _timestamp(self, created: float) -> str:
-        second, text = self._second
-        if int(created) != second:
-            second = int(created)
-            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            self._second = (second, text)
-        return f"{text}.{int((created - second) * 1000):03d}Z"
+        # As datetime does: rounded to the microsecond first, then cut to the millisecond (a time
+        # on a millisecond is a float a little below it), seconds counted down (before 1970 too).
+        second, micro = divmod(round(created * 1_000_000), 1_000_000)
+        cached = self._second
+        if cached is None or cached[0] != second:
+            cached = self._second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+        return f"{cached[1]}.{micro // 1000:03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, object] = {

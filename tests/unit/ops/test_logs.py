@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -159,6 +160,16 @@ def test_json_call_line(root_restored: None) -> None:
     assert provider_line["message"] == "upstream rejected [redacted]"
 
 
+@pytest.fixture
+def far_from_utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process's local time zone 5:30 from UTC: a line written in local time shows it."""
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
 @pytest.mark.parametrize(
     ("created", "ts"),
     [
@@ -167,15 +178,28 @@ def test_json_call_line(root_restored: None) -> None:
         (1795392696.9999, "2026-11-23T00:11:36.999Z"),  # milliseconds cut, never rounded into the next second
         (1795392697.25, "2026-11-23T00:11:37.250Z"),
         (1795392696.5, "2026-11-23T00:11:36.500Z"),  # a second already left behind is written again
+        (1795392696.001, "2026-11-23T00:11:36.001Z"),  # the float is a hair below the millisecond
+        (-0.5, "1969-12-31T23:59:59.500Z"),
+        (-1.0, "1969-12-31T23:59:59.000Z"),
     ],
 )
-def test_json_timestamps_are_utc_to_the_millisecond(created: float, ts: str) -> None:
+def test_json_timestamps_are_utc_to_the_millisecond(created: float, ts: str, far_from_utc: None) -> None:
     formatter = JsonFormatter()
     for earlier in (created - 1, created):  # the second before, then this one: no stale second is reused
         rec = record("x")
         rec.created = earlier
         line = json.loads(formatter.format(rec))
     assert line["ts"] == ts
+
+
+def test_filter_keeps_a_copy_of_the_fields_it_checked(scrubber: Scrubber) -> None:
+    fields = {"model": "echo-1"}
+    rec = record("call")
+    rec.modelway_fields = fields
+    assert scrubber.filter(rec)
+    fields["model"] = f"Bearer {KEY}"  # changed after the check, before a handler formats the record
+    line = json.loads(JsonFormatter().format(rec))
+    assert line["model"] == "echo-1"
 
 
 def test_a_call_line_names_where_it_was_written(root_restored: None) -> None:
