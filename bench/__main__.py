@@ -52,43 +52,56 @@ class Settings:
 Load = Callable[[str, int, float], LoadResult]
 
 
-def _measure(system: System, via: str, load: Load, settings: Settings) -> list[Row]:
-    """Every scenario on one interface of one system: a warm-up, then the repeats, median of each figure."""
-    rows = []
+# One interface of one running system, as the scenarios load it.
+Contender = tuple[System, str, Load]
+
+
+def _measure(contenders: Sequence[Contender], settings: Settings) -> list[Row]:
+    """Every scenario on each contender: a warm-up, then the repeats, median of each figure.
+
+    The contenders take turns within each scenario (all warm-ups, then the
+    first run of each, the second of each, ...): on a machine whose speed
+    drifts over minutes, systems whose ratio is the figure are then measured
+    under the same drift, not a quarter of an hour apart.
+    """
+    rows: list[list[Row]] = [[] for _ in contenders]  # each contender's, in scenario order
     for mode, concurrency in SCENARIOS:
-        load(mode, concurrency, settings.warmup_seconds)
-        results: list[LoadResult] = []
-        server_ms: list[float] = []
-        envoy_ms: list[float] = []
+        for _, _, load in contenders:
+            load(mode, concurrency, settings.warmup_seconds)
+        results: list[list[LoadResult]] = [[] for _ in contenders]
+        server_ms: list[list[float]] = [[] for _ in contenders]
+        envoy_ms: list[list[float]] = [[] for _ in contenders]
         for _ in range(settings.repeats):
-            system.tree.settle()
-            before = system.tree.cpu()
-            result = load(mode, concurrency, settings.seconds)
-            used = system.tree.cpu() - before
-            results.append(result)
-            per_request = 1000 / max(1, result.requests)
-            server_ms.append(used.server * per_request)
-            envoy_ms.append(used.envoy * per_request)
-        server_rss, envoy_rss = system.tree.rss()
-        row = Row(
-            system=system.name,
-            via=via,
-            mode=mode,
-            concurrency=concurrency,
-            load=median_result(results),
-            server_cpu_ms=statistics.median(server_ms),
-            envoy_cpu_ms=statistics.median(envoy_ms),
-            server_rss_mb=server_rss / _MB,
-            envoy_rss_mb=envoy_rss / _MB,
-        )
-        print(
-            f"  {row.system} {via} {mode} c{concurrency}: {row.load.rps:.0f} req/s, p50 {row.load.p50_ms:.2f} ms, "
-            f"p99 {row.load.p99_ms:.2f} ms, CPU/req server {row.server_cpu_ms:.2f} ms + Envoy "
-            f"{row.envoy_cpu_ms:.2f} ms, errors {row.load.errors}",
-            flush=True,
-        )
-        rows.append(row)
-    return rows
+            for index, (system, _, load) in enumerate(contenders):
+                system.tree.settle()
+                before = system.tree.cpu()
+                result = load(mode, concurrency, settings.seconds)
+                used = system.tree.cpu() - before
+                results[index].append(result)
+                per_request = 1000 / max(1, result.requests)
+                server_ms[index].append(used.server * per_request)
+                envoy_ms[index].append(used.envoy * per_request)
+        for index, (system, via, _) in enumerate(contenders):
+            server_rss, envoy_rss = system.tree.rss()
+            row = Row(
+                system=system.name,
+                via=via,
+                mode=mode,
+                concurrency=concurrency,
+                load=median_result(results[index]),
+                server_cpu_ms=statistics.median(server_ms[index]),
+                envoy_cpu_ms=statistics.median(envoy_ms[index]),
+                server_rss_mb=server_rss / _MB,
+                envoy_rss_mb=envoy_rss / _MB,
+            )
+            print(
+                f"  {row.system} {via} {mode} c{concurrency}: {row.load.rps:.0f} req/s, p50 {row.load.p50_ms:.2f} ms, "
+                f"p99 {row.load.p99_ms:.2f} ms, CPU/req server {row.server_cpu_ms:.2f} ms + Envoy "
+                f"{row.envoy_cpu_ms:.2f} ms, errors {row.load.errors}",
+                flush=True,
+            )
+            rows[index].append(row)
+    return [row for contender_rows in rows for row in contender_rows]
 
 
 def _rest(system: System) -> Load:
@@ -134,16 +147,25 @@ def _machine() -> dict[str, str]:
     }
 
 
-def _run_system(
-    start: Callable[[], System], interfaces: Sequence[tuple[str, Callable[[System], Load]]], settings: Settings
-) -> tuple[System, list[Row]]:
-    system = start()
-    print(f"{system.name}: first good answer {system.ready_seconds:.2f} s after start", flush=True)
+# A system to start and the interfaces of it to load.
+Start = tuple[Callable[[], System], Sequence[tuple[str, Callable[[System], Load]]]]
+
+
+def _run_together(starts: Sequence[Start], settings: Settings) -> tuple[list[System], list[Row]]:
+    """Starts the systems one after another (each ready time its own), then measures them taking turns."""
+    systems: list[System] = []
     try:
-        rows = [row for via, make in interfaces for row in _measure(system, via, make(system), settings)]
+        contenders: list[Contender] = []
+        for start, interfaces in starts:
+            system = start()
+            systems.append(system)
+            print(f"{system.name}: first good answer {system.ready_seconds:.2f} s after start", flush=True)
+            contenders += [(system, via, make(system)) for via, make in interfaces]
+        rows = _measure(contenders, settings)
     finally:
-        system.stop()
-    return system, rows
+        for system in systems:
+            system.stop()
+    return systems, rows
 
 
 def run(settings: Settings, command: str) -> Report:
@@ -155,29 +177,35 @@ def run(settings: Settings, command: str) -> Report:
     not_measured: dict[str, str] = {}
     mock = MockUpstream.start(free_port(), workdir / "mock")
     try:
-        starts: list[tuple[str, Callable[[], System], list[tuple[str, Callable[[System], Load]]]]] = [
-            ("mock", lambda: start_mock(mock), [(REST, _rest)]),
-            ("floor", lambda: start_floor(mock, ROOT, workdir / "floor"), [(REST, _rest)]),
-            ("modelway", lambda: start_modelway(mock, ROOT, workdir / "modelway"), [(REST, _rest), (NATIVE, _native)]),
-            ("litellm", lambda: start_litellm(mock, settings.litellm_venv, workdir / "litellm"), [(REST, _rest)]),
+        # Systems in one group take turns in each scenario: the floor and modelway, whose ratio is the
+        # headline, are measured together.
+        groups: list[list[tuple[str, Start]]] = [
+            [("mock", (lambda: start_mock(mock), [(REST, _rest)]))],
+            [
+                ("floor", (lambda: start_floor(mock, ROOT, workdir / "floor"), [(REST, _rest)])),
+                (
+                    "modelway",
+                    (lambda: start_modelway(mock, ROOT, workdir / "modelway"), [(REST, _rest), (NATIVE, _native)]),
+                ),
+            ],
+            [("litellm", (lambda: start_litellm(mock, settings.litellm_venv, workdir / "litellm"), [(REST, _rest)]))],
         ]
         if "workers" in settings.systems:
             if _up_has_workers():
                 workers = settings.workers
-                starts.append(
-                    (
-                        "workers",
-                        lambda: start_modelway(mock, ROOT, workdir / "modelway-workers", workers),
-                        [(REST, _rest)],
-                    )
+                start_workers: Start = (
+                    lambda: start_modelway(mock, ROOT, workdir / "modelway-workers", workers),
+                    [(REST, _rest)],
                 )
+                groups.append([("workers", start_workers)])
             else:
                 not_measured[f"{MODELWAY} --workers {settings.workers}"] = NEEDS_SCALE_OUT
-        for key, start, interfaces in starts:
-            if key not in settings.systems:
+        for group in groups:
+            chosen = [start for key, start in group if key in settings.systems]
+            if not chosen:
                 continue
-            system, measured = _run_system(start, interfaces, settings)
-            ready[system.name] = system.ready_seconds
+            systems, measured = _run_together(chosen, settings)
+            ready.update((system.name, system.ready_seconds) for system in systems)
             rows += measured
     finally:
         mock.stop()

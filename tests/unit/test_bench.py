@@ -13,16 +13,18 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from bench.__main__ import SCENARIOS, Settings, _measure
 from bench.floor import split_events
 from bench.load import LoadResult, Target, parse_wrk, percentile, run_wrk
 from bench.mock import CHUNKS, PATHS, MockUpstream
 from bench.procs import ProcessTree, cpu_seconds, descendants
-from bench.report import FLOOR, LITELLM, MOCK, MODELWAY, REST, Report, Row, checks, render
+from bench.report import FLOOR, LITELLM, MOCK, MODELWAY, NATIVE, REST, Report, Row, checks, render
+from bench.systems import System
 
 
 def _free_port() -> int:
@@ -151,6 +153,41 @@ def test_process_tree_counts_a_busy_child_cpu_and_memory_and_tells_envoy_apart(m
     finally:
         child.kill()
         child.wait()
+
+
+class _NoProcesses(ProcessTree):
+    """A system with no processes of its own: nothing to wait for between runs."""
+
+    def settle(self, idle_share: float = 0.05, step: float = 0.25, timeout: float = 60.0) -> None:
+        return
+
+
+def test_systems_measured_together_take_turns_in_each_scenario_and_report_their_rows_apart() -> None:
+    """A drifting machine then slows both sides of a ratio alike."""
+    runs: list[tuple[str, str, int, float]] = []
+
+    def contender(name: str, via: str, latency: float) -> tuple[System, str, Callable[[str, int, float], LoadResult]]:
+        def load(mode: str, concurrency: int, seconds: float) -> LoadResult:
+            runs.append((f"{name} {via}", mode, concurrency, seconds))
+            return LoadResult(requests=100, errors=0, seconds=seconds, p50_ms=latency, p99_ms=latency)
+
+        system = System(name, _NoProcesses(()), Target("http://127.0.0.1:1", "", "", {}), 0, lambda: None)
+        return system, via, load
+
+    settings = Settings(seconds=2, repeats=2, warmup_seconds=1, systems=(), workers=1, litellm_venv=Path(), out=Path())
+    contenders = [contender(FLOOR, REST, 1.0), contender(MODELWAY, REST, 2.0), contender(MODELWAY, NATIVE, 3.0)]
+    rows = _measure(contenders, settings)
+    names = (f"{FLOOR} {REST}", f"{MODELWAY} {REST}", f"{MODELWAY} {NATIVE}")
+    expected = []
+    for mode, concurrency in SCENARIOS:
+        expected += [(name, mode, concurrency, 1.0) for name in names]  # every warm-up first
+        expected += [(name, mode, concurrency, 2.0) for _ in range(2) for name in names]  # then turns
+    assert runs == expected
+    assert [(row.system, row.via, row.mode, row.concurrency, row.load.p50_ms) for row in rows] == [
+        (name, via, mode, concurrency, latency)
+        for name, via, latency in ((FLOOR, REST, 1.0), (MODELWAY, REST, 2.0), (MODELWAY, NATIVE, 3.0))
+        for mode, concurrency in SCENARIOS
+    ]
 
 
 def _row(system: str, server_cpu: float, p50: float, mode: str = "json", concurrency: int = 1, errors: int = 0) -> Row:
