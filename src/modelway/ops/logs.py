@@ -100,13 +100,11 @@ class Scrubber(logging.Filter):
         if record.stack_info:
             record.stack_info = self.scrub(record.stack_info)
         fields = getattr(record, _FIELDS, None)
-        # One search over all the strings (no trigger word holds "\n", so none is made across two)
-        # tells whether any field needs scrubbing: the per-call line has a dozen and they rarely do.
-        if isinstance(fields, Mapping) and self._triggered(
-            "\n".join([v for v in fields.values() if isinstance(v, str)])
-        ):
-            fields = {k: self.scrub(v) if isinstance(v, str) else v for k, v in fields.items()}
         if isinstance(fields, Mapping):
+            # One search over all the strings (no trigger word holds "\n", so none is made across two)
+            # tells whether any field needs scrubbing: the per-call line has a dozen and they rarely do.
+            if self._triggered("\n".join([v for v in fields.values() if isinstance(v, str)])):
+                fields = {k: self.scrub(v) if isinstance(v, str) else v for k, v in fields.items()}
             # A copy of its own: what the caller's mapping holds later is not what was scrubbed.
             setattr(record, _FIELDS, dict(fields))
         return True
