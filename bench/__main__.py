@@ -1,10 +1,12 @@
-"""`make bench` (python -m bench): starts the mock and each system in turn, loads them, prints and saves the report.
+"""`make bench` (python -m bench): starts the mock and the systems, loads them, prints and saves the report.
 
     python -m bench [--quick] [--seconds S] [--repeats N] [--warmup S] [--systems a,b] [--workers N]
                     [--litellm-venv PATH] [--out build/bench/results.json]
 
-Systems run one after another, never side by side, so each has the machine
-(2 cores, shared with whatever else runs) to itself and the mock.
+Only one system is under load at a time, with the machine (2 cores, shared
+with whatever else runs) and the mock to itself. The floor and modelway,
+whose ratio is the headline, are up at once and take turns in each
+scenario; the other systems run one after another.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ def _measure(contenders: Sequence[Contender], settings: Settings) -> list[Row]:
     under the same drift, not a quarter of an hour apart.
     """
     rows: list[list[Row]] = [[] for _ in contenders]  # each contender's, in scenario order
+    trees = list(dict.fromkeys(system.tree for system, _, _ in contenders))
     for mode, concurrency in SCENARIOS:
         for _, _, load in contenders:
             load(mode, concurrency, settings.warmup_seconds)
@@ -73,7 +76,8 @@ def _measure(contenders: Sequence[Contender], settings: Settings) -> list[Row]:
         envoy_ms: list[list[float]] = [[] for _ in contenders]
         for _ in range(settings.repeats):
             for index, (system, _, load) in enumerate(contenders):
-                system.tree.settle()
+                for tree in trees:  # the others too: what a load left behind would run beside this one
+                    tree.settle()
                 before = system.tree.cpu()
                 result = load(mode, concurrency, settings.seconds)
                 used = system.tree.cpu() - before

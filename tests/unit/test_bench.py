@@ -15,6 +15,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -156,10 +157,12 @@ def test_process_tree_counts_a_busy_child_cpu_and_memory_and_tells_envoy_apart(m
 
 
 class _NoProcesses(ProcessTree):
-    """A system with no processes of its own: nothing to wait for between runs."""
+    """A system with no processes of its own: nothing to wait for between runs (the waits are noted)."""
+
+    settled: ClassVar[list[tuple[int, ...]]] = []
 
     def settle(self, idle_share: float = 0.05, step: float = 0.25, timeout: float = 60.0) -> None:
-        return
+        self.settled.append(self.roots)
 
 
 def test_systems_measured_together_take_turns_in_each_scenario_and_report_their_rows_apart() -> None:
@@ -171,11 +174,13 @@ def test_systems_measured_together_take_turns_in_each_scenario_and_report_their_
             runs.append((f"{name} {via}", mode, concurrency, seconds))
             return LoadResult(requests=100, errors=0, seconds=seconds, p50_ms=latency, p99_ms=latency)
 
-        system = System(name, _NoProcesses(()), Target("http://127.0.0.1:1", "", "", {}), 0, lambda: None)
+        tree = _NoProcesses((1,) if name == FLOOR else (2,))  # modelway's two interfaces: one process tree
+        system = System(name, tree, Target("http://127.0.0.1:1", "", "", {}), 0, lambda: None)
         return system, via, load
 
     settings = Settings(seconds=2, repeats=2, warmup_seconds=1, systems=(), workers=1, litellm_venv=Path(), out=Path())
     contenders = [contender(FLOOR, REST, 1.0), contender(MODELWAY, REST, 2.0), contender(MODELWAY, NATIVE, 3.0)]
+    _NoProcesses.settled.clear()
     rows = _measure(contenders, settings)
     names = (f"{FLOOR} {REST}", f"{MODELWAY} {REST}", f"{MODELWAY} {NATIVE}")
     expected = []
@@ -183,6 +188,8 @@ def test_systems_measured_together_take_turns_in_each_scenario_and_report_their_
         expected += [(name, mode, concurrency, 1.0) for name in names]  # every warm-up first
         expected += [(name, mode, concurrency, 2.0) for _ in range(2) for name in names]  # then turns
     assert runs == expected
+    # Before every measured run, both systems are left to finish what earlier loads left behind.
+    assert _NoProcesses.settled == [(1,), (2,)] * (len(SCENARIOS) * 2 * len(names))
     assert [(row.system, row.via, row.mode, row.concurrency, row.load.p50_ms) for row in rows] == [
         (name, via, mode, concurrency, latency)
         for name, via, latency in ((FLOOR, REST, 1.0), (MODELWAY, REST, 2.0), (MODELWAY, NATIVE, 3.0))
