@@ -49,6 +49,28 @@ _INTERPRETED = frozenset(
         "reasoning_effort", "functions", "function_call", "provider",
     }
 )  # fmt: skip
+_MAX_INT32 = 2**31 - 1
+# The scalar parameters: their type and, for numbers, the inclusive range OpenAI allows (None: any).
+# Checked by walking the body's own keys (see `_scalars`): most bodies set two or three of them.
+_SCALARS: dict[str, tuple[type, float | None, float | None]] = {
+    "temperature": (float, 0, 2),
+    "top_p": (float, 0, 1),
+    "n": (int, 1, 128),
+    # Not OpenAI's (SDK users send it through extra_body), but Anthropic and Gemini upstreams take it. It
+    # stays among the fields passed on to OpenAI-compatible upstreams as they came.
+    "top_k": (int, 1, _MAX_INT32),
+    "presence_penalty": (float, -2, 2),
+    "frequency_penalty": (float, -2, 2),
+    "top_logprobs": (int, 0, 20),
+    "max_tokens": (int, 1, _MAX_INT32),
+    "max_completion_tokens": (int, 1, _MAX_INT32),
+    "seed": (int, None, None),
+    "logprobs": (bool, None, None),
+    "stream": (bool, None, None),
+    "parallel_tool_calls": (bool, None, None),
+    "user": (str, None, None),
+    "reasoning_effort": (str, None, None),
+}
 _TYPE_NAMES = {
     str: "a string",
     bool: "a boolean",
@@ -289,14 +311,19 @@ def _response_format(data: Mapping[str, Any]) -> ResponseFormat:
     raise invalid_value("response_format.type", kind, "'text', 'json_object', 'json_schema'")
 
 
-def _max_tokens(data: Mapping[str, Any]) -> int | None:
-    caps = []
-    for name in ("max_tokens", "max_completion_tokens"):
-        value = typed_field(data, name, int)
-        if value is not None:
-            check_range(name, value, 1, 2**31 - 1)
-            caps.append(value)
-    return min(caps) if caps else None
+def _scalars(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The scalar parameters the body sets (null is unset), each checked for its type and range, in the
+    body's order: the first wrong one is the error."""
+    found: dict[str, Any] = {}
+    for name, value in data.items():
+        spec = _SCALARS.get(name)
+        if spec is None or value is None:
+            continue
+        kind, low, high = spec
+        found[name] = typed_field(data, name, kind)
+        if low is not None and high is not None:
+            check_range(name, found[name], low, high)
+    return found
 
 
 def _logit_bias(data: Mapping[str, Any]) -> dict[str, float]:
@@ -393,27 +420,13 @@ def parse_chat_request(data: Any) -> ChatRequest:
     model = typed_field(data, "model", str)
     if not model:
         raise GatewayError(Reason.MISSING_REQUIRED_PARAMETER, "You must provide a model parameter.", param="model")
-    temperature = typed_field(data, "temperature", float)
-    top_p = typed_field(data, "top_p", float)
-    n = typed_field(data, "n", int)
-    # Not OpenAI's (SDK users send it through extra_body), but Anthropic and Gemini upstreams take it. It
-    # stays among the fields passed on to OpenAI-compatible upstreams as they came, as before.
-    top_k = typed_field(data, "top_k", int)
-    check_range("temperature", temperature, 0, 2)
-    check_range("top_p", top_p, 0, 1)
-    check_range("top_k", top_k, 1, 2**31 - 1)
-    check_range("n", n, 1, 128)
-    presence = typed_field(data, "presence_penalty", float)
-    frequency = typed_field(data, "frequency_penalty", float)
-    check_range("presence_penalty", presence, -2, 2)
-    check_range("frequency_penalty", frequency, -2, 2)
-    logprobs = bool(typed_field(data, "logprobs", bool))
-    top_logprobs = typed_field(data, "top_logprobs", int)
-    check_range("top_logprobs", top_logprobs, 0, 20)
+    scalars = _scalars(data)
+    logprobs = bool(scalars.get("logprobs"))
+    top_logprobs = scalars.get("top_logprobs")
     if top_logprobs is not None and not logprobs:
         raise GatewayError(Reason.INVALID_VALUE, "'top_logprobs' requires 'logprobs' to be true.", param="top_logprobs")
     tools = _tools(data)
-    stream = bool(typed_field(data, "stream", bool))
+    stream = bool(scalars.get("stream"))
     stream_options = typed_field(data, "stream_options", dict)
     if stream_options is not None and not stream:
         raise GatewayError(
@@ -432,28 +445,29 @@ def parse_chat_request(data: Any) -> ChatRequest:
             param="messages",
         )
     messages = tuple(_message(message, index) for index, message in enumerate(raw_messages))
+    caps = [cap for cap in (scalars.get("max_tokens"), scalars.get("max_completion_tokens")) if cap is not None]
     return ChatRequest(
         model=model,
         messages=messages,
-        max_tokens=_max_tokens(data),
-        temperature=None if temperature is None else float(temperature),
-        top_p=None if top_p is None else float(top_p),
-        top_k=top_k,
-        n=1 if n is None else n,
+        max_tokens=min(caps) if caps else None,
+        temperature=scalars.get("temperature"),
+        top_p=scalars.get("top_p"),
+        top_k=scalars.get("top_k"),
+        n=scalars.get("n", 1),
         stop=_stop(data.get("stop")),
         tools=tools,
         tool_choice=_tool_choice(data, tools),
-        parallel_tool_calls=typed_field(data, "parallel_tool_calls", bool) is not False,
+        parallel_tool_calls=scalars.get("parallel_tool_calls") is not False,
         response_format=_response_format(data),
-        seed=typed_field(data, "seed", int),
-        presence_penalty=presence,
-        frequency_penalty=frequency,
+        seed=scalars.get("seed"),
+        presence_penalty=scalars.get("presence_penalty"),
+        frequency_penalty=scalars.get("frequency_penalty"),
         logit_bias=_logit_bias(data),
         logprobs=logprobs,
         top_logprobs=top_logprobs,
-        user=typed_field(data, "user", str) or "",
+        user=scalars.get("user") or "",
         metadata=_metadata(data),
-        reasoning_effort=typed_field(data, "reasoning_effort", str) or "",
+        reasoning_effort=scalars.get("reasoning_effort") or "",
         stream=stream,
         include_usage=include_usage,
         routing=_routing(data),

@@ -315,6 +315,49 @@ def test_out_of_range(param: str, value: float, code: str) -> None:
     assert (error.param, error.reason) == (param, code)
 
 
+@pytest.mark.parametrize(
+    ("param", "value", "expected"),
+    [
+        ("temperature", "1", "a number"),
+        ("top_p", True, "a number"),
+        ("n", 1.5, "an integer"),
+        ("top_k", "3", "an integer"),
+        ("presence_penalty", [], "a number"),
+        ("frequency_penalty", {}, "a number"),
+        ("top_logprobs", 2.5, "an integer"),
+        ("max_tokens", "9", "an integer"),
+        ("max_completion_tokens", True, "an integer"),
+        ("seed", 1.5, "an integer"),
+        ("logprobs", 1, "a boolean"),
+        ("stream", "true", "a boolean"),
+        ("parallel_tool_calls", 0, "a boolean"),
+        ("user", 7, "a string"),
+        ("reasoning_effort", ["low"], "a string"),
+    ],
+)
+def test_each_scalar_parameter_of_the_wrong_type(param: str, value: Any, expected: str) -> None:
+    error = rejected(body(**{param: value}))
+    assert (error.param, error.reason) == (param, Reason.INVALID_TYPE)
+    assert f"Invalid type for '{param}': expected {expected}" in error.message
+
+
+def test_null_scalars_are_unset_and_whole_floats_are_integers() -> None:
+    request = convert(body(temperature=None, n=2.0, top_k=40.0, seed=None, user=None, stream=None))
+    assert (request.temperature, request.n, request.top_k, request.seed, request.user, request.stream) == (
+        None, 2, 40, None, "", False
+    )  # fmt: skip
+    assert type(request.n) is int and type(request.top_k) is int
+
+
+def test_top_k_range() -> None:
+    assert (rejected(body(top_k=0)).param, rejected(body(top_k=0)).reason) == ("top_k", "integer_below_min_value")
+
+
+def test_of_several_wrong_parameters_the_first_in_the_body_is_named() -> None:
+    assert rejected({"model": "echo-1", "messages": [HELLO], "top_p": 5, "temperature": 5}).param == "top_p"
+    assert rejected({"model": "echo-1", "messages": [HELLO], "temperature": 5, "top_p": "x"}).param == "temperature"
+
+
 def test_out_of_range_message_names_the_bound_and_the_value() -> None:
     error = rejected(body(temperature=2.5))
     assert error.message == (
