@@ -21,6 +21,7 @@ __all__ = [
     "ALL_PERMISSIONS",
     "CAPABILITIES",
     "MODEL_TYPES",
+    "SQLITE_SYNCHRONOUS",
     "Config",
     "ConfigError",
     "LimitsConfig",
@@ -41,6 +42,7 @@ ALL_PERMISSIONS = ("chat.completions", "images.generations", "models.list", "key
 DEFAULT_PERMISSIONS = ("chat.completions", "images.generations", "models.list")
 MICRO = 1_000_000
 DEFAULT_SQLITE_PATH = ".data/modelway.db"  # credits are kept as integer micro-credits: no rounding drift
+SQLITE_SYNCHRONOUS = ("full", "normal")
 # What a [[models]] entry makes ("embedding" models are listed in the catalog; no route serves them yet).
 MODEL_TYPES = ("chat", "image", "embedding")
 # What the public catalog (GET /api/models) may say a model can do.
@@ -157,8 +159,14 @@ class StoreConfig:
     image_retention_hours: float = 24.0
     # Usage rows kept in memory while the store is unreachable; past this, new calls get 503.
     max_queued_rows: int = 10_000
+    # SQLite's own `synchronous` for the file (WAL mode): "full" syncs every commit to the disk, so an
+    # answered call's row survives a power loss; "normal" syncs at checkpoints only, so a crash of the
+    # process still loses nothing, a power loss may lose the last commits. No effect on PostgreSQL.
+    sqlite_synchronous: str = "full"
 
     def __post_init__(self) -> None:
+        if self.sqlite_synchronous not in SQLITE_SYNCHRONOUS:
+            raise ConfigError(f'store.sqlite_synchronous must be "full" or "normal", got {self.sqlite_synchronous!r}')
         if not (math.isfinite(self.image_retention_hours) and self.image_retention_hours > 0):
             hours = self.image_retention_hours
             raise ConfigError(f"store.image_retention_hours must be a number of hours above 0, got {hours}")

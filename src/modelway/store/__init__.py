@@ -26,4 +26,4 @@ def open_store(config: StoreConfig) -> Store:
         from modelway.store.postgres import PostgresStore
 
         return PostgresStore(config.url)
-    return SqliteStore(config.path)
+    return SqliteStore(config.path, synchronous=config.sqlite_synchronous)

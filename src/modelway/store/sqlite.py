@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import sqlite_utils
 
+from modelway.config import SQLITE_SYNCHRONOUS
 from modelway.store.base import ConversationChanged, CreditChange
 from modelway.store.records import (
     AccountRecord,
@@ -64,8 +65,11 @@ class SqliteStore:
     """All access goes through one worker thread: sqlite3 connections are not
     thread-safe and SQLite has one writer anyway. Callers await the result."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, synchronous: str = "full") -> None:
+        if synchronous not in SQLITE_SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {SQLITE_SYNCHRONOUS}, got {synchronous!r}")
         self._path = str(path)
+        self._synchronous = synchronous
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelway-store")
         self._db: sqlite_utils.Database | None = None
 
@@ -86,6 +90,7 @@ class SqliteStore:
             db = sqlite_utils.Database(connection)
             if self._path != ":memory:":
                 db.enable_wal()
+            connection.execute(f"PRAGMA synchronous = {self._synchronous}")
             self._db = db
             self._migrate(db)
 

@@ -38,6 +38,8 @@ def test_url_in_the_file(tmp_path: Path) -> None:
         ('[store]\nurl = "mysql://modelway:hunter2-secret@h/db"\n', {}, "must be a postgresql:// URL"),
         ("", {"MODELWAY_STORE_URL": "postgres://modelway:hunter2-secret@/db"}, "names no host"),
         ("[store]\nmax_queued_rows = 0\n", {}, "max_queued_rows must be at least 1"),
+        ('[store]\nsqlite_synchronous = "off"\n', {}, 'sqlite_synchronous must be "full" or "normal", got \'off\''),
+        ("[store]\nsqlite_synchronous = 1\n", {}, "sqlite_synchronous must be a string, got 1"),
     ],
 )
 def test_a_bad_store_is_one_clear_error_without_the_password(
@@ -74,3 +76,22 @@ def test_a_password_holding_url_delimiters_is_masked_whole(url: str, shown: str)
     assert redact_url(url) == shown
     if url.startswith("redis://"):
         assert SharedConfig(redis_url=url).shown_url == shown
+
+
+@pytest.mark.parametrize(
+    ("line", "pragma"),
+    [("", 2), ('sqlite_synchronous = "full"', 2), ('sqlite_synchronous = "normal"', 1)],
+)
+async def test_the_sqlite_file_commits_as_synchronously_as_configured(tmp_path: Path, line: str, pragma: int) -> None:
+    # FULL (2), the default: every commit reaches the disk before the call that wrote it is answered.
+    # NORMAL (1): in WAL mode the file is synced at checkpoints only (safe from a crash of the process).
+    path = tmp_path / "m.toml"
+    path.write_text(f'[store]\npath = "{tmp_path / "store.db"}"\n{line}\n')
+    store = open_store(load_config(path, {}).store)
+    assert isinstance(store, SqliteStore)
+    await store.open()
+    try:
+        assert await store._run(lambda db: db.execute("PRAGMA synchronous").fetchone()[0]) == pragma
+        assert await store._run(lambda db: db.execute("PRAGMA journal_mode").fetchone()[0]) == "wal"
+    finally:
+        await store.close()
