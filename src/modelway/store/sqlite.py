@@ -67,7 +67,7 @@ class SqliteStore:
 
     def __init__(self, path: str | Path, *, synchronous: str = "full") -> None:
         if synchronous not in SQLITE_SYNCHRONOUS:
-            raise ValueError(f"synchronous must be one of {SQLITE_SYNCHRONOUS}, got {synchronous!r}")
+            raise ValueError(f'synchronous must be "full" or "normal", got {synchronous!r}')
         self._path = str(path)
         self._synchronous = synchronous
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelway-store")

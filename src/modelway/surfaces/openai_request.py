@@ -50,8 +50,9 @@ _INTERPRETED = frozenset(
     }
 )  # fmt: skip
 _MAX_INT32 = 2**31 - 1
-# The scalar parameters: their type and, for numbers, the inclusive range OpenAI allows (None: any).
-# Checked by walking the body's own keys (see `_scalars`): most bodies set two or three of them.
+# The scalar parameters: their type and, for numbers, the inclusive range allowed (None: any): OpenAI's,
+# and a 32-bit integer's where it documents none. Checked by walking the body's own keys (see `_scalars`):
+# most bodies set two or three of them.
 _SCALARS: dict[str, tuple[type, float | None, float | None]] = {
     "temperature": (float, 0, 2),
     "top_p": (float, 0, 1),
@@ -313,7 +314,8 @@ def _response_format(data: Mapping[str, Any]) -> ResponseFormat:
 
 def _scalars(data: Mapping[str, Any]) -> dict[str, Any]:
     """The scalar parameters the body sets (null is unset), each checked for its type and range, in the
-    body's order: the first wrong one is the error."""
+    body's order. They are checked before the structured ones (messages, tools...): of several wrong
+    parameters, the error names the first wrong scalar, else the first wrong structured one."""
     found: dict[str, Any] = {}
     for name, value in data.items():
         spec = _SCALARS.get(name)

@@ -95,3 +95,11 @@ async def test_the_sqlite_file_commits_as_synchronously_as_configured(tmp_path: 
         assert await store._run(lambda db: db.execute("PRAGMA journal_mode").fetchone()[0]) == "wal"
     finally:
         await store.close()
+
+
+def test_sqlite_synchronous_is_checked_by_the_store_too_and_ignored_by_postgresql(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match='synchronous must be "full" or "normal", got \'off\''):
+        SqliteStore(tmp_path / "store.db", synchronous="off")
+    path = tmp_path / "m.toml"
+    path.write_text(f'[store]\nurl = "{URL}"\nsqlite_synchronous = "normal"\n')
+    assert isinstance(open_store(load_config(path, {}).store), PostgresStore)

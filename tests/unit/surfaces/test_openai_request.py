@@ -342,20 +342,37 @@ def test_each_scalar_parameter_of_the_wrong_type(param: str, value: Any, expecte
 
 
 def test_null_scalars_are_unset_and_whole_floats_are_integers() -> None:
-    request = convert(body(temperature=None, n=2.0, top_k=40.0, seed=None, user=None, stream=None))
-    assert (request.temperature, request.n, request.top_k, request.seed, request.user, request.stream) == (
-        None, 2, 40, None, "", False
-    )  # fmt: skip
-    assert type(request.n) is int and type(request.top_k) is int
+    request = convert(
+        body(temperature=None, n=None, max_tokens=None, parallel_tool_calls=None, seed=None, user=None, stream=None)
+    )
+    assert (request.temperature, request.n, request.max_tokens, request.parallel_tool_calls) == (None, 1, None, True)
+    assert (request.seed, request.user, request.stream) == (None, "", False)
+    request = convert(body(n=2.0, top_k=40.0, max_completion_tokens=7.0))
+    assert (request.n, request.top_k, request.max_tokens) == (2, 40, 7)
+    assert type(request.n) is int and type(request.top_k) is int and type(request.max_tokens) is int
 
 
-def test_top_k_range() -> None:
-    assert (rejected(body(top_k=0)).param, rejected(body(top_k=0)).reason) == ("top_k", "integer_below_min_value")
+def test_integers_for_number_parameters_become_floats() -> None:
+    request = convert(body(temperature=1, top_p=1, presence_penalty=-2, frequency_penalty=2))
+    values = (request.temperature, request.top_p, request.presence_penalty, request.frequency_penalty)
+    assert values == (1.0, 1.0, -2.0, 2.0) and all(type(value) is float for value in values)
 
 
-def test_of_several_wrong_parameters_the_first_in_the_body_is_named() -> None:
+@pytest.mark.parametrize("param", ["top_k", "max_tokens", "max_completion_tokens"])
+def test_the_integer_parameters_stop_at_32_bits(param: str) -> None:
+    assert convert(body(**{param: 2**31 - 1})) is not None
+    error = rejected(body(**{param: 2**31}))
+    assert (error.param, error.reason) == (param, Reason.INTEGER_ABOVE_MAX)
+    error = rejected(body(**{param: 0}))
+    assert (error.param, error.reason) == (param, Reason.INTEGER_BELOW_MIN)
+
+
+def test_of_several_wrong_parameters_the_first_wrong_scalar_in_the_body_is_named() -> None:
     assert rejected({"model": "echo-1", "messages": [HELLO], "top_p": 5, "temperature": 5}).param == "top_p"
     assert rejected({"model": "echo-1", "messages": [HELLO], "temperature": 5, "top_p": "x"}).param == "temperature"
+    # Scalars before the structured parameters, whatever the body's order.
+    assert rejected({"model": "echo-1", "messages": [], "max_tokens": 0}).param == "max_tokens"
+    assert rejected({"model": "echo-1", "tools": [None], "user": 7, "messages": [HELLO]}).param == "user"
 
 
 def test_out_of_range_message_names_the_bound_and_the_value() -> None:
