@@ -159,9 +159,9 @@ class StoreConfig:
     image_retention_hours: float = 24.0
     # Usage rows kept in memory while the store is unreachable; past this, new calls get 503.
     max_queued_rows: int = 10_000
-    # SQLite's own `synchronous` for the file (WAL mode): "full" syncs every commit to the disk, so an
-    # answered call's row survives a power loss; "normal" syncs at checkpoints only, so a crash of the
-    # process still loses nothing, a power loss may lose the last commits. No effect on PostgreSQL.
+    # SQLite's own `synchronous` for the file (WAL mode): "full" syncs every commit to the disk, so a row
+    # committed before its answer survives a power loss; "normal" syncs at checkpoints only, so a crash of
+    # the process still loses nothing, a power loss may lose the last commits. No effect on PostgreSQL.
     sqlite_synchronous: str = "full"
 
     def __post_init__(self) -> None:
