@@ -459,23 +459,24 @@ class Pipeline:
             run.stop()
         return len(running)
 
-    @asynccontextmanager
-    async def _admitted(
-        self, call: CallInfo, surface: Surface, permission: str, limit: Bucket
-    ) -> AsyncIterator[tuple[CallMeter, Caller]]:
-        """A metered call whose key is checked, permitted and counted against the `limit` rate."""
-        meter = self._metering.open(
+    def _meter(self, call: CallInfo, surface: Surface) -> CallMeter:
+        """The call's meter: entered before anything is checked, so that every refusal is recorded."""
+        return self._metering.open(
             request_id=call.request_id,
             client_request_id=call.client_request_id,
             surface=surface.name,
             status_of=surface.status,
         )
-        async with meter:
-            caller = await self._gate.authenticate(call.metadata, surface.wording)
-            meter.attribute(caller)
-            self._gate.require(caller, permission)
-            call.headers.extend(await self._gate.admit(caller, limit))
-            yield meter, caller
+
+    async def _admit(
+        self, meter: CallMeter, call: CallInfo, surface: Surface, permission: str, limit: Bucket
+    ) -> Caller:
+        """The call's key, checked, permitted and counted against the `limit` rate (inside its meter)."""
+        caller = await self._gate.authenticate(call.metadata, surface.wording)
+        meter.attribute(caller)
+        self._gate.require(caller, permission)
+        call.headers.extend(await self._gate.admit(caller, limit))
+        return caller
 
     async def knows_key(self, call: CallInfo, surface: Surface) -> bool:
         """Whether the call's key authenticates: a cheap header check for a servicer to make before it
@@ -491,7 +492,8 @@ class Pipeline:
         """A model call the gateway cannot serve (embeddings, while no embedding model exists): its key is
         checked, permitted (chat.completions) and counted against the chat rate like any model call's, then
         `error` is raised and recorded as its usage row (charged nothing)."""
-        async with self._admitted(call, surface, "chat.completions", "chat"):
+        async with self._meter(call, surface) as meter:
+            await self._admit(meter, call, surface, "chat.completions", "chat")
             raise error
         raise error  # not reached: the meter records the error and lets it through
 
@@ -511,7 +513,8 @@ class Pipeline:
         given, runs between the two with the caller (chat/send reads a
         conversation's history there, for `parse` to send).
         """
-        async with self._admitted(call, surface, "chat.completions", "chat") as (meter, caller):
+        async with self._meter(call, surface) as meter:
+            caller = await self._admit(meter, call, surface, "chat.completions", "chat")
             if admitted is not None:
                 await admitted(caller)
             try:
@@ -552,7 +555,8 @@ class Pipeline:
         """An image call: the same key check, permission (images.generations), the plan's image rate
         limit, credit hold and usage row as a chat call. The worst case held is every image at the
         dearest candidate's price (credits_per_image, plus its per-call and prompt prices)."""
-        async with self._admitted(call, surface, "images.generations", "images") as (meter, caller):
+        async with self._meter(call, surface) as meter:
+            caller = await self._admit(meter, call, surface, "images.generations", "images")
             try:
                 request = parse()
             except GatewayError as error:

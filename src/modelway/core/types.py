@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from operator import attrgetter
 from typing import Any, Literal
 
 __all__ = [
@@ -142,16 +143,17 @@ class ChatRequest:
         return ""
 
     def capped(self, max_tokens: int) -> ChatRequest:
-        """This request with `max_tokens` set: what dataclasses.replace makes, at a third of its cost
-        (11 us over this many fields, and every call to a model with an output cap makes one)."""
+        """This request with `max_tokens` set, as dataclasses.replace would make it in twice the time:
+        every call to a model with an output cap makes one."""
         copy = object.__new__(ChatRequest)
-        for name in _FIELDS_BUT_MAX_TOKENS:
-            object.__setattr__(copy, name, getattr(self, name))
+        for name, value in zip(_FIELDS_BUT_MAX_TOKENS, _VALUES_BUT_MAX_TOKENS(self), strict=True):
+            object.__setattr__(copy, name, value)
         object.__setattr__(copy, "max_tokens", max_tokens)
         return copy
 
 
 _FIELDS_BUT_MAX_TOKENS = tuple(declared.name for declared in fields(ChatRequest) if declared.name != "max_tokens")
+_VALUES_BUT_MAX_TOKENS = attrgetter(*_FIELDS_BUT_MAX_TOKENS)
 
 
 @dataclass(frozen=True, slots=True)

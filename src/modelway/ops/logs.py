@@ -22,7 +22,7 @@ import orjson
 from modelway.config import MICRO, Config
 from modelway.store import UsageRecord
 
-__all__ = ["CALLS_LOGGER", "JsonFormatter", "Scrubber", "TextFormatter", "configure_logging", "log_call"]
+__all__ = ["CALLS_LOGGER", "CallLog", "JsonFormatter", "Scrubber", "TextFormatter", "configure_logging"]
 
 CALLS_LOGGER = "modelway.calls"
 _FIELDS = "modelway_fields"  # the LogRecord attribute holding a line's structured fields
@@ -181,30 +181,54 @@ def configure_logging(config: Config, stream: TextIO | None = None) -> None:
     logging.logMultiprocessing = False
 
 
-def log_call(row: UsageRecord, first_token_seconds: float | None) -> None:
-    """The call's one line: who, what, how it ended and what it cost. No prompt, no completion, no secret."""
-    logger = logging.getLogger(CALLS_LOGGER)
-    if not logger.isEnabledFor(logging.INFO):
-        return
-    fields: dict[str, object] = {
-        "request_id": row.request_id,
-        # Added beside the request id by the request-id work; absent on rows that predate it.
-        "client_request_id": row.client_request_id,
-        "surface": row.surface,
-        "account_id": row.account_id,
-        "key_id": row.key_id,
-        "model": row.model,
-        "provider": row.provider,
-        "status": row.status,
-        "error_code": row.error_code,
-        "latency_ms": row.latency_ms,
-        "ttft_ms": None if first_token_seconds is None else round(first_token_seconds * 1000, 1),
-        "tokens_in": row.prompt_tokens,
-        "tokens_out": row.completion_tokens,
-        "credits": row.cost / MICRO,
-    }
-    # The record is made here rather than by logger.info(), which would walk the stack for the
-    # caller's file and line on every call: a tenth of the line's cost, to say what is known.
-    logger.handle(
-        logger.makeRecord(CALLS_LOGGER, logging.INFO, __file__, 0, "call", (), None, "log_call", {_FIELDS: fields})
-    )
+class CallLog:
+    """The call's one line: who, what, how it ended and what it cost. No prompt, no completion, no secret.
+
+    Each line's record is a copy of one the logging module made for the first line, with the line's
+    own time and fields: LogRecord's constructor takes the source file's name apart and asks for the
+    thread and the process for every record, and logger.info() walks the stack as well, to learn what
+    is known here. (The record factory, when one is set, makes that first record.)
+    """
+
+    def __init__(self) -> None:
+        self._logger = logging.getLogger(CALLS_LOGGER)
+        self._made: dict[str, Any] | None = None  # the first record's attributes
+
+    def write(self, row: UsageRecord, first_token_seconds: float | None) -> None:
+        logger = self._logger
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        fields: dict[str, object] = {
+            "request_id": row.request_id,
+            # Added beside the request id by the request-id work; absent on rows that predate it.
+            "client_request_id": row.client_request_id,
+            "surface": row.surface,
+            "account_id": row.account_id,
+            "key_id": row.key_id,
+            "model": row.model,
+            "provider": row.provider,
+            "status": row.status,
+            "error_code": row.error_code,
+            "latency_ms": row.latency_ms,
+            "ttft_ms": None if first_token_seconds is None else round(first_token_seconds * 1000, 1),
+            "tokens_in": row.prompt_tokens,
+            "tokens_out": row.completion_tokens,
+            "credits": row.cost / MICRO,
+        }
+        logger.handle(self._record(fields))
+
+    def _record(self, fields: dict[str, object]) -> logging.LogRecord:
+        made = self._made
+        if made is None:
+            first = self._logger.makeRecord(CALLS_LOGGER, logging.INFO, __file__, 0, "call", (), None, "write")
+            made = self._made = dict(vars(first))
+        record = logging.LogRecord.__new__(logging.LogRecord)
+        now = time.time()
+        vars(record).update(
+            made,
+            created=now,
+            msecs=int((now - int(now)) * 1000) + 0.0,  # as LogRecord computes it
+            relativeCreated=made["relativeCreated"] + (now - made["created"]) * 1000,
+        )
+        setattr(record, _FIELDS, fields)
+        return record

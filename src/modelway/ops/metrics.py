@@ -24,7 +24,7 @@ from prometheus_client.process_collector import ProcessCollector
 from modelway.config import MICRO
 from modelway.core.breaker import Breakers
 from modelway.errors import Reason
-from modelway.ops.logs import log_call
+from modelway.ops.logs import CallLog
 from modelway.store import UsageRecord
 
 __all__ = ["BREAKER_STATES", "REJECTIONS", "Telemetry"]
@@ -122,6 +122,7 @@ class Telemetry:
         self._series: dict[tuple[str, str, str, int], _CallSeries] = {}
         # (provider, outcome): configured providers x "ok" and the Reason values.
         self._attempts: dict[tuple[str, str], Histogram] = {}
+        self._call_log = CallLog()
         registry = self.registry
         self._requests = Counter(
             "modelway_requests",
@@ -216,7 +217,7 @@ class Telemetry:
             series.credits.inc(row.cost / MICRO)
         if row.error_code in REJECTIONS:
             self._rejections.labels(row.error_code).inc()
-        log_call(row, first_token_seconds)
+        self._call_log.write(row, first_token_seconds)
 
     def upstream_attempt(self, provider: str, outcome: str, seconds: float) -> None:
         """One attempt on an upstream ended: "ok" (its first event arrived) or the failure's reason."""

@@ -3,15 +3,15 @@
 `HttpProvider` is every upstream that is not built in: it sends what its
 translator asks for, feeds back what arrives (one JSON body, or SSE events
 through the one SSE reader), and turns every transport failure into a
-GatewayError the router understands (`upstream_failures`). Leaving the
+GatewayError the router understands (`UpstreamFailures`). Leaving the
 response early (the caller went away, or an error) closes the upstream
 connection, so the upstream stops generating at once.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from types import TracebackType
 
 import aiohttp
 
@@ -22,7 +22,7 @@ from modelway.errors import GatewayError, Reason
 from modelway.providers.base import HttpRequest, ImageTranslatorFactory, Translator, TranslatorFactory, Upstream
 from modelway.providers.sse import SseDecoder
 
-__all__ = ["HttpProvider", "Transport", "upstream_failures"]
+__all__ = ["HttpProvider", "Transport", "UpstreamFailures"]
 
 # An upstream error answer (status, headers, body) as ours: each translator's `error`.
 ErrorTranslator = Callable[[int, Mapping[str, str], bytes], GatewayError]
@@ -57,23 +57,35 @@ class Transport:
             self._session = None
 
 
-@contextlib.contextmanager
-def upstream_failures(provider: str) -> Iterator[None]:
-    """aiohttp and timeout failures as GatewayErrors; all may pass on another attempt."""
-    try:
-        yield
-    except TimeoutError as exc:
-        raise GatewayError(
-            Reason.UPSTREAM_TIMEOUT, f"The upstream provider {provider} timed out.", retryable=True
-        ) from exc
-    except aiohttp.ClientConnectorError as exc:
-        raise GatewayError(
-            Reason.PROVIDER_ERROR, f"Could not connect to the upstream provider {provider}.", retryable=True
-        ) from exc
-    except (aiohttp.ClientError, ConnectionError) as exc:
-        raise GatewayError(
-            Reason.PROVIDER_ERROR, f"The connection to the upstream provider {provider} failed.", retryable=True
-        ) from exc
+class UpstreamFailures:
+    """aiohttp and timeout failures in its block as GatewayErrors; all may pass on another attempt.
+
+    A class, not a @contextmanager generator: every upstream call enters one, and a generator's
+    machinery costs more than the mapping itself.
+    """
+
+    def __init__(self, provider: str) -> None:
+        self._provider = provider
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        provider = self._provider
+        if isinstance(exc, TimeoutError):
+            raise GatewayError(
+                Reason.UPSTREAM_TIMEOUT, f"The upstream provider {provider} timed out.", retryable=True
+            ) from exc
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            raise GatewayError(
+                Reason.PROVIDER_ERROR, f"Could not connect to the upstream provider {provider}.", retryable=True
+            ) from exc
+        if isinstance(exc, (aiohttp.ClientError, ConnectionError)):
+            raise GatewayError(
+                Reason.PROVIDER_ERROR, f"The connection to the upstream provider {provider} failed.", retryable=True
+            ) from exc
 
 
 async def _error_body(response: aiohttp.ClientResponse) -> bytes:
@@ -105,12 +117,10 @@ class HttpProvider:
         config = self._config
         return Upstream(config.base_url, model, config.api_key, config.headers)
 
-    @contextlib.asynccontextmanager
-    async def _post(
-        self, http: HttpRequest, error: ErrorTranslator, timeout: float
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """The upstream's answer once its status says success; its error, translated, otherwise.
-        Transport failures anywhere in the caller's block come out as GatewayErrors too."""
+    async def _open(self, http: HttpRequest, error: ErrorTranslator, timeout: float) -> aiohttp.ClientResponse:
+        """The upstream's answer once its status says success, for the caller to read and release
+        (`async with`); its error, translated, otherwise. Call it inside `UpstreamFailures`.
+        (A coroutine, not an async context manager around the request: one fewer generator per call.)"""
         config = self._config
         limits = aiohttp.ClientTimeout(
             total=max(0.001, min(config.timeout_seconds, timeout)),
@@ -119,13 +129,13 @@ class HttpProvider:
             # attempt's total bounds it. A stream must start, and keep, talking.
             sock_read=config.first_byte_timeout_seconds if http.streaming else None,
         )
-        with upstream_failures(config.name):
-            async with self._transport.session.post(
-                http.url, data=http.body, headers=dict(http.headers), timeout=limits, allow_redirects=False
-            ) as response:
-                if response.status >= 400:
-                    raise error(response.status, response.headers, await _error_body(response))
-                yield response
+        response = await self._transport.session.post(
+            http.url, data=http.body, headers=dict(http.headers), timeout=limits, allow_redirects=False
+        )
+        if response.status >= 400:
+            async with response:
+                raise error(response.status, response.headers, await _error_body(response))
+        return response
 
     async def complete_chat(
         self, request: ChatRequest, upstream_model: str, *, timeout: float
@@ -134,8 +144,10 @@ class HttpProvider:
         return await self._whole(translator, translator.request(), timeout)
 
     async def _whole(self, translator: Translator, http: HttpRequest, timeout: float) -> Sequence[StreamEvent]:
-        async with self._post(http, translator.error, timeout) as response:
-            return translator.json_body(await response.read())
+        with UpstreamFailures(self._config.name):
+            async with await self._open(http, translator.error, timeout) as response:
+                body = await response.read()
+        return translator.json_body(body)
 
     async def stream_chat(
         self, request: ChatRequest, upstream_model: str, *, timeout: float
@@ -146,17 +158,18 @@ class HttpProvider:
             for event in await self._whole(translator, http, timeout):
                 yield event
             return
-        async with self._post(http, translator.error, timeout) as response:
-            decoder = SseDecoder()
-            async for chunk in response.content.iter_any():
-                for sse in decoder.feed(chunk):
+        with UpstreamFailures(self._config.name):
+            async with await self._open(http, translator.error, timeout) as response:
+                decoder = SseDecoder()
+                async for chunk in response.content.iter_any():
+                    for sse in decoder.feed(chunk):
+                        for event in translator.sse_event(sse):
+                            yield event
+                for sse in decoder.close():
                     for event in translator.sse_event(sse):
                         yield event
-            for sse in decoder.close():
-                for event in translator.sse_event(sse):
+                for event in translator.end():
                     yield event
-            for event in translator.end():
-                yield event
 
     async def generate_images(
         self, request: ImageRequest, upstream_model: str, *, timeout: float
@@ -166,7 +179,8 @@ class HttpProvider:
                 Reason.INVALID_VALUE, f"The model `{request.model}` cannot generate images.", param="model"
             )
         translator = self._images(request, self._upstream(upstream_model))
-        async with self._post(translator.request(), translator.error, timeout) as response:
-            body = await response.read()
+        with UpstreamFailures(self._config.name):
+            async with await self._open(translator.request(), translator.error, timeout) as response:
+                body = await response.read()
         # Base64 images make answers of megabytes: those are parsed in a thread, the loop keeps its turns.
         return await off_loop_if_large(len(body), lambda: translator.json_body(body))

@@ -40,6 +40,10 @@ _FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _MAX_STOP = 4
 _TOKEN_ID = re.compile(r"[0-9]+")
 _SORTS = ("", "price", "latency", "throughput")
+# What a body that leaves these out asks for (immutable, so one of each serves every request).
+_TOOL_CHOICE_AUTO, _TOOL_CHOICE_NONE = ToolChoice("auto"), ToolChoice("none")
+_TEXT_FORMAT = ResponseFormat()
+_ANY_PROVIDER = RoutingPreferences()
 # Parameters the gateway reads itself; every other top-level field goes upstream as it came.
 _INTERPRETED = frozenset(
     {
@@ -254,7 +258,7 @@ def _tool_choice(data: Mapping[str, Any], tools: tuple[FunctionTool, ...]) -> To
         if isinstance(raw, dict):
             raw = {"type": "function", "function": raw}
     if raw is None:
-        return ToolChoice("auto" if tools else "none")
+        return _TOOL_CHOICE_AUTO if tools else _TOOL_CHOICE_NONE
     if raw in ("none", "auto", "required"):
         if raw == "required" and not tools:
             raise GatewayError(
@@ -292,7 +296,7 @@ def _stop(raw: Any) -> tuple[str, ...]:
 def _response_format(data: Mapping[str, Any]) -> ResponseFormat:
     raw = typed_field(data, "response_format", dict)
     if raw is None:
-        return ResponseFormat()
+        return _TEXT_FORMAT
     kind = raw.get("type")
     if kind in ("text", "json_object"):
         return ResponseFormat(type=kind)
@@ -359,7 +363,7 @@ def _strings(data: Mapping[str, Any], name: str, param: str) -> tuple[str, ...]:
 def _routing(data: Mapping[str, Any]) -> RoutingPreferences:
     raw = typed_field(data, "provider", dict)
     if raw is None:
-        return RoutingPreferences()
+        return _ANY_PROVIDER
     sort = typed_field(raw, "sort", str, "provider.sort") or ""
     if sort not in _SORTS:
         raise invalid_value("provider.sort", sort, "'price', 'latency', 'throughput'")

@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 
 from modelway.config import Config, ConfigError, LoggingConfig, ProviderConfig, load_config
-from modelway.ops.logs import CALLS_LOGGER, JsonFormatter, Scrubber, TextFormatter, configure_logging, log_call
+from modelway.ops.logs import CALLS_LOGGER, CallLog, JsonFormatter, Scrubber, TextFormatter, configure_logging
 from modelway.store import UsageRecord
 
 KEY = "mw-Zq3_xK9-aaaaBBBBccccDDDDeeeeFFFFgggg0123456"
@@ -131,7 +131,7 @@ def configured(fmt: str, level: str = "info") -> io.StringIO:
 
 def test_json_call_line(root_restored: None) -> None:
     out = configured("json")
-    log_call(row(), 0.0031)
+    CallLog().write(row(), 0.0031)
     logging.getLogger("grpc").error("header %s", f"Bearer {KEY}")
     logging.getLogger("modelway.providers").warning("upstream rejected %s", UPSTREAM)
     call, grpc_line, provider_line = (json.loads(line) for line in out.getvalue().splitlines())
@@ -209,20 +209,49 @@ def test_a_call_line_names_where_it_was_written(root_restored: None) -> None:
     configured("json")
     logging.getLogger(CALLS_LOGGER).addHandler(handler)
     try:
-        log_call(row(), None)
+        CallLog().write(row(), None)
     finally:
         logging.getLogger(CALLS_LOGGER).removeHandler(handler)
-    assert [(r.funcName, r.filename, r.levelname) for r in seen] == [("log_call", "logs.py", "INFO")]
+    assert [(r.funcName, r.filename, r.levelname) for r in seen] == [("write", "logs.py", "INFO")]
+
+
+def test_each_call_line_is_a_record_of_its_own_time_and_fields(
+    root_restored: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = seen.append  # type: ignore[method-assign]
+    out = configured("text")
+    logging.getLogger(CALLS_LOGGER).addHandler(handler)
+    clock = iter(1795392696.25 + 1.125 * tick for tick in range(10))
+    monkeypatch.setattr(time, "time", lambda: next(clock))
+    call_log = CallLog()
+    try:
+        call_log.write(row(), None)
+        call_log.write(row(request_id="req-2", status=429, error_code="rate_limited"), None)
+    finally:
+        logging.getLogger(CALLS_LOGGER).removeHandler(handler)
+    first, second = seen
+    assert first is not second
+    assert (first.modelway_fields["request_id"], second.modelway_fields["request_id"]) == ("req-1", "req-2")
+    assert second.created > first.created
+    for made in (first, second):
+        assert made.msecs == int((made.created - int(made.created)) * 1000)
+    assert second.relativeCreated - first.relativeCreated == pytest.approx((second.created - first.created) * 1000)
+    # Each line shows its own second and milliseconds.
+    stamps = [line.split(" ")[1] for line in out.getvalue().splitlines()]
+    assert stamps == [time.strftime("%H:%M:%S", time.localtime(r.created)) + f",{int(r.msecs):03d}" for r in seen]
+    assert stamps[0] != stamps[1]
 
 
 def test_text_format_and_level(root_restored: None) -> None:
     out = configured("text", level="warning")
-    log_call(row(), None)  # info: below the level
+    CallLog().write(row(), None)  # info: below the level
     logging.getLogger("modelway.app").warning("store slow")
     lines = out.getvalue().splitlines()
     assert len(lines) == 1 and lines[0].endswith("WARNING modelway.app: store slow")
     out = configured("text")
-    log_call(row(status=404, error_code="model_not_found", model="", provider=""), None)
+    CallLog().write(row(status=404, error_code="model_not_found", model="", provider=""), None)
     line = out.getvalue().strip()
     assert "modelway.calls: call request_id=req-1" in line
     assert "status=404 error_code=model_not_found" in line and "model=" not in line.replace("error_code", "")
