@@ -143,8 +143,8 @@ class ChatRequest:
         return ""
 
     def capped(self, max_tokens: int) -> ChatRequest:
-        """This request with `max_tokens` set, as dataclasses.replace would make it in twice the time:
-        every call to a model with an output cap makes one."""
+        """This request with `max_tokens` set, as dataclasses.replace would make it in nearly twice the
+        time: every call to a model with an output cap makes one."""
         copy = object.__new__(ChatRequest)
         for name, value in zip(_FIELDS_BUT_MAX_TOKENS, _VALUES_BUT_MAX_TOKENS(self), strict=True):
             object.__setattr__(copy, name, value)

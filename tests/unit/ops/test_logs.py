@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextvars
 import io
 import json
 import logging
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -215,33 +217,32 @@ def test_a_call_line_names_where_it_was_written(root_restored: None) -> None:
     assert [(r.funcName, r.filename, r.levelname) for r in seen] == [("write", "logs.py", "INFO")]
 
 
-def test_each_call_line_is_a_record_of_its_own_time_and_fields(
-    root_restored: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_every_call_line_is_made_by_the_record_factory(root_restored: None) -> None:
+    """A factory adding per-call context (a trace id, as OpenTelemetry's does) sees each line."""
+    trace: contextvars.ContextVar[str] = contextvars.ContextVar("trace", default="")
+    stock = logging.getLogRecordFactory()
+
+    def tracing(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        made = stock(*args, **kwargs)
+        made.trace_id = trace.get()
+        return made
+
     seen: list[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = seen.append  # type: ignore[method-assign]
-    out = configured("text")
+    configured("json")
     logging.getLogger(CALLS_LOGGER).addHandler(handler)
-    clock = iter(1795392696.25 + 1.125 * tick for tick in range(10))
-    monkeypatch.setattr(time, "time", lambda: next(clock))
-    call_log = CallLog()
+    logging.setLogRecordFactory(tracing)
     try:
-        call_log.write(row(), None)
-        call_log.write(row(request_id="req-2", status=429, error_code="rate_limited"), None)
+        call_log = CallLog()
+        for trace_id in ("t1", "t2"):
+            trace.set(trace_id)
+            call_log.write(row(request_id=f"req-{trace_id}"), None)
     finally:
+        logging.setLogRecordFactory(stock)
         logging.getLogger(CALLS_LOGGER).removeHandler(handler)
-    first, second = seen
-    assert first is not second
-    assert (first.modelway_fields["request_id"], second.modelway_fields["request_id"]) == ("req-1", "req-2")
-    assert second.created > first.created
-    for made in (first, second):
-        assert made.msecs == int((made.created - int(made.created)) * 1000)
-    assert second.relativeCreated - first.relativeCreated == pytest.approx((second.created - first.created) * 1000)
-    # Each line shows its own second and milliseconds.
-    stamps = [line.split(" ")[1] for line in out.getvalue().splitlines()]
-    assert stamps == [time.strftime("%H:%M:%S", time.localtime(r.created)) + f",{int(r.msecs):03d}" for r in seen]
-    assert stamps[0] != stamps[1]
+    lines = [(getattr(r, "trace_id", None), getattr(r, "modelway_fields", {}).get("request_id")) for r in seen]
+    assert lines == [("t1", "req-t1"), ("t2", "req-t2")]
 
 
 def test_text_format_and_level(root_restored: None) -> None:
