@@ -74,7 +74,7 @@ def _size(data: Mapping[str, Any]) -> str:
                 f"Invalid 'image_config.{name}': not supported; the only image option is 'aspect_ratio'.",
                 param=f"image_config.{name}",
             )
-    ratio = typed_field(config, "aspect_ratio", str, "image_config.aspect_ratio")
+    ratio = typed_field(config, "aspect_ratio", str, "image_config")
     if ratio is None:
         return ""
     if ratio not in ASPECT_RATIOS:

@@ -104,8 +104,10 @@ def missing_parameter(param: str) -> GatewayError:
     return GatewayError(Reason.MISSING_REQUIRED_PARAMETER, f"Missing required parameter: '{clip(param)}'.", param=param)
 
 
-def typed_field(data: Mapping[str, Any], name: str, kind: type, param: str = "") -> Any:
-    """data[name] when present and not null, checked to be of `kind`; None otherwise."""
+def typed_field(data: Mapping[str, Any], name: str, kind: type, within: str = "") -> Any:
+    """data[name] when present and not null, checked to be of `kind`; None otherwise. `within` is where
+    `data` sits in the body (e.g. "messages[2]"): an error then names "messages[2].name". (That name is
+    put together only for an error: every field of every message passes here.)"""
     value = data.get(name)
     if value is None:
         return None
@@ -120,7 +122,7 @@ def typed_field(data: Mapping[str, Any], name: str, kind: type, param: str = "")
     else:
         ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
     if not ok:
-        raise _invalid_type(param or name, _TYPE_NAMES[kind], value)
+        raise _invalid_type(f"{within}.{name}" if within else name, _TYPE_NAMES[kind], value)
     return value
 
 
@@ -137,11 +139,12 @@ def check_range(param: str, value: float | None, low: float, high: float) -> Non
     )
 
 
-def _content(raw: Any, param: str, role: str) -> tuple[ContentPart, ...]:
+def _content(raw: Any, message: str, role: str) -> tuple[ContentPart, ...]:
     if raw is None:
         return ()
     if isinstance(raw, str):
         return (TextPart(raw),)
+    param = f"{message}.content"
     if not isinstance(raw, list):
         raise _invalid_type(param, "a string or an array of content parts", raw)
     parts: list[ContentPart] = []
@@ -151,16 +154,16 @@ def _content(raw: Any, param: str, role: str) -> tuple[ContentPart, ...]:
             raise _invalid_type(where, "an object", part)
         kind = part.get("type")
         if kind == "text":
-            text = typed_field(part, "text", str, f"{where}.text")
+            text = typed_field(part, "text", str, where)
             if text is None:
                 raise missing_parameter(f"{where}.text")
             parts.append(TextPart(text))
         elif kind == "image_url" and role == "user":
-            image = typed_field(part, "image_url", dict, f"{where}.image_url") or {}
-            url = typed_field(image, "url", str, f"{where}.image_url.url")
+            image = typed_field(part, "image_url", dict, where) or {}
+            url = typed_field(image, "url", str, f"{where}.image_url")
             if not url:
                 raise missing_parameter(f"{where}.image_url.url")
-            detail = typed_field(image, "detail", str, f"{where}.image_url.detail") or "auto"
+            detail = typed_field(image, "detail", str, f"{where}.image_url") or "auto"
             parts.append(ImagePart(url=url, detail=detail))
         else:
             allowed = "'text', 'image_url'" if role == "user" else "'text'"
@@ -168,9 +171,10 @@ def _content(raw: Any, param: str, role: str) -> tuple[ContentPart, ...]:
     return tuple(parts)
 
 
-def _tool_calls(raw: Any, param: str) -> tuple[ToolCall, ...]:
+def _tool_calls(raw: Any, message: str) -> tuple[ToolCall, ...]:
     if raw is None:
         return ()
+    param = f"{message}.tool_calls"
     if not isinstance(raw, list):
         raise _invalid_type(param, "an array", raw)
     calls = []
@@ -178,12 +182,12 @@ def _tool_calls(raw: Any, param: str) -> tuple[ToolCall, ...]:
         where = f"{param}[{index}]"
         if not isinstance(call, dict):
             raise _invalid_type(where, "an object", call)
-        function = typed_field(call, "function", dict, f"{where}.function") or {}
+        function = typed_field(call, "function", dict, where) or {}
         calls.append(
             ToolCall(
-                id=typed_field(call, "id", str, f"{where}.id") or "",
-                name=typed_field(function, "name", str, f"{where}.function.name") or "",
-                arguments=typed_field(function, "arguments", str, f"{where}.function.arguments") or "",
+                id=typed_field(call, "id", str, where) or "",
+                name=typed_field(function, "name", str, f"{where}.function") or "",
+                arguments=typed_field(function, "arguments", str, f"{where}.function") or "",
             )
         )
     return tuple(calls)
@@ -193,35 +197,35 @@ def _message(message: Any, index: int) -> Message:
     param = f"messages[{index}]"
     if not isinstance(message, dict):
         raise _invalid_type(param, "an object", message)
-    role = typed_field(message, "role", str, f"{param}.role")
+    role = typed_field(message, "role", str, param)
     if not role:
         raise missing_parameter(f"{param}.role")
     if role not in _ROLES:
         raise invalid_value(f"{param}.role", role, ", ".join(f"'{r}'" for r in _ROLES))
-    content = _content(message.get("content"), f"{param}.content", role)
-    calls = _tool_calls(message.get("tool_calls"), f"{param}.tool_calls")
-    function_call = typed_field(message, "function_call", dict, f"{param}.function_call")
+    content = _content(message.get("content"), param, role)
+    calls = _tool_calls(message.get("tool_calls"), param)
+    function_call = typed_field(message, "function_call", dict, param)
     if function_call is not None:
         calls += (
             ToolCall(
                 id="",
-                name=typed_field(function_call, "name", str, f"{param}.function_call.name") or "",
-                arguments=typed_field(function_call, "arguments", str, f"{param}.function_call.arguments") or "",
+                name=typed_field(function_call, "name", str, f"{param}.function_call") or "",
+                arguments=typed_field(function_call, "arguments", str, f"{param}.function_call") or "",
             ),
         )
-    tool_call_id = typed_field(message, "tool_call_id", str, f"{param}.tool_call_id") or ""
+    tool_call_id = typed_field(message, "tool_call_id", str, param) or ""
     if role == "tool" and not tool_call_id:
         raise missing_parameter(f"{param}.tool_call_id")
     if not content and not calls and role != "assistant":
         raise missing_parameter(f"{param}.content")
-    name = typed_field(message, "name", str, f"{param}.name") or ""
+    name = typed_field(message, "name", str, param) or ""
     return Message(role=cast(Role, role), content=content, name=name, tool_calls=calls, tool_call_id=tool_call_id)
 
 
 def _function(function: Any, param: str) -> FunctionTool:
     if not isinstance(function, dict):
         raise _invalid_type(param, "an object", function)
-    name = typed_field(function, "name", str, f"{param}.name") or ""
+    name = typed_field(function, "name", str, param) or ""
     if not _FUNCTION_NAME.match(name):
         raise GatewayError(
             Reason.INVALID_VALUE,
@@ -231,9 +235,9 @@ def _function(function: Any, param: str) -> FunctionTool:
         )
     return FunctionTool(
         name=name,
-        description=typed_field(function, "description", str, f"{param}.description") or "",
-        parameters=typed_field(function, "parameters", dict, f"{param}.parameters") or {},
-        strict=bool(typed_field(function, "strict", bool, f"{param}.strict")),
+        description=typed_field(function, "description", str, param) or "",
+        parameters=typed_field(function, "parameters", dict, param) or {},
+        strict=bool(typed_field(function, "strict", bool, param)),
     )
 
 
@@ -301,15 +305,15 @@ def _response_format(data: Mapping[str, Any]) -> ResponseFormat:
     if kind in ("text", "json_object"):
         return ResponseFormat(type=kind)
     if kind == "json_schema":
-        schema = typed_field(raw, "json_schema", dict, "response_format.json_schema") or {}
-        name = typed_field(schema, "name", str, "response_format.json_schema.name")
+        schema = typed_field(raw, "json_schema", dict, "response_format") or {}
+        name = typed_field(schema, "name", str, "response_format.json_schema")
         if not name:
             raise missing_parameter("response_format.json_schema.name")
         return ResponseFormat(
             type="json_schema",
             name=name,
-            schema=typed_field(schema, "schema", dict, "response_format.json_schema.schema") or {},
-            strict=bool(typed_field(schema, "strict", bool, "response_format.json_schema.strict")),
+            schema=typed_field(schema, "schema", dict, "response_format.json_schema") or {},
+            strict=bool(typed_field(schema, "strict", bool, "response_format.json_schema")),
         )
     if kind is None:
         raise missing_parameter("response_format.type")
@@ -332,8 +336,17 @@ def _scalars(data: Mapping[str, Any]) -> dict[str, Any]:
     return found
 
 
+def _entry(data: Mapping[str, Any], key: str, kind: type, within: str) -> Any:
+    """A map's value, of `kind`: inside a map, null is no value at all, not an unset parameter."""
+    value = typed_field(data, key, kind, within)
+    if value is None:
+        raise _invalid_type(f"{within}.{key}", _TYPE_NAMES[kind], None)
+    return value
+
+
 def _logit_bias(data: Mapping[str, Any]) -> dict[str, float]:
     bias = typed_field(data, "logit_bias", dict) or {}
+    weights: dict[str, float] = {}
     for token in bias:
         if not _TOKEN_ID.fullmatch(token):
             raise GatewayError(
@@ -341,22 +354,20 @@ def _logit_bias(data: Mapping[str, Any]) -> dict[str, float]:
                 f"Invalid key in 'logit_bias': {clip(token)!r} is not a token id.",
                 param="logit_bias",
             )
-        weight = typed_field(bias, token, float, f"logit_bias.{token}")
-        check_range(f"logit_bias.{token}", weight, -100, 100)
-    return {token: float(weight) for token, weight in bias.items()}
+        weights[token] = _entry(bias, token, float, "logit_bias")
+        check_range(f"logit_bias.{token}", weights[token], -100, 100)
+    return weights
 
 
 def _metadata(data: Mapping[str, Any]) -> dict[str, str]:
     metadata = typed_field(data, "metadata", dict) or {}
-    for key in metadata:
-        typed_field(metadata, key, str, f"metadata.{key}")
-    return dict(metadata)
+    return {key: _entry(metadata, key, str, "metadata") for key in metadata}
 
 
-def _strings(data: Mapping[str, Any], name: str, param: str) -> tuple[str, ...]:
-    values = typed_field(data, name, list, param) or []
+def _strings(data: Mapping[str, Any], name: str, within: str) -> tuple[str, ...]:
+    values = typed_field(data, name, list, within) or []
     if not all(isinstance(value, str) for value in values):
-        raise _invalid_type(param, "an array of strings", values)
+        raise _invalid_type(f"{within}.{name}", "an array of strings", values)
     return tuple(values)
 
 
@@ -364,16 +375,16 @@ def _routing(data: Mapping[str, Any]) -> RoutingPreferences:
     raw = typed_field(data, "provider", dict)
     if raw is None:
         return _ANY_PROVIDER
-    sort = typed_field(raw, "sort", str, "provider.sort") or ""
+    sort = typed_field(raw, "sort", str, "provider") or ""
     if sort not in _SORTS:
         raise invalid_value("provider.sort", sort, "'price', 'latency', 'throughput'")
-    allow = typed_field(raw, "allow_fallbacks", bool, "provider.allow_fallbacks")
+    allow = typed_field(raw, "allow_fallbacks", bool, "provider")
     return RoutingPreferences(
-        order=_strings(raw, "order", "provider.order"),
+        order=_strings(raw, "order", "provider"),
         allow_fallbacks=allow is not False,
         sort=sort,  # type: ignore[arg-type]
-        only=_strings(raw, "only", "provider.only"),
-        ignore=_strings(raw, "ignore", "provider.ignore"),
+        only=_strings(raw, "only", "provider"),
+        ignore=_strings(raw, "ignore", "provider"),
     )
 
 
@@ -440,7 +451,7 @@ def parse_chat_request(data: Any) -> ChatRequest:
             "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
             param="stream_options",
         )
-    include_usage = bool(typed_field(stream_options or {}, "include_usage", bool, "stream_options.include_usage"))
+    include_usage = bool(typed_field(stream_options or {}, "include_usage", bool, "stream_options"))
     raw_messages = typed_field(data, "messages", list)
     if raw_messages is None:
         raise missing_parameter("messages")

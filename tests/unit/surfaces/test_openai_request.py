@@ -609,6 +609,20 @@ def test_logit_bias_key_must_be_a_token_id(key: str) -> None:
     assert (error.param, error.reason) == ("logit_bias", "invalid_value")
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "param", "expected"),
+    [
+        ("logit_bias", {"15": 1, "42": None}, "logit_bias.42", "a number"),
+        ("metadata", {"team": "a", "stage": None}, "metadata.stage", "a string"),
+    ],
+)
+def test_a_null_inside_a_map_is_an_invalid_type(field: str, value: dict[str, Any], param: str, expected: str) -> None:
+    """Null unsets a parameter; inside logit_bias or metadata it is a wrong value, refused as OpenAI does."""
+    error = rejected(body(**{field: value}))
+    assert (error.param, error.reason) == (param, "invalid_type")
+    assert error.message == f"Invalid type for '{param}': expected {expected}, but got null instead."
+
+
 @pytest.mark.parametrize(("weight", "code"), [(100.5, "decimal_above_max_value"), (-101, "decimal_below_min_value")])
 def test_logit_bias_weight_range(weight: float, code: str) -> None:
     error = rejected(body(logit_bias={"15": 1, "42": weight}))
