@@ -107,7 +107,7 @@ def missing_parameter(param: str) -> GatewayError:
 def typed_field(data: Mapping[str, Any], name: str, kind: type, within: str = "") -> Any:
     """data[name] when present and not null, checked to be of `kind`; None otherwise. `within` is where
     `data` sits in the body (e.g. "messages[2]"): an error then names "messages[2].name". (That name is
-    put together only for an error: every field of every message passes here.)"""
+    put together only for an error: most fields of every message pass here.)"""
     value = data.get(name)
     if value is None:
         return None
@@ -337,11 +337,10 @@ def _scalars(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _entry(data: Mapping[str, Any], key: str, kind: type, within: str) -> Any:
-    """A map's value, of `kind`: inside a map, null is no value at all, not an unset parameter."""
-    value = typed_field(data, key, kind, within)
-    if value is None:
+    """A map's value, of `kind`; a null one is refused (null unsets a parameter, not a map's entry)."""
+    if data[key] is None:
         raise _invalid_type(f"{within}.{key}", _TYPE_NAMES[kind], None)
-    return value
+    return typed_field(data, key, kind, within)
 
 
 def _logit_bias(data: Mapping[str, Any]) -> dict[str, float]:

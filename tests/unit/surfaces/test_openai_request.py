@@ -617,7 +617,7 @@ def test_logit_bias_key_must_be_a_token_id(key: str) -> None:
     ],
 )
 def test_a_null_inside_a_map_is_an_invalid_type(field: str, value: dict[str, Any], param: str, expected: str) -> None:
-    """Null unsets a parameter; inside logit_bias or metadata it is a wrong value, refused as OpenAI does."""
+    """Null unsets a parameter; inside logit_bias or metadata it is a wrong value, refused as an invalid type."""
     error = rejected(body(**{field: value}))
     assert (error.param, error.reason) == (param, "invalid_type")
     assert error.message == f"Invalid type for '{param}': expected {expected}, but got null instead."
