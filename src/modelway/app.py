@@ -29,12 +29,12 @@ from modelway.core.image_files import ImageFiles
 from modelway.core.key_admin import KeyAdmin
 from modelway.core.ledger import Ledger
 from modelway.core.limits import RateLimiter
-from modelway.core.metering import Metering
+from modelway.core.metering import HoldsInTurn, Metering
 from modelway.core.pipeline import Pipeline
 from modelway.core.reports import UsageReports
 from modelway.core.router import Router
 from modelway.core.routing import Resolver
-from modelway.core.state import RateLimits, RecordedLedger
+from modelway.core.state import CallHolds, RateLimits, RecordedLedger
 from modelway.edge import Envoy
 from modelway.ops import OpsServer, Readiness, Telemetry
 from modelway.providers.http import Transport
@@ -167,12 +167,15 @@ class Gateway:
         self.shared: SharedState | None = None
         self.ledger: RecordedLedger
         self.budgets: TokenBudgets | SharedBudgets
+        holds: CallHolds
         limiter: RateLimits
         if config.shared.redis_url:
             self.shared = open_shared_state(config.shared, self.store, self.clock, self._reload_keys)
             self.ledger, self.budgets, limiter = self.shared.ledger, self.shared.budgets, self.shared.limits
+            holds = self.shared.holds
         else:
             self.ledger, self.budgets, limiter = Ledger(self.store), TokenBudgets(self.clock), RateLimiter(self.clock)
+            holds = HoldsInTurn(self.budgets, self.ledger)
         self.directory = Directory(
             self.store,
             config,
@@ -196,7 +199,7 @@ class Gateway:
         self.metering = Metering(
             self.recorder,
             self.ledger,
-            self.budgets,
+            holds,
             self.clock,
             self.telemetry,
             checkpoint_seconds=config.store.checkpoint_seconds,

@@ -13,13 +13,21 @@ from modelway.core.budgets import TokenHold
 from modelway.core.clock import Clock
 from modelway.core.directory import Caller
 from modelway.core.ledger import Reservation
-from modelway.core.state import CreditLedger, TokenBudgetBook
+from modelway.core.state import CallHolds, CreditLedger, TokenBudgetBook
 from modelway.core.wording import Wording
 from modelway.errors import GatewayError, Reason
 from modelway.ops.metrics import Telemetry
 from modelway.store import STORE_RETRY_AFTER, UsageRecord
 
-__all__ = ["CLIENT_CLOSED", "IN_PROGRESS", "SERVER_SHUTDOWN", "SHUTDOWN_STATUS", "CallMeter", "Metering"]
+__all__ = [
+    "CLIENT_CLOSED",
+    "IN_PROGRESS",
+    "SERVER_SHUTDOWN",
+    "SHUTDOWN_STATUS",
+    "CallMeter",
+    "HoldsInTurn",
+    "Metering",
+]
 
 log = logging.getLogger(__name__)
 
@@ -110,14 +118,9 @@ class CallMeter:
                 retry_after=STORE_RETRY_AFTER,
             )
         budget = caller.key.daily_token_budget or caller.plan.daily_token_budget
-        hold = await metering.budgets.hold(caller.key.id, budget, worst_tokens)
-        try:
-            self._reservation = await metering.ledger.reserve(caller.account.id, worst_cost, wording.spend_less)
-        except BaseException:
-            # Shielded: a call cancelled here must still give its tokens back.
-            await asyncio.shield(metering.budgets.settle(hold, 0))
-            raise
-        self._hold = hold
+        self._hold, self._reservation = await metering.holds.take(
+            caller.key.id, budget, worst_tokens, caller.account.id, worst_cost, wording.spend_less
+        )
 
     def attempting(self, model: ModelConfig) -> None:
         """The router is trying this model: the row names it, and it prices the call, if it answers."""
@@ -223,14 +226,12 @@ class CallMeter:
         metering = self._metering
         charged = self._drawn
         produced = self._status == 200 or self.completion_tokens > 0
-        if self._hold is not None:
-            await metering.budgets.settle(self._hold, self.prompt_tokens + self.completion_tokens if produced else 0)
-            self._hold = None
-        if self._reservation is not None:
+        if self._hold is not None and self._reservation is not None:
+            tokens = self.prompt_tokens + self.completion_tokens if produced else 0
             cost = self._cost(self.model) if produced and self.model else 0
             # Written with this row (its cost), in the row's transaction.
-            charged += await metering.ledger.settle(self._reservation, cost - self._drawn)
-            self._reservation = None
+            charged += await metering.holds.settle(self._hold, tokens, self._reservation, cost - self._drawn)
+            self._hold = self._reservation = None
         self._charged = charged
         row = self._row(self._status, self._error_code, charged, produced=produced)
         committed = metering.recorder.record(row, charge=charged - self._drawn)
@@ -266,6 +267,30 @@ class CallMeter:
         )
 
 
+class HoldsInTurn:
+    """CallHolds from a token budget book and a credit ledger asked one after the other: the
+    in-process ones, where a second step costs no round trip."""
+
+    def __init__(self, budgets: TokenBudgetBook, ledger: CreditLedger) -> None:
+        self._budgets = budgets
+        self._ledger = ledger
+
+    async def take(
+        self, key_id: str, budget: int, worst_tokens: int, account_id: str, worst_cost: int, spend_less: str
+    ) -> tuple[TokenHold, Reservation]:
+        hold = await self._budgets.hold(key_id, budget, worst_tokens)
+        try:
+            return hold, await self._ledger.reserve(account_id, worst_cost, spend_less)
+        except BaseException:
+            # Shielded: a call cancelled here must still give its tokens back.
+            await asyncio.shield(self._budgets.settle(hold, 0))
+            raise
+
+    async def settle(self, hold: TokenHold, used: int, reservation: Reservation, cost: int) -> int:
+        await self._budgets.settle(hold, used)
+        return await self._ledger.settle(reservation, cost)
+
+
 class Metering:
     """What every call's meter settles against."""
 
@@ -273,7 +298,7 @@ class Metering:
         self,
         recorder: UsageRecorder,
         ledger: CreditLedger,
-        budgets: TokenBudgetBook,
+        holds: CallHolds,
         clock: Clock,
         telemetry: Telemetry | None = None,
         checkpoint_seconds: float = 2.0,
@@ -288,7 +313,7 @@ class Metering:
         self._all_closed.set()
         recorder.count_calls(lambda: self._open_calls)
         self.ledger = ledger
-        self.budgets = budgets
+        self.holds = holds
         self.clock = clock
         self.telemetry = telemetry or Telemetry()
 

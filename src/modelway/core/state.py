@@ -17,7 +17,7 @@ from modelway.core.directory import Caller
 from modelway.core.ledger import Reservation
 from modelway.core.limits import LimitRule, LimitState
 
-__all__ = ["CreditLedger", "KeyDirectory", "RateLimits", "RecordedLedger", "TokenBudgetBook"]
+__all__ = ["CallHolds", "CreditLedger", "KeyDirectory", "RateLimits", "RecordedLedger", "TokenBudgetBook"]
 
 
 class RateLimits(Protocol):
@@ -73,6 +73,21 @@ class TokenBudgetBook(Protocol):
         ...
 
     async def settle(self, hold: TokenHold, used: int) -> None: ...
+
+
+class CallHolds(Protocol):
+    """A call's hold on its key's daily tokens and its reservation of its account's credits, taken
+    together and settled together: one round trip each where the state is shared."""
+
+    async def take(
+        self, key_id: str, budget: int, worst_tokens: int, account_id: str, worst_cost: int, spend_less: str
+    ) -> tuple[TokenHold, Reservation]:
+        """Both, or neither: BUDGET_EXCEEDED first, then INSUFFICIENT_CREDITS (see their protocols)."""
+        ...
+
+    async def settle(self, hold: TokenHold, used: int, reservation: Reservation, cost: int) -> int:
+        """Releases both, counting `used` tokens and charging the real cost; returns the charge."""
+        ...
 
 
 class KeyDirectory(Protocol):

@@ -11,7 +11,7 @@ from modelway.config import SharedConfig
 from modelway.core.clock import Clock
 from modelway.shared.keys import KeyChanges
 from modelway.shared.link import BalanceSource, SharedLink
-from modelway.shared.state import SharedBudgets, SharedLedger, SharedRateLimits
+from modelway.shared.state import SharedBudgets, SharedCallHolds, SharedLedger, SharedRateLimits
 
 __all__ = ["SharedState", "open_shared_state"]
 
@@ -27,6 +27,7 @@ class SharedState:
     link: SharedLink
     ledger: SharedLedger
     budgets: SharedBudgets
+    holds: SharedCallHolds
     limits: SharedRateLimits
     key_changes: KeyChanges
 
@@ -49,10 +50,12 @@ def open_shared_state(
 ) -> SharedState:
     """The shared parts for `config.redis_url` (nothing connects before `start`)."""
     link = SharedLink(config, store, clock)
+    ledger, budgets = SharedLedger(link), SharedBudgets(link, clock)
     return SharedState(
         link=link,
-        ledger=SharedLedger(link),
-        budgets=SharedBudgets(link, clock),
+        ledger=ledger,
+        budgets=budgets,
+        holds=SharedCallHolds(link, clock, budgets, ledger),
         limits=SharedRateLimits(link, clock),
         key_changes=KeyChanges(link.redis, link.proc, reload_keys),
     )

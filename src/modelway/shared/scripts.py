@@ -39,6 +39,8 @@ __all__ = [
     "BUDGET_HOLD",
     "BUDGET_RECONCILE",
     "BUDGET_SETTLE",
+    "CALL_ADMIT",
+    "CALL_SETTLE",
     "CREDIT_ADD",
     "CREDIT_CHANGE",
     "CREDIT_INTENT",
@@ -101,18 +103,76 @@ return result
 """
 )
 
-# ARGV: epoch, proc, key id, day, budget, worst case. budgets.TokenBudgets' rule: admitted while
-# used + held is under the budget. {'OK'} or {'OVER', used, held}.
+# A key's daily token budget (budgets.TokenBudgets' rule: admitted while used + held is under the
+# budget), as functions of the scripts that take or give tokens (after _GATE: they use its locals).
+_TOKENS = """
+local function token_keys(key_id, day)
+  return prefix .. 'k:' .. key_id, prefix .. 'u:' .. day .. ':' .. key_id
+end
+local function tokens_refusal(key_id, day, budget)
+  local key, used_key = token_keys(key_id, day)
+  local used = tonumber(redis.call('GET', used_key) or '0')
+  local held = tonumber(redis.call('HGET', key, 'held') or '0')
+  if used + held >= tonumber(budget) then return {'OVER', used, held} end
+end
+local function tokens_hold(key_id, day, tokens)
+  local key = token_keys(key_id, day)
+  redis.call('HINCRBY', key, 'held', tokens)
+  redis.call('HINCRBY', key, mine, tokens)
+  redis.call('SADD', touched, 'k:' .. key_id)
+end
+-- Counted once per operation id (filed as mw:<E>:op:<id>): false for a copy of one already counted.
+local function tokens_settle(key_id, day, held, used, day_ttl, op, op_ttl)
+  if not redis.call('SET', prefix .. 'op:' .. op, 1, 'NX', 'EX', op_ttl) then return false end
+  local key, used_key = token_keys(key_id, day)
+  redis.call('HINCRBY', key, 'held', 0 - tonumber(held))
+  redis.call('HINCRBY', key, mine, 0 - tonumber(held))
+  redis.call('INCRBY', used_key, used)
+  redis.call('EXPIRE', used_key, day_ttl)
+  return true
+end
+"""
+
+# An account's credits (ledger.Ledger's rule: available = balance - held), as functions likewise.
+_CREDITS = """
+-- nil when the account has no balance here (not seeded yet)
+local function credits_available(account)
+  local key = prefix .. 'a:' .. account
+  local bal = redis.call('HGET', key, 'bal')
+  if not bal then return nil end
+  return tonumber(bal) - tonumber(redis.call('HGET', key, 'held') or '0')
+end
+local function credits_hold(account, amount)
+  local key = prefix .. 'a:' .. account
+  redis.call('HINCRBY', key, 'held', amount)
+  redis.call('HINCRBY', key, mine, amount)
+  redis.call('SADD', touched, 'a:' .. account)
+end
+-- Releases a reservation and holds the real cost (a charge not yet written), never beyond what is
+-- available: the charge and what is available after it. A hash without a balance (never expected:
+-- EPOCH_INSTALL keeps every one) charges up to what was reserved, which was available when it was
+-- made: a call is never served free for want of it.
+local function credits_settle(account, reserved, cost)
+  local key = prefix .. 'a:' .. account
+  reserved, cost = tonumber(reserved), tonumber(cost)
+  local held = tonumber(redis.call('HGET', key, 'held') or '0') - reserved
+  local bal = redis.call('HGET', key, 'bal')
+  local available = bal and (tonumber(bal) - held) or reserved
+  local charged = math.max(0, math.min(cost, available))
+  redis.call('HINCRBY', key, 'held', charged - reserved)
+  redis.call('HINCRBY', key, mine, charged - reserved)
+  return charged, available - charged
+end
+"""
+
+# ARGV: epoch, proc, key id, day, budget, worst case. {'OK'} or {'OVER', used, held}.
 BUDGET_HOLD = (
     _GATE
+    + _TOKENS
     + """
-local key, used_key = prefix .. 'k:' .. ARGV[3], prefix .. 'u:' .. ARGV[4] .. ':' .. ARGV[3]
-local used = tonumber(redis.call('GET', used_key) or '0')
-local held = tonumber(redis.call('HGET', key, 'held') or '0')
-if used + held >= tonumber(ARGV[5]) then return {'OVER', used, held} end
-redis.call('HINCRBY', key, 'held', ARGV[6])
-redis.call('HINCRBY', key, mine, ARGV[6])
-redis.call('SADD', touched, 'k:' .. ARGV[3])
+local refused = tokens_refusal(ARGV[3], ARGV[4], ARGV[5])
+if refused then return refused end
+tokens_hold(ARGV[3], ARGV[4], ARGV[6])
 return {'OK'}
 """
 )
@@ -122,51 +182,70 @@ return {'OK'}
 # came is counted by BUDGET_RECONCILE only if it never ran, and a copy arriving after that does nothing.
 BUDGET_SETTLE = (
     _GATE
+    + _TOKENS
     + """
-if not redis.call('SET', prefix .. 'op:' .. ARGV[8], 1, 'NX', 'EX', ARGV[9]) then return {'OK'} end
-local key, used_key = prefix .. 'k:' .. ARGV[3], prefix .. 'u:' .. ARGV[4] .. ':' .. ARGV[3]
-redis.call('HINCRBY', key, 'held', 0 - tonumber(ARGV[5]))
-redis.call('HINCRBY', key, mine, 0 - tonumber(ARGV[5]))
-redis.call('INCRBY', used_key, ARGV[6])
-redis.call('EXPIRE', used_key, ARGV[7])
+tokens_settle(ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9])
 return {'OK'}
 """
 )
 
-# ARGV: epoch, proc, account, amount. ledger.Ledger's rule: available = balance - held.
-# {'OK', available after} or {'SHORT', available} or {'NOACCOUNT'} (not seeded yet).
+# ARGV: epoch, proc, account, amount. {'OK', available after} or {'SHORT', available} or {'NOACCOUNT'}.
 CREDIT_RESERVE = (
     _GATE
+    + _CREDITS
     + """
-local key = prefix .. 'a:' .. ARGV[3]
-local bal = redis.call('HGET', key, 'bal')
-if not bal then return {'NOACCOUNT'} end
+local available = credits_available(ARGV[3])
+if not available then return {'NOACCOUNT'} end
 local amount = tonumber(ARGV[4])
-local available = tonumber(bal) - tonumber(redis.call('HGET', key, 'held') or '0')
 if amount > 0 and available < amount then return {'SHORT', available} end
-redis.call('HINCRBY', key, 'held', amount)
-redis.call('HINCRBY', key, mine, amount)
-redis.call('SADD', touched, 'a:' .. ARGV[3])
+credits_hold(ARGV[3], amount)
 return {'OK', available - amount}
 """
 )
 
-# ARGV: epoch, proc, account, reserved amount, cost. Releases the reservation and holds the real
-# cost (a charge not yet written), never beyond what is available: {'OK', charged, available after}.
-# A hash without a balance (never expected: EPOCH_INSTALL keeps every one) charges up to what was
-# reserved, which was available when it was made: a call is never served free for want of it.
+# ARGV: epoch, proc, account, reserved amount, cost. {'OK', charged, available after}.
 CREDIT_SETTLE = (
     _GATE
+    + _CREDITS
     + """
-local key = prefix .. 'a:' .. ARGV[3]
-local reserved, cost = tonumber(ARGV[4]), tonumber(ARGV[5])
-local held = tonumber(redis.call('HGET', key, 'held') or '0') - reserved
-local bal = redis.call('HGET', key, 'bal')
-local available = bal and (tonumber(bal) - held) or reserved
-local charged = math.max(0, math.min(cost, available))
-redis.call('HINCRBY', key, 'held', charged - reserved)
-redis.call('HINCRBY', key, mine, charged - reserved)
-return {'OK', charged, available - charged}
+local charged, available = credits_settle(ARGV[3], ARGV[4], ARGV[5])
+return {'OK', charged, available}
+"""
+)
+
+# A call's admission in one round trip: BUDGET_HOLD and CREDIT_RESERVE together, each checked
+# before either is taken (so a refused call holds nothing). ARGV: epoch, proc, key id, day, budget,
+# worst case, account, amount. {'OK', available after}, or the refusal of the first that refuses,
+# in that order: {'OVER', used, held}, {'NOACCOUNT'}, {'SHORT', available}.
+CALL_ADMIT = (
+    _GATE
+    + _TOKENS
+    + _CREDITS
+    + """
+local refused = tokens_refusal(ARGV[3], ARGV[4], ARGV[5])
+if refused then return refused end
+local available = credits_available(ARGV[7])
+if not available then return {'NOACCOUNT'} end
+local amount = tonumber(ARGV[8])
+if amount > 0 and available < amount then return {'SHORT', available} end
+tokens_hold(ARGV[3], ARGV[4], ARGV[6])
+credits_hold(ARGV[7], amount)
+return {'OK', available - amount}
+"""
+)
+
+# A call's settling in one round trip: BUDGET_SETTLE and CREDIT_SETTLE together. ARGV: BUDGET_SETTLE's
+# (the first nine, so that one whose reply never came is settled as a BUDGET_SETTLE is: see
+# SharedLink), then account, reserved amount, cost. {'OK', charged, available after}; a copy of one
+# already counted does nothing: {'DONE'}.
+CALL_SETTLE = (
+    _GATE
+    + _TOKENS
+    + _CREDITS
+    + """
+if not tokens_settle(ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]) then return {'DONE'} end
+local charged, available = credits_settle(ARGV[10], ARGV[11], ARGV[12])
+return {'OK', charged, available}
 """
 )
 

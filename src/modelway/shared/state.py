@@ -14,17 +14,18 @@ import asyncio
 import secrets
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from modelway.core.budgets import DAY_SECONDS, TokenHold, day_start, over_budget
 from modelway.core.clock import Clock
 from modelway.core.ledger import Reservation, insufficient
 from modelway.core.limits import WINDOW_SECONDS, LimitRule, LimitState, refusal, window_of
+from modelway.errors import GatewayError
 from modelway.shared import scripts
 from modelway.shared.link import SharedLink
 
-__all__ = ["SharedBudgets", "SharedLedger", "SharedRateLimits"]
+__all__ = ["SharedBudgets", "SharedCallHolds", "SharedLedger", "SharedRateLimits"]
 
 
 def _drop(counter: dict[str, int], name: str, amount: int) -> None:
@@ -69,25 +70,35 @@ class SharedBudgets:
 
     async def hold(self, key_id: str, budget: int, worst_case: int) -> TokenHold:
         now = self._clock.now()
-        held = self._link.tokens_held
-
-        def taken(reply: list[Any]) -> None:
-            held[key_id] += worst_case
-
-        reply = await self._link.take(scripts.BUDGET_HOLD, [key_id, day_start(now), budget, worst_case], taken)
+        reply = await self._link.take(
+            scripts.BUDGET_HOLD, [key_id, day_start(now), budget, worst_case], lambda _: self.held(key_id, worst_case)
+        )
         if reply[0] == "OVER":
-            raise over_budget(budget, int(reply[1]), int(reply[2]), now)
+            raise self.refusal(budget, reply, now)
         return TokenHold(key_id, worst_case)
 
     async def settle(self, hold: TokenHold, used: int) -> None:
+        await self._link.give(scripts.BUDGET_SETTLE, self.settle_args(hold, used), lambda _: self.released(hold))
+
+    # What the scripts that take or give tokens (also with credits: SharedCallHolds) share.
+
+    def held(self, key_id: str, tokens: int) -> None:
+        """Redis took the tokens: this process holds them (what it registers again after a loss)."""
+        self._link.tokens_held[key_id] += tokens
+
+    def released(self, hold: TokenHold) -> None:
+        """Given back, whether Redis heard it or not (the next registration tells it then)."""
+        _drop(self._link.tokens_held, hold.key_id, hold.tokens)
+
+    @staticmethod
+    def refusal(budget: int, reply: list[Any], now: float) -> GatewayError:
+        return over_budget(budget, int(reply[1]), int(reply[2]), now)
+
+    def settle_args(self, hold: TokenHold, used: int) -> list[Any]:
+        """BUDGET_SETTLE's arguments. Its id: one whose reply never came is counted by it once Redis
+        answers (see SharedLink)."""
         day = day_start(self._clock.now())
-
-        def given(reply: list[Any] | None) -> None:
-            _drop(self._link.tokens_held, hold.key_id, hold.tokens)
-
-        # The settle's id: one whose reply never came is counted by it once it answers (see SharedLink).
-        args = [hold.key_id, day, hold.tokens, used, 2 * DAY_SECONDS, secrets.token_hex(8), self._link.op_seconds]
-        await self._link.give(scripts.BUDGET_SETTLE, args, given)
+        return [hold.key_id, day, hold.tokens, used, 2 * DAY_SECONDS, secrets.token_hex(8), self._link.op_seconds]
 
 
 class SharedLedger:
@@ -116,6 +127,32 @@ class SharedLedger:
         return self._available.get(account_id, 0)
 
     async def reserve(self, account_id: str, amount: int, spend_less: str) -> Reservation:
+        def take(taken: Callable[[list[Any]], None]) -> Awaitable[list[Any]]:
+            return self._link.take(scripts.CREDIT_RESERVE, [account_id, amount], taken)
+
+        await self.reserving(account_id, amount, spend_less, take)
+        return Reservation(account_id, amount)
+
+    async def settle(self, reservation: Reservation, cost: int) -> int:
+        return await self._link.give(
+            scripts.CREDIT_SETTLE,
+            [reservation.account_id, reservation.amount, cost],
+            lambda reply: self.settled(reservation, cost, reply),
+        )
+
+    # What the scripts that reserve or settle credits (also with tokens: SharedCallHolds) share.
+
+    async def reserving(
+        self,
+        account_id: str,
+        amount: int,
+        spend_less: str,
+        take: Callable[[Callable[[list[Any]], None]], Awaitable[list[Any]]],
+    ) -> list[Any]:
+        """Runs a take that reserves `amount` of the account's credits, given what mirrors it in this
+        process's memory: an account created after the last rebuild has its balance read from the
+        store once, and the take runs again; INSUFFICIENT_CREDITS when short. Any other reply (OK, or
+        a refusal of what the take holds besides) is the caller's."""
         held = self._link.credits_held
 
         def taken(reply: list[Any]) -> None:
@@ -123,7 +160,7 @@ class SharedLedger:
             self._available[account_id] = int(reply[1])
 
         for _ in range(2):
-            reply = await self._link.take(scripts.CREDIT_RESERVE, [account_id, amount], taken)
+            reply = await take(taken)
             if reply[0] == "NOACCOUNT":
                 # Created after the last rebuild: its balance comes from the store, once.
                 await self._link.seed(account_id)
@@ -131,21 +168,20 @@ class SharedLedger:
             if reply[0] == "SHORT":
                 self._available[account_id] = int(reply[1])
                 raise insufficient(amount, int(reply[1]), spend_less)
-            return Reservation(account_id, amount)
+            return reply
         raise self._link.unavailable()
 
-    async def settle(self, reservation: Reservation, cost: int) -> int:
+    def settled(self, reservation: Reservation, cost: int, reply: list[Any] | None) -> int:
+        """The charge of a settled reservation, as Redis made it ({'OK', charged, available after}),
+        or, without its word, what was reserved at most: never beyond the hold."""
         account = reservation.account_id
-
-        def given(reply: list[Any] | None) -> int:
-            # Without Redis's word the charge is what was reserved at most: never beyond the hold.
-            charged = int(reply[1]) if reply is not None else max(0, min(cost, reservation.amount))
-            if reply is not None:
-                self._available[account] = int(reply[2])
-            _drop(self._link.credits_held, account, reservation.amount - charged)
-            return charged
-
-        return await self._link.give(scripts.CREDIT_SETTLE, [account, reservation.amount, cost], given)
+        if reply is not None and reply[0] == "OK":
+            charged = int(reply[1])
+            self._available[account] = int(reply[2])
+        else:
+            charged = max(0, min(cost, reservation.amount))
+        _drop(self._link.credits_held, account, reservation.amount - charged)
+        return charged
 
     async def draw(self, reservation: Reservation, amount: int) -> tuple[Reservation, int]:
         # Held either way (reserved, then charged and not written): nothing changes in Redis.
@@ -233,3 +269,41 @@ class SharedLedger:
             _drop(moving, account, amount)
         if not moving:
             del self._link.credits_moving[epoch]
+
+
+class SharedCallHolds:
+    """A call's token hold and credit reservation in one script each way (CALL_ADMIT, CALL_SETTLE):
+    two round trips to Redis per call fewer than asking SharedBudgets and SharedLedger in turn, with
+    their rules, their refusals and their memory of what this process holds."""
+
+    def __init__(self, link: SharedLink, clock: Clock, budgets: SharedBudgets, ledger: SharedLedger) -> None:
+        self._link = link
+        self._clock = clock
+        self._budgets = budgets
+        self._ledger = ledger
+
+    async def take(
+        self, key_id: str, budget: int, worst_tokens: int, account_id: str, worst_cost: int, spend_less: str
+    ) -> tuple[TokenHold, Reservation]:
+        now = self._clock.now()
+        args = [key_id, day_start(now), budget, worst_tokens, account_id, worst_cost]
+
+        def take(credits_taken: Callable[[list[Any]], None]) -> Awaitable[list[Any]]:
+            def taken(reply: list[Any]) -> None:
+                self._budgets.held(key_id, worst_tokens)
+                credits_taken(reply)
+
+            return self._link.take(scripts.CALL_ADMIT, args, taken)
+
+        reply = await self._ledger.reserving(account_id, worst_cost, spend_less, take)
+        if reply[0] == "OVER":
+            raise self._budgets.refusal(budget, reply, now)
+        return TokenHold(key_id, worst_tokens), Reservation(account_id, worst_cost)
+
+    async def settle(self, hold: TokenHold, used: int, reservation: Reservation, cost: int) -> int:
+        def given(reply: list[Any] | None) -> int:
+            self._budgets.released(hold)
+            return self._ledger.settled(reservation, cost, reply)
+
+        args = [*self._budgets.settle_args(hold, used), reservation.account_id, reservation.amount, cost]
+        return await self._link.give(scripts.CALL_SETTLE, args, given)

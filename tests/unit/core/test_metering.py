@@ -15,7 +15,7 @@ from modelway.core.accounting import UsageRecorder
 from modelway.core.budgets import TokenBudgets
 from modelway.core.directory import Caller, Directory
 from modelway.core.ledger import Ledger
-from modelway.core.metering import Metering
+from modelway.core.metering import HoldsInTurn, Metering
 from modelway.errors import GatewayError, Reason
 from modelway.store import AccountRecord, KeyRecord, SqliteStore
 from modelway.surfaces.openai import OPENAI_WORDING
@@ -45,7 +45,8 @@ async def parts(tmp_path: Path) -> AsyncIterator[Parts]:
     recorder.start()
     key = KeyRecord("key", "acct", "k", "hash", "hint", 0, ("chat.completions",))
     caller = Caller(key=key, account=AccountRecord("acct", "a", "free", 0), plan=config.plan("free"))
-    yield Parts(Metering(recorder, ledger, TokenBudgets(clock), clock), ledger, caller, tmp_path / "m.db")
+    metering = Metering(recorder, ledger, HoldsInTurn(TokenBudgets(clock), ledger), clock)
+    yield Parts(metering, ledger, caller, tmp_path / "m.db")
     await recorder.close()
     await store.close()
 
