@@ -131,3 +131,22 @@ async def test_a_call_settle_cut_off_with_its_connection_is_counted_once_redis_a
     assert await _refusal(state, account, key, 1000, 1, 551) is Reason.INSUFFICIENT_CREDITS  # 1000 - 450
     assert await _refusal(state, account, key, 1000, 300, 550) is None
     assert await _refusal(state, account, key, 1000, 1, 1) is Reason.BUDGET_EXCEEDED  # 700 used + 300 held
+
+
+async def test_a_call_whose_admission_timed_out_holds_nothing_once_redis_answers(
+    processes: Processes, store: Store, raw: aioredis.Redis
+) -> None:
+    (state,) = await processes(1)
+    link = state.link
+    account, key = await new_account(store, 1000), "key_" + secrets.token_hex(4)
+    await state.holds.take(key, 5000, 10, account, 1, "Add credits.")
+    await warm(state)
+    epoch = link.epoch
+    # Redis answers only after the call gave up on it (it may have run the admission, or may not).
+    await raw.client_pause(600, all=True)
+    assert await _refusal(state, account, key, 5000, 600, 400) is Reason.SHARED_STATE_UNAVAILABLE
+    await until(lambda: link.ready and link.in_step, 10)
+    assert link.epoch == epoch
+    # Whatever the refused call may have taken is undone (a registration sets absolute amounts).
+    assert await _held(raw, state, account, key) == (1, 10)
+    assert (state.link.credits_held[account], state.link.tokens_held[key]) == (1, 10)

@@ -213,13 +213,14 @@ def test_300_calls_through_two_envoys_admit_exactly_the_keys_50_per_minute(scale
     assert refused["x-ratelimit-limit-requests"] == "50" and int(refused["retry-after"]) >= 1
     served = scaled.rows("SELECT count(*) FROM usage WHERE key_id = ? AND status = 200", key_id)
     assert served == [(50,)]
-    # Every worker answered some of the 50 and refused some of the 250 (its own /metrics says so):
-    # the limit held across the three processes, not inside one of them.
+    # Every worker refused some of the 250 (its own /metrics says so) while all of them answered 50
+    # in all: with a limit per process, a worker refuses only after answering 50 itself. How the 50
+    # fall is the race's (seen: [40, 1, 9], [0, 48, 2]): a worker may answer none.
     answered = [after - earlier for after, earlier in zip(scaled.served("200"), before[0], strict=True)]
     limited = [after - earlier for after, earlier in zip(scaled.served("429"), before[1], strict=True)]
     print(f"per worker: answered {answered}, refused {limited}")
     assert sum(answered) == 50 and sum(limited) == 250
-    assert all(count > 0 for count in answered + limited), (answered, limited)
+    assert all(count > 0 for count in limited), (answered, limited)
 
 
 def _cost_of_a_call(scaled: Scaled) -> int:

@@ -23,7 +23,7 @@ Keys (one Redis database, not a cluster: scripts name the keys they build):
     mw:<E>:gen:<proc>         the generation of the process's last registration in E (see _GATE)
     mw:<E>:u:<day>:<key>      tokens the key used that UTC day
     mw:<E>:opening            set for a moment after a rebuild: every live process registers, none takes
-    mw:<E>:op:<id>            a balance move (CREDIT_CHANGE) or a budget settle (BUDGET_SETTLE) that ran,
+    mw:<E>:op:<id>            a balance move (CREDIT_CHANGE) or a budget settle (BUDGET_SETTLE, CALL_SETTLE) that ran,
                               or was settled after its reply was lost
     mw:rh:<window>:<scope>    hash: n (requests counted in one minute window), h:<proc> (one process's
                               part); expires with the window
@@ -39,6 +39,7 @@ __all__ = [
     "BUDGET_HOLD",
     "BUDGET_RECONCILE",
     "BUDGET_SETTLE",
+    "BUDGET_SETTLE_ARGS",
     "CALL_ADMIT",
     "CALL_SETTLE",
     "CREDIT_ADD",
@@ -180,6 +181,7 @@ return {'OK'}
 # ARGV: epoch, proc, key id, day, tokens held, tokens used, ttl of the day's counter, operation id,
 # its ttl. The operation id is filed (mw:<E>:op:<id>), as CREDIT_CHANGE's: a settle whose reply never
 # came is counted by BUDGET_RECONCILE only if it never ran, and a copy arriving after that does nothing.
+BUDGET_SETTLE_ARGS = 7  # after the epoch and the proc: CALL_SETTLE's begin with the same seven
 BUDGET_SETTLE = (
     _GATE
     + _TOKENS
@@ -307,9 +309,10 @@ return {'OK', factor}
 """
 
 # ARGV: epoch, operation id, its ttl, key id, day, tokens used, ttl of the day's counter. Settles a
-# BUDGET_SETTLE whose reply never came (cut off, or refused NOEPOCH/UNREGISTERED): the tokens are
-# added to the day's use only if it never ran; filed as settled either way, so a late copy does
-# nothing. Its hold needs nothing here: the registration that follows sets the process's holds.
+# BUDGET_SETTLE (or a CALL_SETTLE's tokens) whose reply never came (cut off, or refused
+# NOEPOCH/UNREGISTERED): the tokens are added to the day's use only if it never ran; filed as
+# settled either way, so a late copy does nothing. Its hold needs nothing here: the registration
+# that follows sets the process's holds.
 # {'OK', 1 if counted now else 0} or {'STALE'} (another epoch: its rebuild read the store).
 BUDGET_RECONCILE = """
 if redis.call('GET', 'mw:epoch') ~= ARGV[1] then return {'STALE'} end

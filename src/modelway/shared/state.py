@@ -14,7 +14,7 @@ import asyncio
 import secrets
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from modelway.core.budgets import DAY_SECONDS, TokenHold, day_start, over_budget
@@ -70,23 +70,22 @@ class SharedBudgets:
 
     async def hold(self, key_id: str, budget: int, worst_case: int) -> TokenHold:
         now = self._clock.now()
-        reply = await self._link.take(
-            scripts.BUDGET_HOLD, [key_id, day_start(now), budget, worst_case], lambda _: self.held(key_id, worst_case)
-        )
+        args = [key_id, day_start(now), budget, worst_case]
+        reply = await self._link.take(scripts.BUDGET_HOLD, args, lambda _: self.mirror_hold(key_id, worst_case))
         if reply[0] == "OVER":
             raise self.refusal(budget, reply, now)
         return TokenHold(key_id, worst_case)
 
     async def settle(self, hold: TokenHold, used: int) -> None:
-        await self._link.give(scripts.BUDGET_SETTLE, self.settle_args(hold, used), lambda _: self.released(hold))
+        await self._link.give(scripts.BUDGET_SETTLE, self.settle_args(hold, used), lambda _: self.mirror_release(hold))
 
     # What the scripts that take or give tokens (also with credits: SharedCallHolds) share.
 
-    def held(self, key_id: str, tokens: int) -> None:
+    def mirror_hold(self, key_id: str, tokens: int) -> None:
         """Redis took the tokens: this process holds them (what it registers again after a loss)."""
         self._link.tokens_held[key_id] += tokens
 
-    def released(self, hold: TokenHold) -> None:
+    def mirror_release(self, hold: TokenHold) -> None:
         """Given back, whether Redis heard it or not (the next registration tells it then)."""
         _drop(self._link.tokens_held, hold.key_id, hold.tokens)
 
@@ -127,10 +126,7 @@ class SharedLedger:
         return self._available.get(account_id, 0)
 
     async def reserve(self, account_id: str, amount: int, spend_less: str) -> Reservation:
-        def take(taken: Callable[[list[Any]], None]) -> Awaitable[list[Any]]:
-            return self._link.take(scripts.CREDIT_RESERVE, [account_id, amount], taken)
-
-        await self.reserving(account_id, amount, spend_less, take)
+        await self.reserving(account_id, amount, spend_less, scripts.CREDIT_RESERVE, [account_id, amount])
         return Reservation(account_id, amount)
 
     async def settle(self, reservation: Reservation, cost: int) -> int:
@@ -147,20 +143,23 @@ class SharedLedger:
         account_id: str,
         amount: int,
         spend_less: str,
-        take: Callable[[Callable[[list[Any]], None]], Awaitable[list[Any]]],
+        source: str,
+        args: list[Any],
+        also: Callable[[], None] = lambda: None,
     ) -> list[Any]:
-        """Runs a take that reserves `amount` of the account's credits, given what mirrors it in this
-        process's memory: an account created after the last rebuild has its balance read from the
-        store once, and the take runs again; INSUFFICIENT_CREDITS when short. Any other reply (OK, or
-        a refusal of what the take holds besides) is the caller's."""
+        """Runs a take that reserves `amount` of the account's credits (CREDIT_RESERVE, or CALL_ADMIT
+        with `also` mirroring what else it took): an account created after the last rebuild has its
+        balance read from the store once, and the take runs again; INSUFFICIENT_CREDITS when short.
+        Any other reply (OK, or a refusal of what else the take holds) is the caller's."""
         held = self._link.credits_held
 
         def taken(reply: list[Any]) -> None:
+            also()
             held[account_id] += amount
             self._available[account_id] = int(reply[1])
 
         for _ in range(2):
-            reply = await take(taken)
+            reply = await self._link.take(source, args, taken)
             if reply[0] == "NOACCOUNT":
                 # Created after the last rebuild: its balance comes from the store, once.
                 await self._link.seed(account_id)
@@ -286,23 +285,21 @@ class SharedCallHolds:
         self, key_id: str, budget: int, worst_tokens: int, account_id: str, worst_cost: int, spend_less: str
     ) -> tuple[TokenHold, Reservation]:
         now = self._clock.now()
-        args = [key_id, day_start(now), budget, worst_tokens, account_id, worst_cost]
-
-        def take(credits_taken: Callable[[list[Any]], None]) -> Awaitable[list[Any]]:
-            def taken(reply: list[Any]) -> None:
-                self._budgets.held(key_id, worst_tokens)
-                credits_taken(reply)
-
-            return self._link.take(scripts.CALL_ADMIT, args, taken)
-
-        reply = await self._ledger.reserving(account_id, worst_cost, spend_less, take)
+        reply = await self._ledger.reserving(
+            account_id,
+            worst_cost,
+            spend_less,
+            scripts.CALL_ADMIT,
+            [key_id, day_start(now), budget, worst_tokens, account_id, worst_cost],
+            also=lambda: self._budgets.mirror_hold(key_id, worst_tokens),
+        )
         if reply[0] == "OVER":
             raise self._budgets.refusal(budget, reply, now)
         return TokenHold(key_id, worst_tokens), Reservation(account_id, worst_cost)
 
     async def settle(self, hold: TokenHold, used: int, reservation: Reservation, cost: int) -> int:
         def given(reply: list[Any] | None) -> int:
-            self._budgets.released(hold)
+            self._budgets.mirror_release(hold)
             return self._ledger.settled(reservation, cost, reply)
 
         args = [*self._budgets.settle_args(hold, used), reservation.account_id, reservation.amount, cost]
