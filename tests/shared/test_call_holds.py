@@ -40,6 +40,11 @@ async def _used(raw: aioredis.Redis, state: SharedState, key: str) -> int:
     return sum([int(await raw.get(name) or 0) for name in found])
 
 
+async def _account_and_key(store: Store, credits: int) -> tuple[str, str]:
+    """A new account (created after the rebuild: its first call seeds its balance) and a key id."""
+    return await new_account(store, credits), "key_" + secrets.token_hex(4)
+
+
 async def _refusal(state: SharedState, account: str, key: str, budget: int, tokens: int, cost: int) -> Reason | None:
     try:
         await state.holds.take(key, budget, tokens, account, cost, "Add credits.")
@@ -52,7 +57,7 @@ async def test_a_call_holds_its_tokens_and_credits_until_it_settles(
     processes: Processes, store: Store, raw: aioredis.Redis
 ) -> None:
     (state,) = await processes(1)
-    account, key = await new_account(store, 1000), "key_" + secrets.token_hex(4)
+    account, key = await _account_and_key(store, 1000)
     await state.holds.take(key, 5000, 10, account, 1, "Add credits.")  # seeds the new account's balance
     hold, reservation = await state.holds.take(key, 5000, 600, account, 400, "Add credits.")
     assert await _held(raw, state, account, key) == (401, 610)
@@ -69,7 +74,7 @@ async def test_a_call_holds_its_tokens_and_credits_until_it_settles(
 
 async def test_a_charge_is_never_more_than_the_account_has(processes: Processes, store: Store) -> None:
     (state,) = await processes(1)
-    account, key = await new_account(store, 1000), "key_" + secrets.token_hex(4)
+    account, key = await _account_and_key(store, 1000)
     hold, reservation = await state.holds.take(key, 5000, 100, account, 900, "Add credits.")
     assert await state.holds.settle(hold, 100, reservation, 5000) == 1000  # what it had, not 5000
     assert state.ledger.available(account) == 0
@@ -88,7 +93,7 @@ async def test_a_call_refused_for_its_budget_or_its_credits_holds_neither(
     processes: Processes, store: Store, raw: aioredis.Redis, budget: int, cost: int, refused: Reason
 ) -> None:
     (state,) = await processes(1)
-    account, key = await new_account(store, 1000), "key_" + secrets.token_hex(4)
+    account, key = await _account_and_key(store, 1000)
     hold, reservation = await state.holds.take(key, 5000, 300, account, 200, "Add credits.")
     await state.holds.settle(hold, 300, reservation, 0)
     await state.holds.take(key, 5000, 200, account, 200, "Add credits.")  # under way
@@ -101,7 +106,7 @@ async def test_racing_calls_from_two_processes_get_exactly_the_credits_and_token
     processes: Processes, store: Store, raw: aioredis.Redis
 ) -> None:
     first, second = await processes(2)
-    account, key = await new_account(store, 500), "key_" + secrets.token_hex(4)
+    account, key = await _account_and_key(store, 500)
     await asyncio.gather(warm(first), warm(second))
     # Credits for 5 calls of 100, a budget for 8 of 40 tokens: 5 are admitted, whoever asks.
     outcomes = await asyncio.gather(*(_refusal(state, account, key, 320, 40, 100) for state in (first, second) * 10))
@@ -116,7 +121,7 @@ async def test_a_call_settle_cut_off_with_its_connection_is_counted_once_redis_a
 ) -> None:
     (state,) = await processes(1)
     link = state.link
-    account, key = await new_account(store, 1000), "key_" + secrets.token_hex(4)
+    account, key = await _account_and_key(store, 1000)
     hold, reservation = await state.holds.take(key, 1000, 700, account, 600, "Add credits.")
     epoch = link.epoch
     # Redis closes every connection: the settle's reply never comes (it may or may not have run).
@@ -138,7 +143,7 @@ async def test_a_call_whose_admission_timed_out_holds_nothing_once_redis_answers
 ) -> None:
     (state,) = await processes(1)
     link = state.link
-    account, key = await new_account(store, 1000), "key_" + secrets.token_hex(4)
+    account, key = await _account_and_key(store, 1000)
     await state.holds.take(key, 5000, 10, account, 1, "Add credits.")
     await warm(state)
     epoch = link.epoch

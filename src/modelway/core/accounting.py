@@ -176,7 +176,7 @@ class UsageRecorder:
         while not self._closing:
             if failures == 0:
                 # asyncio.timeout, not wait_for: the wait stays in this task (no task of its own to
-                # make, and three turns of the loop fewer before a lone call's row is written).
+                # make, and fewer turns of the loop before a lone call's row is written).
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._flush_seconds):
                         await self._wake.wait()
