@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
 from modelway.config import SharedConfig
 from modelway.shared import SharedState, open_shared_state
@@ -43,6 +44,14 @@ def shared_store_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.Te
 async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
     async with SqliteStore(tmp_path / "shared.db") as store:
         yield store
+
+
+@pytest.fixture
+async def raw(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    """A plain client, to read what Redis really holds (and to cut the others' connections)."""
+    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    yield client
+    await client.aclose()
 
 
 @pytest.fixture

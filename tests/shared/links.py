@@ -8,12 +8,14 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 
+import redis.asyncio as aioredis
+
 from modelway.core.limits import LimitRule
 from modelway.errors import GatewayError, Reason
 from modelway.shared import SharedState
 from modelway.store import AccountRecord, Store
 
-__all__ = ["QUIET", "Processes", "StoppedClock", "new_account", "nothing", "refused", "until", "warm"]
+__all__ = ["QUIET", "Processes", "StoppedClock", "new_account", "nothing", "refused", "until", "used_today", "warm"]
 
 QUIET = 0.3
 
@@ -67,3 +69,9 @@ async def refused(state: SharedState, account: str, amount: int) -> bool:
         assert exc.reason is Reason.INSUFFICIENT_CREDITS, exc
         return True
     return False
+
+
+async def used_today(raw: aioredis.Redis, state: SharedState, key: str) -> int:
+    """Tokens the key used, by Redis's count in the process's epoch (one day: the tests' clock stands still)."""
+    found = [name async for name in raw.scan_iter(match=f"mw:{state.link.epoch}:u:*:{key}")]
+    return sum([int(await raw.get(name) or 0) for name in found])

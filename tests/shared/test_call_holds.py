@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -14,16 +13,7 @@ import redis.asyncio as aioredis
 from modelway.errors import GatewayError, Reason
 from modelway.shared import SharedState
 from modelway.store import Store
-from tests.real.redis import RedisServer
-from tests.shared.links import Processes, new_account, until, warm
-
-
-@pytest.fixture
-async def raw(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
-    """A plain client, to read what Redis really holds (and to cut the others' connections)."""
-    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
-    yield client
-    await client.aclose()
+from tests.shared.links import Processes, new_account, until, used_today, warm
 
 
 async def _held(raw: aioredis.Redis, state: SharedState, account: str, key: str) -> tuple[int, int]:
@@ -32,12 +22,6 @@ async def _held(raw: aioredis.Redis, state: SharedState, account: str, key: str)
     credits = await raw.hget(prefix + "a:" + account, "held")
     tokens = await raw.hget(prefix + "k:" + key, "held")
     return int(credits or 0), int(tokens or 0)
-
-
-async def _used(raw: aioredis.Redis, state: SharedState, key: str) -> int:
-    """Tokens the key used, by Redis's count (one day: the processes' clock stands still)."""
-    found = [name async for name in raw.scan_iter(match=f"mw:{state.link.epoch}:u:*:{key}")]
-    return sum([int(await raw.get(name) or 0) for name in found])
 
 
 async def _account_and_key(store: Store, credits: int) -> tuple[str, str]:
@@ -67,7 +51,7 @@ async def test_a_call_holds_its_tokens_and_credits_until_it_settles(
     assert await state.holds.settle(hold, 250, reservation, 300) == 300
     # The charge stays held (not written yet); the tokens are the day's use now.
     assert await _held(raw, state, account, key) == (301, 10)
-    assert await _used(raw, state, key) == 250
+    assert await used_today(raw, state, key) == 250
     assert state.ledger.available(account) == 699
     assert state.link.credits_held[account] == 301 and state.link.tokens_held[key] == 10
 
@@ -130,7 +114,7 @@ async def test_a_call_settle_cut_off_with_its_connection_is_counted_once_redis_a
     assert charged == 450  # within the reservation, without Redis's word
     await until(lambda: link.ready and link.in_step, 10)
     assert link.epoch == epoch  # the same epoch: no rebuild reads the day's use again
-    assert await _used(raw, state, key) == 700  # counted once
+    assert await used_today(raw, state, key) == 700  # counted once
     # What this process holds was registered again: the charge, no reservation, no tokens.
     assert await _held(raw, state, account, key) == (450, 0)
     assert await _refusal(state, account, key, 1000, 1, 551) is Reason.INSUFFICIENT_CREDITS  # 1000 - 450

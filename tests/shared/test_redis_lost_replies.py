@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -15,17 +14,8 @@ import redis.asyncio as aioredis
 from modelway.errors import GatewayError, Reason
 from modelway.shared import SharedState, scripts
 from modelway.store import Store
-from tests.real.redis import RedisServer
-from tests.shared.links import Processes, new_account, until, warm
+from tests.shared.links import Processes, new_account, until, used_today, warm
 from tests.shared.links import refused as _refused
-
-
-@pytest.fixture
-async def raw(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
-    """A plain client, to read what Redis really holds (and to cut the others' connections)."""
-    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
-    yield client
-    await client.aclose()
 
 
 async def _over_budget(state: SharedState, key: str, budget: int, tokens: int) -> bool:
@@ -35,11 +25,6 @@ async def _over_budget(state: SharedState, key: str, budget: int, tokens: int) -
         assert exc.reason is Reason.BUDGET_EXCEEDED, exc
         return True
     return False
-
-
-async def _used(raw: aioredis.Redis, state: SharedState, key: str) -> int:
-    found = [name async for name in raw.scan_iter(match=f"mw:{state.link.epoch}:u:*:{key}")]
-    return sum([int(await raw.get(name) or 0) for name in found])
 
 
 async def test_a_budget_settle_cut_off_with_its_connection_is_counted_once_redis_answers(
@@ -54,7 +39,7 @@ async def test_a_budget_settle_cut_off_with_its_connection_is_counted_once_redis
     await state.budgets.settle(hold, 700)
     await until(lambda: state.link.ready and state.link.in_step, 10)
     assert state.link.epoch == before  # the same epoch: no rebuild reads the day's use again
-    assert await _used(raw, state, key) == 700
+    assert await used_today(raw, state, key) == 700
     # Admitted while used + held is under the budget: 700 used, then 300 held, and nothing more.
     assert not await _over_budget(state, key, 1000, 300)
     assert await _over_budget(state, key, 1000, 1)
@@ -74,7 +59,7 @@ async def test_a_budget_settle_refused_after_the_process_was_reaped_is_counted_o
     await first.budgets.settle(hold, 700)  # refused UNREGISTERED
     await until(lambda: first.link.ready and first.link.in_step, 10)
     assert first.link.epoch == epoch
-    assert await _used(raw, first, key) == 800
+    assert await used_today(raw, first, key) == 800
     assert not await _over_budget(other, key, 1000, 200)
     assert await _over_budget(other, key, 1000, 1)
 
@@ -94,7 +79,7 @@ async def test_a_budget_settle_that_ran_after_its_reply_timed_out_is_not_counted
     assert not link.in_step
     await until(lambda: link.ready and link.in_step, 10)
     assert link.epoch == epoch
-    assert await _used(raw, state, key) == 300
+    assert await used_today(raw, state, key) == 300
 
 
 async def _cli_adds(state: SharedState, store: Store, account: str, change: str, amount: int) -> str:

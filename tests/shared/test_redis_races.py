@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 import redis.asyncio as aioredis
@@ -20,14 +20,6 @@ from modelway.store.base import CreditChange
 from tests.real.redis import RedisServer
 from tests.shared.links import Processes, StoppedClock, new_account, nothing, until
 from tests.shared.links import refused as _refused
-
-
-@pytest.fixture
-async def raw(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
-    """A plain client, to read what Redis really holds."""
-    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
-    yield client
-    await client.aclose()
 
 
 async def _registered(raw: aioredis.Redis, state: SharedState, account: str) -> int:

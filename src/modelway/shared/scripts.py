@@ -136,12 +136,15 @@ end
 
 # An account's credits (ledger.Ledger's rule: available = balance - held), as functions likewise.
 _CREDITS = """
--- nil when the account has no balance here (not seeded yet)
-local function credits_available(account)
+-- What the account has available, and the refusal of reserving `amount` of it, if refused:
+-- {'NOACCOUNT'} (no balance here: not seeded yet) or {'SHORT', available}.
+local function credits_refusal(account, amount)
   local key = prefix .. 'a:' .. account
   local bal = redis.call('HGET', key, 'bal')
-  if not bal then return nil end
-  return tonumber(bal) - tonumber(redis.call('HGET', key, 'held') or '0')
+  if not bal then return nil, {'NOACCOUNT'} end
+  local available = tonumber(bal) - tonumber(redis.call('HGET', key, 'held') or '0')
+  if amount > 0 and available < amount then return available, {'SHORT', available} end
+  return available, nil
 end
 local function credits_hold(account, amount)
   local key = prefix .. 'a:' .. account
@@ -196,10 +199,9 @@ CREDIT_RESERVE = (
     _GATE
     + _CREDITS
     + """
-local available = credits_available(ARGV[3])
-if not available then return {'NOACCOUNT'} end
 local amount = tonumber(ARGV[4])
-if amount > 0 and available < amount then return {'SHORT', available} end
+local available, short = credits_refusal(ARGV[3], amount)
+if short then return short end
 credits_hold(ARGV[3], amount)
 return {'OK', available - amount}
 """
@@ -226,10 +228,9 @@ CALL_ADMIT = (
     + """
 local refused = tokens_refusal(ARGV[3], ARGV[4], ARGV[5])
 if refused then return refused end
-local available = credits_available(ARGV[7])
-if not available then return {'NOACCOUNT'} end
 local amount = tonumber(ARGV[8])
-if amount > 0 and available < amount then return {'SHORT', available} end
+local available, short = credits_refusal(ARGV[7], amount)
+if short then return short end
 tokens_hold(ARGV[3], ARGV[4], ARGV[6])
 credits_hold(ARGV[7], amount)
 return {'OK', available - amount}
