@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from modelway.core.clock import Clock
 from modelway.errors import GatewayError, Reason
+from modelway.frozen import one_store_init
 
 __all__ = ["WINDOW_SECONDS", "LimitRule", "LimitState", "RateLimiter", "refusal", "window_of"]
 
@@ -20,7 +21,8 @@ class LimitRule:
     reason: Reason = Reason.RATE_LIMITED
 
 
-@dataclass(frozen=True, slots=True)
+@one_store_init
+@dataclass(frozen=True)
 class LimitState:
     limit: int
     remaining: int

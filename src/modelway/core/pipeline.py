@@ -42,6 +42,7 @@ from modelway.core.types import (
 )
 from modelway.core.wording import Wording
 from modelway.errors import GatewayError, Reason
+from modelway.frozen import one_store_init
 
 __all__ = [
     "SHUTDOWN_MESSAGE",
@@ -109,7 +110,8 @@ class Deliverable(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
+@one_store_init
+@dataclass(frozen=True)
 class CompletedChoice:
     index: int
     content: str | None
@@ -118,7 +120,8 @@ class CompletedChoice:
     logprobs: tuple[Mapping[str, object], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@one_store_init
+@dataclass(frozen=True)
 class Completion:
     choices: tuple[CompletedChoice, ...]
     usage: Usage

@@ -24,6 +24,7 @@ from typing import Protocol
 
 from modelway.core.types import ChatRequest, GeneratedImage, ImageRequest, StreamEvent
 from modelway.errors import GatewayError, Reason
+from modelway.frozen import one_store_init
 
 __all__ = [
     "ChatProvider",
@@ -74,7 +75,8 @@ class ImageProvider(Protocol):
     ) -> tuple[GeneratedImage, ...]: ...
 
 
-@dataclass(frozen=True, slots=True)
+@one_store_init
+@dataclass(frozen=True)
 class Upstream:
     """Where one attempt goes: the provider's endpoint and secret, and the model's name there."""
 
@@ -84,7 +86,8 @@ class Upstream:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@one_store_init
+@dataclass(frozen=True)
 class HttpRequest:
     """One upstream HTTP call (always a POST of a JSON body)."""
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from modelway.frozen import one_store_init
+
 __all__ = ["AccountRecord", "ChatMessageRecord", "ConversationRecord", "DailyUsage", "KeyRecord", "UsageRecord"]
 
 
@@ -40,7 +42,8 @@ class KeyRecord:
     allowed_models: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@one_store_init
+@dataclass(frozen=True)
 class UsageRecord:
     """One call, success or failure."""
 
