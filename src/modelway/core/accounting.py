@@ -15,7 +15,7 @@ from modelway.core.directory import Directory
 from modelway.core.state import RecordedLedger
 from modelway.core.writes import await_write
 from modelway.errors import GatewayError, Reason
-from modelway.frozen import one_store_init
+from modelway.frozen import slot_init
 from modelway.ops.metrics import Telemetry
 from modelway.store import Store, UsageRecord
 
@@ -51,8 +51,8 @@ async def _until_done(future: asyncio.Future[None], timeout: float) -> None:
         future.remove_done_callback(wake)
 
 
-@one_store_init
-@dataclass(frozen=True)
+@slot_init
+@dataclass(frozen=True, slots=True)
 class _Queued:
     row: UsageRecord
     charge: int  # micro-credits this write adds to the account's spend (a checkpoint's row carries part)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from modelway.core.clock import Clock
 from modelway.errors import GatewayError, Reason
-from modelway.frozen import one_store_init
+from modelway.frozen import slot_init
 
 __all__ = ["DAY_SECONDS", "TokenBudgets", "TokenHold", "day_start", "over_budget"]
 
@@ -31,8 +31,8 @@ def over_budget(budget: int, used: int, held: int, now: float) -> GatewayError:
     )
 
 
-@one_store_init
-@dataclass(frozen=True)
+@slot_init
+@dataclass(frozen=True, slots=True)
 class TokenHold:
     key_id: str
     tokens: int  # the call's worst case, held while it runs

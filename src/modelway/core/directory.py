@@ -11,7 +11,7 @@ from modelway.core.clock import Clock
 from modelway.core.keys import hash_secret
 from modelway.core.writes import await_write
 from modelway.errors import GatewayError, Reason
-from modelway.frozen import one_store_init
+from modelway.frozen import slot_init
 from modelway.store import AccountRecord, KeyRecord, Store
 
 __all__ = ["Caller", "Directory"]
@@ -21,8 +21,8 @@ __all__ = ["Caller", "Directory"]
 MISS_REFRESH_SECONDS = 0.1
 
 
-@one_store_init
-@dataclass(frozen=True)
+@slot_init
+@dataclass(frozen=True, slots=True)
 class Caller:
     """Who is calling: the key, its account and the account's plan."""
 

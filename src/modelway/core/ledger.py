@@ -8,14 +8,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from modelway.errors import GatewayError, Reason
-from modelway.frozen import one_store_init
+from modelway.frozen import slot_init
 from modelway.store import Store
 
 __all__ = ["Ledger", "Reservation", "insufficient"]
 
 
-@one_store_init
-@dataclass(frozen=True)
+@slot_init
+@dataclass(frozen=True, slots=True)
 class Reservation:
     account_id: str
     amount: int  # micro-credits held back from the balance

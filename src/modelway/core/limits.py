@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from modelway.core.clock import Clock
 from modelway.errors import GatewayError, Reason
-from modelway.frozen import one_store_init
+from modelway.frozen import slot_init
 
 __all__ = ["WINDOW_SECONDS", "LimitRule", "LimitState", "RateLimiter", "refusal", "window_of"]
 
@@ -21,8 +21,8 @@ class LimitRule:
     reason: Reason = Reason.RATE_LIMITED
 
 
-@one_store_init
-@dataclass(frozen=True)
+@slot_init
+@dataclass(frozen=True, slots=True)
 class LimitState:
     limit: int
     remaining: int

@@ -42,7 +42,7 @@ from modelway.core.types import (
 )
 from modelway.core.wording import Wording
 from modelway.errors import GatewayError, Reason
-from modelway.frozen import one_store_init
+from modelway.frozen import slot_init
 
 __all__ = [
     "SHUTDOWN_MESSAGE",
@@ -110,8 +110,8 @@ class Deliverable(Protocol):
         ...
 
 
-@one_store_init
-@dataclass(frozen=True)
+@slot_init
+@dataclass(frozen=True, slots=True)
 class CompletedChoice:
     index: int
     content: str | None
@@ -120,8 +120,8 @@ class CompletedChoice:
     logprobs: tuple[Mapping[str, object], ...] = ()
 
 
-@one_store_init
-@dataclass(frozen=True)
+@slot_init
+@dataclass(frozen=True, slots=True)
 class Completion:
     choices: tuple[CompletedChoice, ...]
     usage: Usage

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from operator import attrgetter
 from typing import Any, Literal
 
-from modelway.frozen import one_store_init
+from modelway.frozen import slot_init
 
 __all__ = [
     "ChatRequest",
@@ -32,8 +33,8 @@ Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
 
 
-@one_store_init
-@dataclass(frozen=True)
+@slot_init
+@dataclass(frozen=True, slots=True)
 class TextPart:
     text: str
 
@@ -54,8 +55,8 @@ class ToolCall:
     arguments: str  # JSON text, exactly as the model produced it
 
 
-@one_store_init
-@dataclass(frozen=True)
+@slot_init
+@dataclass(frozen=True, slots=True)
 class Message:
     role: Role
     content: tuple[ContentPart, ...] = ()
@@ -103,8 +104,8 @@ class RoutingPreferences:
     ignore: tuple[str, ...] = ()
 
 
-@one_store_init
-@dataclass(frozen=True)
+@slot_init
+@dataclass(frozen=True, slots=True)
 class ChatRequest:
     """A validated chat request. Surfaces build it; providers read it."""
 
@@ -147,11 +148,15 @@ class ChatRequest:
         return ""
 
     def capped(self, max_tokens: int) -> ChatRequest:
-        """This request with `max_tokens` set, as dataclasses.replace would make it in a twentieth of
-        the time (its fields copied in C, not one by one): every call to a model with an output cap makes one."""
-        copy = object.__new__(ChatRequest)
-        object.__setattr__(copy, "__dict__", {**self.__dict__, "max_tokens": max_tokens})
-        return copy
+        """This request with `max_tokens` set, as dataclasses.replace would make it in less than half the
+        time (its fields read in C): every call to a model with an output cap makes one."""
+        values = list(_FIELD_VALUES(self))
+        values[_MAX_TOKENS_AT] = max_tokens
+        return ChatRequest(*values)
+
+
+_FIELD_VALUES = attrgetter(*(declared.name for declared in fields(ChatRequest)))
+_MAX_TOKENS_AT = [declared.name for declared in fields(ChatRequest)].index("max_tokens")
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,8 +187,8 @@ class ToolCallAssembler:
         return tuple(ToolCall(id=i, name=n, arguments=a) for _, (i, n, a) in sorted(self._calls.items()))
 
 
-@one_store_init
-@dataclass(frozen=True)
+@slot_init
+@dataclass(frozen=True, slots=True)
 class ChoiceDelta:
     """New output of one choice. A finish_reason closes that choice."""
 
@@ -195,8 +200,8 @@ class ChoiceDelta:
     logprobs: tuple[Mapping[str, Any], ...] = ()
 
 
-@one_store_init
-@dataclass(frozen=True)
+@slot_init
+@dataclass(frozen=True, slots=True)
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0

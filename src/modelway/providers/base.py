@@ -24,7 +24,7 @@ from typing import Protocol
 
 from modelway.core.types import ChatRequest, GeneratedImage, ImageRequest, StreamEvent
 from modelway.errors import GatewayError, Reason
-from modelway.frozen import one_store_init
+from modelway.frozen import slot_init
 
 __all__ = [
     "ChatProvider",
@@ -75,8 +75,8 @@ class ImageProvider(Protocol):
     ) -> tuple[GeneratedImage, ...]: ...
 
 
-@one_store_init
-@dataclass(frozen=True)
+@slot_init
+@dataclass(frozen=True, slots=True)
 class Upstream:
     """Where one attempt goes: the provider's endpoint and secret, and the model's name there."""
 
@@ -86,8 +86,8 @@ class Upstream:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-@one_store_init
-@dataclass(frozen=True)
+@slot_init
+@dataclass(frozen=True, slots=True)
 class HttpRequest:
     """One upstream HTTP call (always a POST of a JSON body)."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from modelway.frozen import one_store_init
+from modelway.frozen import slot_init
 
 __all__ = ["AccountRecord", "ChatMessageRecord", "ConversationRecord", "DailyUsage", "KeyRecord", "UsageRecord"]
 
@@ -42,8 +42,8 @@ class KeyRecord:
     allowed_models: tuple[str, ...] = ()
 
 
-@one_store_init
-@dataclass(frozen=True)
+@slot_init
+@dataclass(frozen=True, slots=True)
 class UsageRecord:
     """One call, success or failure."""
 
