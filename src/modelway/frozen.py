@@ -33,12 +33,16 @@ def slot_init(cls: type[T]) -> type[T]:
     fields = dataclasses.fields(cls)  # type: ignore[arg-type]  # checked above to be a dataclass
     if any(not isinstance(cls.__dict__.get(field.name), MemberDescriptorType) for field in fields):
         raise TypeError(f"{cls.__qualname__}: slot_init needs every field in a slot of the class itself")
+    parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    if [parameter.name for parameter in parameters] != [field.name for field in fields if field.init]:
+        # An __init__ written in the class body, which dataclasses keeps: its arguments are not the fields.
+        raise TypeError(f"{cls.__qualname__}: slot_init needs the __init__ dataclasses makes, not the class's own")
     # Closed over by the generated function, under names no field declared in a class body can have
     # (a __name there is mangled).
     closure: dict[str, Any] = {}
     arguments: list[str] = []
     keyword_only = False
-    for parameter in list(inspect.signature(cls.__init__).parameters.values())[1:]:
+    for parameter in parameters:
         if parameter.kind is inspect.Parameter.KEYWORD_ONLY and not keyword_only:
             keyword_only = True
             arguments.append("*")

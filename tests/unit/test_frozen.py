@@ -113,6 +113,17 @@ def _slotted_base() -> type[Any]:
     return Derived
 
 
+def _own_init() -> type[Any]:
+    @dataclass(frozen=True, slots=True)
+    class Converted:
+        a: int
+
+        def __init__(self, text: str) -> None:
+            object.__setattr__(self, "a", int(text))
+
+    return Converted
+
+
 @pytest.mark.parametrize(
     "declare",
     [
@@ -122,6 +133,7 @@ def _slotted_base() -> type[Any]:
         lambda: dataclass(frozen=True)(type("Checked", (), {"__annotations__": {"a": "int"}, "__post_init__": print})),
         lambda: type("NotADataclass", (), {}),
         _slotted_base,  # `a` is the base's slot: the generated init would store only `b`
+        _own_init,  # dataclasses keeps an __init__ written in the class body
     ],
 )
 def test_only_frozen_slotted_dataclasses_with_their_own_init(declare: Any) -> None:
